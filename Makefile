@@ -1,0 +1,34 @@
+# Two commands do everything on a fresh machine:  `make run`  and  `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: venv run demo test bench screenshots clean
+
+$(BIN)/btunet: setup.cfg pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip wheel setuptools
+	# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[testing]"
+	touch $(BIN)/btunet
+
+venv: $(BIN)/btunet
+
+## napari with the three widgets and the sample; the headless demo where there is no display
+run: venv
+	$(BIN)/python -m napari_btunet.launch
+
+## pre-train -> fine-tune on 2 images -> predict -> evaluate on the shipped BBBC007 sample
+demo: venv
+	$(BIN)/python examples/demo.py
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+bench: venv
+	$(BIN)/python benchmarks/speed.py
+	$(BIN)/python benchmarks/quality.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info src/*.egg-info demo_output

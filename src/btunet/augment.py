@@ -1,0 +1,100 @@
+"""Batched augmentations that run on the compute device (the loader never becomes the bottleneck)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# The 8 symmetries of the square as 2x2 matrices (rotations by 90 degrees, with and without flip).
+_DIHEDRAL = torch.tensor([[[1, 0], [0, 1]], [[0, -1], [1, 0]], [[-1, 0], [0, -1]], [[0, 1], [-1, 0]],
+                          [[-1, 0], [0, 1]], [[1, 0], [0, -1]], [[0, 1], [1, 0]], [[0, -1], [-1, 0]]],
+                         dtype=torch.float32)
+
+
+def random_resized_crop(x: torch.Tensor, scale: tuple[float, float] = (0.56, 1.0),
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-sample random crop (area fraction in ``scale``) + flip/rot90, resized back to H x W."""
+    n, dev = x.shape[0], x.device
+    side = torch.empty(n, device=dev).uniform_(*scale, generator=generator).sqrt()
+    shift = (torch.rand(n, 2, device=dev, generator=generator) * 2 - 1) * (1 - side)[:, None]
+    sym = _DIHEDRAL.to(dev)[torch.randint(0, 8, (n,), device=dev, generator=generator)]
+    theta = torch.cat([sym * side[:, None, None], shift[:, :, None]], dim=2)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def _per_sample(n: int, low: float, high: float, device, generator) -> torch.Tensor:
+    return torch.empty(n, 1, 1, 1, device=device).uniform_(low, high, generator=generator)
+
+
+def intensity_jitter(x: torch.Tensor, strength: float = 1.0,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """Gamma, contrast and brightness changes per sample (microscopy intensities vary a lot)."""
+    n, dev = x.shape[0], x.device
+    gamma = torch.exp(_per_sample(n, -0.4 * strength, 0.4 * strength, dev, generator))
+    x = x.clamp_min(0).pow(gamma)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    contrast = _per_sample(n, 1 - 0.4 * strength, 1 + 0.4 * strength, dev, generator)
+    brightness = _per_sample(n, -0.2 * strength, 0.2 * strength, dev, generator)
+    return (x - mean) * contrast + mean + brightness
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, radius: int = 4) -> torch.Tensor:
+    """Separable Gaussian blur with one sigma per sample (sigma: shape (N,))."""
+    n, c, h, w = x.shape
+    offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    kernel = torch.exp(-offsets[None] ** 2 / (2 * sigma[:, None].clamp_min(1e-3) ** 2))
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (N*C, K)
+    flat = x.reshape(1, n * c, h, w)
+    flat = F.pad(flat, (radius, radius, radius, radius), mode="reflect" if min(h, w) > radius else "replicate")
+    flat = F.conv2d(flat, kernel[:, None, None, :], groups=n * c)
+    flat = F.conv2d(flat, kernel[:, None, :, None], groups=n * c)
+    return flat.reshape(n, c, h, w)
+
+
+def blur_and_noise(x: torch.Tensor, p_blur: float = 0.5, p_noise: float = 0.5,
+                   max_sigma: float = 1.5, max_noise: float = 0.08,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    n, dev = x.shape[0], x.device
+    sigma = torch.empty(n, device=dev).uniform_(0.1, max_sigma, generator=generator)
+    blurred = gaussian_blur(x, sigma)
+    use_blur = (torch.rand(n, 1, 1, 1, device=dev, generator=generator) < p_blur).to(x.dtype)
+    x = use_blur * blurred + (1 - use_blur) * x
+    noise_std = _per_sample(n, 0, max_noise, dev, generator)
+    use_noise = (torch.rand(n, 1, 1, 1, device=dev, generator=generator) < p_noise).to(x.dtype)
+    return x + use_noise * noise_std * torch.randn(x.shape, device=dev, generator=generator)
+
+
+def two_views(x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Barlow Twins pair: two independent augmentations of the same batch of patches."""
+    def view() -> torch.Tensor:
+        v = random_resized_crop(x, generator=generator)
+        v = intensity_jitter(v, generator=generator)
+        return blur_and_noise(v, generator=generator)
+    return view(), view()
+
+
+def dihedral_batch(*tensors: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    """Apply the same random flip/rot90 to image, target and weight (labels stay exact)."""
+    n = tensors[0].shape[0]
+    ops = torch.randint(0, 8, (n,), generator=generator).tolist()
+    out = [t.clone() for t in tensors]
+    for i, op in enumerate(ops):
+        for t in out:
+            s = t[i]
+            if op >= 4:
+                s = s.flip(-1)
+            t[i] = torch.rot90(s, op % 4, dims=(-2, -1)) if s.shape[-1] == s.shape[-2] else s
+    return out
+
+
+def finetune_augment(image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+    image, target, weight = dihedral_batch(image, target, weight, generator=generator)
+    image = intensity_jitter(image, strength=0.5, generator=generator)
+    image = blur_and_noise(image, p_blur=0.2, p_noise=0.3, max_sigma=1.0, max_noise=0.04,
+                           generator=generator)
+    return image, target, weight
+
+
+__all__ = ["two_views", "finetune_augment", "random_resized_crop", "gaussian_blur",
+           "intensity_jitter", "blur_and_noise", "dihedral_batch"]

@@ -1,0 +1,96 @@
+"""One config object per job: the widgets, the CLI and the Python API all fill the same fields."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+
+
+@dataclass
+class PretrainConfig:
+    """Barlow Twins pre-training of a variant's encoder on unlabelled images.
+
+    Defaults follow BT-Unet (projector width, lambda, warm-up + cosine) but use AdamW instead of
+    SGD: with the small batches that fit a CPU or a laptop GPU it converges in far fewer epochs.
+    """
+    model: str = "unet"
+    channels: int = 1
+    base_filters: int = 16
+    epochs: int = 50
+    batch_size: int = 16
+    patch_size: int = 96
+    samples_per_epoch: int = 256   # random patches drawn per epoch (at least one per plane)
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.1
+    projector_dim: int = 256
+    lambd: float = 5e-3
+    device: str = "auto"
+    fast: bool = True              # channels_last + bf16 autocast
+    seed: int = 0
+
+
+@dataclass
+class FinetuneConfig:
+    """Supervised training of a full variant on painted (sparse) or drawn (dense) annotations."""
+    model: str = "unet"
+    mask_mode: str = "sparse"
+    base_filters: int = 16
+    epochs: int = 60
+    steps_per_epoch: int = 25
+    batch_size: int = 8
+    patch_size: int = 128
+    lr: float = 1e-3
+    annotated_fraction: float = 0.9  # share of patches centred on an annotated pixel
+    val_fraction: float = 0.2        # share of annotated 64-px blocks held out for validation
+    lr_patience: int = 10            # epochs without improvement before lr x 0.1
+    patience: int = 20               # epochs without improvement before stopping
+    time_budget_s: Optional[float] = None
+    augment: bool = True
+    device: str = "auto"
+    fast: bool = True
+    seed: int = 0
+
+
+@dataclass
+class Progress:
+    """What long jobs report after every step (given to ``on_progress`` in the training thread).
+
+    ``model`` is the live model: a callback may run a quick prediction with it (for a preview)
+    because the callback runs between steps, never concurrently with training.
+    """
+    stage: str
+    epoch: int
+    epochs: int
+    step: int
+    total_steps: int
+    loss: float
+    elapsed_s: float
+    eta_s: float
+    lr: float = 0.0
+    val_loss: Optional[float] = None
+    val_dice: Optional[float] = None
+    epoch_end: bool = False
+    history: dict[str, list] = field(default_factory=dict)
+    model: Any = field(default=None, repr=False)
+
+    @property
+    def fraction(self) -> float:
+        return self.step / max(1, self.total_steps)
+
+
+ProgressCallback = Callable[[Progress], None]
+StopCallback = Callable[[], bool]
+
+
+def config_dict(config) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    import numpy as np
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    return torch.Generator().manual_seed(seed)

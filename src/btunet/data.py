@@ -1,0 +1,62 @@
+"""Turn user images (files, folders or arrays) into normalised float planes for training."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+
+from .errors import BTUnetError
+from .imageio import is_rgb, iter_planes, read_images, to_channels
+from .normalize import normalize_plane, percentile_range
+
+ImageSource = Union[str, os.PathLike, np.ndarray]
+
+
+@dataclass
+class Plane:
+    """One normalised (C, H, W) plane and where it came from."""
+    pixels: np.ndarray
+    source: str
+    index: tuple
+
+
+def load_sources(images: ImageSource | Sequence[ImageSource]) -> list[tuple[str, np.ndarray]]:
+    """Accept a path, a folder, an array, or a list of them; return (name, array) pairs."""
+    if isinstance(images, (str, os.PathLike, np.ndarray)) or hasattr(images, "compute"):
+        images = [images]
+    paths = [p for p in images if isinstance(p, (str, os.PathLike))]
+    arrays = [(f"array{i}", a) for i, a in enumerate(images) if not isinstance(a, (str, os.PathLike))]
+    files = [(p.name, a) for p, a in read_images(paths)] if paths else []
+    if not files and not arrays:
+        raise BTUnetError("no images given")
+    return files + arrays
+
+
+def image_planes(name: str, array, channels: int, rgb: bool | None = None,
+                 min_size: int = 0) -> list[Plane]:
+    """Normalise an image or stack with whole-stack percentiles and split it into planes."""
+    array = np.asarray(array) if not hasattr(array, "shape") else array
+    rgb = is_rgb(array) if rgb is None else rgb
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    lo, hi = percentile_range(array, rgb)
+    planes = []
+    for index, plane in iter_planes(array, rgb):
+        pixels = to_channels(normalize_plane(plane, lo, hi), rgb, channels)
+        planes.append(Plane(pad_to_min_size(pixels, min_size), name, index))
+    return planes
+
+
+def pad_to_min_size(pixels: np.ndarray, size: int, mode: str = "reflect") -> np.ndarray:
+    """Pad (C, H, W) at the bottom/right so both sides are at least ``size``."""
+    h, w = pixels.shape[-2:]
+    ph, pw = max(0, size - h), max(0, size - w)
+    if ph == 0 and pw == 0:
+        return pixels
+    if mode == "reflect" and (ph >= h or pw >= w):
+        mode = "symmetric" if ph < 2 * h and pw < 2 * w else "edge"
+    pad = [(0, 0)] * (pixels.ndim - 2) + [(0, ph), (0, pw)]
+    return np.pad(pixels, pad, mode=mode) if mode != "constant" else np.pad(pixels, pad)

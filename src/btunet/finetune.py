@@ -1,0 +1,246 @@
+"""Fine-tuning a U-Net variant on the few pixels a user annotated."""
+from __future__ import annotations
+
+import copy
+import os
+import time
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from .annotations import CONVENTIONS, check_annotation_counts, targets_and_weights
+from .augment import finetune_augment
+from .config import FinetuneConfig, Progress, ProgressCallback, StopCallback, config_dict, seed_everything
+from .data import ImageSource, load_sources, pad_to_min_size
+from .device import autocast, describe_device, resolve_device
+from .errors import BTUnetError
+from .imageio import is_rgb, iter_planes, spatial_shape, to_channels
+from .losses import masked_bce_dice_loss
+from .models import SegmentationModel, create_model
+from .normalize import DEFAULT_NORMALIZATION, normalize_plane, percentile_range
+from .predict import predict_logits
+from .pretrain import PretrainedEncoder, as_encoder
+
+VAL_BLOCK = 64  # validation pixels are held out in whole blocks, so they are not neighbours of training pixels
+
+
+@dataclass
+class AnnotatedPlane:
+    pixels: np.ndarray      # (C, H, W) normalised
+    target: np.ndarray      # (H, W) 1 = object
+    weight: np.ndarray      # (H, W) 1 = used for training
+    val_weight: np.ndarray  # (H, W) 1 = held out for validation
+    source: str
+
+
+def annotated_planes(images, annotations, channels: int, mode: str, patch_size: int
+                     ) -> list[AnnotatedPlane]:
+    """Pair images with annotations, check shapes, keep only planes with annotated pixels."""
+    if len(images) != len(annotations):
+        raise BTUnetError(f"got {len(images)} images but {len(annotations)} annotations")
+    planes = []
+    for (name, image), (_, labels) in zip(images, annotations):
+        rgb = is_rgb(image)
+        if tuple(labels.shape) != spatial_shape(image, rgb):
+            raise BTUnetError(f"annotation shape {tuple(labels.shape)} does not match image {name} "
+                              f"of shape {tuple(image.shape)}" + (" (RGB)" if rgb else ""))
+        lo, hi = percentile_range(image, rgb)
+        for index, plane in iter_planes(image, rgb):
+            target, weight = targets_and_weights(np.asarray(labels[index]), mode)
+            if not weight.any():
+                continue
+            pixels = to_channels(normalize_plane(plane, lo, hi), rgb, channels)
+            pad = lambda a: pad_to_min_size(a[None], patch_size, "constant")[0]
+            planes.append(AnnotatedPlane(pad_to_min_size(pixels, patch_size), pad(target), pad(weight),
+                                         np.zeros_like(pad(weight)), name))
+    n_obj = int(sum((p.target * p.weight).sum() for p in planes))
+    n_all = int(sum(p.weight.sum() for p in planes))
+    check_annotation_counts(n_obj, n_all - n_obj, mode)
+    return planes
+
+
+def hold_out_validation(planes: list[AnnotatedPlane], fraction: float, rng: np.random.Generator,
+                        min_pixels: int = 4096, min_blocks: int = 5) -> bool:
+    """Move a random share of annotated blocks to validation if enough is annotated for both."""
+    blocks = []
+    for k, p in enumerate(planes):
+        h, w = p.weight.shape
+        for y in range(0, h, VAL_BLOCK):
+            for x in range(0, w, VAL_BLOCK):
+                if p.weight[y:y + VAL_BLOCK, x:x + VAL_BLOCK].any():
+                    blocks.append((k, y, x))
+    total = sum(p.weight.sum() for p in planes)
+    n_val = int(round(fraction * len(blocks)))
+    if fraction <= 0 or total < min_pixels or len(blocks) < min_blocks or n_val == 0:
+        return False
+    for k, y, x in (blocks[i] for i in rng.choice(len(blocks), n_val, replace=False)):
+        box = (slice(y, y + VAL_BLOCK), slice(x, x + VAL_BLOCK))
+        planes[k].val_weight[box] = planes[k].weight[box]
+        planes[k].weight[box] = 0
+    counts = lambda attr: [sum(float((p.target * getattr(p, attr)).sum()) for p in planes),
+                           sum(float(((1 - p.target) * getattr(p, attr)).sum()) for p in planes)]
+    if min(counts("weight") + counts("val_weight")) > 0:
+        return True
+    for p in planes:  # one side lost a class: train on everything instead
+        p.weight += p.val_weight
+        p.val_weight[:] = 0
+    return False
+
+
+class PatchSampler:
+    """Random patches, most of them centred on an annotated pixel."""
+
+    def __init__(self, planes: list[AnnotatedPlane], size: int, annotated_fraction: float,
+                 rng: np.random.Generator):
+        self.planes, self.size, self.fraction, self.rng = planes, size, annotated_fraction, rng
+        self.coords = [np.flatnonzero(p.weight) for p in planes]
+        counts = np.array([len(c) for c in self.coords], np.float64)
+        self.plane_p = counts / counts.sum()
+
+    def batch(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        s = self.size
+        c = self.planes[0].pixels.shape[0]
+        images, targets, weights = (np.empty((n, c, s, s), np.float32), np.empty((n, 1, s, s), np.float32),
+                                    np.empty((n, 1, s, s), np.float32))
+        for i in range(n):
+            k = self.rng.choice(len(self.planes), p=self.plane_p)
+            p = self.planes[k]
+            h, w = p.weight.shape
+            if self.rng.random() < self.fraction:
+                cy, cx = divmod(int(self.rng.choice(self.coords[k])), w)
+                y = int(np.clip(cy - s // 2 + self.rng.integers(-s // 4, s // 4 + 1), 0, h - s))
+                x = int(np.clip(cx - s // 2 + self.rng.integers(-s // 4, s // 4 + 1), 0, w - s))
+            else:
+                y, x = int(self.rng.integers(0, h - s + 1)), int(self.rng.integers(0, w - s + 1))
+            images[i] = p.pixels[:, y:y + s, x:x + s]
+            targets[i, 0] = p.target[y:y + s, x:x + s]
+            weights[i, 0] = p.weight[y:y + s, x:x + s]
+        return images, targets, weights
+
+
+@torch.no_grad()
+def validate(model: SegmentationModel, planes: list[AnnotatedPlane], fast: bool) -> tuple[float, float]:
+    """Loss and Dice (threshold 0.5) over the held-out pixels of whole planes."""
+    model.eval()
+    logits, targets, weights = [], [], []
+    for p in planes:
+        if p.val_weight.any():
+            logits.append(torch.from_numpy(predict_logits(model, p.pixels, fast=fast)).flatten())
+            targets.append(torch.from_numpy(p.target).flatten())
+            weights.append(torch.from_numpy(p.val_weight).flatten())
+    model.train()
+    lg, t, w = torch.cat(logits), torch.cat(targets), torch.cat(weights)
+    loss = masked_bce_dice_loss(lg, t, w).item()
+    pred = (lg > 0).float() * w
+    dice = (2 * (pred * t).sum() + 1) / (pred.sum() + (t * w).sum() + 1)
+    return loss, dice.item()
+
+
+def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSource | Sequence[ImageSource],
+             config: FinetuneConfig | None = None, encoder: "PretrainedEncoder | str | os.PathLike | None" = None,
+             on_progress: ProgressCallback | None = None, should_stop: StopCallback | None = None,
+             model: SegmentationModel | None = None) -> SegmentationModel:
+    """Train ``config.model`` on annotated pixels only and return the best weights.
+
+    ``annotations`` pair with ``images`` in order (same spatial shape); see ``annotations.py``
+    for the sparse and dense conventions. ``encoder``: a pre-trained encoder (object or file)
+    of the same variant and channel count. ``model``: continue from these weights instead
+    (e.g. after painting more). A stop request returns the best model so far.
+    """
+    cfg = config or FinetuneConfig()
+    generator = seed_everything(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    device = resolve_device(cfg.device)
+    enc = as_encoder(encoder)
+    sources, labels = load_sources(images), load_sources(annotations)
+    channels = (model.in_channels if model is not None else enc.channels if enc is not None
+                else 3 if is_rgb(sources[0][1]) else 1)
+    net = model if model is not None else build_from_encoder(cfg, enc, channels)
+    planes = annotated_planes(sources, labels, channels, cfg.mask_mode, cfg.patch_size)
+    has_val = hold_out_validation(planes, cfg.val_fraction, rng)
+    sampler = PatchSampler(planes, cfg.patch_size, cfg.annotated_fraction, rng)
+
+    net.to(device).train()
+    if cfg.fast:
+        net.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=cfg.lr_patience)
+    history: dict[str, list] = {"loss": [], "val_loss": [], "val_dice": []}
+    best, best_state, best_epoch, stop_reason = float("inf"), None, 0, None
+    total = cfg.epochs * cfg.steps_per_epoch
+    start, step = time.perf_counter(), 0
+    for epoch in range(cfg.epochs):
+        losses = []
+        for _ in range(cfg.steps_per_epoch):
+            if should_stop is not None and should_stop():
+                stop_reason = "cancelled"
+                break
+            x, t, w = (torch.from_numpy(a).to(device) for a in sampler.batch(cfg.batch_size))
+            if cfg.augment:
+                x, t, w = finetune_augment(x, t, w, generator=generator)
+            if cfg.fast:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device, cfg.fast):
+                logits = net(x)
+            loss = masked_bce_dice_loss(logits, t, w)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            losses.append(loss.item())
+            last = len(losses) == cfg.steps_per_epoch
+            val_loss, val_dice = validate(net, planes, cfg.fast) if (last and has_val) else (None, None)
+            if last:
+                history["loss"].append(float(np.mean(losses)))
+                history["val_loss"].append(val_loss)
+                history["val_dice"].append(val_dice)
+            if on_progress is not None:
+                elapsed = time.perf_counter() - start
+                on_progress(Progress(
+                    stage="finetune", epoch=epoch + 1, epochs=cfg.epochs, step=step, total_steps=total,
+                    loss=float(np.mean(losses[-10:])), elapsed_s=elapsed,
+                    eta_s=elapsed / step * (total - step), lr=optimizer.param_groups[0]["lr"],
+                    val_loss=val_loss, val_dice=val_dice, epoch_end=last, history=history, model=net))
+        if stop_reason is None and losses and len(losses) == cfg.steps_per_epoch:
+            monitor = history["val_loss"][-1] if has_val else history["loss"][-1]
+            plateau.step(monitor)
+            if monitor < best:
+                best, best_state, best_epoch = monitor, copy.deepcopy(net.state_dict()), epoch + 1
+            elif epoch + 1 - best_epoch >= cfg.patience:
+                stop_reason = "early_stopping"
+            if cfg.time_budget_s is not None and time.perf_counter() - start > cfg.time_budget_s:
+                stop_reason = stop_reason or "time_budget"
+        if stop_reason is not None:
+            break
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    net.eval()
+    n_obj = int(sum((p.target * (p.weight + p.val_weight)).sum() for p in planes))
+    n_all = int(sum((p.weight + p.val_weight).sum() for p in planes))
+    net.metadata = {
+        "normalization": DEFAULT_NORMALIZATION,
+        "trained_on": {"images": [name for name, _ in sources], "planes": len(planes),
+                       "mask_mode": cfg.mask_mode, "convention": CONVENTIONS[cfg.mask_mode],
+                       "annotated_pixels": {"object": n_obj, "background": n_all - n_obj},
+                       "validation_pixels": int(sum(p.val_weight.sum() for p in planes))},
+        "encoder": None if enc is None else {k: enc.metadata.get(k) for k in ("trained_on", "epochs", "date")},
+        "epochs": len(history["loss"]), "best_epoch": best_epoch, "stopped": stop_reason,
+        "loss_history": history["loss"], "val_loss_history": history["val_loss"],
+        "val_dice_history": history["val_dice"], "finetune_config": config_dict(cfg),
+        "device": describe_device(device), "seconds": round(time.perf_counter() - start, 1),
+    }
+    return net
+
+
+def build_from_encoder(cfg: FinetuneConfig, enc: Optional[PretrainedEncoder], channels: int) -> SegmentationModel:
+    """A fresh variant whose encoder (if given) starts from pre-trained weights."""
+    if enc is None:
+        return create_model(cfg.model, in_channels=channels, base_filters=cfg.base_filters)
+    if enc.variant != cfg.model:
+        raise BTUnetError(f"the encoder was pre-trained for {enc.variant!r} but model {cfg.model!r} "
+                          f"was chosen; pick {enc.variant!r} or pre-train a {cfg.model!r} encoder")
+    net = create_model(cfg.model, **{k: v for k, v in enc.model_config.items() if k != "name"})
+    net.encoder.load_state_dict(enc.encoder_state)
+    return net

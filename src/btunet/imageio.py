@@ -1,0 +1,115 @@
+"""Read images and stacks from disk, and turn any array into model-ready planes.
+
+Conventions: the last two axes are spatial (Y, X); a trailing axis of 3 or 4 is RGB(A) when
+the array has at least three axes; every other leading axis (T, Z, ...) indexes planes.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import tifffile
+
+from .errors import BTUnetError
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+
+
+def list_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Expand files and folders (not recursive) into a sorted list of image files."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir()
+                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise BTUnetError(f"no such file or folder: {path}")
+    return found
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read one TIFF/PNG/JPEG into a numpy array; unreadable files raise BTUnetError."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            return tifffile.imread(path)
+        from skimage.io import imread
+        return np.asarray(imread(path))
+    except Exception as exc:  # the readers raise many types for corrupt files
+        raise BTUnetError(f"cannot read image {path}: {exc}") from exc
+
+
+def read_images(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, np.ndarray]]:
+    """Read every readable file; unreadable ones are skipped with a warning naming them."""
+    images = []
+    for path in list_images(paths):
+        try:
+            images.append((path, read_image(path)))
+        except BTUnetError as exc:
+            warnings.warn(f"skipping {path.name}: {exc}", stacklevel=2)
+    if not images:
+        raise BTUnetError("no readable images found (supported: " + ", ".join(IMAGE_SUFFIXES) + ")")
+    return images
+
+
+def is_rgb(array) -> bool:
+    """Guess whether the last axis holds colour channels."""
+    shape = array.shape
+    return len(shape) >= 3 and shape[-1] in (3, 4) and min(shape[-3:-1]) > 4
+
+
+def spatial_shape(array, rgb: bool | None = None) -> tuple[int, ...]:
+    """Shape without the colour axis: (..., Y, X)."""
+    rgb = is_rgb(array) if rgb is None else rgb
+    return tuple(array.shape[:-1] if rgb else array.shape)
+
+
+def plane_indices(array, rgb: bool | None = None) -> list[tuple[int, ...]]:
+    """Index tuples for every 2-D plane of an image or stack."""
+    leading = spatial_shape(array, rgb)[:-2]
+    if len(spatial_shape(array, rgb)) < 2:
+        raise BTUnetError(f"an image needs at least two spatial axes, got shape {array.shape}")
+    return list(np.ndindex(*leading))
+
+
+def to_channels(plane: np.ndarray, rgb: bool, channels: int) -> np.ndarray:
+    """(Y, X) or (Y, X, 3|4) -> (channels, Y, X) float32; RGB->gray by mean, gray->RGB by copy."""
+    plane = np.asarray(plane, dtype=np.float32)
+    if rgb:
+        plane = np.moveaxis(plane[..., :3], -1, 0)
+        if channels == 1:
+            plane = plane.mean(axis=0, keepdims=True)
+    else:
+        plane = np.repeat(plane[None], channels, axis=0)
+    return np.ascontiguousarray(plane)
+
+
+def iter_planes(array, rgb: bool | None = None) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+    """Yield (index, plane) one at a time; dask/zarr/memmap planes are read lazily."""
+    rgb = is_rgb(array) if rgb is None else rgb
+    for index in plane_indices(array, rgb):
+        plane = array[index]
+        if hasattr(plane, "compute"):
+            plane = plane.compute()
+        yield index, np.asarray(plane)
+
+
+def write_image_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write a TIFF (compressed) via a temporary file and rename, so no half-written file stays."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        tifffile.imwrite(tmp, array, compression="zlib")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,33 @@
+"""The two losses of BT-Unet: Barlow Twins for pre-training, masked BCE + Dice for fine-tuning."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def cross_correlation(z_a: torch.Tensor, z_b: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """C = za^T zb / N after standardising every embedding dimension over the batch."""
+    z_a, z_b = z_a.float(), z_b.float()
+    z_a = (z_a - z_a.mean(0)) / (z_a.std(0, unbiased=False) + eps)
+    z_b = (z_b - z_b.mean(0)) / (z_b.std(0, unbiased=False) + eps)
+    return z_a.T @ z_b / z_a.shape[0]
+
+
+def barlow_twins_loss(z_a: torch.Tensor, z_b: torch.Tensor, lambd: float = 5e-3) -> torch.Tensor:
+    """sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2 (Zbontar et al. 2021)."""
+    c = cross_correlation(z_a, z_b)
+    on_diag = (torch.diagonal(c) - 1).pow(2).sum()
+    off_diag = c.pow(2).sum() - torch.diagonal(c).pow(2).sum()
+    return on_diag + lambd * off_diag
+
+
+def masked_bce_dice_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+                         smooth: float = 1.0) -> torch.Tensor:
+    """mean(BCE, 1 - Dice) over annotated pixels only (weight 0 pixels get no gradient)."""
+    logits = logits.float()
+    annotated = weight.sum().clamp_min(1.0)
+    bce = F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="sum") / annotated
+    prob = torch.sigmoid(logits) * weight
+    intersection = (prob * target).sum()
+    dice = (2 * intersection + smooth) / (prob.sum() + (target * weight).sum() + smooth)
+    return 0.5 * (bce + (1 - dice))

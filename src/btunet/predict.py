@@ -1,0 +1,159 @@
+"""Prediction of any image size and any stack: tiled, blended, streamed plane by plane."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+import torch
+
+from .checkpoint import load_model
+from .device import autocast, resolve_device
+from .errors import BTUnetError, Cancelled
+from .imageio import is_rgb, iter_planes, plane_indices, spatial_shape, to_channels
+from .models import SIZE_MULTIPLE, SegmentationModel
+from .models.base import pad_to_multiple
+from .normalize import DEFAULT_NORMALIZATION, normalize_plane, percentile_range
+
+
+def _ramp_window(length: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
+    """1-D blending weights: 0 on the outer quarter of the overlap, raised cosine, then 1.
+
+    Image borders get no ramp, so every pixel keeps a positive total weight.
+    """
+    w = np.ones(length, np.float32)
+    margin = overlap // 4
+    ramp = np.sin(0.5 * np.pi * (np.arange(overlap - 2 * margin) + 0.5) / (overlap - 2 * margin)) ** 2
+    edge = np.concatenate([np.zeros(margin), ramp]).astype(np.float32)
+    if not at_start:
+        w[:len(edge)] = edge
+    if not at_end:
+        w[length - len(edge):] = edge[::-1]
+    return w
+
+
+def _origins(size: int, tile: int, stride: int) -> list[int]:
+    last = size - tile
+    return sorted(set(list(range(0, last + 1, stride)) + [last]))
+
+
+@torch.no_grad()
+def predict_logits(model: SegmentationModel, pixels: np.ndarray, tile: int = 512, overlap: int = 128,
+                   fast: bool = True, tile_batch: int = 4) -> np.ndarray:
+    """Logits (H, W) for one normalised (C, H, W) plane.
+
+    Tiles start on multiples of 16 so pooling grids line up with whole-image prediction, and
+    each tile's outer margin (where its own zero padding distorts features) gets no weight.
+    """
+    if tile % SIZE_MULTIPLE or overlap % SIZE_MULTIPLE or overlap >= tile:
+        raise BTUnetError(f"tile and overlap must be multiples of {SIZE_MULTIPLE}, overlap < tile")
+    device = next(model.parameters()).device
+    x = torch.from_numpy(np.ascontiguousarray(pixels, np.float32))[None].to(device)
+    x, h, w = pad_to_multiple(x)
+    hp, wp = x.shape[-2:]
+    th, tw = min(tile, hp), min(tile, wp)
+    boxes = [(y, xx) for y in _origins(hp, th, tile - overlap) for xx in _origins(wp, tw, tile - overlap)]
+    out = torch.zeros(hp, wp, device=device)
+    norm = torch.zeros(hp, wp, device=device)
+    memory = torch.channels_last if fast else torch.contiguous_format
+    for i in range(0, len(boxes), tile_batch):
+        chunk = boxes[i:i + tile_batch]
+        batch = torch.cat([x[..., y:y + th, xx:xx + tw] for y, xx in chunk]).contiguous(memory_format=memory)
+        with autocast(device, fast):
+            logits = model(batch)[:, 0].float()
+        for (y, xx), tile_logits in zip(chunk, logits):
+            wy = _ramp_window(th, overlap, y == 0, y + th == hp)
+            wx = _ramp_window(tw, overlap, xx == 0, xx + tw == wp)
+            weight = torch.from_numpy(np.outer(wy, wx)).to(device)
+            out[y:y + th, xx:xx + tw] += weight * tile_logits
+            norm[y:y + th, xx:xx + tw] += weight
+    return (out / norm)[:h, :w].cpu().numpy()
+
+
+def instance_labels(mask: np.ndarray, split_touching: bool = True, min_distance: int = 5) -> np.ndarray:
+    """Connected components; optionally split touching objects by a distance-transform watershed."""
+    from scipy import ndimage as ndi
+    from skimage.measure import label
+    from skimage.segmentation import watershed
+    if not split_touching:
+        return label(mask, connectivity=1).astype(np.int32)
+    from skimage.feature import peak_local_max
+    distance = ndi.distance_transform_edt(mask)
+    components = label(mask, connectivity=1)
+    peaks = peak_local_max(distance, min_distance=min_distance, labels=components, exclude_border=False)
+    markers = np.zeros(mask.shape, np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    # components without a peak (tiny objects) keep their own id
+    missing = np.setdiff1d(np.unique(components[mask > 0]), np.unique(components[tuple(peaks.T)]))
+    for i, comp in enumerate(missing, start=len(peaks) + 1):
+        markers[components == comp] = i
+    return watershed(-distance, markers, mask=mask).astype(np.int32)
+
+
+@dataclass
+class Prediction:
+    labels: np.ndarray                    # uint8 0/1, or int32 instance ids
+    probabilities: Optional[np.ndarray]   # float32 object probability, when asked for
+
+
+def as_model(model: "SegmentationModel | str | os.PathLike", device: torch.device) -> SegmentationModel:
+    if isinstance(model, (str, os.PathLike)):
+        return load_model(model, device)
+    return model.to(device).eval()
+
+
+def iter_predict(model: "SegmentationModel | str | os.PathLike", image, *, rgb: Optional[bool] = None,
+                 threshold: float = 0.5, instances: bool = False, split_touching: bool = True,
+                 device: str = "auto", fast: bool = True, tile: int = 512, overlap: int = 128,
+                 ) -> Iterator[tuple[tuple, np.ndarray, np.ndarray]]:
+    """Yield (plane index, probability, labels) plane by plane; only one plane is in memory."""
+    dev = resolve_device(device)
+    net = as_model(model, dev)
+    rgb = is_rgb(image) if rgb is None else rgb
+    if len(spatial_shape(image, rgb)) < 2:
+        raise BTUnetError(f"cannot predict an array of shape {image.shape}: it needs Y and X axes")
+    norm = getattr(net, "metadata", {}).get("normalization", DEFAULT_NORMALIZATION)
+    lo, hi = percentile_range(image, rgb, norm["low"], norm["high"])
+    if fast:
+        net.to(memory_format=torch.channels_last)
+    for index, plane in iter_planes(image, rgb):
+        pixels = to_channels(normalize_plane(plane, lo, hi), rgb, net.in_channels)
+        prob = 1 / (1 + np.exp(-predict_logits(net, pixels, tile, overlap, fast)))
+        mask = prob > threshold
+        labels = instance_labels(mask, split_touching) if instances else mask.astype(np.uint8)
+        yield index, prob.astype(np.float32), labels
+
+
+def predict(model: "SegmentationModel | str | os.PathLike", image, *, rgb: Optional[bool] = None,
+            threshold: float = 0.5, instances: bool = False, split_touching: bool = True,
+            probabilities: bool = True, device: str = "auto", fast: bool = True, tile: int = 512,
+            overlap: int = 128, on_progress: Optional[Callable[[int, int], None]] = None,
+            should_stop: Optional[Callable[[], bool]] = None,
+            out: Optional[np.ndarray] = None) -> Prediction:
+    """Segment a 2-D image or an N-D stack (last two axes spatial; a trailing RGB axis is allowed).
+
+    ``model``: a model object or a checkpoint path. ``image``: numpy, memmap, dask or zarr
+    array, read one plane at a time. ``out``: optional array (e.g. a memmap) for the labels.
+    Instance ids are unique across the whole stack. ``should_stop`` raises ``Cancelled``.
+    """
+    rgb = is_rgb(image) if rgb is None else rgb
+    shape = spatial_shape(image, rgb)
+    n = len(plane_indices(image, rgb))
+    labels = out if out is not None else np.zeros(shape, np.int32 if instances else np.uint8)
+    probs = np.zeros(shape, np.float32) if probabilities else None
+    offset = 0
+    for done, (index, prob, lab) in enumerate(iter_predict(
+            model, image, rgb=rgb, threshold=threshold, instances=instances,
+            split_touching=split_touching, device=device, fast=fast, tile=tile, overlap=overlap), 1):
+        if instances:
+            lab = np.where(lab > 0, lab + offset, 0)
+            offset = max(offset, int(lab.max()))
+        labels[index] = lab
+        if probs is not None:
+            probs[index] = prob
+        if on_progress is not None:
+            on_progress(done, n)
+        if should_stop is not None and should_stop() and done < n:
+            raise Cancelled(f"prediction cancelled after {done} of {n} planes")
+    return Prediction(labels, probs)

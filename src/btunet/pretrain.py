@@ -1,0 +1,183 @@
+"""Barlow Twins pre-training of a U-Net encoder on unlabelled images."""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .augment import two_views
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import PretrainConfig, Progress, ProgressCallback, StopCallback, config_dict, seed_everything
+from .data import ImageSource, image_planes, load_sources
+from .device import autocast, describe_device, resolve_device
+from .errors import BTUnetError
+from .losses import barlow_twins_loss
+from .models import create_model
+from .normalize import DEFAULT_NORMALIZATION
+
+
+class Projector(nn.Sequential):
+    """Linear-BN-ReLU x 2, then Linear: maps the pooled bottleneck to the embedding."""
+
+    def __init__(self, in_features: int, dim: int):
+        super().__init__(
+            nn.Linear(in_features, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(inplace=True),
+            nn.Linear(dim, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(inplace=True),
+            nn.Linear(dim, dim, bias=False))
+
+
+def embed(encoder: nn.Module, projector: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """encoder -> global average pool of the bottleneck -> projector."""
+    _, bottleneck = encoder(x)
+    return projector(bottleneck.float().mean(dim=(2, 3)))
+
+
+@dataclass
+class PretrainedEncoder:
+    """Encoder (and projector) weights with the metadata needed to fine-tune from them."""
+    model_config: dict[str, Any]
+    encoder_state: dict[str, torch.Tensor]
+    projector_state: dict[str, torch.Tensor]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def variant(self) -> str:
+        return self.model_config["name"]
+
+    @property
+    def channels(self) -> int:
+        return int(self.model_config["in_channels"])
+
+    def save(self, path: str | os.PathLike) -> Path:
+        tensors = {**{f"encoder.{k}": v for k, v in self.encoder_state.items()},
+                   **{f"projector.{k}": v for k, v in self.projector_state.items()}}
+        meta = {**self.metadata, "kind": "encoder", "model": self.model_config,
+                "channels": self.channels}
+        return save_checkpoint(path, tensors, meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "PretrainedEncoder":
+        tensors, meta = load_checkpoint(path, kind="encoder")
+        part = lambda prefix: {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        return cls(meta["model"], part("encoder."), part("projector."), meta)
+
+
+def as_encoder(encoder: "PretrainedEncoder | str | os.PathLike | None") -> Optional[PretrainedEncoder]:
+    if encoder is None or isinstance(encoder, PretrainedEncoder):
+        return encoder
+    return PretrainedEncoder.load(encoder)
+
+
+def pretrain(images: ImageSource | Sequence[ImageSource], config: PretrainConfig | None = None,
+             on_progress: ProgressCallback | None = None, should_stop: StopCallback | None = None,
+             resume: "PretrainedEncoder | str | os.PathLike | None" = None) -> PretrainedEncoder:
+    """Pre-train ``config.model``'s encoder with Barlow Twins on unlabelled images.
+
+    ``images``: files, folders or arrays (2-D or stacks; every plane is a sample). A stop
+    request (``should_stop()`` returning True) ends training after the current step and returns
+    the encoder as it is. ``resume`` continues from an encoder checkpoint of the same variant.
+    """
+    cfg = config or PretrainConfig()
+    if cfg.batch_size < 2:
+        raise BTUnetError("Barlow Twins needs a batch size of at least 2 (it correlates samples)")
+    generator = seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    sources = load_sources(images)
+    planes = [p.pixels for name, arr in sources
+              for p in image_planes(name, arr, cfg.channels, min_size=cfg.patch_size)]
+
+    model = create_model(cfg.model, in_channels=cfg.channels, base_filters=cfg.base_filters)
+    encoder = model.encoder
+    projector = Projector(encoder.out_channels, cfg.projector_dim)
+    history: dict[str, list] = {"loss": []}
+    previous = as_encoder(resume)
+    if previous is not None:
+        if previous.model_config != model.config or previous.projector_state.keys() != projector.state_dict().keys():
+            raise BTUnetError(f"cannot resume: the checkpoint is a {previous.variant} encoder with "
+                              f"{previous.channels} channel(s) (and its own projector); use the same settings")
+        encoder.load_state_dict(previous.encoder_state)
+        projector.load_state_dict(previous.projector_state)
+        history["loss"] = list(previous.metadata.get("loss_history", []))
+    encoder.to(device)
+    projector.to(device)
+    if cfg.fast:
+        encoder.to(memory_format=torch.channels_last)
+
+    params = list(encoder.parameters()) + list(projector.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, math.ceil(max(cfg.samples_per_epoch, len(planes)) / cfg.batch_size))
+    total = steps_per_epoch * cfg.epochs
+    warmup = max(1, int(cfg.warmup_fraction * total))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
+        (s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warmup) / max(1, total - warmup))))))
+
+    rng = np.random.default_rng(cfg.seed)
+    start, step, stopped = time.perf_counter(), 0, False
+    encoder.train()
+    projector.train()
+    for epoch in range(cfg.epochs):
+        epoch_losses = []
+        for _ in range(steps_per_epoch):
+            if should_stop is not None and should_stop():
+                stopped = True
+                break
+            batch = torch.from_numpy(random_patches(planes, cfg.batch_size, cfg.patch_size, rng)).to(device)
+            with torch.no_grad():
+                view_a, view_b = two_views(batch)
+            if cfg.fast:
+                view_a = view_a.contiguous(memory_format=torch.channels_last)
+                view_b = view_b.contiguous(memory_format=torch.channels_last)
+            with autocast(device, cfg.fast):
+                z_a, z_b = embed(encoder, projector, view_a), embed(encoder, projector, view_b)
+            loss = barlow_twins_loss(z_a, z_b, cfg.lambd)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            step += 1
+            epoch_losses.append(loss.item())
+            if on_progress is not None:
+                _report(on_progress, cfg, epoch, step, total, epoch_losses, start, optimizer,
+                        step % steps_per_epoch == 0, history, encoder)
+        if epoch_losses:
+            history["loss"].append(float(np.mean(epoch_losses)))
+        if stopped:
+            break
+
+    encoder.eval()
+    files = [name for name, _ in sources]
+    metadata = {
+        "normalization": DEFAULT_NORMALIZATION,
+        "trained_on": {"files": files, "planes": len(planes)},
+        "epochs": len(history["loss"]), "loss_history": history["loss"],
+        "stopped_early": stopped, "device": describe_device(device),
+        "pretrain_config": config_dict(cfg), "seconds": round(time.perf_counter() - start, 1),
+    }
+    to_cpu = lambda m: {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
+    return PretrainedEncoder(model.config, to_cpu(encoder), to_cpu(projector), metadata)
+
+
+def random_patches(planes: list[np.ndarray], n: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """n random size x size crops, each from a random plane (planes are at least size x size)."""
+    out = np.empty((n, planes[0].shape[0], size, size), np.float32)
+    for i, k in enumerate(rng.integers(0, len(planes), n)):
+        plane = planes[k]
+        y = rng.integers(0, plane.shape[1] - size + 1)
+        x = rng.integers(0, plane.shape[2] - size + 1)
+        out[i] = plane[:, y:y + size, x:x + size]
+    return out
+
+
+def _report(on_progress, cfg, epoch, step, total, losses, start, optimizer, epoch_end, history, model):
+    elapsed = time.perf_counter() - start
+    on_progress(Progress(
+        stage="pretrain", epoch=epoch + 1, epochs=cfg.epochs, step=step, total_steps=total,
+        loss=float(np.mean(losses[-10:])), elapsed_s=elapsed, eta_s=elapsed / step * (total - step),
+        lr=optimizer.param_groups[0]["lr"], epoch_end=epoch_end, history=history, model=model))
