@@ -9,7 +9,6 @@ import datetime as _dt
 import json
 import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as _serialize
 
+from .atomic import atomic_path
 from .errors import CheckpointError
 from .models import MODELS, SegmentationModel, create_model
 
@@ -43,17 +43,10 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
             "versions": library_versions(), **metadata}
     blob = _serialize({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
                       metadata={FORMAT: json.dumps(meta)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(blob)
+        f.flush()
+        os.fsync(f.fileno())
     return path
 
 
@@ -68,7 +61,8 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None
     if kind is not None and meta["kind"] != kind:
         hint = ("it is a pre-trained encoder: fine-tune it first" if meta["kind"] == "encoder"
                 else "it is a fine-tuned model, not a pre-trained encoder")
-        raise CheckpointError(f"{path} is not a {kind} checkpoint ({hint})")
+        article = "an" if kind == "encoder" else "a"
+        raise CheckpointError(f"{Path(path).name} is not {article} {kind} checkpoint ({hint})")
     return tensors, meta
 
 

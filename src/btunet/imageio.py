@@ -6,7 +6,6 @@ the array has at least three axes; every other leading axis (T, Z, ...) indexes 
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -14,6 +13,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import tifffile
 
+from .atomic import atomic_path
 from .errors import BTUnetError
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
@@ -103,13 +103,40 @@ def iter_planes(array, rgb: bool | None = None) -> Iterator[tuple[tuple[int, ...
 
 def write_image_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
     """Write a TIFF (compressed) via a temporary file and rename, so no half-written file stays."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         tifffile.imwrite(tmp, array, compression="zlib")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+
+def read_lazy(path: str | os.PathLike):
+    """Open a TIFF without loading it whole when its layout allows (memmap); else read it."""
+    path = Path(path)
+    if path.suffix.lower() in (".tif", ".tiff"):
+        try:
+            return tifffile.memmap(path, mode="r")
+        except Exception:  # compressed or tiled: fall through to a plain read
+            pass
+    return read_image(path)
+
+
+def write_labels(path: str | os.PathLike, labels: np.ndarray) -> Path:
+    """Write a label image atomically; PNG for PNG/JPEG inputs (JPEG would corrupt labels)."""
+    path = Path(path)
+    if path.suffix.lower() in (".png", ".jpg", ".jpeg"):
+        from skimage.io import imsave
+        path = path.with_suffix(".png")
+        dtype = np.uint8 if labels.max(initial=0) < 256 else np.uint16
+        with atomic_path(path) as tmp:
+            imsave(tmp, labels.astype(dtype), check_contrast=False)
+        return path
+    write_image_atomic(path, labels)
+    return path
+
+
+def pair_by_name(images: list[Path], masks: list[Path]) -> list[tuple[Path, Path]]:
+    """Match masks to images by file name (without extension)."""
+    by_stem = {m.stem: m for m in masks}
+    missing = [i.name for i in images if i.stem not in by_stem]
+    if missing:
+        raise BTUnetError(f"no mask with the same name for: {', '.join(missing[:5])}"
+                          + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+    return [(i, by_stem[i.stem]) for i in images]

@@ -1,0 +1,237 @@
+"""The ``btunet`` command line: the same jobs as the napari widgets, without a display."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+from . import __version__
+from .config import FinetuneConfig, PretrainConfig
+from .device import DEVICES
+from .errors import BTUnetError
+from .models import MODELS
+
+EPILOG = """examples:
+  btunet pretrain unlabelled/ --out encoder.safetensors --epochs 50
+  btunet finetune --images train/images --masks train/masks --encoder encoder.safetensors --out model.safetensors
+  btunet predict model.safetensors test/images --out predictions/ --instances
+  btunet evaluate --pred predictions/ --truth test/masks
+  btunet info model.safetensors
+"""
+
+
+class ProgressBar:
+    """A tqdm bar fed by the engine's Progress reports."""
+
+    def __init__(self, desc: str):
+        from tqdm import tqdm
+        self.bar = tqdm(total=None, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True)
+
+    def __call__(self, p) -> None:
+        self.bar.total = p.total_steps
+        self.bar.n = p.step
+        info = {"epoch": f"{p.epoch}/{p.epochs}", "loss": f"{p.loss:.4f}"}
+        if p.val_dice is not None:
+            info["val_dice"] = f"{p.val_dice:.3f}"
+        self.bar.set_postfix(info, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="compute device (auto: CUDA, then Apple MPS, then CPU)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="btunet", description="Self-supervised (Barlow Twins) U-Net segmentation from few annotations.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"btunet {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    models = ", ".join(MODELS)
+    pd, fd = PretrainConfig(), FinetuneConfig()
+
+    p = sub.add_parser("pretrain", help="Barlow Twins pre-training of an encoder on unlabelled images",
+                       description="Pre-train a U-Net encoder with Barlow Twins on unlabelled images "
+                                   "(files or folders; every plane of a stack is a sample).")
+    p.add_argument("images", nargs="+", metavar="IMAGES", help="image files or folders (tif, png, jpg)")
+    p.add_argument("--out", required=True, metavar="FILE", help="encoder checkpoint to write (.safetensors)")
+    p.add_argument("--model", default="unet", help=f"variant: {models} (default unet)")
+    p.add_argument("--channels", type=int, choices=(1, 3), default=1,
+                   help="model input channels; images are converted to it (default 1)")
+    p.add_argument("--epochs", type=int, default=pd.epochs, help=f"default {pd.epochs}")
+    p.add_argument("--batch-size", type=int, default=pd.batch_size, help=f"default {pd.batch_size}")
+    p.add_argument("--patch-size", type=int, default=pd.patch_size, help=f"default {pd.patch_size}")
+    p.add_argument("--lr", type=float, default=pd.lr, help=f"peak learning rate (default {pd.lr})")
+    p.add_argument("--resume", metavar="FILE", help="continue from this encoder checkpoint")
+    _add_device(p)
+
+    f = sub.add_parser("finetune", help="train a segmentation model on annotated images",
+                       description="Fine-tune a U-Net variant on masks (paired with images by file name).")
+    f.add_argument("--images", nargs="+", required=True, metavar="PATH", help="image files or folders")
+    f.add_argument("--masks", nargs="+", required=True, metavar="PATH",
+                   help="mask files or folders; a mask pairs with the image of the same name")
+    f.add_argument("--out", required=True, metavar="FILE", help="model checkpoint to write (.safetensors)")
+    f.add_argument("--model", help=f"variant: {models} (default: the encoder's, else unet)")
+    f.add_argument("--encoder", metavar="FILE", help="pre-trained encoder from `btunet pretrain`")
+    f.add_argument("--mask-mode", choices=("dense", "sparse"), default="dense",
+                   help="dense: 0 = background, >0 = object; sparse: 0 = ignore, 1 = background, "
+                        "2 = object (default dense)")
+    f.add_argument("--epochs", type=int, default=fd.epochs, help=f"maximum epochs (default {fd.epochs})")
+    f.add_argument("--steps-per-epoch", type=int, default=fd.steps_per_epoch, help=f"default {fd.steps_per_epoch}")
+    f.add_argument("--batch-size", type=int, default=fd.batch_size, help=f"default {fd.batch_size}")
+    f.add_argument("--patch-size", type=int, default=fd.patch_size, help=f"default {fd.patch_size}")
+    f.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this many seconds")
+    _add_device(f)
+
+    r = sub.add_parser("predict", help="segment images and stacks with a fine-tuned model",
+                       description="Write one label image per input, with the input's name, into DIR.")
+    r.add_argument("model", metavar="MODEL", help="model checkpoint from `btunet finetune`")
+    r.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    r.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    r.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
+    r.add_argument("--instances", action="store_true",
+                   help="label separate objects (connected components, touching ones split by watershed)")
+    r.add_argument("--probabilities", action="store_true", help="also write NAME_prob.tif (float32)")
+    r.add_argument("--exact", action="store_true", help="fp32 instead of the bf16 fast path")
+    r.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    r.add_argument("--device", choices=DEVICES, default="auto", help="compute device (default auto)")
+
+    e = sub.add_parser("evaluate", help="score predicted label images against ground truth",
+                       description="Pair files by name; print per-image and mean Dice, IoU, precision, recall.")
+    e.add_argument("--pred", required=True, metavar="DIR", help="predicted label images")
+    e.add_argument("--truth", required=True, metavar="DIR", help="ground-truth label images")
+    e.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+    i = sub.add_parser("info", help="print a checkpoint's metadata",
+                       description="Print what a checkpoint holds: variant, channels, training provenance.")
+    i.add_argument("file", metavar="FILE")
+    return parser
+
+
+def cmd_pretrain(a) -> None:
+    from .pretrain import pretrain
+    cfg = PretrainConfig(model=a.model, channels=a.channels, epochs=a.epochs, batch_size=a.batch_size,
+                         patch_size=a.patch_size, lr=a.lr, device=a.device, seed=a.seed)
+    _check_model(a.model)
+    bar = ProgressBar("pretrain")
+    try:
+        encoder = pretrain(a.images, cfg, on_progress=bar, resume=a.resume)
+    finally:
+        bar.close()
+    path = encoder.save(a.out)
+    print(f"saved encoder ({encoder.variant}, {encoder.channels} channel(s), "
+          f"final loss {encoder.metadata['loss_history'][-1]:.2f}) to {path}")
+
+
+def cmd_finetune(a) -> None:
+    from .checkpoint import save_model
+    from .finetune import finetune
+    from .imageio import list_images, pair_by_name
+    from .pretrain import PretrainedEncoder
+    encoder = PretrainedEncoder.load(a.encoder) if a.encoder else None
+    model = a.model or (encoder.variant if encoder else "unet")
+    _check_model(model)
+    pairs = pair_by_name(list_images(a.images), list_images(a.masks))
+    cfg = FinetuneConfig(model=model, mask_mode=a.mask_mode, epochs=a.epochs, steps_per_epoch=a.steps_per_epoch,
+                         batch_size=a.batch_size, patch_size=a.patch_size, time_budget_s=a.time_budget,
+                         device=a.device, seed=a.seed)
+    bar = ProgressBar("finetune")
+    try:
+        net = finetune([i for i, _ in pairs], [m for _, m in pairs], cfg, encoder=encoder, on_progress=bar)
+    finally:
+        bar.close()
+    path = save_model(net, a.out)
+    meta = net.metadata
+    dice = [d for d in meta["val_dice_history"] if d is not None]
+    print(f"saved {model} model to {path} (epochs {meta['epochs']}, best {meta['best_epoch']}"
+          + (f", validation Dice {dice[meta['best_epoch'] - 1]:.3f}" if dice else "") + ")")
+
+
+def cmd_predict(a) -> None:
+    import numpy as np
+
+    from .checkpoint import load_model
+    from .device import resolve_device
+    from .imageio import list_images, read_lazy, write_image_atomic, write_labels
+    from .predict import predict
+    from tqdm import tqdm
+    model = load_model(a.model, resolve_device(a.device))
+    inputs = list_images(a.inputs)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    targets = [out / p.name for p in inputs]
+    existing = [t.name for t in targets if t.exists() or t.with_suffix(".png").exists()]
+    if existing and not a.overwrite:
+        raise BTUnetError(f"{out} already holds {', '.join(existing[:3])}; use --overwrite or another --out")
+    failed = []
+    for path, target in tqdm(list(zip(inputs, targets)), desc="predict", unit="image", file=sys.stderr):
+        try:
+            image = read_lazy(path)
+        except BTUnetError as exc:
+            warnings.warn(f"skipping {path.name}: {exc}")
+            failed.append(path.name)
+            continue
+        result = predict(model, image, threshold=a.threshold, instances=a.instances,
+                         probabilities=a.probabilities, device=a.device, fast=not a.exact)
+        write_labels(target, result.labels)
+        if result.probabilities is not None:
+            write_image_atomic(out / f"{path.stem}_prob.tif", result.probabilities.astype(np.float32))
+    print(f"wrote {len(inputs) - len(failed)} label image(s) to {out}"
+          + (f"; could not read: {', '.join(failed)}" if failed else ""))
+
+
+def cmd_evaluate(a) -> None:
+    from .imageio import list_images, pair_by_name, read_image
+    from .metrics import evaluate, mean_scores
+    truths = list_images([a.truth])
+    preds = [p for p in list_images([a.pred]) if not p.stem.endswith("_prob")]
+    pairs = pair_by_name(truths, preds)
+    rows = [{"name": t.name, **evaluate(read_image(p), read_image(t), objects=True)} for t, p in pairs]
+    mean = mean_scores([{k: v for k, v in r.items() if k != "name"} for r in rows])
+    if a.json:
+        print(json.dumps({"images": rows, "mean": mean}, indent=1))
+        return
+    keys = list(mean)
+    width = max(len(r["name"]) for r in rows + [{"name": "mean"}])
+    print(f"{'image':<{width}}  " + "  ".join(f"{k:>9}" for k in keys))
+    for r in rows + [{"name": "mean", **mean}]:
+        print(f"{r['name']:<{width}}  " + "  ".join(f"{r[k]:9.4f}" for k in keys))
+
+
+def cmd_info(a) -> None:
+    from .checkpoint import read_metadata
+    print(json.dumps(read_metadata(a.file), indent=1))
+
+
+def _check_model(name: str) -> None:
+    if name not in MODELS:
+        raise BTUnetError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
+
+
+COMMANDS = {"pretrain": cmd_pretrain, "finetune": cmd_finetune, "predict": cmd_predict,
+            "evaluate": cmd_evaluate, "info": cmd_info}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.formatwarning = lambda msg, *rest, **kw: f"btunet: warning: {msg}\n"
+    try:
+        COMMANDS[args.command](args)
+    except (BTUnetError, FileNotFoundError, PermissionError) as exc:
+        print(f"btunet: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("btunet: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
