@@ -21,9 +21,14 @@ def sample_folder() -> Path:
     this is ``importlib.resources.files("btunet") / "data" / "bbbc007"``.
     """
     spec = importlib.util.find_spec("btunet")
-    if spec is None or not spec.submodule_search_locations:
+    if spec is None:
         raise ModuleNotFoundError("the btunet package is not installed")
-    return Path(list(spec.submodule_search_locations)[0]) / "data" / "bbbc007"
+    for location in spec.submodule_search_locations or ():
+        folder = Path(location) / "data" / "bbbc007"
+        if folder.is_dir():
+            return folder
+    import importlib.resources  # a zipped or unusual install: let the package tell us
+    return Path(str(importlib.resources.files("btunet") / "data" / "bbbc007"))
 
 
 def load_sample(name: str = SAMPLE_IMAGE) -> tuple[np.ndarray, np.ndarray]:

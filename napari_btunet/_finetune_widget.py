@@ -1,0 +1,602 @@
+"""Fine-tune widget: (image, labels) pairs -> one FinetuneConfig -> ``btunet.finetune`` in a worker,
+with a live loss / validation-Dice plot and a live preview of the plane on screen."""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from napari.layers import Image, Labels
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox,
+                            QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+
+import btunet
+from btunet import BTUnetError, FinetuneConfig
+from btunet.annotations import CONVENTIONS, MASK_MODES
+from btunet.imageio import to_channels
+from btunet.normalize import normalize_plane, percentile_range
+from btunet.predict import predict_logits
+
+from . import _common
+from ._common import (Job, LayerCombo, LivePlot, Outcome, PathField, PlaneTracker, ProgressPanel,
+                      describe_device_choice, device_combo, hint, layer_array, sentence,
+                      snapshot, spatial_shape, upsert_output, watch_layers)
+from ._session import session
+
+ENCODER_CHOICES = ("last pre-trained", "from file", "none")
+LENGTH_CHOICES = ("epochs", "time budget")
+PREVIEW_KIND = "preview"
+
+
+class PairRow(QWidget):
+    """One (image layer, labels layer) pair with a live shape check."""
+
+    def __init__(self, viewer, on_remove, parent: Optional[QWidget] = None):
+        super().__init__(parent)
+        self.viewer = viewer
+        self.image = LayerCombo(viewer, Image)
+        self.labels = LayerCombo(viewer, Labels)
+        self.remove = QPushButton("✕")
+        self.remove.setFixedWidth(26)
+        self.remove.setToolTip("remove this pair")
+        self.remove.clicked.connect(lambda: on_remove(self))
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setStyleSheet("color: #f0a050")
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(QLabel("image"))
+        row.addWidget(self.image, 1)
+        row.addWidget(QLabel("labels"))
+        row.addWidget(self.labels, 1)
+        row.addWidget(self.remove)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(1)
+        layout.addLayout(row)
+        layout.addWidget(self.status)
+        self.image.currentTextChanged.connect(self._image_changed)
+        self.labels.currentTextChanged.connect(self.check)
+        self._image_changed()
+
+    def _image_changed(self, *_: Any) -> None:
+        image, labels = self.image.layer(), self.labels.layer()
+        if image is not None and (labels is None or spatial_shape(labels) != spatial_shape(image)):
+            match = matching_labels(self.viewer, image)
+            if match is not None:
+                self.labels.set_layer(match)
+        self.check()
+
+    def refresh(self) -> None:
+        self.image.refresh()
+        self.labels.refresh()
+        self.check()
+
+    def problem(self) -> Optional[str]:
+        """None if the pair can be trained on, else a sentence saying what is wrong."""
+        image, labels = self.image.layer(), self.labels.layer()
+        if image is None:
+            return "Choose an image layer."
+        if labels is None:
+            return (f"Choose a labels layer for {image.name!r} (add one with "
+                    "'New annotation layer' and paint on it).")
+        img_shape, lab_shape = spatial_shape(image), spatial_shape(labels)
+        if img_shape != lab_shape:
+            rgb = " (without its colour axis)" if image.rgb else ""
+            return (f"Labels {labels.name!r} have shape {lab_shape} but image {image.name!r} has "
+                    f"shape {img_shape}{rgb}; they must match.")
+        if len(img_shape) < 2:
+            return f"Image {image.name!r} needs at least two spatial axes."
+        return None
+
+    def check(self, *_: Any) -> None:
+        problem = self.problem()
+        self.status.setText(problem or "")
+        self.status.setVisible(bool(problem))
+
+
+def matching_labels(viewer, image):
+    """A labels layer the same shape as ``image``, preferring one named like an annotation."""
+    shape = spatial_shape(image)
+    found = [layer for layer in viewer.layers if isinstance(layer, Labels)
+             and not _common.is_output(layer) and spatial_shape(layer) == shape]
+    found.sort(key=lambda layer: ("annot" not in layer.name.lower(),
+                                  not layer.name.startswith(image.name)))
+    return found[0] if found else None
+
+
+class LivePreview:
+    """Every ``interval_s`` seconds, predict the plane on screen with the live model.
+
+    Runs in the training thread between steps (the engine calls ``on_progress`` there), so it
+    never races the optimiser; the model is put in eval mode for the prediction (as
+    ``btunet.finetune.validate`` does) and back in train mode after. The result goes to the GUI
+    thread through ``job.item``. It waits at least 3x its own duration between previews so
+    large planes do not slow training much.
+    """
+
+    def __init__(self, image, rgb: bool, tracker: PlaneTracker, interval_s: float):
+        self.image, self.rgb, self.tracker, self.interval_s = image, rgb, tracker, interval_s
+        self.lo, self.hi = 0.0, 1.0
+        self._cache: dict[tuple, np.ndarray] = {}
+        self._next = 0.0
+        self.count = 0
+        self.seconds = 0.0
+
+    def prepare(self) -> None:
+        self.lo, self.hi = percentile_range(self.image, self.rgb)
+        self._next = time.perf_counter() + self.interval_s
+
+    def _pixels(self, index: tuple, channels: int) -> np.ndarray:
+        key = (index, channels)
+        if key not in self._cache:
+            plane = self.image[index] if index else self.image
+            plane = np.asarray(plane.compute() if hasattr(plane, "compute") else plane)
+            if len(self._cache) >= 4:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = to_channels(normalize_plane(plane, self.lo, self.hi), self.rgb, channels)
+        return self._cache[key]
+
+    def maybe(self, model, job: Job) -> None:
+        if model is not None and time.perf_counter() >= self._next and not job.should_stop():
+            self.run(model, job)
+
+    def run(self, model, job: Job) -> None:
+        start = time.perf_counter()
+        index = self.tracker.index
+        pixels = self._pixels(index, model.in_channels)
+        was_training = model.training
+        model.eval()
+        try:
+            logits = predict_logits(model, pixels, fast=True)
+        finally:
+            if was_training:
+                model.train()
+        job.item((PREVIEW_KIND, index, (logits > 0).astype(np.uint8)))
+        cost = time.perf_counter() - start
+        self.count += 1
+        self.seconds += cost
+        self._next = time.perf_counter() + max(self.interval_s, 3 * cost)
+
+
+@dataclass
+class Request:
+    """Everything a fine-tuning run needs, captured on the GUI thread at Start."""
+    images: list
+    labels: list
+    config: FinetuneConfig
+    encoder: Any = None
+    resume: Any = None
+    path: Optional[Path] = None
+    preview: Optional[LivePreview] = None
+
+
+class FinetuneWidget(QWidget):
+    """Train a U-Net variant on painted labels, preview it live, keep it in the session."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.job: Optional[Job] = None
+        self._job_ref: list = [None]
+        self.pairs: list[PairRow] = []
+        self.tracker: Optional[PlaneTracker] = None
+        self.preview_layer = None
+        self.last_outcome: Optional[Outcome] = None
+        self._build()
+        self.add_pair()
+        self._sync_encoder()
+        self._sync_session_model()
+        session.changed.connect(self._session_changed)
+        unwatch = watch_layers(self.viewer, self._layers_changed)
+        holder = self._job_ref
+
+        def on_destroyed(*_):
+            unwatch()
+            session.changed.disconnect(self._session_changed)
+            if holder[0] is not None:
+                holder[0].cancel()
+        self.destroyed.connect(on_destroyed)
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+
+        data = QGroupBox("Training data")
+        data_layout = QVBoxLayout(data)
+        self.pairs_box = QVBoxLayout()
+        data_layout.addLayout(self.pairs_box)
+        buttons = QHBoxLayout()
+        self.add_pair_button = QPushButton("Add pair")
+        self.add_pair_button.clicked.connect(lambda: self.add_pair())
+        self.new_labels_button = QPushButton("New annotation layer")
+        self.new_labels_button.setToolTip("an empty labels layer for the first pair's image, "
+                                          "ready to paint 2 = object, 1 = background")
+        self.new_labels_button.clicked.connect(self.new_annotation_layer)
+        buttons.addWidget(self.add_pair_button)
+        buttons.addWidget(self.new_labels_button)
+        data_layout.addLayout(buttons)
+        form = QFormLayout()
+        self.mode_combo = QComboBox()
+        self.mode_combo.addItems(MASK_MODES)
+        self.mode_combo.currentTextChanged.connect(self._mode_changed)
+        form.addRow("annotation", self.mode_combo)
+        data_layout.addLayout(form)
+        self.convention_label = hint("")
+        data_layout.addWidget(self.convention_label)
+        self._mode_changed(self.mode_combo.currentText())
+        layout.addWidget(data)
+
+        model_box = QGroupBox("Model")
+        form = QFormLayout(model_box)
+        self.encoder_combo = QComboBox()
+        self.encoder_combo.addItems(ENCODER_CHOICES)
+        self.encoder_combo.setCurrentText("none")
+        self.encoder_combo.currentTextChanged.connect(self._sync_encoder)
+        form.addRow("encoder", self.encoder_combo)
+        self.encoder_file = PathField("open", placeholder="pre-trained encoder (.safetensors)")
+        self.encoder_file.edit.editingFinished.connect(self._sync_encoder)
+        form.addRow("", self.encoder_file)
+        self.encoder_label = hint("")
+        form.addRow("", self.encoder_label)
+        self.variant_combo = QComboBox()
+        self.variant_combo.addItems(list(btunet.MODELS))
+        form.addRow("variant", self.variant_combo)
+        self.resume_check = QCheckBox("continue from the current model")
+        self.resume_check.setToolTip("paint more, then Start: training resumes from the current "
+                                     "weights (its variant) instead of a fresh model")
+        form.addRow("", self.resume_check)
+        self.model_label = hint("")
+        form.addRow("", self.model_label)
+        layout.addWidget(model_box)
+
+        train = QGroupBox("Training")
+        form = QFormLayout(train)
+        length = QHBoxLayout()
+        self.length_combo = QComboBox()
+        self.length_combo.addItems(LENGTH_CHOICES)
+        self.epochs_spin = QSpinBox()
+        self.epochs_spin.setRange(1, 100000)
+        self.epochs_spin.setValue(FinetuneConfig.epochs)
+        self.budget_spin = QDoubleSpinBox()
+        self.budget_spin.setRange(0.1, 10000)
+        self.budget_spin.setDecimals(1)
+        self.budget_spin.setValue(5.0)
+        self.budget_spin.setSuffix(" min")
+        self.length_combo.currentTextChanged.connect(self._length_changed)
+        length.addWidget(self.length_combo)
+        length.addWidget(self.epochs_spin)
+        length.addWidget(self.budget_spin)
+        form.addRow("train for", length)
+        self.steps_spin = _spin(1, 100000, FinetuneConfig.steps_per_epoch)
+        form.addRow("steps per epoch", self.steps_spin)
+        self.batch_spin = _spin(1, 256, FinetuneConfig.batch_size)
+        form.addRow("batch size", self.batch_spin)
+        self.patch_spin = _spin(32, 1024, FinetuneConfig.patch_size, step=16)
+        form.addRow("patch size", self.patch_spin)
+        self.lr_spin = QDoubleSpinBox()
+        self.lr_spin.setDecimals(5)
+        self.lr_spin.setRange(1e-5, 1e-1)
+        self.lr_spin.setSingleStep(1e-4)
+        self.lr_spin.setValue(FinetuneConfig.lr)
+        form.addRow("learning rate", self.lr_spin)
+        self.device_combo = device_combo()
+        self.device_label = hint("")
+        self.device_combo.currentTextChanged.connect(
+            lambda choice: self.device_label.setText(describe_device_choice(choice)))
+        self.device_label.setText(describe_device_choice(self.device_combo.currentText()))
+        form.addRow("device", self.device_combo)
+        form.addRow("", self.device_label)
+        self.preview_spin = QDoubleSpinBox()
+        self.preview_spin.setRange(0, 600)
+        self.preview_spin.setDecimals(1)
+        self.preview_spin.setValue(3.0)
+        self.preview_spin.setSuffix(" s")
+        self.preview_spin.setToolTip("predict the plane on screen this often while training (0 = off)")
+        form.addRow("preview every", self.preview_spin)
+        self.output_file = PathField("save", placeholder="optional: save the model here")
+        form.addRow("model file", self.output_file)
+        layout.addWidget(train)
+        self._length_changed(self.length_combo.currentText())
+
+        buttons = QHBoxLayout()
+        self.start_button = QPushButton("Start")
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.save_button = QPushButton("Save model…")
+        self.save_button.clicked.connect(self._save_clicked)
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.save_button)
+        layout.addLayout(buttons)
+        self.progress = ProgressPanel()
+        layout.addWidget(self.progress)
+        self.plot = LivePlot(right_label="val Dice")
+        layout.addWidget(self.plot)
+        layout.addStretch(1)
+
+    # ------------------------------------------------------------------ pairs
+    def add_pair(self, image=None, labels=None) -> PairRow:
+        row = PairRow(self.viewer, self.remove_pair)
+        used = {p.image.currentText() for p in self.pairs}
+        if image is None:
+            image = next((layer for layer in row.image.candidates() if layer.name not in used), None)
+        if image is not None:
+            row.image.set_layer(image)
+            if labels is None:
+                labels = matching_labels(self.viewer, image)
+        if labels is not None:
+            row.labels.set_layer(labels)
+        self.pairs.append(row)
+        self.pairs_box.addWidget(row)
+        row.check()
+        return row
+
+    def remove_pair(self, row: PairRow) -> None:
+        if row in self.pairs:
+            self.pairs.remove(row)
+            self.pairs_box.removeWidget(row)
+            row.deleteLater()
+
+    def set_pairs(self, pairs) -> None:
+        """Replace all pairs with these (image layer, labels layer) tuples."""
+        for row in list(self.pairs):
+            self.remove_pair(row)
+        for image, labels in pairs:
+            self.add_pair(image, labels)
+
+    def new_annotation_layer(self):
+        """An empty uint8 labels layer aligned with the first pair's image, ready to paint."""
+        row = self.pairs[0] if self.pairs else self.add_pair()
+        image = row.image.layer()
+        if image is None:
+            _common.show_warning("Open an image first, then add an annotation layer for it.")
+            return None
+        layer = self.viewer.add_labels(
+            np.zeros(spatial_shape(image), np.uint8), name=f"{image.name} annotation",
+            scale=tuple(image.scale), translate=tuple(image.translate))
+        layer.mode = "paint"
+        layer.selected_label = 2
+        layer.brush_size = 8
+        row.labels.set_layer(layer)
+        row.check()
+        return layer
+
+    def _layers_changed(self) -> None:
+        for row in self.pairs:
+            row.refresh()
+
+    # ------------------------------------------------------------------ state
+    def _mode_changed(self, mode: str) -> None:
+        self.convention_label.setText(CONVENTIONS.get(mode, ""))
+
+    def _length_changed(self, choice: str) -> None:
+        self.epochs_spin.setVisible(choice == "epochs")
+        self.budget_spin.setVisible(choice != "epochs")
+
+    def _session_changed(self, what: str) -> None:
+        if what == "encoder":
+            if session.encoder is not None and self.encoder_combo.currentText() == "none":
+                self.encoder_combo.setCurrentText("last pre-trained")
+            self._sync_encoder()
+        else:
+            self._sync_session_model()
+
+    def _sync_encoder(self, *_: Any) -> None:
+        choice = self.encoder_combo.currentText()
+        self.encoder_file.setVisible(choice == "from file")
+        variant = None
+        if choice == "last pre-trained":
+            self.encoder_label.setText(session.describe_encoder())
+            variant = session.encoder.variant if session.encoder is not None else None
+        elif choice == "from file":
+            path = self.encoder_file.path()
+            text, variant = "choose an encoder file", None
+            if path is not None and path.is_file():
+                try:
+                    meta = btunet.read_metadata(path)
+                    variant = meta["model"]["name"]
+                    text = f"{variant} encoder from {path.name}"
+                except BTUnetError as exc:
+                    text = sentence(exc)
+            self.encoder_label.setText(text)
+        else:
+            self.encoder_label.setText("training starts from random weights")
+        if variant in btunet.MODELS:
+            self.variant_combo.setCurrentText(variant)
+
+    def _sync_session_model(self) -> None:
+        self.resume_check.setEnabled(session.model is not None)
+        if session.model is None:
+            self.resume_check.setChecked(False)
+        self.model_label.setText("current model: " + session.describe_model())
+
+    def config(self) -> FinetuneConfig:
+        """The widget state as one engine config."""
+        budget = self.length_combo.currentText() == "time budget"
+        return FinetuneConfig(
+            model=self.variant_combo.currentText(), mask_mode=self.mode_combo.currentText(),
+            epochs=100000 if budget else self.epochs_spin.value(),
+            steps_per_epoch=self.steps_spin.value(), batch_size=self.batch_spin.value(),
+            patch_size=self.patch_spin.value(), lr=self.lr_spin.value(),
+            time_budget_s=60.0 * self.budget_spin.value() if budget else None,
+            device=self.device_combo.currentText())
+
+    def _request(self) -> Request:
+        """Check the widget state and capture the data (raises BTUnetError with a clear message)."""
+        if not self.pairs:
+            raise BTUnetError("add at least one (image, labels) pair")
+        for row in self.pairs:
+            problem = row.problem()
+            if problem:
+                raise BTUnetError(problem)
+        config = self.config()
+        images = [layer_array(row.image.layer()) for row in self.pairs]
+        # the labels are copied: the user may keep painting while training runs
+        labels = [np.array(layer_array(row.labels.layer())) for row in self.pairs]
+        resume = session.model if (self.resume_check.isChecked() and session.model is not None) else None
+        encoder = None
+        if resume is None:
+            choice = self.encoder_combo.currentText()
+            if choice == "last pre-trained":
+                if session.encoder is None:
+                    raise BTUnetError("no encoder was pre-trained in this session; pre-train one, "
+                                      "choose 'from file', or choose 'none'")
+                encoder = session.encoder
+            elif choice == "from file":
+                encoder = self.encoder_file.path()
+                if encoder is None:
+                    raise BTUnetError("choose the encoder file, or set encoder to 'none'")
+        path = self.output_file.path()
+        if path is not None and not _common.may_write(self, path):
+            raise BTUnetError(f"{path} exists and was kept; choose another model file")
+        return Request(images, labels, config, encoder, resume, path)
+
+    # ------------------------------------------------------------------ run
+    def start(self) -> Optional[Job]:
+        if self.job is not None and self.job.running:
+            return None
+        try:
+            request = self._request()
+        except BTUnetError as exc:
+            _common.show_error(f"Fine-tuning cannot start: {sentence(exc)}")
+            return None
+        request.preview = self._make_preview()
+        self.plot.clear()
+        self.progress.set_fraction(0, "starting…")
+        self._budget = request.config.time_budget_s
+        self.job = Job(lambda job: self._train(job, request), self._done,
+                       on_progress=self._on_progress, on_item=self._on_item)
+        self._job_ref[0] = self.job
+        self._set_running(True)
+        self.job.start()
+        return self.job
+
+    def _make_preview(self) -> Optional[LivePreview]:
+        interval = self.preview_spin.value()
+        if interval <= 0:
+            return None
+        # the pair whose layer is selected, else the first pair
+        active = self.viewer.layers.selection.active
+        row = next((r for r in self.pairs if active in (r.image.layer(), r.labels.layer())), self.pairs[0])
+        image = row.image.layer()
+        keep_active = active
+        from napari.utils.colormaps import DirectLabelColormap
+        colormap = DirectLabelColormap(color_dict={None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: (1.0, 0.85, 0.1, 1)})
+        self.preview_layer = upsert_output(
+            self.viewer, image, PREVIEW_KIND, np.zeros(spatial_shape(image), np.uint8), "labels",
+            opacity=0.45, colormap=colormap)
+        if keep_active is not None and keep_active in self.viewer.layers:
+            self.viewer.layers.selection.active = keep_active  # keep the user's brush where it was
+        self.tracker = PlaneTracker(self.viewer, image)
+        return LivePreview(layer_array(image), bool(image.rgb), self.tracker, interval)
+
+    @staticmethod
+    def _train(job: Job, request: Request):
+        """Runs in the worker thread."""
+        model = copy.deepcopy(request.resume) if request.resume is not None else None
+        preview = request.preview
+        if preview is not None:
+            preview.prepare()
+
+        def on_progress(p) -> None:
+            job.progress(snapshot(p))
+            if preview is not None:
+                preview.maybe(p.model, job)
+
+        net = btunet.finetune(request.images, request.labels, request.config, encoder=request.encoder,
+                              on_progress=on_progress, should_stop=job.should_stop, model=model)
+        if preview is not None:
+            preview.run(net, job)  # the returned (best) weights
+        saved = btunet.save_model(net, request.path) if request.path is not None else None
+        return net, saved
+
+    def _on_progress(self, p) -> None:
+        self.progress.show_training(p, self._budget)
+        self.plot.add_loss(p.step, p.loss)
+        if p.epoch_end and p.val_dice is not None:
+            self.plot.add_right(p.step, p.val_dice)
+
+    def _on_item(self, item) -> None:
+        kind, index, mask = item
+        layer = self.preview_layer
+        if kind != PREVIEW_KIND or layer is None or layer not in self.viewer.layers:
+            return
+        if layer.data.shape[len(index):] != mask.shape:
+            return
+        layer.data[index] = mask
+        layer.refresh()
+
+    def cancel(self) -> None:
+        if self.job is not None and self.job.running:
+            self.job.cancel()
+            self.progress.set_text("stopping after this step…")
+            self.cancel_button.setEnabled(False)
+
+    def _set_running(self, running: bool) -> None:
+        self.start_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        self.save_button.setEnabled(not running)
+
+    def _done(self, outcome: Outcome) -> None:
+        self.last_outcome = outcome
+        self._set_running(False)
+        self.plot.flush()
+        if self.tracker is not None:
+            self.tracker.close()
+            self.tracker = None
+        if outcome.error is not None:
+            self.progress.set_text(f"failed: {sentence(outcome.error)}")
+            _common.report_failure("Fine-tuning", outcome.error)
+            return
+        net, saved = outcome.result
+        session.set_model(net, saved)
+        self.resume_check.setChecked(True)
+        meta = net.metadata
+        text = (f"{'cancelled' if outcome.cancelled else 'done'}: {meta['epochs']} epochs in "
+                f"{meta['seconds']} s, best epoch {meta['best_epoch']}")
+        if saved is not None:
+            text += f"; saved to {saved}"
+        self.progress.set_fraction(1.0 if not outcome.cancelled else self.progress.bar.value() / 1000, text)
+
+    # ------------------------------------------------------------------ save
+    def _save_clicked(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+        if session.model is None:
+            _common.show_warning("There is no model to save yet: fine-tune one first.")
+            return
+        start = str(self.output_file.path() or Path.home() / "model.safetensors")
+        chosen, _ = QFileDialog.getSaveFileName(self, "Save model", start, "Checkpoints (*.safetensors)",
+                                                options=QFileDialog.Option.DontConfirmOverwrite)
+        if chosen:
+            self.save_model(chosen if Path(chosen).suffix else chosen + ".safetensors")
+
+    def save_model(self, path: "str | Path") -> Optional[Path]:
+        """Save the session model (asks before replacing a file; the write is atomic)."""
+        if session.model is None:
+            _common.show_warning("There is no model to save yet: fine-tune one first.")
+            return None
+        path = Path(path)
+        if not _common.may_write(self, path):
+            return None
+        try:
+            saved = btunet.save_model(session.model, path)
+        except (OSError, BTUnetError) as exc:
+            _common.show_error(f"Could not save the model: {sentence(exc)}")
+            return None
+        session.set_model(session.model, saved)
+        _common.show_info(f"Model saved to {saved}")
+        return saved
+
+
+def _spin(lo: int, hi: int, value: int, step: int = 1) -> QSpinBox:
+    spin = QSpinBox()
+    spin.setRange(lo, hi)
+    spin.setSingleStep(step)
+    spin.setValue(value)
+    return spin

@@ -1,0 +1,237 @@
+"""Predict widget: the session model (or a checkpoint) over every ticked image layer, plane by
+plane, into the plugin's own output layers "<source> labels [btunet]" / "<source> probability [btunet]"."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from napari.layers import Image
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox,
+                            QHBoxLayout, QPushButton, QVBoxLayout, QWidget)
+
+import btunet
+from btunet import BTUnetError
+
+from . import _common
+from ._common import (Job, LayerChecklist, Outcome, PathField, ProgressPanel,
+                      describe_device_choice, device_combo, hint, layer_array, sentence,
+                      upsert_output, watch_layers)
+from ._session import session
+
+MODEL_CHOICES = ("current model", "from file")
+OUTPUT_CHOICES = ("binary mask", "instances")
+
+
+@dataclass
+class Source:
+    name: str
+    data: Any
+    rgb: bool
+
+
+@dataclass
+class PredictRequest:
+    model: Any           # a model object or a checkpoint path
+    sources: list
+    threshold: float
+    instances: bool
+    probabilities: bool
+    device: str
+
+
+class PredictWidget(QWidget):
+    """Segment every ticked image layer with the current (or a saved) model."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.job: Optional[Job] = None
+        self._job_ref: list = [None]
+        self.written: list = []
+        self._build()
+        self._sync_model()
+        session.changed.connect(self._session_changed)
+        unwatch = watch_layers(self.viewer, self.layers_list.refresh)
+        holder = self._job_ref
+
+        def on_destroyed(*_):
+            unwatch()
+            session.changed.disconnect(self._session_changed)
+            if holder[0] is not None:
+                holder[0].cancel()
+        self.destroyed.connect(on_destroyed)
+
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        model_box = QGroupBox("Model")
+        form = QFormLayout(model_box)
+        self.model_combo = QComboBox()
+        self.model_combo.addItems(MODEL_CHOICES)
+        self.model_combo.currentTextChanged.connect(self._sync_model)
+        form.addRow("model", self.model_combo)
+        self.model_file = PathField("open", placeholder="fine-tuned model (.safetensors)")
+        self.model_file.edit.editingFinished.connect(self._sync_model)
+        form.addRow("", self.model_file)
+        self.model_label = hint("")
+        form.addRow("", self.model_label)
+        layout.addWidget(model_box)
+
+        images = QGroupBox("Image layers (2-D, 2-D+t, 3-D, RGB; plane by plane)")
+        box = QVBoxLayout(images)
+        self.layers_list = LayerChecklist(self.viewer, Image)
+        box.addWidget(self.layers_list)
+        layout.addWidget(images)
+
+        options = QGroupBox("Output")
+        form = QFormLayout(options)
+        self.threshold_spin = QDoubleSpinBox()
+        self.threshold_spin.setRange(0.01, 0.99)
+        self.threshold_spin.setSingleStep(0.05)
+        self.threshold_spin.setValue(0.5)
+        form.addRow("threshold", self.threshold_spin)
+        self.output_combo = QComboBox()
+        self.output_combo.addItems(OUTPUT_CHOICES)
+        form.addRow("labels", self.output_combo)
+        self.probability_check = QCheckBox("also add the object probability")
+        form.addRow("", self.probability_check)
+        self.device_combo = device_combo()
+        self.device_label = hint(describe_device_choice(self.device_combo.currentText()))
+        self.device_combo.currentTextChanged.connect(
+            lambda choice: self.device_label.setText(describe_device_choice(choice)))
+        form.addRow("device", self.device_combo)
+        form.addRow("", self.device_label)
+        layout.addWidget(options)
+
+        buttons = QHBoxLayout()
+        self.run_button = QPushButton("Predict")
+        self.run_button.clicked.connect(self.start)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout.addLayout(buttons)
+        self.progress = ProgressPanel()
+        layout.addWidget(self.progress)
+        layout.addStretch(1)
+
+    # ------------------------------------------------------------------ state
+    def _session_changed(self, what: str) -> None:
+        if what == "model":
+            self._sync_model()
+
+    def _sync_model(self, *_: Any) -> None:
+        choice = self.model_combo.currentText()
+        self.model_file.setVisible(choice == "from file")
+        if choice == "current model":
+            self.model_label.setText(session.describe_model())
+            return
+        path = self.model_file.path()
+        text = "choose a model file"
+        if path is not None and path.is_file():
+            try:
+                meta = btunet.read_metadata(path)
+                text = f"{meta['model']['name']} {meta.get('kind', '')} from {path.name}"
+                if meta.get("kind") != "model":
+                    text += " (an encoder: fine-tune it first)"
+            except BTUnetError as exc:
+                text = sentence(exc)
+        self.model_label.setText(text)
+
+    def _request(self) -> PredictRequest:
+        if self.model_combo.currentText() == "current model":
+            if session.model is None:
+                raise BTUnetError("there is no model in this session yet; fine-tune one or "
+                                  "choose 'from file'")
+            model: Any = session.model
+        else:
+            model = self.model_file.path()
+            if model is None:
+                raise BTUnetError("choose a model file")
+        layers = self.layers_list.layers()
+        if not layers:
+            raise BTUnetError("tick at least one image layer")
+        sources = [Source(layer.name, layer_array(layer), bool(layer.rgb)) for layer in layers]
+        return PredictRequest(model, sources, self.threshold_spin.value(),
+                              self.output_combo.currentText() == "instances",
+                              self.probability_check.isChecked(), self.device_combo.currentText())
+
+    # ------------------------------------------------------------------ run
+    def start(self) -> Optional[Job]:
+        if self.job is not None and self.job.running:
+            return None
+        try:
+            request = self._request()
+        except BTUnetError as exc:
+            _common.show_error(f"Prediction cannot start: {sentence(exc)}")
+            return None
+        self.written = []
+        self.progress.set_fraction(0, "loading the model…")
+        self.job = Job(lambda job: self._predict(job, request), self._done,
+                       on_progress=self._on_progress, on_item=self._on_item)
+        self._job_ref[0] = self.job
+        self._set_running(True)
+        self.job.start()
+        return self.job
+
+    @staticmethod
+    def _predict(job: Job, request: PredictRequest) -> int:
+        """Runs in the worker thread; each finished layer goes to the GUI thread at once."""
+        model = request.model
+        if isinstance(model, (str, Path)):
+            model = btunet.load_model(model)
+        n = len(request.sources)
+        for k, source in enumerate(request.sources):
+            def on_progress(done: int, total: int, k=k, name=source.name) -> None:
+                job.progress((k, n, done, total, name))
+            job.progress((k, n, 0, 1, source.name))
+            result = btunet.predict(model, source.data, rgb=source.rgb, threshold=request.threshold,
+                                    instances=request.instances, probabilities=request.probabilities,
+                                    device=request.device, on_progress=on_progress,
+                                    should_stop=job.should_stop)
+            job.item((source.name, result))
+            if job.should_stop() and k < n - 1:
+                raise btunet.Cancelled(f"prediction cancelled after {k + 1} of {n} layers")
+        return n
+
+    def _on_progress(self, value) -> None:
+        k, n, done, total, name = value
+        self.progress.set_fraction((k + done / max(1, total)) / n,
+                                   f"layer {k + 1}/{n} ({name}): plane {done}/{total}")
+
+    def _on_item(self, item) -> None:
+        name, result = item
+        if name not in self.viewer.layers:
+            return  # the source was closed meanwhile
+        source = self.viewer.layers[name]
+        labels = upsert_output(self.viewer, source, "labels", result.labels, "labels", opacity=0.5)
+        self.written.append(labels)
+        if result.probabilities is not None:
+            prob = upsert_output(self.viewer, source, "probability", result.probabilities, "image",
+                                 colormap="magma", opacity=0.6, contrast_limits=(0.0, 1.0))
+            self.written.append(prob)
+
+    def cancel(self) -> None:
+        if self.job is not None and self.job.running:
+            self.job.cancel()
+            self.progress.set_text("stopping after this plane…")
+            self.cancel_button.setEnabled(False)
+
+    def _set_running(self, running: bool) -> None:
+        self.run_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+
+    def _done(self, outcome: Outcome) -> None:
+        self._set_running(False)
+        if outcome.error is not None and outcome.cancelled:
+            kept = len({layer.metadata.get(_common.SOURCE_KEY) for layer in self.written})
+            self.progress.set_text(f"cancelled; {kept} finished layer(s) kept")
+            _common.show_info(f"Prediction cancelled; {kept} finished layer(s) were kept.")
+            return
+        if outcome.error is not None:
+            self.progress.set_text(f"failed: {sentence(outcome.error)}")
+            _common.report_failure("Prediction", outcome.error)
+            return
+        self.progress.set_fraction(1.0, f"done: {outcome.result} layer(s)")

@@ -1,0 +1,214 @@
+"""Pre-train widget: a folder or image layers -> one PretrainConfig -> ``btunet.pretrain`` in a
+worker, with a live loss plot; the encoder goes to the session (and to a file if one is given)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from napari.layers import Image
+from qtpy.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QPushButton, QSpinBox,
+                            QVBoxLayout, QWidget)
+
+import btunet
+from btunet import BTUnetError, PretrainConfig
+
+from . import _common
+from ._common import (Job, LayerChecklist, LivePlot, Outcome, PathField, ProgressPanel,
+                      describe_device_choice, device_combo, hint, layer_array, sentence,
+                      snapshot, watch_layers)
+from ._session import session
+
+SOURCE_CHOICES = ("image layers", "folder")
+CHANNEL_CHOICES = ("auto", "1 (grey)", "3 (RGB)")
+
+
+@dataclass
+class PretrainRequest:
+    sources: list         # arrays, or [folder]
+    config: PretrainConfig
+    channels: str         # one of CHANNEL_CHOICES
+    any_rgb: bool
+    path: Optional[Path]
+
+
+class PretrainWidget(QWidget):
+    """Barlow Twins pre-training of a U-Net encoder on unlabelled images."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.job: Optional[Job] = None
+        self._job_ref: list = [None]
+        self.last_outcome: Optional[Outcome] = None
+        self._build()
+        unwatch = watch_layers(self.viewer, self.layers_list.refresh)
+        holder = self._job_ref
+
+        def on_destroyed(*_):
+            unwatch()
+            if holder[0] is not None:
+                holder[0].cancel()
+        self.destroyed.connect(on_destroyed)
+
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        data = QGroupBox("Unlabelled images")
+        form = QFormLayout(data)
+        self.source_combo = QComboBox()
+        self.source_combo.addItems(SOURCE_CHOICES)
+        self.source_combo.currentTextChanged.connect(self._source_changed)
+        form.addRow("source", self.source_combo)
+        self.folder = PathField("folder", placeholder="folder of .tif/.png/.jpg images")
+        form.addRow("", self.folder)
+        self.layers_list = LayerChecklist(self.viewer, Image)
+        form.addRow("", self.layers_list)
+        layout.addWidget(data)
+
+        settings = QGroupBox("Pre-training")
+        form = QFormLayout(settings)
+        defaults = PretrainConfig()
+        self.variant_combo = QComboBox()
+        self.variant_combo.addItems(list(btunet.MODELS))
+        self.variant_combo.setCurrentText(defaults.model)
+        form.addRow("variant", self.variant_combo)
+        self.channels_combo = QComboBox()
+        self.channels_combo.addItems(CHANNEL_CHOICES)
+        self.channels_combo.setToolTip("auto: 3 if any source is RGB, else 1")
+        form.addRow("channels", self.channels_combo)
+        self.epochs_spin = _spin(1, 100000, defaults.epochs)
+        form.addRow("epochs", self.epochs_spin)
+        self.samples_spin = _spin(2, 1_000_000, defaults.samples_per_epoch)
+        self.samples_spin.setToolTip("random patches per epoch (at least one per plane)")
+        form.addRow("patches per epoch", self.samples_spin)
+        self.batch_spin = _spin(2, 1024, defaults.batch_size)
+        form.addRow("batch size", self.batch_spin)
+        self.patch_spin = _spin(32, 1024, defaults.patch_size, step=16)
+        form.addRow("patch size", self.patch_spin)
+        self.device_combo = device_combo()
+        self.device_label = hint(describe_device_choice(self.device_combo.currentText()))
+        self.device_combo.currentTextChanged.connect(
+            lambda choice: self.device_label.setText(describe_device_choice(choice)))
+        form.addRow("device", self.device_combo)
+        form.addRow("", self.device_label)
+        self.output_file = PathField("save", placeholder="optional: save the encoder here")
+        form.addRow("encoder file", self.output_file)
+        layout.addWidget(settings)
+
+        buttons = QHBoxLayout()
+        self.start_button = QPushButton("Start")
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.cancel_button)
+        layout.addLayout(buttons)
+        self.progress = ProgressPanel()
+        layout.addWidget(self.progress)
+        self.plot = LivePlot()
+        layout.addWidget(self.plot)
+        self.encoder_label = hint(session.describe_encoder())
+        layout.addWidget(self.encoder_label)
+        layout.addStretch(1)
+        self._source_changed(self.source_combo.currentText())
+
+    def _source_changed(self, choice: str) -> None:
+        self.folder.setVisible(choice == "folder")
+        self.layers_list.setVisible(choice == "image layers")
+
+    def config(self) -> PretrainConfig:
+        """The widget state as one engine config (``channels`` is resolved when the run starts)."""
+        return PretrainConfig(model=self.variant_combo.currentText(), epochs=self.epochs_spin.value(),
+                              samples_per_epoch=self.samples_spin.value(),
+                              batch_size=self.batch_spin.value(), patch_size=self.patch_spin.value(),
+                              device=self.device_combo.currentText())
+
+    def _request(self) -> PretrainRequest:
+        if self.source_combo.currentText() == "folder":
+            folder = self.folder.path()
+            if folder is None or not folder.is_dir():
+                raise BTUnetError("choose an existing folder of images")
+            sources, any_rgb = [str(folder)], False
+        else:
+            layers = self.layers_list.layers()
+            if not layers:
+                raise BTUnetError("tick at least one image layer (or choose a folder)")
+            sources = [layer_array(layer) for layer in layers]
+            any_rgb = any(layer.rgb for layer in layers)
+        path = self.output_file.path()
+        if path is not None and not _common.may_write(self, path):
+            raise BTUnetError(f"{path} exists and was kept; choose another encoder file")
+        return PretrainRequest(sources, self.config(), self.channels_combo.currentText(), any_rgb, path)
+
+    def start(self) -> Optional[Job]:
+        if self.job is not None and self.job.running:
+            return None
+        try:
+            request = self._request()
+        except BTUnetError as exc:
+            _common.show_error(f"Pre-training cannot start: {sentence(exc)}")
+            return None
+        self.plot.clear()
+        self.progress.set_fraction(0, "reading images…")
+        self.job = Job(lambda job: self._train(job, request), self._done, on_progress=self._on_progress)
+        self._job_ref[0] = self.job
+        self._set_running(True)
+        self.job.start()
+        return self.job
+
+    @staticmethod
+    def _train(job: Job, request: PretrainRequest):
+        """Runs in the worker thread."""
+        config = request.config
+        if request.channels == "auto":
+            rgb = request.any_rgb
+            if isinstance(request.sources[0], str):  # a folder: look at its first image
+                from btunet.imageio import is_rgb, list_images, read_image
+                files = list_images(request.sources)
+                rgb = bool(files) and is_rgb(read_image(files[0]))
+            config.channels = 3 if rgb else 1
+        else:
+            config.channels = int(request.channels.split()[0])
+        encoder = btunet.pretrain(request.sources, config,
+                                  on_progress=lambda p: job.progress(snapshot(p)),
+                                  should_stop=job.should_stop)
+        saved = encoder.save(request.path) if request.path is not None else None
+        return encoder, saved
+
+    def _on_progress(self, p) -> None:
+        self.progress.show_training(p)
+        self.plot.add_loss(p.step, p.loss)
+
+    def cancel(self) -> None:
+        if self.job is not None and self.job.running:
+            self.job.cancel()
+            self.progress.set_text("stopping after this step…")
+            self.cancel_button.setEnabled(False)
+
+    def _set_running(self, running: bool) -> None:
+        self.start_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+
+    def _done(self, outcome: Outcome) -> None:
+        self.last_outcome = outcome
+        self._set_running(False)
+        self.plot.flush()
+        if outcome.error is not None:
+            self.progress.set_text(f"failed: {sentence(outcome.error)}")
+            _common.report_failure("Pre-training", outcome.error)
+            return
+        encoder, saved = outcome.result
+        session.set_encoder(encoder, saved)
+        self.encoder_label.setText(session.describe_encoder())
+        text = (f"{'cancelled' if outcome.cancelled else 'done'}: {encoder.metadata['epochs']} epochs "
+                f"in {encoder.metadata['seconds']} s" + (f"; saved to {saved}" if saved else ""))
+        self.progress.set_fraction(1.0 if not outcome.cancelled else self.progress.bar.value() / 1000, text)
+
+
+def _spin(lo: int, hi: int, value: int, step: int = 1) -> QSpinBox:
+    spin = QSpinBox()
+    spin.setRange(lo, hi)
+    spin.setSingleStep(step)
+    spin.setValue(value)
+    return spin
