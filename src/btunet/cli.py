@@ -26,10 +26,13 @@ class ProgressBar:
     """A tqdm bar fed by the engine's Progress reports."""
 
     def __init__(self, desc: str):
-        from tqdm import tqdm
-        self.bar = tqdm(total=None, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True)
+        self.desc, self.bar = desc, None  # created at the first report, so errors print alone
 
     def __call__(self, p) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+            self.bar = tqdm(total=p.total_steps, desc=self.desc, unit="step", file=sys.stderr,
+                            dynamic_ncols=True)
         self.bar.total = p.total_steps
         self.bar.n = p.step
         info = {"epoch": f"{p.epoch}/{p.epochs}", "loss": f"{p.loss:.4f}"}
@@ -39,7 +42,8 @@ class ProgressBar:
         self.bar.refresh()
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:

@@ -1,0 +1,110 @@
+"""Every command end to end on real images, and the one-line errors (exit status 2)."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from btunet.cli import main
+
+
+@pytest.fixture(scope="module")
+def trained(small_sample, tmp_path_factory):
+    """encoder + model made through the CLI itself, shared by the tests below."""
+    out = tmp_path_factory.mktemp("cli")
+    assert main(["pretrain", str(small_sample / "images"), "--out", str(out / "enc.safetensors"),
+                 "--epochs", "1", "--batch-size", "4", "--patch-size", "64", "--device", "cpu"]) == 0
+    assert main(["finetune", "--images", str(small_sample / "images"), "--masks", str(small_sample / "masks"),
+                 "--encoder", str(out / "enc.safetensors"), "--out", str(out / "model.safetensors"),
+                 "--epochs", "2", "--steps-per-epoch", "3", "--batch-size", "4", "--patch-size", "64",
+                 "--device", "cpu"]) == 0
+    return out
+
+
+def test_pretrain_finetune_predict_evaluate_info(trained, small_sample, capsys):
+    pred = trained / "pred"
+    assert main(["predict", str(trained / "model.safetensors"), str(small_sample / "images"),
+                 "--out", str(pred), "--instances", "--probabilities", "--device", "cpu"]) == 0
+    names = sorted(p.name for p in (small_sample / "images").iterdir())
+    assert sorted(p.name for p in pred.glob("*.tif") if "_prob" not in p.name) == names
+    labels = tifffile.imread(pred / names[0])
+    assert labels.shape == (128, 128) and np.issubdtype(labels.dtype, np.integer)
+    prob = tifffile.imread(pred / (names[0][:-4] + "_prob.tif"))
+    assert prob.dtype == np.float32 and 0 <= prob.min() and prob.max() <= 1
+    capsys.readouterr()
+    assert main(["evaluate", "--pred", str(pred), "--truth", str(small_sample / "masks"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in report["images"]] == names
+    assert set(report["mean"]) >= {"dice", "iou", "precision", "recall"}
+    assert 0 < report["mean"]["dice"] <= 1
+    assert main(["evaluate", "--pred", str(pred), "--truth", str(small_sample / "masks")]) == 0
+    assert "mean" in capsys.readouterr().out
+    assert main(["info", str(trained / "model.safetensors")]) == 0
+    meta = json.loads(capsys.readouterr().out)
+    assert meta["kind"] == "model" and meta["model"]["name"] == "unet"
+    assert meta["encoder"]["trained_on"]["planes"] == 4
+    assert meta["trained_on"]["images"] == names
+
+
+def test_predict_refuses_to_overwrite(trained, small_sample, capsys):
+    out = trained / "pred_once"
+    args = ["predict", str(trained / "model.safetensors"), str(small_sample / "images"), "--out", str(out),
+            "--device", "cpu"]
+    assert main(args) == 0
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == first
+    assert main(args + ["--overwrite"]) == 0
+
+
+def _run(args):
+    return subprocess.run([sys.executable, "-m", "btunet", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["predict", "missing.safetensors", "x.tif", "--out", "o"], "checkpoint not found"),
+    (["pretrain", "no_such_folder", "--out", "e.safetensors"], "no such file or folder"),
+    (["pretrain", ".", "--out", "e.safetensors", "--model", "vgg"], "unknown model 'vgg'; choose one of: unet"),
+    (["info", "garbage.safetensors"], "not a readable .safetensors"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "garbage.safetensors").write_bytes(b"hello, not a checkpoint")
+    result = _run(args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_finetune_errors(trained, small_sample, tmp_path, capsys):
+    empty = tmp_path / "empty_masks"
+    empty.mkdir()
+    image_names = [p.name for p in (small_sample / "images").iterdir()]
+    for name in image_names:
+        tifffile.imwrite(empty / name, np.zeros((128, 128), np.uint8))
+    base = ["finetune", "--images", str(small_sample / "images"), "--out", str(tmp_path / "m.safetensors"),
+            "--epochs", "1", "--device", "cpu"]
+    assert main(base + ["--masks", str(empty)]) == 2
+    assert "no object pixels" in capsys.readouterr().err
+    assert main(base + ["--masks", str(tmp_path)]) == 2  # no masks with matching names
+    assert "no mask with the same name" in capsys.readouterr().err
+    assert main(base + ["--masks", str(small_sample / "masks"), "--encoder",
+                        str(trained / "model.safetensors")]) == 2
+    assert "not an encoder checkpoint" in capsys.readouterr().err
+    assert main(base + ["--masks", str(small_sample / "masks"), "--encoder", str(trained / "enc.safetensors"),
+                        "--model", "inception_unet"]) == 2
+    assert "pre-trained for 'unet'" in capsys.readouterr().err
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_help_explains_every_command():
+    result = _run(["--help"])
+    assert result.returncode == 0
+    for command in ("pretrain", "finetune", "predict", "evaluate", "info"):
+        assert command in result.stdout
+    sub = _run(["finetune", "--help"])
+    assert "--mask-mode" in sub.stdout and "sparse" in sub.stdout
