@@ -21,6 +21,37 @@ def barlow_twins_loss(z_a: torch.Tensor, z_b: torch.Tensor, lambd: float = 5e-3)
     return on_diag + lambd * off_diag
 
 
+
+def global_cross_correlation(z_a: torch.Tensor, z_b: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """``cross_correlation`` over the batch of every rank of the default process group.
+
+    Mean, standard deviation and C = za^T zb / N use the global batch (all-reduce sums), as in
+    the original Barlow Twins, so every rank gets the C one process would get on the whole
+    batch. Without a (multi-rank) process group this is ``cross_correlation``.
+    """
+    from .distributed import all_reduce_sum
+    z_a, z_b = z_a.float(), z_b.float()
+    d = z_a.shape[1]
+    sums = all_reduce_sum(torch.cat([z_a.sum(0), z_b.sum(0), z_a.new_tensor([z_a.shape[0]])]))
+    n = sums[-1]
+    c_a, c_b = z_a - sums[:d] / n, z_b - sums[d:2 * d] / n
+    var = all_reduce_sum(torch.cat([c_a.pow(2).sum(0), c_b.pow(2).sum(0)])) / n
+    z_a = c_a / (var[:d].sqrt() + eps)
+    z_b = c_b / (var[d:].sqrt() + eps)
+    return all_reduce_sum(z_a.T @ z_b) / n
+
+
+def global_barlow_twins_loss(z_a: torch.Tensor, z_b: torch.Tensor, lambd: float = 5e-3) -> torch.Tensor:
+    """``barlow_twins_loss`` of the global batch, the same value on every rank.
+
+    Gradients: each rank gets WORLD_SIZE x its part of the global loss's gradient; after DDP
+    averages them over ranks, the parameters get exactly the single-process gradient.
+    """
+    c = global_cross_correlation(z_a, z_b)
+    on_diag = (torch.diagonal(c) - 1).pow(2).sum()
+    off_diag = c.pow(2).sum() - torch.diagonal(c).pow(2).sum()
+    return on_diag + lambd * off_diag
+
 def masked_bce_dice_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
                          smooth: float = 1.0) -> torch.Tensor:
     """mean(BCE, 1 - Dice) over annotated pixels only (weight 0 pixels get no gradient)."""
