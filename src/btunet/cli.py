@@ -124,11 +124,16 @@ def cmd_pretrain(a) -> None:
     cfg = PretrainConfig(model=a.model, channels=a.channels, epochs=a.epochs, batch_size=a.batch_size,
                          patch_size=a.patch_size, lr=a.lr, device=a.device, seed=a.seed)
     _check_model(a.model)
-    bar = ProgressBar("pretrain")
+    from .distributed import is_main_process
+    main_process = is_main_process()  # under torchrun only rank 0 shows progress and writes
+    bar = ProgressBar("pretrain") if main_process else None
     try:
         encoder = pretrain(a.images, cfg, on_progress=bar, resume=a.resume)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
+    if not main_process:
+        return
     path = encoder.save(a.out)
     print(f"saved encoder ({encoder.variant}, {encoder.channels} channel(s), "
           f"final loss {encoder.metadata['loss_history'][-1]:.2f}) to {path}")

@@ -84,6 +84,9 @@ def pretrain(images: ImageSource | Sequence[ImageSource], config: PretrainConfig
     request (``should_stop()`` returning True) ends training after the current step and returns
     the encoder as it is. ``resume`` continues from an encoder checkpoint of the same variant.
     """
+    from . import distributed
+    if distributed.active():  # launched by torchrun with several processes: DDP over the ranks
+        return distributed.pretrain_ddp(images, config, on_progress, should_stop, resume)
     cfg = config or PretrainConfig()
     if cfg.batch_size < 2:
         raise BTUnetError("Barlow Twins needs a batch size of at least 2 (it correlates samples)")
