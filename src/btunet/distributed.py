@@ -333,14 +333,24 @@ def pretrain_ddp(images, config=None, on_progress=None, should_stop=None, resume
         return _pretrain(images, cfg, ctx, on_progress, should_stop, resume,
                          sync_batchnorm or os.environ.get("BTUNET_SYNC_BN", "auto"))
     except BaseException as exc:
-        lost = isinstance(exc, getattr(torch.distributed, "DistError", ())) or "gloo" in str(exc).lower() \
-            or "nccl" in str(exc).lower()
-        why = ("lost contact with another rank (it failed or was stopped)" if lost
-               else f"{type(exc).__name__}: {exc}")
+        why = describe_failure(exc)
         print(f"btunet: pretrain rank {ctx.rank} of {ctx.world_size} stopped: {why}", file=sys.stderr, flush=True)
         raise
     finally:
         shutdown(ctx)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line saying why this rank stopped (its own error, or waiting on another rank)."""
+    text = str(exc).lower()
+    collective = isinstance(exc, getattr(torch.distributed, "DistError", ())) or "gloo" in text \
+        or "nccl" in text or "pair closure" in text
+    if collective and ("timeout" in text or "timed out" in text):
+        return ("timed out waiting for another rank (it hangs or died); BTUNET_DIST_TIMEOUT_S "
+                f"(now {os.environ.get('BTUNET_DIST_TIMEOUT_S', DEFAULT_TIMEOUT_S)} s) sets the limit")
+    if collective:
+        return "lost contact with another rank (it failed or was stopped: see its message)"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _pretrain(images, cfg, ctx: Context, on_progress, should_stop, resume, sync_mode: str):
