@@ -77,6 +77,10 @@ def may_write(parent: Optional[QWidget], path: "str | Path") -> bool:
     return not path.exists() or ask_overwrite(parent, path)
 
 
+class Declined(Exception):
+    """The user answered "no" to a question; nothing was started."""
+
+
 # ----------------------------------------------------------------------------- jobs
 
 class _Bridge(QObject):
@@ -570,3 +574,37 @@ def watch_layers(viewer, callback: Callable[[], None]) -> Callable[[], None]:
             except Exception:
                 pass
     return disconnect
+
+
+def scroll_layout(widget: QWidget) -> QVBoxLayout:
+    """Give ``widget`` a scroll area and return the layout to fill (a tall dock never squashes rows)."""
+    from qtpy.QtWidgets import QFrame, QScrollArea
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    inner = QWidget()
+    area.setWidget(inner)
+    outer.addWidget(area)
+    widget._scroll_area = area
+    return QVBoxLayout(inner)
+
+
+def fit_width(widget: QWidget) -> None:
+    """Make the dock at least as wide as the content of ``scroll_layout`` (no clipped rows)."""
+    area = widget._scroll_area
+    needed = area.widget().minimumSizeHint().width() + area.verticalScrollBar().sizeHint().width() + 4
+    area.setMinimumWidth(needed)
+
+
+def collapsible(title: str):
+    """A collapsed section with a form layout: returns (section, form)."""
+    from qtpy.QtWidgets import QFormLayout
+    from superqt import QCollapsible
+    section = QCollapsible(title)
+    content = QWidget()
+    form = QFormLayout(content)
+    form.setContentsMargins(0, 0, 0, 0)
+    section.addWidget(content)
+    return section, form

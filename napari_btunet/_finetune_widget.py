@@ -188,6 +188,7 @@ class FinetuneWidget(QWidget):
         self.last_outcome: Optional[Outcome] = None
         self._build()
         self.add_pair()
+        _common.fit_width(self)
         self._sync_encoder()
         self._sync_session_model()
         session.changed.connect(self._session_changed)
@@ -202,8 +203,12 @@ class FinetuneWidget(QWidget):
         self.destroyed.connect(on_destroyed)
 
     # ------------------------------------------------------------------ layout
+    def showEvent(self, event) -> None:  # style and fonts are final now
+        _common.fit_width(self)
+        super().showEvent(event)
+
     def _build(self) -> None:
-        layout = QVBoxLayout(self)
+        layout = _common.scroll_layout(self)
 
         data = QGroupBox("Training data")
         data_layout = QVBoxLayout(data)
@@ -271,18 +276,8 @@ class FinetuneWidget(QWidget):
         length.addWidget(self.epochs_spin)
         length.addWidget(self.budget_spin)
         form.addRow("train for", length)
-        self.steps_spin = _spin(1, 100000, FinetuneConfig.steps_per_epoch)
-        form.addRow("steps per epoch", self.steps_spin)
-        self.batch_spin = _spin(1, 256, FinetuneConfig.batch_size)
-        form.addRow("batch size", self.batch_spin)
-        self.patch_spin = _spin(32, 1024, FinetuneConfig.patch_size, step=16)
-        form.addRow("patch size", self.patch_spin)
-        self.lr_spin = QDoubleSpinBox()
-        self.lr_spin.setDecimals(5)
-        self.lr_spin.setRange(1e-5, 1e-1)
-        self.lr_spin.setSingleStep(1e-4)
-        self.lr_spin.setValue(FinetuneConfig.lr)
-        form.addRow("learning rate", self.lr_spin)
+        self.output_file = PathField("save", placeholder="optional: save the model here")
+        form.addRow("model file", self.output_file)
         self.device_combo = device_combo()
         self.device_label = hint("")
         self.device_combo.currentTextChanged.connect(
@@ -290,15 +285,27 @@ class FinetuneWidget(QWidget):
         self.device_label.setText(describe_device_choice(self.device_combo.currentText()))
         form.addRow("device", self.device_combo)
         form.addRow("", self.device_label)
+        self.advanced, adv = _common.collapsible("Advanced")
+        self.steps_spin = _spin(1, 100000, FinetuneConfig.steps_per_epoch)
+        adv.addRow("steps per epoch", self.steps_spin)
+        self.batch_spin = _spin(1, 256, FinetuneConfig.batch_size)
+        adv.addRow("batch size", self.batch_spin)
+        self.patch_spin = _spin(32, 1024, FinetuneConfig.patch_size, step=16)
+        adv.addRow("patch size", self.patch_spin)
+        self.lr_spin = QDoubleSpinBox()
+        self.lr_spin.setDecimals(5)
+        self.lr_spin.setRange(1e-5, 1e-1)
+        self.lr_spin.setSingleStep(1e-4)
+        self.lr_spin.setValue(FinetuneConfig.lr)
+        adv.addRow("learning rate", self.lr_spin)
         self.preview_spin = QDoubleSpinBox()
         self.preview_spin.setRange(0, 600)
         self.preview_spin.setDecimals(1)
         self.preview_spin.setValue(3.0)
         self.preview_spin.setSuffix(" s")
         self.preview_spin.setToolTip("predict the plane on screen this often while training (0 = off)")
-        form.addRow("preview every", self.preview_spin)
-        self.output_file = PathField("save", placeholder="optional: save the model here")
-        form.addRow("model file", self.output_file)
+        adv.addRow("preview every", self.preview_spin)
+        form.addRow(self.advanced)
         layout.addWidget(train)
         self._length_changed(self.length_combo.currentText())
 
@@ -454,7 +461,7 @@ class FinetuneWidget(QWidget):
                     raise BTUnetError("choose the encoder file, or set encoder to 'none'")
         path = self.output_file.path()
         if path is not None and not _common.may_write(self, path):
-            raise BTUnetError(f"{path} exists and was kept; choose another model file")
+            raise _common.Declined(f"{path} was kept; choose another model file")
         return Request(images, labels, config, encoder, resume, path)
 
     # ------------------------------------------------------------------ run
@@ -465,6 +472,9 @@ class FinetuneWidget(QWidget):
             request = self._request()
         except BTUnetError as exc:
             _common.show_error(f"Fine-tuning cannot start: {sentence(exc)}")
+            return None
+        except _common.Declined as exc:
+            _common.show_warning(f"Fine-tuning not started: {sentence(exc)}")
             return None
         request.preview = self._make_preview()
         self.plot.clear()

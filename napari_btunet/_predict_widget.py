@@ -51,6 +51,7 @@ class PredictWidget(QWidget):
         self._job_ref: list = [None]
         self.written: list = []
         self._build()
+        _common.fit_width(self)
         self._sync_model()
         session.changed.connect(self._session_changed)
         unwatch = watch_layers(self.viewer, self.layers_list.refresh)
@@ -63,8 +64,12 @@ class PredictWidget(QWidget):
                 holder[0].cancel()
         self.destroyed.connect(on_destroyed)
 
+    def showEvent(self, event) -> None:  # style and fonts are final now
+        _common.fit_width(self)
+        super().showEvent(event)
+
     def _build(self) -> None:
-        layout = QVBoxLayout(self)
+        layout = _common.scroll_layout(self)
         model_box = QGroupBox("Model")
         form = QFormLayout(model_box)
         self.model_combo = QComboBox()

@@ -42,6 +42,7 @@ class PretrainWidget(QWidget):
         self._job_ref: list = [None]
         self.last_outcome: Optional[Outcome] = None
         self._build()
+        _common.fit_width(self)
         unwatch = watch_layers(self.viewer, self.layers_list.refresh)
         holder = self._job_ref
 
@@ -51,8 +52,12 @@ class PretrainWidget(QWidget):
                 holder[0].cancel()
         self.destroyed.connect(on_destroyed)
 
+    def showEvent(self, event) -> None:  # style and fonts are final now
+        _common.fit_width(self)
+        super().showEvent(event)
+
     def _build(self) -> None:
-        layout = QVBoxLayout(self)
+        layout = _common.scroll_layout(self)
         data = QGroupBox("Unlabelled images")
         form = QFormLayout(data)
         self.source_combo = QComboBox()
@@ -78,13 +83,6 @@ class PretrainWidget(QWidget):
         form.addRow("channels", self.channels_combo)
         self.epochs_spin = _spin(1, 100000, defaults.epochs)
         form.addRow("epochs", self.epochs_spin)
-        self.samples_spin = _spin(2, 1_000_000, defaults.samples_per_epoch)
-        self.samples_spin.setToolTip("random patches per epoch (at least one per plane)")
-        form.addRow("patches per epoch", self.samples_spin)
-        self.batch_spin = _spin(2, 1024, defaults.batch_size)
-        form.addRow("batch size", self.batch_spin)
-        self.patch_spin = _spin(32, 1024, defaults.patch_size, step=16)
-        form.addRow("patch size", self.patch_spin)
         self.device_combo = device_combo()
         self.device_label = hint(describe_device_choice(self.device_combo.currentText()))
         self.device_combo.currentTextChanged.connect(
@@ -93,6 +91,15 @@ class PretrainWidget(QWidget):
         form.addRow("", self.device_label)
         self.output_file = PathField("save", placeholder="optional: save the encoder here")
         form.addRow("encoder file", self.output_file)
+        self.advanced, adv = _common.collapsible("Advanced")
+        self.samples_spin = _spin(2, 1_000_000, defaults.samples_per_epoch)
+        self.samples_spin.setToolTip("random patches per epoch (at least one per plane)")
+        adv.addRow("patches per epoch", self.samples_spin)
+        self.batch_spin = _spin(2, 1024, defaults.batch_size)
+        adv.addRow("batch size", self.batch_spin)
+        self.patch_spin = _spin(32, 1024, defaults.patch_size, step=16)
+        adv.addRow("patch size", self.patch_spin)
+        form.addRow(self.advanced)
         layout.addWidget(settings)
 
         buttons = QHBoxLayout()
@@ -138,7 +145,7 @@ class PretrainWidget(QWidget):
             any_rgb = any(layer.rgb for layer in layers)
         path = self.output_file.path()
         if path is not None and not _common.may_write(self, path):
-            raise BTUnetError(f"{path} exists and was kept; choose another encoder file")
+            raise _common.Declined(f"{path} was kept; choose another encoder file")
         return PretrainRequest(sources, self.config(), self.channels_combo.currentText(), any_rgb, path)
 
     def start(self) -> Optional[Job]:
@@ -148,6 +155,9 @@ class PretrainWidget(QWidget):
             request = self._request()
         except BTUnetError as exc:
             _common.show_error(f"Pre-training cannot start: {sentence(exc)}")
+            return None
+        except _common.Declined as exc:
+            _common.show_warning(f"Pre-training not started: {sentence(exc)}")
             return None
         self.plot.clear()
         self.progress.set_fraction(0, "reading images…")

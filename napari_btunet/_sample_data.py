@@ -27,8 +27,8 @@ def sample_folder() -> Path:
         folder = Path(location) / "data" / "bbbc007"
         if folder.is_dir():
             return folder
-    import importlib.resources  # a zipped or unusual install: let the package tell us
-    return Path(str(importlib.resources.files("btunet") / "data" / "bbbc007"))
+    from importlib import resources  # a zipped or unusual install: let the package tell us
+    return Path(str(resources.files("btunet") / "data" / "bbbc007"))
 
 
 def load_sample(name: str = SAMPLE_IMAGE) -> tuple[np.ndarray, np.ndarray]:

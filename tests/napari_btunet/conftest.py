@@ -1,0 +1,35 @@
+"""Fixtures for the plugin tests: a viewer with the sample, captured notifications, job waits."""
+import gc
+
+import pytest
+
+pytest.importorskip("napari")
+
+from napari_btunet import _common  # noqa: E402
+from napari_btunet._sample_data import bbbc007_sample  # noqa: E402
+from napari_btunet._session import session  # noqa: E402
+
+
+@pytest.fixture
+def messages(monkeypatch):
+    """Every notification the widgets show, as (level, text)."""
+    shown = []
+    for level in ("error", "warning", "info"):
+        monkeypatch.setattr(_common, f"show_{level}", lambda text, level=level: shown.append((level, text)))
+    return shown
+
+
+@pytest.fixture
+def viewer(make_napari_viewer, messages):
+    session.clear()
+    v = make_napari_viewer()
+    yield v
+    session.clear()
+    gc.collect()
+
+
+@pytest.fixture
+def sample_viewer(viewer):
+    for data, meta, kind in bbbc007_sample():
+        getattr(viewer, f"add_{kind}")(data, **meta)
+    return viewer

@@ -1,0 +1,65 @@
+"""Helpers shared by the plugin tests (imported by name; pytest puts this folder on sys.path)."""
+import time
+
+import numpy as np
+
+
+def dock(viewer, name):
+    _, widget = viewer.window.add_plugin_dock_widget("napari-btunet", name)
+    return widget
+
+
+def wait_job(qtbot, job, timeout_s=120.0):
+    assert job is not None, "the job did not start"
+    qtbot.waitUntil(lambda: not job.running, timeout=int(timeout_s * 1000))
+    return job.outcome
+
+
+def small_training(widget, epochs=4, steps=10, patch=64, batch=4, preview_s=1.0):
+    """Settings that train the sample to Dice > 0.9 in about 40 steps."""
+    widget.length_combo.setCurrentText("epochs")
+    widget.epochs_spin.setValue(epochs)
+    widget.steps_spin.setValue(steps)
+    widget.patch_spin.setValue(patch)
+    widget.batch_spin.setValue(batch)
+    widget.preview_spin.setValue(preview_s)
+    widget.device_combo.setCurrentText("cpu")
+
+
+class Heartbeat:
+    """A QTimer ticking on the GUI thread; the largest gap between ticks is the time the GUI was blocked."""
+
+    def __init__(self, interval_ms=10):
+        from qtpy.QtCore import QTimer
+        self.interval_s = interval_ms / 1000
+        self.gaps = []
+        self._last = None
+        self.timer = QTimer()
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self._tick)
+
+    def _tick(self):
+        now = time.perf_counter()
+        if self._last is not None:
+            self.gaps.append(now - self._last)
+        self._last = now
+
+    def start(self):
+        self._last = None
+        self.timer.start()
+        return self
+
+    def stop(self):
+        self.timer.stop()
+
+    @property
+    def max_blocked_s(self):
+        return max(self.gaps) if self.gaps else float("nan")
+
+
+def errors_of(messages):
+    return [text for level, text in messages if level == "error"]
+
+
+def labels_inside(labels, mask):
+    return np.all(mask[labels == 2] > 0) and np.all(mask[labels == 1] == 0)

@@ -1,0 +1,97 @@
+"""Batch prediction over stacks: one output per layer, matching shapes, updates in place, user layers untouched."""
+import numpy as np
+import pytest
+
+import btunet
+from napari_btunet import _common
+from napari_btunet._sample_data import load_sample
+from napari_btunet._session import session
+from plugin_helpers import dock, errors_of, wait_job
+
+pytestmark = pytest.mark.viewer
+
+
+@pytest.fixture
+def stacks(viewer):
+    """A 2-D+t stack (3 frames) and a 3-D stack (4 slices) made from the sample, plus an RGB image."""
+    image, _ = load_sample()
+    crop = image[:160, :192]
+    movie = np.stack([np.roll(crop, 7 * t, axis=1) for t in range(3)])
+    volume = np.stack([crop, crop[::-1], crop[:, ::-1], np.rot90(crop, 2)])
+    rgb = np.stack([crop, crop // 2, crop], axis=-1)
+    viewer.add_image(movie, name="movie", scale=(1.0, 0.3, 0.3), translate=(0, 10, 20))
+    viewer.add_image(volume, name="volume", scale=(2.0, 0.5, 0.5))
+    viewer.add_image(rgb, name="rgb", rgb=True, scale=(0.7, 0.7))
+    session.set_model(btunet.create_model("unet", in_channels=1))
+    return viewer
+
+
+def run_predict(qtbot, widget):
+    outcome = wait_job(qtbot, widget.start())
+    assert outcome.error is None, outcome.error
+
+
+def test_batch_predict_stacks(stacks, qtbot, messages):
+    viewer = stacks
+    sources = {name: viewer.layers[name].data.copy() for name in ("movie", "volume", "rgb")}
+    predict = dock(viewer, "Predict")
+    assert [layer.name for layer in predict.layers_list.layers()] == ["movie", "volume", "rgb"]
+    predict.output_combo.setCurrentText("instances")
+    predict.probability_check.setChecked(True)
+    run_predict(qtbot, predict)
+    for name, shape in (("movie", (3, 160, 192)), ("volume", (4, 160, 192)), ("rgb", (160, 192))):
+        source = viewer.layers[name]
+        labels = viewer.layers[f"{name} labels [btunet]"]
+        prob = viewer.layers[f"{name} probability [btunet]"]
+        assert labels.data.shape == prob.data.shape == shape
+        assert labels.data.dtype == np.int32 and prob.data.dtype == np.float32
+        assert 0 <= prob.data.min() and prob.data.max() <= 1
+        assert tuple(labels.scale) == tuple(prob.scale) == tuple(source.scale)
+        assert tuple(labels.translate) == tuple(source.translate)
+        assert labels.metadata[_common.OUTPUT_KEY] and labels.metadata[_common.SOURCE_KEY] == name
+        np.testing.assert_array_equal(source.data, sources[name])  # sources untouched
+    assert len(viewer.layers) == 3 + 6
+    assert "done: 3 layer(s)" in predict.progress.label.text()
+    assert not errors_of(messages)
+
+
+def test_rerun_updates_own_layer_and_never_a_user_layer(stacks, qtbot, messages):
+    viewer = stacks
+    # a user layer that happens to carry the output name, without the plugin's metadata
+    user = viewer.add_labels(np.full((3, 160, 192), 7, np.int32), name="movie labels [btunet]")
+    predict = dock(viewer, "Predict")
+    predict.layers_list.set_checked(["movie"])
+    run_predict(qtbot, predict)
+    own = _common.find_output(viewer, "movie", "labels")
+    assert own is not None and own is not user
+    assert own.data.dtype == np.uint8 and own.data.shape == (3, 160, 192)
+    count = len(viewer.layers)
+
+    expected = btunet.predict(session.model, viewer.layers["movie"].data, probabilities=False).labels
+    np.testing.assert_array_equal(own.data, expected)
+
+    # another threshold: the same layer object gets the new result
+    predict.threshold_spin.setValue(0.9)
+    run_predict(qtbot, predict)
+    assert len(viewer.layers) == count
+    assert _common.find_output(viewer, "movie", "labels") is own
+    expected = btunet.predict(session.model, viewer.layers["movie"].data, threshold=0.9,
+                              probabilities=False).labels
+    np.testing.assert_array_equal(own.data, expected)
+    assert np.all(user.data == 7)  # never touched
+    assert sum(1 for layer in viewer.layers if layer.metadata.get(_common.OUTPUT_KEY)) == 1
+    assert not errors_of(messages)
+
+
+def test_predict_from_file(stacks, qtbot, messages, tmp_path):
+    viewer = stacks
+    path = btunet.save_model(session.model, tmp_path / "m.safetensors")
+    session.clear()
+    predict = dock(viewer, "Predict")
+    predict.model_combo.setCurrentText("from file")
+    predict.model_file.set_path(path)
+    predict._sync_model()
+    assert "unet" in predict.model_label.text()
+    predict.layers_list.set_checked(["volume"])
+    run_predict(qtbot, predict)
+    assert viewer.layers["volume labels [btunet]"].data.shape == (4, 160, 192)
