@@ -186,7 +186,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
             return super().forward(input)
         self._check_input_dim(input)
         dims = [0] + list(range(2, input.dim()))
-        x = input.float()
+        x = input.to(torch.promote_types(input.dtype, torch.float32))
         count = x.new_tensor([x.numel() / x.shape[1]])
         summed = all_reduce_sum(torch.cat([x.sum(dims), count]))
         n = summed[-1]
