@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 from napari.utils import notifications
-from qtpy.QtCore import QObject, Qt, QTimer, Signal
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from qtpy.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QMessageBox,
                             QProgressBar, QPushButton, QVBoxLayout, QWidget)
 
@@ -96,6 +96,26 @@ class Outcome:
     cancelled: bool = False
 
 
+#: jobs whose worker thread may still run: kept alive here until they finish, even if their
+#: widget is closed, and asked to stop when the application quits
+_RUNNING: set = set()
+_quit_hook_installed = False
+
+
+def cancel_all_jobs() -> None:
+    for job in list(_RUNNING):
+        job.cancel()
+
+
+def _install_quit_hook() -> None:
+    global _quit_hook_installed
+    from qtpy.QtWidgets import QApplication
+    app = QApplication.instance()
+    if app is not None and not _quit_hook_installed:
+        app.aboutToQuit.connect(cancel_all_jobs)
+        _quit_hook_installed = True
+
+
 class Job:
     """One engine call in a napari worker thread.
 
@@ -146,8 +166,20 @@ class Job:
         self.worker.returned.connect(self._returned)
         self.worker.errored.connect(self._errored)
         self.running = True
+        _RUNNING.add(self)
+        _install_quit_hook()
         self.worker.start()
         return self
+
+    def detach(self) -> None:
+        """The widget is going away: stop, and deliver nothing more to it."""
+        self.cancel()
+        self.on_done = lambda outcome: None
+        for signal in (self._bridge.progress, self._bridge.item):
+            try:
+                signal.disconnect()
+            except (TypeError, RuntimeError):
+                pass
 
     def cancel(self) -> None:
         if self.running and not self._stop.is_set():
@@ -162,6 +194,7 @@ class Job:
 
     def _finish(self, outcome: Outcome) -> None:
         self.running = False
+        _RUNNING.discard(self)
         self.outcome = outcome
         self.task = None  # drop the captured request (arrays, layers) now
         self.finished_at = time.perf_counter()
@@ -547,14 +580,25 @@ class LayerChecklist(QWidget):
 
 
 def watch_layers(viewer, callback: Callable[[], None]) -> Callable[[], None]:
-    """Call ``callback`` when layers are added, removed or renamed; returns a disconnect function."""
+    """Call ``callback`` when layers are added, removed or renamed; returns a disconnect function.
+
+    A bound method is held weakly, so the viewer never keeps a closed widget alive.
+    """
+    import weakref
+    ref = weakref.WeakMethod(callback) if hasattr(callback, "__self__") else (lambda: callback)
+
     def on_change(event=None):
-        callback()
+        target = ref()
+        if target is not None:
+            try:
+                target()
+            except RuntimeError:  # the Qt side is already gone
+                pass
 
     def on_inserted(event=None):
         if event is not None and hasattr(event, "value"):
             event.value.events.name.connect(on_change)
-        callback()
+        on_change()
 
     for layer in viewer.layers:
         layer.events.name.connect(on_change)
@@ -608,3 +652,71 @@ def collapsible(title: str):
     form.setContentsMargins(0, 0, 0, 0)
     section.addWidget(content)
     return section, form
+
+
+class JobWidget(QWidget):
+    """Base of the three dock widgets: a scrollable body, one engine job at a time, and clean-up.
+
+    Undocking (closing the dock) asks a running job to stop; destroying the widget also stops
+    delivering anything to it. Nothing here keeps a closed widget alive.
+    """
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.job: Optional[Job] = None
+        self._job_ref: list = [None]
+        self._docked = False
+        self._cleanups: list[Callable[[], None]] = []
+        self.body = scroll_layout(self)
+        holder, cleanups = self._job_ref, self._cleanups
+
+        def on_destroyed(*_):
+            for cleanup in cleanups:
+                try:
+                    cleanup()
+                except Exception:
+                    pass
+            if holder[0] is not None:
+                holder[0].detach()
+        self.destroyed.connect(on_destroyed)
+
+    def on_close(self, cleanup: Callable[[], None]) -> None:
+        """Run ``cleanup`` when the widget is destroyed (it must not reference the widget)."""
+        self._cleanups.append(cleanup)
+
+    def follow_session(self, session, method_name: str) -> None:
+        """Call ``self.<method_name>(what)`` on session changes, without keeping self alive."""
+        import weakref
+        ref = weakref.ref(self)
+
+        def relay(what: str) -> None:
+            widget = ref()
+            if widget is not None:
+                try:
+                    getattr(widget, method_name)(what)
+                except RuntimeError:  # the Qt side is already gone
+                    pass
+        session.changed.connect(relay)
+        self.on_close(lambda: session.changed.disconnect(relay))
+
+    def run_job(self, job: Job) -> Job:
+        self.job = job
+        self._job_ref[0] = job
+        return job.start()
+
+    def showEvent(self, event) -> None:  # style and fonts are final now
+        fit_width(self)
+        super().showEvent(event)
+
+    def event(self, event) -> bool:
+        if event.type() == QEvent.Type.ParentChange:
+            if self.parent() is not None:
+                self._docked = True
+            elif self._docked and self.job is not None and self.job.running:
+                self.cancel()  # the dock was closed
+        return super().event(event)
+
+    def cancel(self) -> None:
+        if self.job is not None:
+            self.job.cancel()

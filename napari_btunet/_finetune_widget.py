@@ -174,41 +174,26 @@ class Request:
     preview: Optional[LivePreview] = None
 
 
-class FinetuneWidget(QWidget):
+class FinetuneWidget(_common.JobWidget):
     """Train a U-Net variant on painted labels, preview it live, keep it in the session."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        self.job: Optional[Job] = None
-        self._job_ref: list = [None]
+        super().__init__(napari_viewer)
         self.pairs: list[PairRow] = []
         self.tracker: Optional[PlaneTracker] = None
         self.preview_layer = None
         self.last_outcome: Optional[Outcome] = None
+        self._budget: Optional[float] = None
         self._build()
         self.add_pair()
-        _common.fit_width(self)
         self._sync_encoder()
         self._sync_session_model()
-        session.changed.connect(self._session_changed)
-        unwatch = watch_layers(self.viewer, self._layers_changed)
-        holder = self._job_ref
-
-        def on_destroyed(*_):
-            unwatch()
-            session.changed.disconnect(self._session_changed)
-            if holder[0] is not None:
-                holder[0].cancel()
-        self.destroyed.connect(on_destroyed)
+        self.follow_session(session, "_session_changed")
+        self.on_close(watch_layers(self.viewer, self._layers_changed))
 
     # ------------------------------------------------------------------ layout
-    def showEvent(self, event) -> None:  # style and fonts are final now
-        _common.fit_width(self)
-        super().showEvent(event)
-
     def _build(self) -> None:
-        layout = _common.scroll_layout(self)
+        layout = self.body
 
         data = QGroupBox("Training data")
         data_layout = QVBoxLayout(data)
@@ -480,12 +465,9 @@ class FinetuneWidget(QWidget):
         self.plot.clear()
         self.progress.set_fraction(0, "starting…")
         self._budget = request.config.time_budget_s
-        self.job = Job(lambda job: self._train(job, request), self._done,
-                       on_progress=self._on_progress, on_item=self._on_item)
-        self._job_ref[0] = self.job
         self._set_running(True)
-        self.job.start()
-        return self.job
+        return self.run_job(Job(lambda job: self._train(job, request), self._done,
+                                on_progress=self._on_progress, on_item=self._on_item))
 
     def _make_preview(self) -> Optional[LivePreview]:
         interval = self.preview_spin.value()

@@ -6,10 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 from napari.layers import Image
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox,
-                            QHBoxLayout, QPushButton, QVBoxLayout, QWidget)
+                            QHBoxLayout, QPushButton, QVBoxLayout)
 
 import btunet
 from btunet import BTUnetError
@@ -41,35 +40,19 @@ class PredictRequest:
     device: str
 
 
-class PredictWidget(QWidget):
+class PredictWidget(_common.JobWidget):
     """Segment every ticked image layer with the current (or a saved) model."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        self.job: Optional[Job] = None
-        self._job_ref: list = [None]
+        super().__init__(napari_viewer)
         self.written: list = []
         self._build()
-        _common.fit_width(self)
         self._sync_model()
-        session.changed.connect(self._session_changed)
-        unwatch = watch_layers(self.viewer, self.layers_list.refresh)
-        holder = self._job_ref
-
-        def on_destroyed(*_):
-            unwatch()
-            session.changed.disconnect(self._session_changed)
-            if holder[0] is not None:
-                holder[0].cancel()
-        self.destroyed.connect(on_destroyed)
-
-    def showEvent(self, event) -> None:  # style and fonts are final now
-        _common.fit_width(self)
-        super().showEvent(event)
+        self.follow_session(session, "_session_changed")
+        self.on_close(watch_layers(self.viewer, self.layers_list.refresh))
 
     def _build(self) -> None:
-        layout = _common.scroll_layout(self)
+        layout = self.body
         model_box = QGroupBox("Model")
         form = QFormLayout(model_box)
         self.model_combo = QComboBox()
@@ -174,12 +157,9 @@ class PredictWidget(QWidget):
             return None
         self.written = []
         self.progress.set_fraction(0, "loading the model…")
-        self.job = Job(lambda job: self._predict(job, request), self._done,
-                       on_progress=self._on_progress, on_item=self._on_item)
-        self._job_ref[0] = self.job
         self._set_running(True)
-        self.job.start()
-        return self.job
+        return self.run_job(Job(lambda job: self._predict(job, request), self._done,
+                                on_progress=self._on_progress, on_item=self._on_item))
 
     @staticmethod
     def _predict(job: Job, request: PredictRequest) -> int:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from napari.layers import Image
-from qtpy.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QPushButton, QSpinBox,
-                            QVBoxLayout, QWidget)
+from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QPushButton, QSpinBox
 
 import btunet
 from btunet import BTUnetError, PretrainConfig
@@ -32,32 +31,22 @@ class PretrainRequest:
     path: Optional[Path]
 
 
-class PretrainWidget(QWidget):
+class PretrainWidget(_common.JobWidget):
     """Barlow Twins pre-training of a U-Net encoder on unlabelled images."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        self.job: Optional[Job] = None
-        self._job_ref: list = [None]
+        super().__init__(napari_viewer)
         self.last_outcome: Optional[Outcome] = None
         self._build()
-        _common.fit_width(self)
-        unwatch = watch_layers(self.viewer, self.layers_list.refresh)
-        holder = self._job_ref
+        self.follow_session(session, "_session_changed")
+        self.on_close(watch_layers(self.viewer, self.layers_list.refresh))
 
-        def on_destroyed(*_):
-            unwatch()
-            if holder[0] is not None:
-                holder[0].cancel()
-        self.destroyed.connect(on_destroyed)
-
-    def showEvent(self, event) -> None:  # style and fonts are final now
-        _common.fit_width(self)
-        super().showEvent(event)
+    def _session_changed(self, what: str) -> None:
+        if what == "encoder":
+            self.encoder_label.setText(session.describe_encoder())
 
     def _build(self) -> None:
-        layout = _common.scroll_layout(self)
+        layout = self.body
         data = QGroupBox("Unlabelled images")
         form = QFormLayout(data)
         self.source_combo = QComboBox()
@@ -161,11 +150,9 @@ class PretrainWidget(QWidget):
             return None
         self.plot.clear()
         self.progress.set_fraction(0, "reading images…")
-        self.job = Job(lambda job: self._train(job, request), self._done, on_progress=self._on_progress)
-        self._job_ref[0] = self.job
         self._set_running(True)
-        self.job.start()
-        return self.job
+        return self.run_job(Job(lambda job: self._train(job, request), self._done,
+                                on_progress=self._on_progress))
 
     @staticmethod
     def _train(job: Job, request: PretrainRequest):

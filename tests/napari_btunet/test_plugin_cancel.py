@@ -1,6 +1,4 @@
 """Cancel stops training within seconds and leaves a model that predicts; cancelled prediction keeps what finished."""
-import time
-
 import numpy as np
 import pytest
 
@@ -56,4 +54,37 @@ def test_cancel_prediction_keeps_finished_layers(viewer, qtbot, messages):
     names = [layer.name for layer in viewer.layers]
     assert "small labels [btunet]" in names and "long labels [btunet]" not in names
     assert ("info", "Prediction cancelled; 1 finished layer(s) were kept.") in messages
+    assert not errors_of(messages)
+
+
+def test_closing_the_widget_stops_its_training(sample_viewer, qtbot, messages):
+    from napari_btunet import _common
+    finetune = dock(sample_viewer, "Fine-tune")
+    small_training(finetune, epochs=1000, steps=10, preview_s=0)
+    job = finetune.start()
+    qtbot.waitUntil(lambda: len(finetune.plot.loss[0]) >= 2, timeout=60_000)
+    sample_viewer.window.remove_dock_widget(finetune)  # the user closes the dock
+    assert finetune.parent() is None
+    qtbot.waitUntil(lambda: not job.running, timeout=30_000)
+    assert job.outcome.cancelled and job.outcome.error is None
+    assert job not in _common._RUNNING
+    assert not errors_of(messages)
+
+
+def test_time_budget_and_dense_masks(sample_viewer, qtbot, messages):
+    viewer = sample_viewer
+    finetune = dock(viewer, "Fine-tune")
+    small_training(finetune, steps=5, preview_s=0)
+    finetune.set_pairs([(viewer.layers["BBBC007 nuclei"], viewer.layers["BBBC007 mask"])])
+    finetune.mode_combo.setCurrentText("dense")
+    assert finetune.convention_label.text().startswith("dense: 0 = background")
+    finetune.length_combo.setCurrentText("time budget")
+    finetune.budget_spin.setValue(0.1)  # 6 s
+    assert finetune.config().time_budget_s == 6.0 and finetune.config().mask_mode == "dense"
+    outcome = wait_job(qtbot, finetune.start())
+    assert outcome.error is None, outcome.error
+    meta = session.model.metadata
+    assert meta["stopped"] == "time_budget" and 1 <= meta["epochs"] < 1000
+    assert meta["trained_on"]["mask_mode"] == "dense"
+    assert meta["trained_on"]["annotated_pixels"]["object"] == int((viewer.layers["BBBC007 mask"].data > 0).sum())
     assert not errors_of(messages)
