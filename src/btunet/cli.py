@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--exact", action="store_true", help="fp32 instead of the bf16 fast path")
     r.add_argument("--overwrite", action="store_true", help="replace existing output files")
     r.add_argument("--device", choices=DEVICES, default="auto", help="compute device (default auto)")
+    from .chunked import add_arguments as add_chunked_arguments
+    add_chunked_arguments(r)  # --zarr, --scheduler, --chunk, --depth
 
     e = sub.add_parser("evaluate", help="score predicted label images against ground truth",
                        description="Pair files by name; print per-image and mean Dice, IoU, precision, recall.")
@@ -164,6 +166,9 @@ def cmd_finetune(a) -> None:
 
 
 def cmd_predict(a) -> None:
+    from .chunked import run_cli, wants_chunked
+    if wants_chunked(a):  # zarr / OME-Zarr inputs, --zarr or --scheduler: block-wise with dask
+        return run_cli(a)
     import numpy as np
 
     from .checkpoint import load_model
