@@ -270,7 +270,8 @@ def run_monai(ds: dict, level: str, seed: int, budget_s: float, args) -> dict:
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         for _, image, _ in ds["test"]:
             x = torch.from_numpy(norm(image))[None, None]
-            logits = sliding_window_inference(x, (256, 256), 4, net, overlap=0.25, mode="gaussian")
+            logits = sliding_window_inference(x, (args.monai_roi, args.monai_roi), 4, net, overlap=0.25,
+                                                  mode="gaussian")
             preds.append(logits[0, 0].float().numpy() > 0)
     return {**score(preds, ds), "train_s": train_s, "predict_s": time.perf_counter() - t, "steps": steps}
 
@@ -362,7 +363,7 @@ def summary(records: list[dict], args, pretrain_meta: dict, datasets: dict) -> s
               "- MONAI BasicUNet (features 16-32-64-128-256-16, 1.95 M parameters) is trained from scratch "
               "with the same loss, patch sampler, augmentation and bf16 fast path, for the wall time the "
               "Barlow Twins run of the same dataset, level and seed took; sliding-window prediction "
-              "(256², overlap 0.25, Gaussian blending).",
+              f"({args.monai_roi}², overlap 0.25, Gaussian blending; smaller images are padded to one window).",
               f"- Random forest: `multiscale_basic_features` (intensity, edges, texture, sigma 1-16) + "
               f"`RandomForestClassifier(n_estimators=50, max_depth=10)` on the same annotated pixels "
               f"(dense annotations subsampled to {args.rf_pixels:,} pixels).",
@@ -432,6 +433,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pretrain-seconds", type=float, help="Barlow Twins pre-training budget per dataset x variant")
     p.add_argument("--pretrain-batch", type=int, default=16, help="pre-training batch (default 16)")
     p.add_argument("--rf-pixels", type=int, default=200_000, help="max training pixels of the random forest")
+    p.add_argument("--monai-roi", type=int, default=512,
+                   help="MONAI sliding-window size (default 512: one window per BBBC007/cells3d image)")
     p.add_argument("--records", help="JSON-lines file of finished runs (default docs/data/quality_MODE.jsonl)")
     p.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache"), help="pre-trained encoder cache")
     p.add_argument("--no-baselines", action="store_true", help="skip Otsu, random forest and MONAI")
@@ -452,6 +455,34 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+ALL = ("otsu", "bt", "scratch", "rf", "monai")
+
+
+def plan(args) -> list[tuple[str, int, str, tuple[str, ...]]]:
+    """(dataset, seed, level, methods) in priority order, so a stopped run has the most useful part.
+
+    A: every dataset, first seed, levels 2, scribbles, 1 with all methods (BBBC007 first);
+    B: the other seeds at levels 1 and scribbles for BT-Unet (both inits) and the random forest;
+    C: everything else (level 4, the other seeds at every level, MONAI for the other seeds).
+    """
+    order = [lv for lv in ("2", "sparse", "1", "4") if lv in args.levels]
+    first, rest = args.seeds[0], args.seeds[1:]
+    jobs = []
+    for ds_name in args.datasets:
+        jobs += [(ds_name, first, lv, ALL) for lv in order if lv != "4" or len(order) == 1]
+        if ds_name == args.datasets[0]:
+            jobs += [(ds_name, s, lv, ("bt", "scratch", "rf")) for s in rest for lv in ("1", "sparse")
+                     if lv in order]
+    for ds_name in args.datasets:
+        jobs += [(ds_name, s, lv, ALL) for s in args.seeds for lv in order]
+    seen, out = set(), []
+    for job in jobs:
+        if job not in seen:
+            seen.add(job)
+            out.append(job)
+    return out
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     data = Path(args.data)
@@ -470,8 +501,9 @@ def main(argv=None) -> int:
         f"{', '.join(args.levels)}; seeds {args.seeds}; Barlow Twins pre-training {args.pretrain_seconds:g} s "
         f"per dataset x variant (batch {args.pretrain_batch} x 96², AdamW, warm-up + cosine over the budget); "
         f"fine-tuning {args.epochs} x {args.steps} steps of batch {args.batch}. Runs go in priority order "
-        "(dataset, then seed, then variant), so when time runs out the later datasets have fewer seeds/"
-        "variants: the tables say what was finished.")
+        "(`plan()` in the script: first seed at levels 2, scribbles, 1 with every method on each dataset, "
+        "BBBC007 first; then more seeds at levels 1 and scribbles; then the rest), so a run stopped "
+        "early has the most useful part: the tables show exactly what finished (— = not run).")
 
     def add(rec: dict) -> None:
         rec["load"] = load_average()
@@ -486,44 +518,44 @@ def main(argv=None) -> int:
     def report() -> None:
         write_section("results_quality.md", summary(records, args, pretrain_meta, datasets))
 
-    if not args.report_only:
-        for ds_name, ds in datasets.items():
-            if not args.no_baselines and (ds_name, "otsu", "-", 0) not in done:
-                add({"dataset": ds_name, "method": "otsu", "level": "-", "seed": 0, **run_otsu(ds)})
-            for seed in args.seeds:
-                for variant in args.variants:
+    def unit(ds_name: str, seed: int, level: str, methods: tuple[str, ...]) -> None:
+        """All requested methods for one dataset x seed x annotation level (finished ones skipped)."""
+        ds = datasets[ds_name]
+        if "otsu" in methods and (ds_name, "otsu", "-", 0) not in done:
+            add({"dataset": ds_name, "method": "otsu", "level": "-", "seed": 0, **run_otsu(ds)})
+        for variant in args.variants:
+            for init in ("bt", "scratch"):
+                key = (ds_name, f"btunet:{variant}:{init}", level, seed)
+                if init not in methods or key in done:
+                    continue
+                encoder = None
+                if init == "bt":
                     encoder, meta = get_encoder(ds_name, ds, variant, args, data)
                     pretrain_meta[f"{ds_name}:{variant}"] = meta
-                    for level in args.levels:
-                        for init in ("bt", "scratch"):
-                            key = (ds_name, f"btunet:{variant}:{init}", level, seed)
-                            if key in done:
-                                continue
-                            rec = run_btunet(ds, level, variant, seed, encoder if init == "bt" else None, args)
-                            add({"dataset": ds_name, "method": key[1], "level": level, "seed": seed,
-                                 "variant": variant, "init": init, **rec})
-                        report()
-                if args.no_baselines:
-                    continue
-                for level in args.levels:
-                    if (ds_name, "random_forest", level, seed) not in done:
-                        add({"dataset": ds_name, "method": "random_forest", "level": level, "seed": seed,
-                             **run_random_forest(ds, level, seed, args.rf_pixels)})
-                    if (ds_name, "monai_basicunet", level, seed) not in done:
-                        ref = [r["train_s"] for r in records if r["dataset"] == ds_name and r["level"] == level
-                               and r["seed"] == seed and r["method"] == f"btunet:{args.variants[0]}:bt"]
-                        budget = ref[0] if ref else 60.0
-                        add({"dataset": ds_name, "method": "monai_basicunet", "level": level, "seed": seed,
-                             **run_monai(ds, level, seed, budget, args)})
-                    report()
-    else:
-        from btunet.pretrain import PretrainedEncoder
-        for f in Path(args.cache).glob(f"*_{args.pretrain_seconds:g}s.safetensors"):
-            ds_name, variant = f.name.split("_")[0], "_".join(f.name.split("_")[1:-1])
-            if ds_name == "cho":  # cho_3dt has an underscore
-                ds_name, variant = "cho_3dt", "_".join(f.name.split("_")[2:-1])
-            if ds_name in datasets:
+                rec = run_btunet(ds, level, variant, seed, encoder, args)
+                add({"dataset": ds_name, "method": key[1], "level": level, "seed": seed,
+                     "variant": variant, "init": init, **rec})
+        if "rf" in methods and (ds_name, "random_forest", level, seed) not in done:
+            add({"dataset": ds_name, "method": "random_forest", "level": level, "seed": seed,
+                 **run_random_forest(ds, level, seed, args.rf_pixels)})
+        if "monai" in methods and (ds_name, "monai_basicunet", level, seed) not in done:
+            ref = [r["train_s"] for r in records if r["dataset"] == ds_name and r["level"] == level
+                   and r["seed"] == seed and r["method"] == f"btunet:{args.variants[0]}:bt"]
+            add({"dataset": ds_name, "method": "monai_basicunet", "level": level, "seed": seed,
+                 **run_monai(ds, level, seed, ref[0] if ref else 60.0, args)})
+        report()
+
+    from btunet.pretrain import PretrainedEncoder
+    for ds_name in datasets:  # encoders pre-trained by an earlier (stopped) run
+        for variant in args.variants:
+            f = Path(args.cache) / f"{ds_name}_{variant}_{args.pretrain_seconds:g}s.safetensors"
+            if f.exists():
                 pretrain_meta[f"{ds_name}:{variant}"] = PretrainedEncoder.load(f).metadata
+    if not args.report_only:
+        for ds_name, seed, level, methods in plan(args):
+            if args.no_baselines:
+                methods = tuple(m for m in methods if m in ("bt", "scratch"))
+            unit(ds_name, seed, level, methods)
     report()
     print(open(DOCS / "results_quality.md").read())
     return 0

@@ -66,6 +66,27 @@ def count_flops(model, x) -> int:
     return int(counter.get_total_flops())
 
 
+def count_bytes(model, x) -> int:
+    """Bytes every aten op reads and writes in the fast path (no fusion: what eager mode moves)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+    from btunet.device import autocast
+
+    class Bytes(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in tree_flatten((args, kwargs, out))[0]:
+                if isinstance(t, torch.Tensor) and t.device.type == "cpu":
+                    Bytes.total += t.numel() * t.element_size()
+            return out
+    model.to(memory_format=torch.channels_last)
+    with torch.no_grad(), autocast(torch.device("cpu")), Bytes():
+        model(x.contiguous(memory_format=torch.channels_last))
+    return Bytes.total
+
+
 def inference(variants: list[str], size: int, repeat: int) -> list[dict]:
     import btunet
     from btunet.predict import predict_logits
@@ -75,12 +96,13 @@ def inference(variants: list[str], size: int, repeat: int) -> list[dict]:
         torch.manual_seed(0)
         model = btunet.create_model(name).eval()
         flops = count_flops(model, torch.from_numpy(plane)[None])
+        moved = count_bytes(model, torch.from_numpy(plane)[None])
         t32 = timed(lambda: predict_logits(model.to(memory_format=torch.contiguous_format), plane, fast=False),
                     repeat)
         model.to(memory_format=torch.channels_last)
         tfast = timed(lambda: predict_logits(model, plane, fast=True), repeat)
         mp = size * size / 1e6
-        rows.append({"variant": name, "gflop": flops / 1e9, "fp32_ms_per_mp": 1e3 * t32 / mp,
+        rows.append({"variant": name, "gflop": flops / 1e9, "gbytes": moved / 1e9, "fp32_ms_per_mp": 1e3 * t32 / mp,
                      "fast_ms_per_mp": 1e3 * tfast / mp, "fp32_gflops": flops / t32 / 1e9,
                      "fast_gflops": flops / tfast / 1e9, "load": load_average()})
         print(f"inference {name}: {rows[-1]}", flush=True)
@@ -104,22 +126,28 @@ def profile_unet(size: int) -> str:
     return table(["operator (self time)", "calls", "ms", "share"], rows)
 
 
-def depthwise_probe() -> dict:
-    """Time of one depthwise 3x3 vs one dense 3x3 conv at the first U-Net level (bf16, 512², 16 ch)."""
+def layer_probe() -> list[list[str]]:
+    """ms of one op on a 16-channel 512² activation (the first U-Net level) per dtype and layout."""
     from btunet.device import autocast
-    x = torch.randn(1, 16, 512, 512).contiguous(memory_format=torch.channels_last)
-    dw = torch.nn.Conv2d(16, 16, 3, padding=1, groups=16).to(memory_format=torch.channels_last)
-    pw = torch.nn.Conv2d(16, 16, 1).to(memory_format=torch.channels_last)
-    dense = torch.nn.Conv2d(16, 16, 3, padding=1).to(memory_format=torch.channels_last)
+    rows = []
+    dw = torch.nn.Conv2d(16, 16, 3, padding=1, groups=16)
+    pw = torch.nn.Conv2d(16, 16, 1)
+    dense = torch.nn.Conv2d(16, 16, 3, padding=1)
     bn = torch.nn.BatchNorm2d(16).eval()
-    out = {}
-    with torch.no_grad(), autocast(torch.device("cpu")):
-        for key, fn in (("depthwise_ms", lambda: dw(x)), ("pointwise_ms", lambda: pw(x)),
-                        ("dense3x3_ms", lambda: dense(x)), ("batchnorm_ms", lambda: bn(x)),
-                        ("relu_ms", lambda: torch.relu(x))):
-            out[key] = 1e3 * timed(fn, 5)
-    out["bytes_per_activation_MB"] = x.numel() * 2 / 1e6
-    return out
+    base = torch.randn(1, 16, 512, 512)
+    for label, x, cl, amp in (("fp32, NCHW", base, False, False),
+                              ("fp32, channels_last", base.contiguous(memory_format=torch.channels_last), True, False),
+                              ("bf16 autocast, channels_last (fast path)",
+                               base.bfloat16().contiguous(memory_format=torch.channels_last), True, True)):
+        fmt = torch.channels_last if cl else torch.contiguous_format
+        for m in (dw, pw, dense):
+            m.to(memory_format=fmt)
+        with torch.no_grad(), autocast(torch.device("cpu"), amp):
+            ms = [1e3 * timed(fn, 5) for fn in (lambda: dw(x), lambda: pw(x), lambda: dense(x), lambda: bn(x),
+                                                lambda: torch.relu(x), lambda: x + x, lambda: x.clone())]
+        mb = x.numel() * x.element_size() / 1e6
+        rows.append([label] + [f"{v:.1f}" for v in ms] + [f"{2 * mb / ms[-1]:.1f}"])
+    return rows
 
 
 # ------------------------------------------------------------------------------- fast vs fp32
@@ -354,19 +382,27 @@ def report(r: dict, args) -> str:
              f"### Inference per variant ({args.size}² plane, `predict_logits`, one tile)", "",
              "FLOPs from `torch.utils.flop_counter.FlopCounterMode` (2 per multiply-add; FFTs of the "
              "spectral pooling are not counted). Fast path = channels_last + bf16 autocast.", ""]
-    rows = [[f"`{x['variant']}`", f"{x['gflop']:.2f}", f"{x['fp32_ms_per_mp']:.0f}", f"{x['fast_ms_per_mp']:.0f}",
+    rows = [[f"`{x['variant']}`", f"{x['gflop']:.2f}", f"{x['gbytes']:.2f}", f"{x['gflop'] / x['gbytes']:.1f}",
+             f"{x['fp32_ms_per_mp']:.0f}", f"{x['fast_ms_per_mp']:.0f}",
              f"{x['fp32_ms_per_mp'] / x['fast_ms_per_mp']:.2f}x", f"{x['fp32_gflops']:.1f}",
              f"{x['fast_gflops']:.1f}", f"{100 * x['fast_gflops'] / bf16:.1f} %", x["load"]] for x in r["inference"]]
-    lines += [table(["variant", "GFLOP / plane", "fp32 ms/MP", "fast ms/MP", "speed-up", "fp32 GFLOP/s",
+    lines += [table(["variant", "GFLOP / plane", "GB moved / plane", "FLOP/byte", "fp32 ms/MP", "fast ms/MP", "speed-up", "fp32 GFLOP/s",
                      "fast GFLOP/s", "of bf16 peak", "load"], rows), ""]
     if r.get("profile"):
         lines += ["Where the time of `unet` (fast path) goes, per operator:", "", r["profile"], ""]
-    if r.get("depthwise"):
-        d = r["depthwise"]
-        lines += [f"One 16-channel 512² layer in bf16 (an activation is {d['bytes_per_activation_MB']:.0f} MB): "
-                  f"depthwise 3x3 {d['depthwise_ms']:.1f} ms, pointwise 1x1 {d['pointwise_ms']:.1f} ms, "
-                  f"dense 3x3 {d['dense3x3_ms']:.1f} ms (9x the FLOPs of depthwise + pointwise), "
-                  f"BatchNorm (eval) {d['batchnorm_ms']:.1f} ms, ReLU {d['relu_ms']:.1f} ms.", ""]
+    if r.get("layers") and r["inference"]:
+        bw = float(r["layers"][-1][-1])
+        lines += [f"GB moved = bytes read and written by every aten op of the fast path (eager mode, no "
+                  f"fusion; counted with a `TorchDispatchMode`). With the measured copy bandwidth of "
+                  f"{bw:.1f} GB/s (bf16, channels_last, below) the memory traffic alone takes: " + ", ".join(
+                      f"`{x['variant']}` {1e3 * x['gbytes'] / bw / ((args.size ** 2) / 1e6):.0f} ms/MP "
+                      f"(a ceiling of {x['gflop'] / (x['gbytes'] / bw):.0f} GFLOP/s)" for x in r["inference"])
+                  + f"; the bf16 matmul peak would need at least {bf16 / bw:.0f} FLOP/byte.", ""]
+    if r.get("layers"):
+        lines += ["One op on a 16 x 512 x 512 activation (the first level of `unet`), ms, and the copy "
+                  "bandwidth:", "",
+                  table(["dtype / layout", "depthwise 3x3", "pointwise 1x1", "dense 3x3", "BatchNorm (eval)",
+                         "ReLU", "add", "copy", "copy GB/s"], r["layers"]), ""]
     fv = r.get("fast_vs_fp32")
     if fv:
         lines += ["### Fast path against fp32 on real images", "",
@@ -471,11 +507,11 @@ def main(argv=None) -> int:
     print(f"load average at start: {load_average()}", flush=True)
     r["peak"] = {**matmul_peak(2.0 if q else 5.0), "load": load_average()}
     print(f"matmul peak: {r['peak']}", flush=True)
-    r["inference"] = inference(variants, args.size, 1 if q else 3) if "inference" not in args.skip else []
+    r["inference"] = inference(variants, args.size, 1 if q else 2) if "inference" not in args.skip else []
     if "profile" not in args.skip:
         r["profile"] = profile_unet(args.size)
-        r["depthwise"] = depthwise_probe()
-        print(r["profile"], r["depthwise"], flush=True)
+        r["layers"] = layer_probe()
+        print(r["profile"], r["layers"], flush=True)
     cache = Path(args.cache)
     model = model_path = None
     if "fast" not in args.skip or "cli" not in args.skip or "finetune" not in args.skip:
@@ -483,7 +519,7 @@ def main(argv=None) -> int:
             model_path = Path(args.model)
             model = btunet.load_model(model_path)
         else:
-            model, model_path = trained_model(data, 4 if q else 12, 5 if q else 8, cache)
+            model, model_path = trained_model(data, 4 if q else 8, 5 if q else 6, cache)
     if "finetune" not in args.skip and model.metadata.get("val_dice_history"):
         r["finetune"] = time_to_95(model)
         print(f"finetune: {r['finetune']}", flush=True)
@@ -491,7 +527,7 @@ def main(argv=None) -> int:
         r["fast_vs_fp32"] = fast_vs_fp32(model, data, 4 if q else 12)
         print(f"fast vs fp32: {r['fast_vs_fp32']}", flush=True)
     if "cli" not in args.skip:
-        r["cli"] = cli_overhead(model_path, data, 4 if q else 20, 1 if q else 2)
+        r["cli"] = cli_overhead(model_path, data, 4 if q else 20, 1)
         print(f"cli: {r['cli']}", flush=True)
     if "pretrain" not in args.skip:
         r["pretrain"] = pretrain_overhead(4 if q else 8)
