@@ -372,6 +372,9 @@ def summary(records: list[dict], args, pretrain_meta: dict, datasets: dict) -> s
               "(label 2) and 8 strokes of 40 x 3 px in background at least 4 px from objects (label 1); "
               "generated with a fixed seed from the ground truth (`scribbles()` in the script).",
               f"- Raw per-run records: [`{Path(args.records).name}`](data/{Path(args.records).name})."]
+    notes = Path(args.notes)
+    if args.notes and notes.exists():
+        lines += ["", notes.read_text().rstrip()]
     return "\n".join(lines)
 
 
@@ -379,7 +382,7 @@ def plot_dataset(ds_name: str, recs: list[dict]) -> Path | None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(8.4, 4.2))
     xs = {lv: i for i, lv in enumerate(LEVELS)}
     for m in method_order(recs):
         if m == "otsu":
@@ -406,7 +409,7 @@ def plot_dataset(ds_name: str, recs: list[dict]) -> Path | None:
     ax.set_ylabel("mean test Dice")
     ax.set_title(f"{ds_name}: Dice against annotations")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     path = DOCS / f"quality_{ds_name}.png"
     fig.savefig(path, dpi=110)
@@ -438,6 +441,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--records", help="JSON-lines file of finished runs (default docs/data/quality_MODE.jsonl)")
     p.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache"), help="pre-trained encoder cache")
     p.add_argument("--no-baselines", action="store_true", help="skip Otsu, random forest and MONAI")
+    p.add_argument("--notes", default=str(ROOT / "benchmarks" / "quality_notes.md"),
+                   help="markdown appended to the section (the interpretation of the numbers)")
     p.add_argument("--report-only", action="store_true", help="rewrite the report from the records file")
     args = p.parse_args(argv)
     quick = args.quick

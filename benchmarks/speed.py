@@ -372,8 +372,8 @@ def verdict(ok: bool) -> str:
 def report(r: dict, args) -> str:
     peak = r["peak"]
     bf16 = peak["bf16"]
-    lines = ["## Speed", "", f"Run {stamp()} on {machine()}.", "",
-             f"Command: `{args.command_line}`", "",
+    lines = ["## Speed", "", f"Run {r.get('when', stamp())} on {r.get('machine', machine())}.", "",
+             f"Command: `{r.get('command', args.command_line)}`", "",
              "Times are best-of-N wall-clock seconds; the 1-minute load average next to each number says "
              "how busy the 2 cores were (other jobs share them; above ~2 the numbers are pessimistic).", "",
              "### Matrix-multiply peak", "",
@@ -447,8 +447,9 @@ def report(r: dict, args) -> str:
                   table(["planes", "plane", "stack MB", "seconds", "max RSS MB", "anon RSS MB",
                          "file RSS MB", "load"], rows), ""]
     lines += ["### Targets", "", table(["target", "measured", "verdict"], targets(r), "lll"), ""]
-    if r.get("notes"):
-        lines += ["### Why", ""] + [f"- {n}" for n in r["notes"]]
+    notes = Path(args.notes)
+    if args.notes and notes.exists():
+        lines += [notes.read_text().rstrip()]
     return "\n".join(lines)
 
 
@@ -491,6 +492,9 @@ def parse_args(argv=None):
                    choices=["peak", "inference", "profile", "fast", "cli", "pretrain", "finetune", "memory"],
                    help="parts to leave out")
     p.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache"), help="where the trained model is kept")
+    p.add_argument("--notes", default=str(ROOT / "benchmarks" / "speed_notes.md"),
+                   help="markdown appended to the section (the interpretation of the numbers)")
+    p.add_argument("--report-only", action="store_true", help="rewrite the section from the --json file")
     p.add_argument("--json", default=str(ROOT / "docs" / "data" / "speed.json"), help="raw results")
     args = p.parse_args(argv)
     args.command_line = "python benchmarks/speed.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -503,7 +507,12 @@ def main(argv=None) -> int:
     data = Path(args.data)
     q = args.quick
     variants = args.variants or list(btunet.MODELS)
-    r: dict = {"notes": []}
+    if args.report_only:
+        r = json.loads(Path(args.json).read_text())
+        write_section("results_speed.md", report(r, args))
+        print(report(r, args))
+        return 0
+    r: dict = {"when": stamp(), "machine": machine(), "command": args.command_line}
     print(f"load average at start: {load_average()}", flush=True)
     r["peak"] = {**matmul_peak(2.0 if q else 5.0), "load": load_average()}
     print(f"matmul peak: {r['peak']}", flush=True)
