@@ -322,9 +322,7 @@ class LivePlot(QWidget):
         if self.right_line is not None:
             self.right_line.set_data(*self.right)
         self.ax.relim()
-        self.ax.autoscale_view()
-        if self.ax2 is not None and self.loss[0]:
-            self.ax2.set_xlim(self.ax.get_xlim())
+        self.ax.autoscale_view()  # the Dice axis shares x (twinx) and keeps its 0..1 range
         self.canvas.draw_idle()
         self.redraws += 1
 

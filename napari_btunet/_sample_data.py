@@ -39,25 +39,29 @@ def load_sample(name: str = SAMPLE_IMAGE) -> tuple[np.ndarray, np.ndarray]:
 
 
 def sparse_annotation(mask: np.ndarray, n_objects: int = 20, n_background: int = 20,
-                      radius: int = 5, seed: int = 0) -> np.ndarray:
-    """A few painted disks made reproducibly from an instance mask (sparse convention).
+                      radius: int = 5, n_rings: int = 8, seed: int = 0) -> np.ndarray:
+    """A few painted strokes made reproducibly from an instance mask (sparse convention).
 
     Label 2 (object): a disk at the innermost point of ``n_objects`` random objects, kept inside
-    the object. Label 1 (background): disks well away from every object. Everything else is 0
-    (not annotated), as when a user paints a handful of strokes.
+    the object. Label 1 (background): a thin ring traced just outside ``n_rings`` of those
+    objects (what a user paints to show where an object ends) and ``n_background`` disks well
+    away from every object. Everything else is 0 (not annotated).
     """
     from scipy import ndimage as ndi
     mask = np.asarray(mask)
     rng = np.random.default_rng(seed)
     out = np.zeros(mask.shape, np.uint8)
     yy, xx = np.ogrid[:mask.shape[0], :mask.shape[1]]
+    away = ndi.distance_transform_edt(mask == 0)  # distance to the nearest object
     ids = np.unique(mask[mask > 0])
-    for obj_id in rng.choice(ids, min(n_objects, len(ids)), replace=False):
+    for k, obj_id in enumerate(rng.choice(ids, min(n_objects, len(ids)), replace=False)):
         obj = mask == obj_id
         inner = ndi.distance_transform_edt(obj)
         cy, cx = np.unravel_index(int(np.argmax(inner)), inner.shape)
         out[((yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2) & obj] = 2
-    away = ndi.distance_transform_edt(mask == 0)
+        if k < n_rings:
+            outside = ndi.distance_transform_edt(~obj)
+            out[(outside > 2) & (outside <= 4) & (away > 1)] = 1
     candidates = np.argwhere(away > radius + 3)
     if len(candidates):
         for cy, cx in candidates[rng.choice(len(candidates), min(n_background, len(candidates)),
