@@ -4,23 +4,14 @@ import pickle
 import numpy as np
 import pytest
 import tifffile
+import torch
 import zarr
 
-from btunet import finetune, predict, save_model
+from btunet import create_model, predict, save_model
 from btunet.chunked import ModelRef, axis_chunks, open_zarr, predict_chunked
 from btunet.cli import main
 
 da = pytest.importorskip("dask.array")
-
-
-@pytest.fixture(scope="module")
-def trained(small_sample, fast_finetune_config, tmp_path_factory):
-    """A briefly fine-tuned unet (it segments, unlike a random one) and its checkpoint."""
-    from btunet.imageio import list_images
-    images = list_images([small_sample / "images"])
-    net = finetune(images, list_images([small_sample / "masks"]), fast_finetune_config)
-    path = save_model(net, tmp_path_factory.mktemp("model") / "model.safetensors")
-    return net, path
 
 
 @pytest.fixture(scope="module")
@@ -30,41 +21,63 @@ def volume(sample):
 
 
 @pytest.fixture(scope="module")
-def reference(trained, volume):
-    return predict(trained[0], volume, fast=False, device="cpu")
+def segmenter(volume, tmp_path_factory):
+    """A unet whose output head is scaled and shifted so that it splits the sample into
+    foreground and background (training one here would cost a minute), and its checkpoint."""
+    from btunet.normalize import normalize_plane, percentile_range
+    from btunet.predict import predict_logits
+    torch.manual_seed(0)
+    net = create_model("unet").eval()
+    logits = predict_logits(net, normalize_plane(volume[0], *percentile_range(volume))[None], fast=False)
+    low, mid, high = np.percentile(logits, [5, 70, 95])
+    with torch.no_grad():
+        net.head.weight.mul_(4 / (high - low))
+        net.head.bias.sub_(mid).mul_(4 / (high - low))
+    path = save_model(net, tmp_path_factory.mktemp("model") / "model.safetensors")
+    return net, path
+
+
+@pytest.fixture(scope="module")
+def reference(segmenter, volume):
+    return predict(segmenter[0], volume, fast=False, device="cpu")
 
 
 def _assert_matches(prob, labels, ref):
-    """Block-wise = in-memory up to float rounding: |dp| < 1e-3; labels differ only at pixels
-    whose probability is that close to the threshold."""
+    """Block-wise = whole-plane prediction up to float rounding.
+
+    The planes fit one 512-px tile, so ``predict`` sees each plane whole; blocks start on the
+    16-px pooling grid with a 128-px halo (more than the unet's receptive-field radius), so
+    only summation order differs: measured max |dp| = 3.6e-7 (2.2e-3 with a 64-px halo, on a
+    trained model). Labels can then only differ where the probability is that close to 0.5.
+    """
     diff = np.abs(prob - ref.probabilities)
-    assert diff.max() < 1e-3, diff.max()
+    assert diff.max() < 1e-4, diff.max()
     differ = labels != ref.labels
-    assert np.all(np.abs(ref.probabilities[differ] - 0.5) < 1e-3)
-    assert differ.sum() <= 5
+    assert np.all(np.abs(ref.probabilities[differ] - 0.5) <= diff.max())
+    assert differ.sum() <= 1e-4 * labels.size
 
 
 def test_axis_chunks_keep_blocks_at_least_as_thick_as_the_halo():
     assert axis_chunks(320, 128, 64) == (128, 128, 64)
-    assert axis_chunks(300, 128, 64) == (128, 172)
-    assert axis_chunks(100, 128, 64) == (100,)
+    assert axis_chunks(320, 128, 128) == (128, 192)
+    assert axis_chunks(100, 128, 128) == (100,)
 
 
-def test_blocks_equal_in_memory_prediction_and_stay_lazy(trained, volume, reference):
-    net, path = trained
-    lazy = predict_chunked(path, volume, chunks=128, depth=64, output="probabilities", fast=False,
+def test_blocks_equal_in_memory_prediction_and_stay_lazy(segmenter, volume, reference):
+    net, path = segmenter
+    lazy = predict_chunked(path, volume, chunks=128, output="probabilities", fast=False,
                            device="cpu")
     assert isinstance(lazy, da.Array) and lazy.shape == volume.shape and lazy.dtype == np.float32
     assert lazy.chunks[0] == (1, 1, 1)                    # one plane per block
     prob = lazy.compute(scheduler="threads", num_workers=2)
-    labels = predict_chunked(net, volume, chunks=128, depth=64, fast=False, device="cpu")
+    labels = predict_chunked(net, volume, chunks=128, fast=False, device="cpu")
     assert labels.dtype == np.uint8
     _assert_matches(prob, labels.compute(), reference)
     assert 0.05 < reference.labels.mean() < 0.95         # the model really segments
 
 
-def test_model_reaches_workers_as_a_path_or_plain_weights(trained):
-    net, path = trained
+def test_model_reaches_workers_as_a_path_or_plain_weights(segmenter):
+    net, path = segmenter
     by_path = pickle.dumps(ModelRef(path))
     assert len(by_path) < 20_000 and b"safetensors" in by_path
     by_weights = pickle.loads(pickle.dumps(ModelRef(net)))
@@ -79,13 +92,13 @@ def _write_ome_zarr(path, volume):
                                   "datasets": [{"path": "0"}, {"path": "1"}]}]
 
 
-def test_cli_predicts_ome_zarr_and_tiff_to_zarr(trained, volume, reference, tmp_path):
+def test_cli_predicts_ome_zarr_and_tiff_to_zarr(segmenter, volume, reference, tmp_path):
     _write_ome_zarr(tmp_path / "stack.ome.zarr", volume)
-    tifffile.imwrite(tmp_path / "stack2.tif", volume)
+    tifffile.imwrite(tmp_path / "stack2.tif", volume, photometric="minisblack")
     assert open_zarr(tmp_path / "stack.ome.zarr").shape == volume.shape      # level 0
     out = tmp_path / "out"
-    args = ["predict", str(trained[1]), str(tmp_path / "stack.ome.zarr"), str(tmp_path / "stack2.tif"),
-            "--out", str(out), "--zarr", "--chunk", "128", "--depth", "64", "--exact", "--device", "cpu",
+    args = ["predict", str(segmenter[1]), str(tmp_path / "stack.ome.zarr"), str(tmp_path / "stack2.tif"),
+            "--out", str(out), "--zarr", "--chunk", "128", "--exact", "--device", "cpu",
             "--probabilities"]
     assert main(args) == 0
     for name in ("stack", "stack2"):
@@ -97,19 +110,19 @@ def test_cli_predicts_ome_zarr_and_tiff_to_zarr(trained, volume, reference, tmp_
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary leftovers
 
 
-def test_local_cluster_with_two_workers(trained, volume, reference, tmp_path):
+def test_local_cluster_with_two_workers(segmenter, volume, reference, tmp_path):
     distributed = pytest.importorskip("distributed")
     zarr.create_array(str(tmp_path / "in.zarr"), data=volume, chunks=(1, 64, 64))
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster:
         # the command line: the checkpoint path travels, each worker process loads it
-        assert main(["predict", str(trained[1]), str(tmp_path / "in.zarr"), "--out", str(tmp_path / "out"),
+        assert main(["predict", str(segmenter[1]), str(tmp_path / "in.zarr"), "--out", str(tmp_path / "out"),
                      "--scheduler", cluster.scheduler_address, "--chunk", "128", "--exact",
                      "--device", "cpu"]) == 0
         labels = zarr.open_array(str(tmp_path / "out" / "in.zarr"))[:]
         # the Python API with a model object: its weights travel, not a file
         with distributed.Client(cluster) as client:
-            path = predict_chunked(trained[0], tmp_path / "in.zarr", chunks=128, fast=False, device="cpu",
+            path = predict_chunked(segmenter[0], tmp_path / "in.zarr", chunks=128, fast=False, device="cpu",
                                    scheduler=client, out=tmp_path / "api.zarr",
                                    probabilities_out=tmp_path / "api_prob.zarr")
     _assert_matches(zarr.open_array(str(tmp_path / "api_prob.zarr"))[:], labels, reference)
