@@ -13,12 +13,16 @@ def cross_correlation(z_a: torch.Tensor, z_b: torch.Tensor, eps: float = 1e-5) -
     return z_a.T @ z_b / z_a.shape[0]
 
 
-def barlow_twins_loss(z_a: torch.Tensor, z_b: torch.Tensor, lambd: float = 5e-3) -> torch.Tensor:
+def redundancy_reduction(c: torch.Tensor, lambd: float) -> torch.Tensor:
     """sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2 (Zbontar et al. 2021)."""
-    c = cross_correlation(z_a, z_b)
     on_diag = (torch.diagonal(c) - 1).pow(2).sum()
     off_diag = c.pow(2).sum() - torch.diagonal(c).pow(2).sum()
     return on_diag + lambd * off_diag
+
+
+def barlow_twins_loss(z_a: torch.Tensor, z_b: torch.Tensor, lambd: float = 5e-3) -> torch.Tensor:
+    """The Barlow Twins loss of two batches of embeddings (one per augmented view)."""
+    return redundancy_reduction(cross_correlation(z_a, z_b), lambd)
 
 
 
@@ -47,10 +51,7 @@ def global_barlow_twins_loss(z_a: torch.Tensor, z_b: torch.Tensor, lambd: float 
     Gradients: each rank gets WORLD_SIZE x its part of the global loss's gradient; after DDP
     averages them over ranks, the parameters get exactly the single-process gradient.
     """
-    c = global_cross_correlation(z_a, z_b)
-    on_diag = (torch.diagonal(c) - 1).pow(2).sum()
-    off_diag = c.pow(2).sum() - torch.diagonal(c).pow(2).sum()
-    return on_diag + lambd * off_diag
+    return redundancy_reduction(global_cross_correlation(z_a, z_b), lambd)
 
 def masked_bce_dice_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
                          smooth: float = 1.0) -> torch.Tensor:
