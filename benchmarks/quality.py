@@ -281,7 +281,7 @@ def mean_std(values: list[float], digits: int = 3) -> str:
     if not values:
         return "—"
     if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
+        return f"{values[0]:.{digits}f} (1 seed)"
     return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
 
 
@@ -339,10 +339,10 @@ def summary(records: list[dict], args, pretrain_meta: dict, datasets: dict) -> s
             cells, ious, times = [], [], []
             for lv in LEVELS:
                 rs = [r for r in recs if r["method"] == m and (r["level"] == lv or m == "otsu")]
-                cells.append(mean_std([r["dice"] for r in rs]))
+                cells.append(mean_std([r["dice"] for r in rs]) if m != "otsu" else f"{rs[0]['dice']:.3f}")
                 ious.append(f"{np.mean([r['iou'] for r in rs]):.3f}" if rs else "—")
                 if rs and m != "otsu":
-                    times.append(f"{np.mean([r['train_s'] for r in rs]):.0f} s "
+                    times.append(f"{lv if lv != 'sparse' else 'scr.'}: {np.mean([r['train_s'] for r in rs]):.0f} s "
                                  f"({np.mean([r['predict_s'] for r in rs]):.0f} s)")
             if m == "otsu":
                 times = [f"0 s ({np.mean([r['predict_s'] for r in recs if r['method'] == m]):.1f} s)"]
