@@ -310,7 +310,8 @@ def summary(records: list[dict], args, pretrain_meta: dict, datasets: dict) -> s
     lines = ["## Quality", "",
              f"Run {stamp()} on {machine()}; 1-min load average at the end {load_average()} "
              "(2 cores shared with other jobs: times are wall-clock under that load).", "",
-             f"Command: `{args.command_line}`", ""]
+             f"Command: `{args.command_line}`" + (" (tables rebuilt from its records with `--report-only`)"
+                                                   if args.report_only else ""), ""]
     lines += ["What was run: " + args.description, ""]
     for ds_name, ds in datasets.items():
         recs = [r for r in records if r["dataset"] == ds_name]
@@ -456,7 +457,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.batch = args.batch or (8 if quick else 4)
     args.pretrain_seconds = args.pretrain_seconds or (30.0 if quick else 150.0)
     args.records = args.records or str(DOCS / "data" / f"quality_{name}.jsonl")
-    args.command_line = "python benchmarks/quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"]
+    args.command_line = "python benchmarks/quality.py " + " ".join(given)
+
     return args
 
 
