@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from btunet.chunked import DEFAULT_DEPTH  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "scaling_results.md"
 
 
@@ -52,6 +54,11 @@ def _import_engine() -> None:
     import btunet.chunked  # noqa: F401
 
 
+def _peak_rss_mb() -> float:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run(args) -> list[tuple[str, float, float]]:
     import zarr
     from distributed import Client, LocalCluster
@@ -73,9 +80,9 @@ def run(args) -> list[tuple[str, float, float]]:
         # warm-up (one-time library set-up, not throughput): a small prediction in this process
         predict(str(model_path), np.zeros((256, 256), np.uint16), fast=not args.exact, device="cpu")
 
-        def record(name: str, seconds: float) -> None:
-            rows.append((name, seconds, megapixels / seconds))
-            print(f"  {name:<38} {seconds:8.1f} s  {megapixels / seconds:7.3f} MP/s", flush=True)
+        def record(name: str, seconds: float, rss: str = "") -> None:
+            rows.append((name, seconds, megapixels / seconds, rss))
+            print(f"  {name:<50} {seconds:8.1f} s  {megapixels / seconds:7.3f} MP/s  {rss}", flush=True)
 
         if not args.skip_in_memory:
             t = time.perf_counter()
@@ -96,7 +103,9 @@ def run(args) -> list[tuple[str, float, float]]:
                 client.run(_import_engine)  # like start-up: import torch + btunet on every worker
                 t = time.perf_counter()
                 predict_chunked(model_path, volume, out=tmp / f"cluster{n}.zarr", scheduler=client, **common)
-                record(f"chunked, LocalCluster {n} worker(s) x 1 thread", time.perf_counter() - t)
+                seconds = time.perf_counter() - t
+                rss = max(client.run(_peak_rss_mb).values())
+                record(f"chunked, LocalCluster {n} worker(s) x 1 thread", seconds, f"{rss:.0f} MB")
         return rows
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -111,12 +120,12 @@ def table(rows, args, load_before: str, load_after: str) -> str:
              f"Python {platform.python_version()}. Load average (1, 5, 15 min) before: {load_before}; "
              f"after: {load_after}.",
              "",
-             "| run | seconds | megapixels/s | speed-up vs 1 worker |",
-             "|---|---:|---:|---:|"]
-    one = next((s for name, s, _ in rows if "1 worker" in name), None)
-    for name, seconds, mps in rows:
+             "| run | seconds | megapixels/s | speed-up vs 1 worker | peak worker memory |",
+             "|---|---:|---:|---:|---:|"]
+    one = next((s for name, s, _, _ in rows if "1 worker" in name), None)
+    for name, seconds, mps, rss in rows:
         lines.append(f"| {name} | {seconds:.1f} | {mps:.3f} | "
-                     + (f"{one / seconds:.2f}x" if one else "") + " |")
+                     + (f"{one / seconds:.2f}x" if one else "") + f" | {rss} |")
     return "\n".join(lines) + "\n"
 
 
@@ -125,7 +134,7 @@ def main(argv=None) -> int:
     p.add_argument("--planes", type=int, default=16)
     p.add_argument("--size", type=int, default=1024)
     p.add_argument("--chunk", type=int, default=1024)
-    p.add_argument("--depth", type=int, default=64)
+    p.add_argument("--depth", type=int, default=DEFAULT_DEPTH)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--model", help="checkpoint to use (default: a random unet)")
     p.add_argument("--exact", action="store_true", help="fp32 instead of bf16 + channels_last")
