@@ -393,8 +393,11 @@ def add_arguments(parser) -> None:
 
 
 def wants_chunked(args) -> bool:
+    """zarr inputs (or folders holding zarr arrays), ``--zarr`` or ``--scheduler``."""
+    def has_zarr(p: Path) -> bool:
+        return is_zarr(p) or (p.is_dir() and any(c.is_dir() and is_zarr(c) for c in p.iterdir()))
     return bool(getattr(args, "zarr", False) or getattr(args, "scheduler", None)
-                or any(is_zarr(p) for p in args.inputs))
+                or any(has_zarr(Path(p)) for p in args.inputs))
 
 
 def _inputs(paths: Sequence[str]) -> list[Path]:
