@@ -353,7 +353,7 @@ def summary(records: list[dict], args, pretrain_meta: dict, datasets: dict) -> s
               for lv in LEVELS}
         lines += ["Annotated pixels per level: " + ", ".join(
             f"{lv if lv != 'sparse' else 'scribbles'}: {v:,}" for lv, v in px.items() if v) + ".", ""]
-        plot = plot_dataset(ds_name, recs)
+        plot = plot_dataset(ds_name, recs) if any(r["method"] != "otsu" for r in recs) else None
         if plot:
             lines += [f"![Dice against annotations, {ds_name}]({plot.name})", ""]
     lines += ["Notes:", "",

@@ -93,6 +93,7 @@ def inference(variants: list[str], size: int, repeat: int) -> list[dict]:
     rows = []
     plane = np.random.default_rng(0).random((1, size, size), dtype=np.float32)
     for name in variants:
+        repeat = repeat if name == "unet" else max(1, repeat - 1)
         torch.manual_seed(0)
         model = btunet.create_model(name).eval()
         flops = count_flops(model, torch.from_numpy(plane)[None])
@@ -102,7 +103,7 @@ def inference(variants: list[str], size: int, repeat: int) -> list[dict]:
         model.to(memory_format=torch.channels_last)
         tfast = timed(lambda: predict_logits(model, plane, fast=True), repeat)
         mp = size * size / 1e6
-        rows.append({"variant": name, "gflop": flops / 1e9, "gbytes": moved / 1e9, "fp32_ms_per_mp": 1e3 * t32 / mp,
+        rows.append({"variant": name, "repeats": repeat, "gflop": flops / 1e9, "gbytes": moved / 1e9, "fp32_ms_per_mp": 1e3 * t32 / mp,
                      "fast_ms_per_mp": 1e3 * tfast / mp, "fp32_gflops": flops / t32 / 1e9,
                      "fast_gflops": flops / tfast / 1e9, "load": load_average()})
         print(f"inference {name}: {rows[-1]}", flush=True)
@@ -491,6 +492,8 @@ def parse_args(argv=None):
     p.add_argument("--skip", nargs="*", default=[],
                    choices=["peak", "inference", "profile", "fast", "cli", "pretrain", "finetune", "memory"],
                    help="parts to leave out")
+    p.add_argument("--memory-planes", type=int, nargs="+", help="stack lengths of the memory test "
+                   "(default 16 64; 4 16 with --quick)")
     p.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache"), help="where the trained model is kept")
     p.add_argument("--notes", default=str(ROOT / "benchmarks" / "speed_notes.md"),
                    help="markdown appended to the section (the interpretation of the numbers)")
@@ -514,12 +517,19 @@ def main(argv=None) -> int:
         return 0
     r: dict = {"when": stamp(), "machine": machine(), "command": args.command_line}
     print(f"load average at start: {load_average()}", flush=True)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every part, so a stopped run keeps what it measured
+        Path(args.json).write_text(json.dumps(r, indent=1, default=str))
     r["peak"] = {**matmul_peak(2.0 if q else 5.0), "load": load_average()}
+    save()
     print(f"matmul peak: {r['peak']}", flush=True)
     r["inference"] = inference(variants, args.size, 1 if q else 2) if "inference" not in args.skip else []
+    save()
     if "profile" not in args.skip:
         r["profile"] = profile_unet(args.size)
         r["layers"] = layer_probe()
+        save()
         print(r["profile"], r["layers"], flush=True)
     cache = Path(args.cache)
     model = model_path = None
@@ -528,23 +538,29 @@ def main(argv=None) -> int:
             model_path = Path(args.model)
             model = btunet.load_model(model_path)
         else:
-            model, model_path = trained_model(data, 4 if q else 8, 5 if q else 6, cache)
+            model, model_path = trained_model(data, 4 if q else 6, 5 if q else 6, cache)
     if "finetune" not in args.skip and model.metadata.get("val_dice_history"):
         r["finetune"] = time_to_95(model)
+        save()
         print(f"finetune: {r['finetune']}", flush=True)
     if "fast" not in args.skip:
         r["fast_vs_fp32"] = fast_vs_fp32(model, data, 4 if q else 12)
+        save()
         print(f"fast vs fp32: {r['fast_vs_fp32']}", flush=True)
     if "cli" not in args.skip:
         r["cli"] = cli_overhead(model_path, data, 4 if q else 20, 1)
+        save()
         print(f"cli: {r['cli']}", flush=True)
     if "pretrain" not in args.skip:
         r["pretrain"] = pretrain_overhead(4 if q else 8)
+        save()
         print(f"pretrain: {r['pretrain']}", flush=True)
     if "memory" not in args.skip:
         with tempfile.TemporaryDirectory() as tmp:
             tiny = tiny_model(Path(tmp) / "tiny.safetensors")
-            r["memory"] = peak_memory(tiny, [4, 16] if q else [16, 64], 1024 if q else 2048)
+            r["memory"] = peak_memory(tiny, args.memory_planes or ([4, 16] if q else [16, 64]),
+                                      1024 if q else 2048)
+            save()
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(r, indent=1, default=str))
     text = report(r, args)
