@@ -351,8 +351,11 @@ def summary(records: list[dict], args, pretrain_meta: dict, datasets: dict) -> s
         lines += [table(header, rows, "l" + "r" * (len(header) - 1)), ""]
         px = {lv: next((r["annotated_pixels"] for r in recs if r["level"] == lv and "annotated_pixels" in r), None)
               for lv in LEVELS}
-        lines += ["Annotated pixels per level: " + ", ".join(
-            f"{lv if lv != 'sparse' else 'scribbles'}: {v:,}" for lv, v in px.items() if v) + ".", ""]
+        if any(px.values()):
+            lines += ["Annotated pixels per level: " + ", ".join(
+                f"{lv if lv != 'sparse' else 'scribbles'}: {v:,}" for lv, v in px.items() if v) + ".", ""]
+        else:
+            lines += ["Only the Otsu baseline finished for this set before the run was stopped.", ""]
         plot = plot_dataset(ds_name, recs) if any(r["method"] != "otsu" for r in recs) else None
         if plot:
             lines += [f"![Dice against annotations, {ds_name}]({plot.name})", ""]
