@@ -154,8 +154,7 @@ def test_a_failing_rank_stops_the_whole_run(small_sample, tmp_path):
                 raise RuntimeError("simulated failure on rank 1")
             return original(*args, **kwargs)
         module.random_patches = patches
-        from btunet import read_metadata
-from btunet.cli import main
+        from btunet.cli import main
         sys.exit(main(sys.argv[1:]))
     """))
     encoder = tmp_path / "encoder.safetensors"
