@@ -260,13 +260,16 @@ class LivePlot(QWidget):
     ``min_interval_s`` seconds, so a fast stream of steps never floods the GUI thread.
     """
 
-    def __init__(self, right_label: Optional[str] = None, min_interval_s: float = 0.5,
+    def __init__(self, right_label: Optional[str] = None, min_interval_s: float = 1.0,
                  parent: Optional[QWidget] = None):
         super().__init__(parent)
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
         fg, bg = "#d0d3d8", "#262930"
-        self.figure = Figure(figsize=(3.2, 1.9), dpi=90, facecolor=bg, layout="tight")
+        # fixed margins, few ticks: a redraw costs a few ms on the GUI thread (a "tight" layout
+        # would lay the text out twice per draw)
+        self.figure = Figure(figsize=(3.2, 1.9), dpi=90, facecolor=bg)
+        self.figure.subplots_adjust(left=0.17, right=0.85 if right_label else 0.96, bottom=0.2, top=0.95)
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setMinimumHeight(150)
         self.ax = self.figure.add_subplot()
@@ -274,6 +277,7 @@ class LivePlot(QWidget):
         for ax in filter(None, (self.ax, self.ax2)):
             ax.set_facecolor(bg)
             ax.tick_params(colors=fg, labelsize=7)
+            ax.locator_params(nbins=4)
             for spine in ax.spines.values():
                 spine.set_color("#5a5f69")
         self.ax.set_xlabel("step", color=fg, fontsize=7)
@@ -317,7 +321,13 @@ class LivePlot(QWidget):
         self._timer.stop()
         self._redraw()
 
+    def showEvent(self, event) -> None:  # catch up after being hidden (e.g. another dock tab)
+        super().showEvent(event)
+        self._schedule()
+
     def _redraw(self) -> None:
+        if not self.isVisible():
+            return  # drawing costs GUI time; showEvent redraws
         self.loss_line.set_data(*self.loss)
         if self.right_line is not None:
             self.right_line.set_data(*self.right)

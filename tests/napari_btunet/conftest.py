@@ -28,8 +28,22 @@ def viewer(make_napari_viewer, messages):
     gc.collect()
 
 
-@pytest.fixture
-def sample_viewer(viewer):
+def add_sample(viewer):
     for data, meta, kind in bbbc007_sample():
         getattr(viewer, f"add_{kind}")(data, **meta)
     return viewer
+
+
+@pytest.fixture
+def sample_viewer(viewer):
+    return add_sample(viewer)
+
+
+@pytest.fixture
+def shown_sample_viewer(make_napari_viewer, messages):
+    """A visible window (under Xvfb), so rendering and plots cost GUI time as for a user."""
+    session.clear()
+    v = add_sample(make_napari_viewer(show=True))
+    yield v
+    session.clear()
+    gc.collect()

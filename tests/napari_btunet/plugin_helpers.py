@@ -56,6 +56,11 @@ class Heartbeat:
     def max_blocked_s(self):
         return max(self.gaps) if self.gaps else float("nan")
 
+    def blocked_share(self, beyond_s=0.05):
+        """Share of the time the GUI thread did not tick for more than ``beyond_s``."""
+        gaps = np.asarray(self.gaps)
+        return float(np.clip(gaps - beyond_s, 0, None).sum() / max(gaps.sum(), 1e-9))
+
 
 def errors_of(messages):
     return [text for level, text in messages if level == "error"]

@@ -11,12 +11,14 @@ from plugin_helpers import Heartbeat, dock, errors_of, small_training, wait_job
 
 pytestmark = pytest.mark.viewer
 
-#: the GUI thread may not be blocked longer than this while training runs in the worker
-MAX_BLOCKED_S = 0.5
+#: while training runs in the worker, the GUI thread is never blocked this long at once ...
+MAX_BLOCKED_S = 1.0
+#: ... and is blocked (no tick for more than 50 ms) less than this share of the time
+MAX_BLOCKED_SHARE = 0.2
 
 
-def test_finetune_predict_flow(sample_viewer, qtbot, messages, tmp_path, monkeypatch):
-    viewer = sample_viewer
+def test_finetune_predict_flow(shown_sample_viewer, qtbot, messages, tmp_path, monkeypatch):
+    viewer = shown_sample_viewer
     image, mask = viewer.layers["BBBC007 nuclei"], viewer.layers["BBBC007 mask"]
     annotation = viewer.layers["BBBC007 annotation"]
     painted = annotation.data.copy()
@@ -41,9 +43,10 @@ def test_finetune_predict_flow(sample_viewer, qtbot, messages, tmp_path, monkeyp
 
     # the GUI thread kept ticking while the worker trained
     print(f"\nfine-tune in the widget: {train_s:.1f} s; GUI heartbeat: {len(beat.gaps)} ticks, "
-          f"max blocked {1000 * beat.max_blocked_s:.0f} ms")
+          f"max blocked {1000 * beat.max_blocked_s:.0f} ms, blocked share {100 * beat.blocked_share():.1f} %")
     assert len(beat.gaps) > train_s / 0.05
     assert beat.max_blocked_s < MAX_BLOCKED_S
+    assert beat.blocked_share() < MAX_BLOCKED_SHARE
 
     # live progress, plot and preview reached the GUI
     assert finetune.progress.bar.value() == 1000 and "done" in finetune.progress.label.text()
