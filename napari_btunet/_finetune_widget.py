@@ -544,6 +544,9 @@ class FinetuneWidget(_common.JobWidget):
             self.tracker = None
         if outcome.error is not None:
             self.progress.set_text(f"failed: {sentence(outcome.error)}")
+            layer = self.preview_layer
+            if layer is not None and layer in self.viewer.layers and not layer.data.any():
+                self.viewer.layers.remove(layer)  # nothing was previewed
             _common.report_failure("Fine-tuning", outcome.error)
             return
         net, saved = outcome.result

@@ -38,7 +38,9 @@ def only_error(messages):
 
 def test_no_labels_painted(sample_viewer, finetune, qtbot, messages):
     set_annotation(sample_viewer, finetune, np.zeros((400, 400), np.uint8))
+    finetune.preview_spin.setValue(1.0)
     start_and_wait(qtbot, finetune)
+    assert not [layer for layer in sample_viewer.layers if "[btunet]" in layer.name]
     assert only_error(messages) == ("Fine-tuning failed: No annotated pixels found; paint object "
                                     "pixels with label 2 and background with label 1.")
     assert session.model is None
@@ -98,11 +100,24 @@ def test_corrupt_checkpoint_files(sample_viewer, finetune, qtbot, messages, tmp_
 
 
 def test_wrong_checkpoint_kind(sample_viewer, finetune, qtbot, messages, tmp_path):
-    model_file = btunet.save_model(btunet.create_model("unet", in_channels=1), tmp_path / "model.safetensors")
+    model = btunet.create_model("unet", in_channels=1)
+    model_file = btunet.save_model(model, tmp_path / "model.safetensors")
+    encoder_file = btunet.PretrainedEncoder(model.config, model.encoder.state_dict(), {}).save(
+        tmp_path / "encoder.safetensors")
+    # a fine-tuned model given as the encoder
     finetune.encoder_combo.setCurrentText("from file")
     finetune.encoder_file.set_path(model_file)
     start_and_wait(qtbot, finetune)
-    assert "is not a encoder checkpoint" in only_error(messages) or "not an encoder" in only_error(messages)
+    assert "it is a fine-tuned model, not a pre-trained encoder" in only_error(messages)
+    messages.clear()
+    # an encoder given as the model
+    predict = dock(sample_viewer, "Predict")
+    predict.model_combo.setCurrentText("from file")
+    predict.model_file.set_path(encoder_file)
+    predict._sync_model()
+    assert "an encoder: fine-tune it first" in predict.model_label.text()
+    wait_job(qtbot, predict.start())
+    assert "it is a pre-trained encoder: fine-tune it first" in only_error(messages)
 
 
 def test_missing_inputs_are_refused(viewer, qtbot, messages):
