@@ -184,6 +184,7 @@ class FinetuneWidget(_common.JobWidget):
         self.preview_layer = None
         self.last_outcome: Optional[Outcome] = None
         self._budget: Optional[float] = None
+        self.previewed: list[tuple] = []
         self._build()
         self.add_pair()
         self._sync_encoder()
@@ -462,6 +463,7 @@ class FinetuneWidget(_common.JobWidget):
             _common.show_warning(f"Fine-tuning not started: {sentence(exc)}")
             return None
         request.preview = self._make_preview()
+        self.previewed: list[tuple] = []  # plane indices previewed in this run
         self.plot.clear()
         self.progress.set_fraction(0, "starting…")
         self._budget = request.config.time_budget_s
@@ -523,6 +525,7 @@ class FinetuneWidget(_common.JobWidget):
             return
         layer.data[index] = mask
         layer.refresh()
+        self.previewed.append(index)
 
     def cancel(self) -> None:
         if self.job is not None and self.job.running:

@@ -53,6 +53,7 @@ def test_finetune_predict_flow(shown_sample_viewer, qtbot, messages, tmp_path, m
     assert len(finetune.plot.loss[0]) == 40 and finetune.plot.redraws >= 2
     preview = viewer.layers["BBBC007 nuclei preview [btunet]"]
     assert preview.metadata[_common.OUTPUT_KEY] and preview.data.shape == image.data.shape
+    assert len(finetune.previewed) >= 2 and set(finetune.previewed) == {()}
     assert btunet.evaluate(preview.data, mask.data)["dice"] > 0.7  # last preview = final model
     assert annotation.data is not None and np.array_equal(annotation.data, painted)
 
@@ -102,3 +103,24 @@ def test_finetune_predict_flow(shown_sample_viewer, qtbot, messages, tmp_path, m
     assert session.model is resumed and session.model.metadata["epochs"] == 1
     after = btunet.predict(session.model, image.data, probabilities=False).labels
     assert btunet.evaluate(after, mask.data)["dice"] > 0.7  # 5 steps from scratch would not get here
+
+
+def test_preview_follows_the_displayed_plane(viewer, qtbot, messages):
+    from napari_btunet._sample_data import load_sample, sparse_annotation
+    image, mask = load_sample()
+    stack = np.stack([image, image[::-1], image[:, ::-1]])
+    annotation = np.zeros(stack.shape, np.uint8)
+    annotation[0] = sparse_annotation(mask)
+    viewer.add_image(stack, name="stack", scale=(3.0, 1.0, 1.0))
+    viewer.add_labels(annotation, name="stack annotation", scale=(3.0, 1.0, 1.0))
+    finetune = dock(viewer, "Fine-tune")
+    small_training(finetune, epochs=1, steps=3, preview_s=0.1)
+    viewer.dims.set_point(0, 6.0)  # world z = 6 -> plane 2 (scale 3)
+    assert viewer.dims.current_step[0] == 2
+    outcome = wait_job(qtbot, finetune.start())
+    assert outcome.error is None, outcome.error
+    preview = viewer.layers["stack preview [btunet]"]
+    assert preview.data.shape == stack.shape and tuple(preview.scale) == (3.0, 1.0, 1.0)
+    assert finetune.previewed and set(finetune.previewed) == {(2,)}
+    assert not preview.data[0].any() and not preview.data[1].any()
+    assert not errors_of(messages)
