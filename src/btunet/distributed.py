@@ -22,10 +22,8 @@ Nothing here runs for a single process: ``pretrain`` keeps its own path (and res
 from __future__ import annotations
 
 import datetime
-import math
 import os
 import sys
-import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -354,14 +352,9 @@ def describe_failure(exc: BaseException) -> str:
 
 
 def _pretrain(images, cfg, ctx: Context, on_progress, should_stop, resume, sync_mode: str):
-    from .augment import two_views
-    from .config import config_dict, seed_everything
-    from .device import autocast, describe_device
+    from .config import seed_everything
     from .losses import global_barlow_twins_loss
-    from .models import create_model
-    from .normalize import DEFAULT_NORMALIZATION
-    import importlib
-    single = importlib.import_module("btunet.pretrain")  # looked up at call time
+    from .pretrain import EncoderRun, build_encoder, train_encoder
 
     if cfg.batch_size < 2:
         raise BTUnetError("Barlow Twins needs a batch size of at least 2 (it correlates samples)")
@@ -369,86 +362,21 @@ def _pretrain(images, cfg, ctx: Context, on_progress, should_stop, resume, sync_
         raise BTUnetError(f"--batch-size {cfg.batch_size} is the global batch: it must be at least "
                           f"the number of processes ({ctx.world_size})")
     seed_everything(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts them)
-    device = ctx.device
     planes, total_planes, files = load_shard(images, cfg.channels, cfg.patch_size, ctx)
-
-    model = create_model(cfg.model, in_channels=cfg.channels, base_filters=cfg.base_filters)
-    encoder = model.encoder
-    projector = single.Projector(encoder.out_channels, cfg.projector_dim)
-    history: dict[str, list] = {"loss": []}
-    previous = single.as_encoder(resume)
-    if previous is not None:
-        if previous.model_config != model.config or previous.projector_state.keys() != projector.state_dict().keys():
-            raise BTUnetError(f"cannot resume: the checkpoint is a {previous.variant} encoder with "
-                              f"{previous.channels} channel(s) (and its own projector); use the same settings")
-        encoder.load_state_dict(previous.encoder_state)
-        projector.load_state_dict(previous.projector_state)
-        history["loss"] = list(previous.metadata.get("loss_history", []))
-    encoder.to(device)
-    projector.to(device)
-    encoder, projector = synchronise_batchnorm(encoder, projector, device, sync_mode)
-    if cfg.fast:
-        encoder.to(memory_format=torch.channels_last)
-    twin = TwinEmbedder(encoder, projector)
+    model, projector, history = build_encoder(cfg, resume, ctx.device)
+    encoder, projector = synchronise_batchnorm(model.encoder, projector, ctx.device, sync_mode)
     ddp = nn.parallel.DistributedDataParallel(
-        twin, device_ids=[device.index] if device.type == "cuda" else None)
+        TwinEmbedder(encoder, projector), device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     # different patches, augmentations and dropout on every rank
     torch.manual_seed(cfg.seed + 1 + 7919 * ctx.rank)
-    rng = np.random.default_rng([cfg.seed, ctx.rank])
     batch = local_batch_size(cfg.batch_size, ctx.world_size, ctx.rank)
-
-    params = list(twin.parameters())
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = max(1, math.ceil(max(cfg.samples_per_epoch, total_planes) / cfg.batch_size))
-    total = steps_per_epoch * cfg.epochs
-    warmup = max(1, int(cfg.warmup_fraction * total))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
-        (s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warmup) / max(1, total - warmup))))))
-    report = on_progress if ctx.is_main else None
-
-    start, step, stopped = time.perf_counter(), 0, False
-    twin.train()
-    for epoch in range(cfg.epochs):
-        epoch_losses = []
-        for _ in range(steps_per_epoch):
-            if _stop_requested(should_stop, ctx):
-                stopped = True
-                break
-            patches = torch.from_numpy(single.random_patches(planes, batch, cfg.patch_size, rng)).to(device)
-            with torch.no_grad():
-                view_a, view_b = two_views(patches)
-            if cfg.fast:
-                view_a = view_a.contiguous(memory_format=torch.channels_last)
-                view_b = view_b.contiguous(memory_format=torch.channels_last)
-            with autocast(device, cfg.fast):
-                z_a, z_b = ddp(view_a, view_b)
-            loss = global_barlow_twins_loss(z_a, z_b, cfg.lambd)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            step += 1
-            epoch_losses.append(loss.item())
-            if report is not None:
-                single._report(report, cfg, epoch, step, total, epoch_losses, start, optimizer,
-                               step % steps_per_epoch == 0, history, encoder)
-        if epoch_losses:
-            history["loss"].append(float(np.mean(epoch_losses)))
-        if stopped:
-            break
-
-    twin.eval()
-    metadata = {
-        "normalization": DEFAULT_NORMALIZATION,
-        "trained_on": {"files": files, "planes": total_planes},
-        "epochs": len(history["loss"]), "loss_history": history["loss"],
-        "stopped_early": stopped, "device": describe_device(device),
-        "distributed": {"world_size": ctx.world_size, "backend": ctx.backend,
-                        "sync_batchnorm": sync_mode, "local_batch_size": batch},
-        "pretrain_config": config_dict(cfg), "seconds": round(time.perf_counter() - start, 1),
-    }
-    to_cpu = lambda m: {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
-    return single.PretrainedEncoder(model.config, to_cpu(encoder), to_cpu(projector), metadata)
+    run = EncoderRun(
+        planes=planes, total_planes=total_planes, files=files, device=ctx.device, batch_size=batch,
+        rng=np.random.default_rng([cfg.seed, ctx.rank]), embed_pair=ddp, loss=global_barlow_twins_loss,
+        stop=lambda: _stop_requested(should_stop, ctx), report=on_progress if ctx.is_main else None,
+        metadata={"distributed": {"world_size": ctx.world_size, "backend": ctx.backend,
+                                  "sync_batchnorm": sync_mode, "local_batch_size": batch}})
+    return train_encoder(cfg, run, model.config, encoder, projector, history)
 
 
 __all__ = ["Context", "GlobalBatchNorm", "TwinEmbedder", "active", "all_reduce_sum", "convert_batchnorm",

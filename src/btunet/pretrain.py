@@ -6,7 +6,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from .data import ImageSource, image_planes, load_sources
 from .device import autocast, describe_device, resolve_device
 from .errors import BTUnetError
 from .losses import barlow_twins_loss
-from .models import create_model
+from .models import SegmentationModel, create_model
 from .normalize import DEFAULT_NORMALIZATION
 
 
@@ -90,64 +90,95 @@ def pretrain(images: ImageSource | Sequence[ImageSource], config: PretrainConfig
     cfg = config or PretrainConfig()
     if cfg.batch_size < 2:
         raise BTUnetError("Barlow Twins needs a batch size of at least 2 (it correlates samples)")
-    generator = seed_everything(cfg.seed)
+    seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     sources = load_sources(images)
     planes = [p.pixels for name, arr in sources
               for p in image_planes(name, arr, cfg.channels, min_size=cfg.patch_size)]
-
-    model = create_model(cfg.model, in_channels=cfg.channels, base_filters=cfg.base_filters)
+    model, projector, history = build_encoder(cfg, resume, device)
     encoder = model.encoder
-    projector = Projector(encoder.out_channels, cfg.projector_dim)
+    run = EncoderRun(
+        planes=planes, total_planes=len(planes), files=[name for name, _ in sources], device=device,
+        batch_size=cfg.batch_size, rng=np.random.default_rng(cfg.seed),
+        embed_pair=lambda a, b: (embed(encoder, projector, a), embed(encoder, projector, b)),
+        loss=barlow_twins_loss, stop=lambda: should_stop is not None and should_stop(),
+        report=on_progress)
+    return train_encoder(cfg, run, model.config, encoder, projector, history)
+
+
+def build_encoder(cfg: PretrainConfig, resume, device: torch.device
+                  ) -> tuple[SegmentationModel, Projector, dict[str, list]]:
+    """The variant (whose encoder is trained), its projector and the loss history so far."""
+    model = create_model(cfg.model, in_channels=cfg.channels, base_filters=cfg.base_filters)
+    projector = Projector(model.encoder.out_channels, cfg.projector_dim)
     history: dict[str, list] = {"loss": []}
     previous = as_encoder(resume)
     if previous is not None:
         if previous.model_config != model.config or previous.projector_state.keys() != projector.state_dict().keys():
             raise BTUnetError(f"cannot resume: the checkpoint is a {previous.variant} encoder with "
                               f"{previous.channels} channel(s) (and its own projector); use the same settings")
-        encoder.load_state_dict(previous.encoder_state)
+        model.encoder.load_state_dict(previous.encoder_state)
         projector.load_state_dict(previous.projector_state)
         history["loss"] = list(previous.metadata.get("loss_history", []))
-    encoder.to(device)
+    model.encoder.to(device)
     projector.to(device)
     if cfg.fast:
-        encoder.to(memory_format=torch.channels_last)
+        model.encoder.to(memory_format=torch.channels_last)
+    return model, projector, history
 
-    params = list(encoder.parameters()) + list(projector.parameters())
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = max(1, math.ceil(max(cfg.samples_per_epoch, len(planes)) / cfg.batch_size))
+
+@dataclass
+class EncoderRun:
+    """What differs between one process and a torchrun rank: data, embedding, loss, stop, report."""
+    planes: list[np.ndarray]
+    total_planes: int
+    files: list[str]
+    device: torch.device
+    batch_size: int                      # patches drawn by this process per step
+    rng: np.random.Generator
+    embed_pair: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    loss: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+    stop: Callable[[], bool]
+    report: Optional[ProgressCallback]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def train_encoder(cfg: PretrainConfig, run: EncoderRun, model_config: dict[str, Any], encoder: nn.Module,
+                  projector: nn.Module, history: dict[str, list]) -> PretrainedEncoder:
+    """The Barlow Twins loop: AdamW, linear warm-up then cosine decay, views made on the device."""
+    optimizer = torch.optim.AdamW(list(encoder.parameters()) + list(projector.parameters()),
+                                  lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, math.ceil(max(cfg.samples_per_epoch, run.total_planes) / cfg.batch_size))
     total = steps_per_epoch * cfg.epochs
     warmup = max(1, int(cfg.warmup_fraction * total))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
         (s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warmup) / max(1, total - warmup))))))
-
-    rng = np.random.default_rng(cfg.seed)
     start, step, stopped = time.perf_counter(), 0, False
     encoder.train()
     projector.train()
     for epoch in range(cfg.epochs):
         epoch_losses = []
         for _ in range(steps_per_epoch):
-            if should_stop is not None and should_stop():
+            if run.stop():
                 stopped = True
                 break
-            batch = torch.from_numpy(random_patches(planes, cfg.batch_size, cfg.patch_size, rng)).to(device)
+            batch = torch.from_numpy(random_patches(run.planes, run.batch_size, cfg.patch_size, run.rng))
             with torch.no_grad():
-                view_a, view_b = two_views(batch)
+                view_a, view_b = two_views(batch.to(run.device))
             if cfg.fast:
                 view_a = view_a.contiguous(memory_format=torch.channels_last)
                 view_b = view_b.contiguous(memory_format=torch.channels_last)
-            with autocast(device, cfg.fast):
-                z_a, z_b = embed(encoder, projector, view_a), embed(encoder, projector, view_b)
-            loss = barlow_twins_loss(z_a, z_b, cfg.lambd)
+            with autocast(run.device, cfg.fast):
+                z_a, z_b = run.embed_pair(view_a, view_b)
+            loss = run.loss(z_a, z_b, cfg.lambd)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
             step += 1
             epoch_losses.append(loss.item())
-            if on_progress is not None:
-                _report(on_progress, cfg, epoch, step, total, epoch_losses, start, optimizer,
+            if run.report is not None:
+                _report(run.report, cfg, epoch, step, total, epoch_losses, start, optimizer,
                         step % steps_per_epoch == 0, history, encoder)
         if epoch_losses:
             history["loss"].append(float(np.mean(epoch_losses)))
@@ -155,16 +186,16 @@ def pretrain(images: ImageSource | Sequence[ImageSource], config: PretrainConfig
             break
 
     encoder.eval()
-    files = [name for name, _ in sources]
+    projector.eval()
     metadata = {
         "normalization": DEFAULT_NORMALIZATION,
-        "trained_on": {"files": files, "planes": len(planes)},
+        "trained_on": {"files": run.files, "planes": run.total_planes},
         "epochs": len(history["loss"]), "loss_history": history["loss"],
-        "stopped_early": stopped, "device": describe_device(device),
+        "stopped_early": stopped, "device": describe_device(run.device), **run.metadata,
         "pretrain_config": config_dict(cfg), "seconds": round(time.perf_counter() - start, 1),
     }
     to_cpu = lambda m: {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
-    return PretrainedEncoder(model.config, to_cpu(encoder), to_cpu(projector), metadata)
+    return PretrainedEncoder(model_config, to_cpu(encoder), to_cpu(projector), metadata)
 
 
 def random_patches(planes: list[np.ndarray], n: int, size: int, rng: np.random.Generator) -> np.ndarray:
