@@ -25,6 +25,7 @@ OUTPUT_CHOICES = ("binary mask", "instances")
 
 @dataclass
 class Source:
+    layer: Any            # only touched on the GUI thread
     name: str
     data: Any
     rgb: bool
@@ -46,6 +47,7 @@ class PredictWidget(_common.JobWidget):
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
         self.written: list = []
+        self._sources: list = []
         self._build()
         self._sync_model()
         self.follow_session(session, "_session_changed")
@@ -141,7 +143,7 @@ class PredictWidget(_common.JobWidget):
         layers = self.layers_list.layers()
         if not layers:
             raise BTUnetError("tick at least one image layer")
-        sources = [Source(layer.name, layer_array(layer), bool(layer.rgb)) for layer in layers]
+        sources = [Source(layer, layer.name, layer_array(layer), bool(layer.rgb)) for layer in layers]
         return PredictRequest(model, sources, self.threshold_spin.value(),
                               self.output_combo.currentText() == "instances",
                               self.probability_check.isChecked(), self.device_combo.currentText())
@@ -156,6 +158,7 @@ class PredictWidget(_common.JobWidget):
             _common.show_error(f"Prediction cannot start: {sentence(exc)}")
             return None
         self.written = []
+        self._sources = request.sources
         self.progress.set_fraction(0, "loading the model…")
         self._set_running(True)
         return self.run_job(Job(lambda job: self._predict(job, request), self._done,
@@ -176,7 +179,7 @@ class PredictWidget(_common.JobWidget):
                                     instances=request.instances, probabilities=request.probabilities,
                                     device=request.device, on_progress=on_progress,
                                     should_stop=job.should_stop)
-            job.item((source.name, result))
+            job.item((k, result))
             if job.should_stop() and k < n - 1:
                 raise btunet.Cancelled(f"prediction cancelled after {k + 1} of {n} layers")
         return n
@@ -187,10 +190,10 @@ class PredictWidget(_common.JobWidget):
                                    f"layer {k + 1}/{n} ({name}): plane {done}/{total}")
 
     def _on_item(self, item) -> None:
-        name, result = item
-        if name not in self.viewer.layers:
+        k, result = item
+        source = self._sources[k].layer
+        if source not in self.viewer.layers:
             return  # the source was closed meanwhile
-        source = self.viewer.layers[name]
         labels = upsert_output(self.viewer, source, "labels", result.labels, "labels", opacity=0.5)
         self.written.append(labels)
         if result.probabilities is not None:
@@ -210,6 +213,7 @@ class PredictWidget(_common.JobWidget):
 
     def _done(self, outcome: Outcome) -> None:
         self._set_running(False)
+        self._sources = []
         if outcome.error is not None and outcome.cancelled:
             kept = len({layer.metadata.get(_common.SOURCE_KEY) for layer in self.written})
             self.progress.set_text(f"cancelled; {kept} finished layer(s) kept")
