@@ -1,5 +1,8 @@
 """Shared test setup.
 
+The test folders are packages (``tests.btunet``, ``tests.napari_btunet``), so they never shadow
+the installed ``btunet`` and ``napari_btunet``.
+
 Viewer tests need a display: a real one, or the Xvfb server that pytest-xvfb starts (it sets
 DISPLAY before collection). Without either, Qt aborts the whole run (exit 134, no summary), so
 tests that use a Qt fixture are skipped with a reason instead.
@@ -10,31 +13,6 @@ import sys
 
 import pytest
 
-
-def _import_installed_packages() -> None:
-    """Import the real ``btunet`` and ``napari_btunet`` before any test module does.
-
-    pytest puts ``tests/`` on sys.path, and ``tests/btunet`` / ``tests/napari_btunet`` (folders
-    without ``__init__.py``) would then be picked up as namespace packages that shadow the
-    installed ones (no ``btunet.finetune``, no ``napari.yaml`` for the plugin).
-    """
-    here = os.path.dirname(os.path.abspath(__file__))
-    saved = list(sys.path)
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
-    try:
-        for name in ("btunet", "napari_btunet"):
-            module = sys.modules.get(name)
-            if module is not None and getattr(module, "__file__", None) is None:
-                del sys.modules[name]  # a namespace package made from a tests folder
-            try:
-                __import__(name)
-            except ImportError:
-                pass
-    finally:
-        sys.path[:] = saved
-
-
-_import_installed_packages()
 
 QT_FIXTURES = {"make_napari_viewer", "make_napari_viewer_proxy", "qtbot", "qapp"}
 

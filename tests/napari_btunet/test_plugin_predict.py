@@ -6,7 +6,7 @@ import btunet
 from napari_btunet import _common
 from napari_btunet._sample_data import load_sample
 from napari_btunet._session import session
-from plugin_helpers import dock, errors_of, wait_job
+from .plugin_helpers import dock, errors_of, wait_job
 
 pytestmark = pytest.mark.viewer
 
