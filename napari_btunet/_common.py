@@ -175,7 +175,11 @@ class Job:
         """The widget is going away: stop, and deliver nothing more to it."""
         self.cancel()
         self.on_done = lambda outcome: None
-        for signal in (self._bridge.progress, self._bridge.item):
+        try:  # at interpreter exit Qt may already have deleted the bridge
+            signals = (self._bridge.progress, self._bridge.item)
+        except RuntimeError:
+            return
+        for signal in signals:
             try:
                 signal.disconnect()
             except (TypeError, RuntimeError):
@@ -686,7 +690,10 @@ class JobWidget(QWidget):
                 except Exception:
                     pass
             if holder[0] is not None:
-                holder[0].detach()
+                try:
+                    holder[0].detach()
+                except RuntimeError:  # Qt objects already gone (interpreter exit)
+                    pass
         self.destroyed.connect(on_destroyed)
 
     def on_close(self, cleanup: Callable[[], None]) -> None:
