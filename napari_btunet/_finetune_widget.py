@@ -183,6 +183,7 @@ class FinetuneWidget(_common.JobWidget):
         self.tracker: Optional[PlaneTracker] = None
         self.preview_layer = None
         self.last_outcome: Optional[Outcome] = None
+        self.last_progress = None  # the latest engine Progress (without the model)
         self._budget: Optional[float] = None
         self.previewed: list[tuple] = []
         self._build()
@@ -511,6 +512,7 @@ class FinetuneWidget(_common.JobWidget):
         return net, saved
 
     def _on_progress(self, p) -> None:
+        self.last_progress = p
         self.progress.show_training(p, self._budget)
         self.plot.add_loss(p.step, p.loss)
         if p.epoch_end and p.val_dice is not None:

@@ -37,6 +37,7 @@ class PretrainWidget(_common.JobWidget):
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
         self.last_outcome: Optional[Outcome] = None
+        self.last_progress = None  # the latest engine Progress (without the model)
         self._build()
         self.follow_session(session, "_session_changed")
         self.on_close(watch_layers(self.viewer, self.layers_list.refresh))
@@ -174,6 +175,7 @@ class PretrainWidget(_common.JobWidget):
         return encoder, saved
 
     def _on_progress(self, p) -> None:
+        self.last_progress = p
         self.progress.show_training(p)
         self.plot.add_loss(p.step, p.loss)
 

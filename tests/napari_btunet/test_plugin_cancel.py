@@ -22,8 +22,11 @@ def test_cancel_finetune_leaves_usable_model(sample_viewer, qtbot, messages):
     outcome = wait_job(qtbot, job, timeout_s=60)
     stop_s = job.finished_at - job.stop_requested_at
     steps = len(finetune.plot.loss[0])
-    print(f"\ncancel -> model back on the GUI thread in {stop_s:.2f} s, after {steps} of 10000 steps")
-    assert stop_s < 5.0
+    step_s = finetune.last_progress.elapsed_s / finetune.last_progress.step
+    print(f"\ncancel -> model back on the GUI thread in {stop_s:.2f} s, after {steps} of 10000 steps "
+          f"({step_s:.2f} s per step)")
+    # the engine checks should_stop before every step: at most the step under way finishes
+    assert stop_s < max(5.0, 3 * step_s)
     assert outcome.error is None and outcome.cancelled
     assert steps < 1000
     assert "cancelled" in finetune.progress.label.text()
