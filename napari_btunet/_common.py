@@ -393,7 +393,7 @@ def describe_device_choice(choice: str) -> str:
     try:
         return "runs on " + describe_device(resolve_device(choice))
     except BTUnetError as exc:
-        return sentence(exc)
+        return sentence(str(exc).replace("use --device cpu", "choose cpu or auto"))
 
 
 def hint(text: str) -> QLabel:

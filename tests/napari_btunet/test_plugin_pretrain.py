@@ -14,6 +14,10 @@ def test_pretrain_then_finetune_from_it(sample_viewer, qtbot, messages, tmp_path
     pretrain, finetune = dock(viewer, "Pre-train"), dock(viewer, "Fine-tune")
     assert finetune.encoder_combo.currentText() == "none"
     assert "CPU" in pretrain.device_label.text()
+    import torch
+    if not torch.cuda.is_available():
+        pretrain.device_combo.setCurrentText("cuda")
+        assert "not available here" in pretrain.device_label.text()
     assert [layer.name for layer in pretrain.layers_list.layers()] == ["BBBC007 nuclei"]
     pretrain.variant_combo.setCurrentText("attention_unet")
     pretrain.epochs_spin.setValue(2)
