@@ -1,4 +1,4 @@
-"""Helpers shared by the plugin tests (imported by name; pytest puts this folder on sys.path)."""
+"""Helpers shared by the plugin tests."""
 import time
 
 import numpy as np
