@@ -44,8 +44,17 @@ def evaluate(pred: np.ndarray, truth: np.ndarray, objects: bool = False) -> dict
     """Pixel scores of one image (plus object F1 at IoU 0.5 when ``objects``)."""
     scores = pixel_scores(pred, truth)
     if objects:
-        scores["object_f1"] = object_f1(pred, truth)
+        scores["object_f1"] = object_f1(as_instances(pred), as_instances(truth))
     return scores
+
+
+def as_instances(labels: np.ndarray) -> np.ndarray:
+    """Binary masks become connected components; instance label images stay as they are."""
+    labels = np.asarray(labels)
+    if labels.max(initial=0) <= 1:
+        from skimage.measure import label
+        return label(labels > 0, connectivity=1)
+    return labels
 
 
 def mean_scores(per_image: list[dict[str, float]]) -> dict[str, float]:

@@ -100,3 +100,13 @@ def test_engine_never_imports_qt_or_napari():
             "print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_object_f1_of_a_binary_prediction_uses_connected_components():
+    from btunet.metrics import evaluate
+    truth = np.zeros((40, 40), np.int32)
+    truth[5:15, 5:15], truth[25:35, 25:35] = 1, 2
+    binary = (truth > 0).astype(np.uint8)
+    assert evaluate(binary, truth, objects=True)["object_f1"] == 1.0
+    binary[25:35, 25:35] = 0
+    assert evaluate(binary, truth, objects=True)["object_f1"] == pytest.approx(2 / 3)
