@@ -147,7 +147,8 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     ``annotations`` pair with ``images`` in order (same spatial shape); see ``annotations.py``
     for the sparse and dense conventions. ``encoder``: a pre-trained encoder (object or file)
     of the same variant and channel count. ``model``: continue from these weights instead
-    (e.g. after painting more). A stop request returns the best model so far.
+    (e.g. after painting more); it is trained in place and returned, so pass a copy to keep the
+    original. A stop request returns the best model so far.
     """
     cfg = config or FinetuneConfig()
     generator = seed_everything(cfg.seed)
