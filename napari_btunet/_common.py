@@ -387,6 +387,16 @@ def device_combo() -> QComboBox:
     return combo
 
 
+def add_device_row(form) -> tuple[QComboBox, QLabel]:
+    """A device choice plus a line, kept current, saying what actually runs the work."""
+    combo = device_combo()
+    label = hint(describe_device_choice(combo.currentText()))
+    combo.currentTextChanged.connect(lambda choice: label.setText(describe_device_choice(choice)))
+    form.addRow("device", combo)
+    form.addRow("", label)
+    return combo, label
+
+
 def describe_device_choice(choice: str) -> str:
     from btunet.device import describe_device, resolve_device
     from btunet import BTUnetError

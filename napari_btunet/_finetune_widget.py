@@ -22,7 +22,7 @@ from btunet.predict import predict_logits
 
 from . import _common
 from ._common import (Job, LayerCombo, LivePlot, Outcome, PathField, PlaneTracker, ProgressPanel,
-                      describe_device_choice, device_combo, hint, layer_array, sentence,
+                      hint, layer_array, sentence,
                       snapshot, spatial_shape, upsert_output, watch_layers)
 from ._session import session
 
@@ -265,13 +265,7 @@ class FinetuneWidget(_common.JobWidget):
         form.addRow("train for", length)
         self.output_file = PathField("save", placeholder="optional: save the model here")
         form.addRow("model file", self.output_file)
-        self.device_combo = device_combo()
-        self.device_label = hint("")
-        self.device_combo.currentTextChanged.connect(
-            lambda choice: self.device_label.setText(describe_device_choice(choice)))
-        self.device_label.setText(describe_device_choice(self.device_combo.currentText()))
-        form.addRow("device", self.device_combo)
-        form.addRow("", self.device_label)
+        self.device_combo, self.device_label = _common.add_device_row(form)
         self.advanced, adv = _common.collapsible("Advanced")
         self.steps_spin = _spin(1, 100000, FinetuneConfig.steps_per_epoch)
         adv.addRow("steps per epoch", self.steps_spin)

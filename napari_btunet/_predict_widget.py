@@ -15,7 +15,7 @@ from btunet import BTUnetError
 
 from . import _common
 from ._common import (Job, LayerChecklist, Outcome, PathField, ProgressPanel,
-                      describe_device_choice, device_combo, hint, layer_array, sentence,
+                      hint, layer_array, sentence,
                       upsert_output, watch_layers)
 from ._session import session
 
@@ -86,12 +86,7 @@ class PredictWidget(_common.JobWidget):
         form.addRow("labels", self.output_combo)
         self.probability_check = QCheckBox("also add the object probability")
         form.addRow("", self.probability_check)
-        self.device_combo = device_combo()
-        self.device_label = hint(describe_device_choice(self.device_combo.currentText()))
-        self.device_combo.currentTextChanged.connect(
-            lambda choice: self.device_label.setText(describe_device_choice(choice)))
-        form.addRow("device", self.device_combo)
-        form.addRow("", self.device_label)
+        self.device_combo, self.device_label = _common.add_device_row(form)
         layout.addWidget(options)
 
         buttons = QHBoxLayout()

@@ -14,7 +14,7 @@ from btunet import BTUnetError, PretrainConfig
 
 from . import _common
 from ._common import (Job, LayerChecklist, LivePlot, Outcome, PathField, ProgressPanel,
-                      describe_device_choice, device_combo, hint, layer_array, sentence,
+                      hint, layer_array, sentence,
                       snapshot, watch_layers)
 from ._session import session
 
@@ -73,12 +73,7 @@ class PretrainWidget(_common.JobWidget):
         form.addRow("channels", self.channels_combo)
         self.epochs_spin = _spin(1, 100000, defaults.epochs)
         form.addRow("epochs", self.epochs_spin)
-        self.device_combo = device_combo()
-        self.device_label = hint(describe_device_choice(self.device_combo.currentText()))
-        self.device_combo.currentTextChanged.connect(
-            lambda choice: self.device_label.setText(describe_device_choice(choice)))
-        form.addRow("device", self.device_combo)
-        form.addRow("", self.device_label)
+        self.device_combo, self.device_label = _common.add_device_row(form)
         self.output_file = PathField("save", placeholder="optional: save the encoder here")
         form.addRow("encoder file", self.output_file)
         self.advanced, adv = _common.collapsible("Advanced")
