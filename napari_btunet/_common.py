@@ -730,6 +730,28 @@ class JobWidget(QWidget):
         self._job_ref[0] = job
         return job.start()
 
+    #: shown while a cancelled job finishes its current unit of work
+    stopping_text = "stopping after this step…"
+
+    def add_start_cancel(self, layout, start_text: str) -> tuple[QHBoxLayout, QPushButton]:
+        """A row with the start button (returned) and ``self.cancel_button``."""
+        row = QHBoxLayout()
+        start = QPushButton(start_text)
+        start.clicked.connect(self.start)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        row.addWidget(start)
+        row.addWidget(self.cancel_button)
+        layout.addLayout(row)
+        return row, start
+
+    def cancel(self) -> None:
+        if self.job is not None and self.job.running:
+            self.job.cancel()
+            self.progress.set_text(self.stopping_text)
+            self.cancel_button.setEnabled(False)
+
     def showEvent(self, event) -> None:  # style and fonts are final now
         fit_width(self)
         super().showEvent(event)
@@ -741,7 +763,3 @@ class JobWidget(QWidget):
             elif self._docked and self.job is not None and self.job.running:
                 self.cancel()  # the dock was closed
         return super().event(event)
-
-    def cancel(self) -> None:
-        if self.job is not None:
-            self.job.cancel()

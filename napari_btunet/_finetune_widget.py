@@ -290,18 +290,10 @@ class FinetuneWidget(_common.JobWidget):
         layout.addWidget(train)
         self._length_changed(self.length_combo.currentText())
 
-        buttons = QHBoxLayout()
-        self.start_button = QPushButton("Start")
-        self.start_button.clicked.connect(self.start)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
+        buttons, self.start_button = self.add_start_cancel(layout, "Start")
         self.save_button = QPushButton("Save model…")
         self.save_button.clicked.connect(self._save_clicked)
-        buttons.addWidget(self.start_button)
-        buttons.addWidget(self.cancel_button)
         buttons.addWidget(self.save_button)
-        layout.addLayout(buttons)
         self.progress = ProgressPanel()
         layout.addWidget(self.progress)
         self.plot = LivePlot(right_label="val Dice")
@@ -522,12 +514,6 @@ class FinetuneWidget(_common.JobWidget):
         layer.data[index] = mask
         layer.refresh()
         self.previewed.append(index)
-
-    def cancel(self) -> None:
-        if self.job is not None and self.job.running:
-            self.job.cancel()
-            self.progress.set_text("stopping after this step…")
-            self.cancel_button.setEnabled(False)
 
     def _set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from napari.layers import Image
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox,
-                            QHBoxLayout, QPushButton, QVBoxLayout)
+from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QVBoxLayout
 
 import btunet
 from btunet import BTUnetError
@@ -43,6 +42,8 @@ class PredictRequest:
 
 class PredictWidget(_common.JobWidget):
     """Segment every ticked image layer with the current (or a saved) model."""
+
+    stopping_text = "stopping after this plane…"
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
@@ -89,15 +90,7 @@ class PredictWidget(_common.JobWidget):
         self.device_combo, self.device_label = _common.add_device_row(form)
         layout.addWidget(options)
 
-        buttons = QHBoxLayout()
-        self.run_button = QPushButton("Predict")
-        self.run_button.clicked.connect(self.start)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
-        layout.addLayout(buttons)
+        _, self.run_button = self.add_start_cancel(layout, "Predict")
         self.progress = ProgressPanel()
         layout.addWidget(self.progress)
         layout.addStretch(1)
@@ -195,12 +188,6 @@ class PredictWidget(_common.JobWidget):
             prob = upsert_output(self.viewer, source, "probability", result.probabilities, "image",
                                  colormap="magma", opacity=0.6, contrast_limits=(0.0, 1.0))
             self.written.append(prob)
-
-    def cancel(self) -> None:
-        if self.job is not None and self.job.running:
-            self.job.cancel()
-            self.progress.set_text("stopping after this plane…")
-            self.cancel_button.setEnabled(False)
 
     def _set_running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from napari.layers import Image
-from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QPushButton, QSpinBox
+from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QSpinBox
 
 import btunet
 from btunet import BTUnetError, PretrainConfig
@@ -87,15 +87,7 @@ class PretrainWidget(_common.JobWidget):
         form.addRow(self.advanced)
         layout.addWidget(settings)
 
-        buttons = QHBoxLayout()
-        self.start_button = QPushButton("Start")
-        self.start_button.clicked.connect(self.start)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
-        buttons.addWidget(self.start_button)
-        buttons.addWidget(self.cancel_button)
-        layout.addLayout(buttons)
+        _, self.start_button = self.add_start_cancel(layout, "Start")
         self.progress = ProgressPanel()
         layout.addWidget(self.progress)
         self.plot = LivePlot()
@@ -173,12 +165,6 @@ class PretrainWidget(_common.JobWidget):
         self.last_progress = p
         self.progress.show_training(p)
         self.plot.add_loss(p.step, p.loss)
-
-    def cancel(self) -> None:
-        if self.job is not None and self.job.running:
-            self.job.cancel()
-            self.progress.set_text("stopping after this step…")
-            self.cancel_button.setEnabled(False)
 
     def _set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)
