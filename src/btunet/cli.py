@@ -46,10 +46,17 @@ class ProgressBar:
             self.bar.close()
 
 
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for torch (default: one per core; use fewer when other jobs "
+                        "share the machine, as oversubscribed cores slow torch down many times)")
+
+
 def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=DEVICES, default="auto",
                    help="compute device (auto: CUDA, then Apple MPS, then CPU)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    _add_threads(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--exact", action="store_true", help="fp32 instead of the bf16 fast path")
     r.add_argument("--overwrite", action="store_true", help="replace existing output files")
     r.add_argument("--device", choices=DEVICES, default="auto", help="compute device (default auto)")
+    _add_threads(r)
     from .chunked import add_arguments as add_chunked_arguments
     add_chunked_arguments(r)  # --zarr, --scheduler, --chunk, --depth
 
@@ -174,7 +182,7 @@ def cmd_predict(a) -> None:
     from .checkpoint import load_model
     from .device import resolve_device
     from .imageio import list_images, read_lazy, write_image_atomic, write_labels
-    from .predict import predict
+    from .predict import predict, predict_to_tiff
     from tqdm import tqdm
     model = load_model(a.model, resolve_device(a.device))
     inputs = list_images(a.inputs)
@@ -192,11 +200,19 @@ def cmd_predict(a) -> None:
             warnings.warn(f"skipping {path.name}: {exc}")
             failed.append(path.name)
             continue
-        result = predict(model, image, threshold=a.threshold, instances=a.instances,
-                         probabilities=a.probabilities, device=a.device, fast=not a.exact)
-        write_labels(target, result.labels)
-        if result.probabilities is not None:
-            write_image_atomic(out / f"{path.stem}_prob.tif", result.probabilities.astype(np.float32))
+        options = dict(threshold=a.threshold, instances=a.instances, device=a.device, fast=not a.exact)
+        prob_path = out / f"{path.stem}_prob.tif" if a.probabilities else None
+        try:
+            if target.suffix.lower() in (".tif", ".tiff"):  # streamed: memory stays one plane
+                predict_to_tiff(model, image, target, prob_path, **options)
+            else:
+                result = predict(model, image, probabilities=a.probabilities, **options)
+                write_labels(target, result.labels)
+                if prob_path is not None:
+                    write_image_atomic(prob_path, result.probabilities.astype(np.float32))
+        finally:
+            if hasattr(image, "close"):
+                image.close()
     print(f"wrote {len(inputs) - len(failed)} label image(s) to {out}"
           + (f"; could not read: {', '.join(failed)}" if failed else ""))
 
@@ -237,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.formatwarning = lambda msg, *rest, **kw: f"btunet: warning: {msg}\n"
     try:
+        if getattr(args, "threads", None) is not None:
+            if args.threads < 1:
+                raise BTUnetError(f"--threads must be at least 1, got {args.threads}")
+            import torch
+            torch.set_num_threads(args.threads)
         COMMANDS[args.command](args)
     except (BTUnetError, FileNotFoundError, PermissionError) as exc:
         print(f"btunet: error: {exc}", file=sys.stderr)

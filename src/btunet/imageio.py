@@ -5,16 +5,19 @@ the array has at least three axes; every other leading axis (T, Z, ...) indexes 
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
+import threading
 import warnings
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import tifffile
 
 from .atomic import atomic_path
-from .errors import BTUnetError
+from .errors import BTUnetError, Cancelled
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
@@ -104,17 +107,119 @@ def iter_planes(array, rgb: bool | None = None) -> Iterator[tuple[tuple[int, ...
 def write_image_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
     """Write a TIFF (compressed) via a temporary file and rename, so no half-written file stays."""
     with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, array, compression="zlib")
+        tifffile.imwrite(tmp, array, compression="zlib", photometric="rgb" if is_rgb(array) else "minisblack")
+
+
+class TiffPages:
+    """A TIFF stack that reads one page per plane on demand (compressed or not).
+
+    Enough of the array interface for ``iter_planes``/``predict``: ``shape``, ``dtype``, ``ndim``
+    and indexing by a tuple of plane indices. Memory holds one plane, not the file.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self._tif = tifffile.TiffFile(path)
+        series = self._tif.series[0]
+        self._pages = series.pages
+        self.shape, self.dtype = tuple(series.shape), np.dtype(series.dtype)
+        self.ndim = len(self.shape)
+        self._page_shape = tuple(self._pages[0].shape) if len(self._pages) else ()
+        self._leading = self.shape[:self.ndim - len(self._page_shape)]
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "TiffPages | None":
+        """A page reader when every plane is one page of the first series, else None."""
+        try:
+            stack = cls(path)
+        except Exception:
+            return None
+        pages_ok = (len(stack._page_shape) >= 2 and len(stack._pages) == int(np.prod(stack._leading))
+                    and stack.shape[len(stack._leading):] == stack._page_shape)
+        if not pages_ok:
+            stack.close()
+            return None
+        return stack
+
+    def __getitem__(self, index):
+        index = index if isinstance(index, tuple) else (index,)
+        if len(index) == len(self._leading) and all(isinstance(i, (int, np.integer)) for i in index):
+            flat = int(np.ravel_multi_index(index, self._leading)) if self._leading else 0
+            return self._pages[flat].asarray()
+        return self.read()[index]
+
+    def read(self) -> np.ndarray:
+        return self._tif.series[0].asarray()
+
+    def __array__(self, dtype=None, copy=None):
+        array = self.read()
+        return array if dtype is None else array.astype(dtype)
+
+    def close(self) -> None:
+        self._tif.close()
+
+
+@contextlib.contextmanager
+def stack_writer(path: str | os.PathLike, shape: tuple[int, ...], dtype) -> Iterator[Callable[[np.ndarray], None]]:
+    """Write a compressed TIFF one plane at a time; yields ``put(plane)``, called once per plane.
+
+    A background thread hands the planes to tifffile, so memory holds a couple of planes, not
+    the stack. The file appears (atomically) only when every plane was written; an error or a
+    cancel leaves no file and keeps any old one.
+    """
+    dtype = np.dtype(dtype)
+    n_planes = int(np.prod(shape[:-2]))
+    planes: queue.Queue = queue.Queue(maxsize=2)
+    errors: list[BaseException] = []
+
+    def pages() -> Iterator[np.ndarray]:
+        for _ in range(n_planes):
+            plane = planes.get()
+            if plane is None:
+                raise Cancelled("the stack was not finished")
+            yield plane
+
+    def handoff(item) -> None:
+        while thread.is_alive():
+            try:
+                planes.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        if errors:
+            raise BTUnetError(f"cannot write {path}: {errors[0]}") from errors[0]
+
+    with atomic_path(path) as tmp:
+        def run() -> None:
+            try:
+                with tifffile.TiffWriter(tmp) as tif:
+                    tif.write(pages(), shape=shape, dtype=dtype, compression="zlib", photometric="minisblack")
+            except BaseException as exc:  # reported in the caller's thread
+                errors.append(exc)
+
+        thread = threading.Thread(target=run, name="btunet-tiff-writer", daemon=True)
+        thread.start()
+
+        def put(plane: np.ndarray) -> None:
+            if errors:
+                raise BTUnetError(f"cannot write {path}: {errors[0]}") from errors[0]
+            handoff(np.ascontiguousarray(plane, dtype=dtype))
+
+        try:
+            yield put
+        finally:
+            handoff(None)  # ends an unfinished stack with an error, so nothing is renamed
+            thread.join()
+        if errors:
+            raise BTUnetError(f"cannot write {path}: {errors[0]}") from errors[0]
 
 
 def read_lazy(path: str | os.PathLike):
-    """Open a TIFF without loading it whole when its layout allows (memmap); else read it."""
+    """Open an image without loading it whole where possible: TIFF stacks are read page by page."""
     path = Path(path)
     if path.suffix.lower() in (".tif", ".tiff"):
-        try:
-            return tifffile.memmap(path, mode="r")
-        except Exception:  # compressed or tiled: fall through to a plain read
-            pass
+        stack = TiffPages.open(path)
+        if stack is not None:
+            return stack
     return read_image(path)
 
 

@@ -1,6 +1,7 @@
 """Prediction of any image size and any stack: tiled, blended, streamed plane by plane."""
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
@@ -11,9 +12,10 @@ import torch
 from .checkpoint import load_model
 from .device import autocast, resolve_device
 from .errors import BTUnetError, Cancelled
-from .imageio import is_rgb, iter_planes, plane_indices, spatial_shape, to_channels
+from .imageio import is_rgb, iter_planes, plane_indices, spatial_shape, stack_writer, to_channels
 from .models import SIZE_MULTIPLE, SegmentationModel
 from .models.base import pad_to_multiple
+from .models.fuse import fuse_batchnorm
 from .normalize import DEFAULT_NORMALIZATION, normalize_plane, percentile_range
 
 #: Tile side and overlap. A quarter of the overlap (64 px) is discarded at inner tile edges, and
@@ -103,16 +105,24 @@ class Prediction:
 
 
 def as_model(model: "SegmentationModel | str | os.PathLike", device: torch.device) -> SegmentationModel:
+    """An inference copy on ``device`` with BatchNorm folded into the convolutions.
+
+    A model object is copied, never changed, so a model that is still training (a live preview)
+    keeps its mode and weights.
+    """
     if isinstance(model, (str, os.PathLike)):
-        return load_model(model, device)
-    return model.to(device).eval()
+        model = load_model(model, device)
+    return fuse_batchnorm(model).to(device)
 
 
 def iter_predict(model: "SegmentationModel | str | os.PathLike", image, *, rgb: Optional[bool] = None,
                  threshold: float = 0.5, instances: bool = False, split_touching: bool = True,
                  device: str = "auto", fast: bool = True, tile: int = TILE, overlap: int = OVERLAP,
                  ) -> Iterator[tuple[tuple, np.ndarray, np.ndarray]]:
-    """Yield (plane index, probability, labels) plane by plane; only one plane is in memory."""
+    """Yield (plane index, probability, labels) plane by plane; only one plane is in memory.
+
+    Instance ids are unique across the whole stack (each plane continues after the last id).
+    """
     dev = resolve_device(device)
     net = as_model(model, dev)
     rgb = is_rgb(image) if rgb is None else rgb
@@ -122,11 +132,17 @@ def iter_predict(model: "SegmentationModel | str | os.PathLike", image, *, rgb: 
     lo, hi = percentile_range(image, rgb, norm["low"], norm["high"])
     if fast:
         net.to(memory_format=torch.channels_last)
+    offset = 0
     for index, plane in iter_planes(image, rgb):
         pixels = to_channels(normalize_plane(plane, lo, hi), rgb, net.in_channels)
         prob = 1 / (1 + np.exp(-predict_logits(net, pixels, tile, overlap, fast)))
         mask = prob > threshold
-        labels = instance_labels(mask, split_touching) if instances else mask.astype(np.uint8)
+        if instances:
+            labels = instance_labels(mask, split_touching)
+            labels[labels > 0] += offset
+            offset = max(offset, int(labels.max(initial=0)))
+        else:
+            labels = mask.astype(np.uint8)
         yield index, prob.astype(np.float32), labels
 
 
@@ -147,13 +163,9 @@ def predict(model: "SegmentationModel | str | os.PathLike", image, *, rgb: Optio
     n = len(plane_indices(image, rgb))
     labels = out if out is not None else np.zeros(shape, np.int32 if instances else np.uint8)
     probs = np.zeros(shape, np.float32) if probabilities else None
-    offset = 0
     for done, (index, prob, lab) in enumerate(iter_predict(
             model, image, rgb=rgb, threshold=threshold, instances=instances,
             split_touching=split_touching, device=device, fast=fast, tile=tile, overlap=overlap), 1):
-        if instances:
-            lab = np.where(lab > 0, lab + offset, 0)
-            offset = max(offset, int(lab.max()))
         labels[index] = lab
         if probs is not None:
             probs[index] = prob
@@ -162,3 +174,27 @@ def predict(model: "SegmentationModel | str | os.PathLike", image, *, rgb: Optio
         if should_stop is not None and should_stop() and done < n:
             raise Cancelled(f"prediction cancelled after {done} of {n} planes")
     return Prediction(labels, probs)
+
+
+def predict_to_tiff(model: "SegmentationModel | str | os.PathLike", image, labels_path: "str | os.PathLike",
+                    probabilities_path: "str | os.PathLike | None" = None, *, rgb: Optional[bool] = None,
+                    on_progress: Optional[Callable[[int, int], None]] = None, **options) -> None:
+    """Segment ``image`` straight into TIFF files, one plane at a time.
+
+    Memory stays at a few planes however long the stack is (with a lazy ``image`` such as
+    ``imageio.read_lazy``). Files appear atomically when complete. ``options``: as ``iter_predict``.
+    """
+    rgb = is_rgb(image) if rgb is None else rgb
+    shape = spatial_shape(image, rgb)
+    n = len(plane_indices(image, rgb))
+    label_dtype = np.int32 if options.get("instances") else np.uint8
+    with contextlib.ExitStack() as files:
+        put_labels = files.enter_context(stack_writer(labels_path, shape, label_dtype))
+        put_prob = (files.enter_context(stack_writer(probabilities_path, shape, np.float32))
+                    if probabilities_path is not None else None)
+        for done, (_, prob, labels) in enumerate(iter_predict(model, image, rgb=rgb, **options), 1):
+            put_labels(labels)
+            if put_prob is not None:
+                put_prob(prob)
+            if on_progress is not None:
+                on_progress(done, n)

@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 import tifffile
+import torch
 
 from btunet.cli import main
 
@@ -48,16 +49,19 @@ def test_pretrain_finetune_predict_evaluate_info(trained, small_sample, capsys):
     assert meta["trained_on"]["images"] == names
 
 
-def test_predict_refuses_to_overwrite(trained, small_sample, capsys):
+def test_predict_refuses_to_overwrite(trained, small_sample, capsys, monkeypatch):
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: threads.append(n))
+    threads = []
     out = trained / "pred_once"
     args = ["predict", str(trained / "model.safetensors"), str(small_sample / "images"), "--out", str(out),
-            "--device", "cpu"]
+            "--device", "cpu", "--threads", "1"]
     assert main(args) == 0
     first = {p.name: p.read_bytes() for p in out.iterdir()}
     assert main(args) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == first
     assert main(args + ["--overwrite"]) == 0
+    assert threads == [1, 1, 1]  # --threads reaches torch
 
 
 def _run(args):
@@ -69,6 +73,7 @@ def _run(args):
     (["pretrain", "no_such_folder", "--out", "e.safetensors"], "no such file or folder"),
     (["pretrain", ".", "--out", "e.safetensors", "--model", "vgg"], "unknown model 'vgg'; choose one of: unet"),
     (["info", "garbage.safetensors"], "not a readable .safetensors"),
+    (["predict", "garbage.safetensors", ".", "--out", "o", "--threads", "0"], "--threads must be at least 1"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
