@@ -40,6 +40,16 @@ def _ramp_window(length: int, overlap: int, at_start: bool, at_end: bool) -> np.
     return w
 
 
+def _tile_length(size: int, tile: int, overlap: int) -> int:
+    """The shortest tile length (a multiple of 16, at most ``tile``) that covers ``size`` with as
+    few tiles as ``tile`` would need: a 1104-px axis gets two 688-px tiles, not two of 1024."""
+    if size <= tile:
+        return size
+    n = -(-(size - overlap) // (tile - overlap))
+    length = -(-(size + (n - 1) * overlap) // n)
+    return min(tile, -(-length // SIZE_MULTIPLE) * SIZE_MULTIPLE)
+
+
 def _origins(size: int, tile: int, stride: int) -> list[int]:
     last = size - tile
     return sorted(set(list(range(0, last + 1, stride)) + [last]))
@@ -59,8 +69,8 @@ def predict_logits(model: SegmentationModel, pixels: np.ndarray, tile: int = TIL
     x = torch.from_numpy(np.ascontiguousarray(pixels, np.float32))[None].to(device)
     x, h, w = pad_to_multiple(x)
     hp, wp = x.shape[-2:]
-    th, tw = min(tile, hp), min(tile, wp)
-    boxes = [(y, xx) for y in _origins(hp, th, tile - overlap) for xx in _origins(wp, tw, tile - overlap)]
+    th, tw = _tile_length(hp, tile, overlap), _tile_length(wp, tile, overlap)
+    boxes = [(y, xx) for y in _origins(hp, th, th - overlap) for xx in _origins(wp, tw, tw - overlap)]
     out = torch.zeros(hp, wp, device=device)
     norm = torch.zeros(hp, wp, device=device)
     memory = torch.channels_last if fast else torch.contiguous_format

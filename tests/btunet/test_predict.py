@@ -133,3 +133,14 @@ def test_fast_path_agrees_with_fp32():
     exact = _sigmoid(predict_logits(model, plane, fast=False))
     fast = _sigmoid(predict_logits(model, plane, fast=True))
     assert np.abs(exact - fast).max() < 2e-2
+
+
+@pytest.mark.parametrize("size", [400, 1024, 1040, 1104, 2048, 2064, 4096])
+def test_tiles_cover_the_axis_with_full_overlap_and_little_waste(size):
+    from btunet.predict import OVERLAP, TILE, _origins, _tile_length
+    length = _tile_length(size, TILE, OVERLAP)
+    origins = _origins(size, length, length - OVERLAP)
+    assert length <= TILE and (length % 16 == 0 or length == size)
+    assert origins[0] == 0 and origins[-1] + length == size
+    assert all(b - a <= length - OVERLAP for a, b in zip(origins, origins[1:]))  # neighbours overlap enough
+    assert len(origins) * length <= 1.3 * size  # at most 30 % of the pixels computed twice
