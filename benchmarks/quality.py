@@ -176,7 +176,8 @@ def run_btunet(ds: dict, level: str, variant: str, seed: int, encoder, args) -> 
     import btunet
     images, labels, mode = annotations(ds, level)
     cfg = btunet.FinetuneConfig(model=variant, mask_mode=mode, epochs=args.epochs,
-                                steps_per_epoch=args.steps, batch_size=args.batch, seed=seed)
+                                steps_per_epoch=args.steps, batch_size=args.batch, seed=seed,
+                                time_budget_s=args.finetune_seconds)
     t = time.perf_counter()
     model = btunet.finetune(images, labels, cfg, encoder=encoder)
     train_s = time.perf_counter() - t
@@ -362,8 +363,9 @@ def summary(records: list[dict], args, pretrain_meta: dict, datasets: dict) -> s
     lines += ["Notes:", "",
               "- Fine-tuning uses the engine defaults (Adam 1e-3, batch "
               f"{args.batch} x 128², BCE + Dice on annotated pixels, 20 % of annotated 64-px blocks held out "
-              "for validation when enough is annotated, best epoch kept, bf16 + channels_last) but a fixed, "
-              f"short schedule of {args.epochs} epochs x {args.steps} steps so a run fits a 2-core CPU.",
+              "for validation when enough is annotated, reduce-on-plateau, early stopping, best epoch kept, "
+              f"bf16 + channels_last) with at most {args.epochs} epochs x {args.steps} steps"
+              + (f" and a {args.finetune_seconds:g} s budget per run" if args.finetune_seconds else "") + ".",
               "- MONAI BasicUNet (features 16-32-64-128-256-16, 1.95 M parameters) is trained from scratch "
               "with the same loss, patch sampler, augmentation and bf16 fast path, for the wall time the "
               "Barlow Twins run of the same dataset, level and seed took; sliding-window prediction "
@@ -434,9 +436,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--variants", nargs="+", help="override (default: unet)")
     p.add_argument("--levels", nargs="+", choices=LEVELS, help="override")
     p.add_argument("--seeds", type=int, nargs="+", help="override")
-    p.add_argument("--epochs", type=int, help="fine-tuning epochs (fixed schedule)")
-    p.add_argument("--steps", type=int, help="fine-tuning steps per epoch")
-    p.add_argument("--batch", type=int, help="fine-tuning batch size (default 8 quick, 4 full)")
+    p.add_argument("--epochs", type=int, help="maximum fine-tuning epochs (default: the engine's, 60; quick 3)")
+    p.add_argument("--steps", type=int, help="fine-tuning steps per epoch (default: the engine's, 25; quick 5)")
+    p.add_argument("--batch", type=int, help="fine-tuning batch size (default: the engine's, 8)")
+    p.add_argument("--finetune-seconds", type=float,
+                   help="stop fine-tuning after this many seconds (default: none quick, 150 full)")
     p.add_argument("--pretrain-seconds", type=float, help="Barlow Twins pre-training budget per dataset x variant")
     p.add_argument("--pretrain-batch", type=int, default=16, help="pre-training batch (default 16)")
     p.add_argument("--rf-pixels", type=int, default=200_000, help="max training pixels of the random forest")
@@ -455,9 +459,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.variants = args.variants or ["unet"]
     args.levels = args.levels or (["1", "sparse"] if quick else list(LEVELS))
     args.seeds = args.seeds or ([0] if quick else [0, 1, 2])
-    args.epochs = args.epochs or (3 if quick else 4)
-    args.steps = args.steps or (5 if quick else 6)
-    args.batch = args.batch or (8 if quick else 4)
+    from btunet.config import FinetuneConfig
+    engine = FinetuneConfig()
+    args.epochs = args.epochs or (3 if quick else engine.epochs)
+    args.steps = args.steps or (5 if quick else engine.steps_per_epoch)
+    args.batch = args.batch or engine.batch_size
+    args.finetune_seconds = args.finetune_seconds or (None if quick else 150.0)
     args.pretrain_seconds = args.pretrain_seconds or (30.0 if quick else 150.0)
     args.records = args.records or str(DOCS / "data" / f"quality_{name}.jsonl")
     given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"]
@@ -511,7 +518,9 @@ def main(argv=None) -> int:
         f"datasets {', '.join(args.datasets)}; variants {', '.join(args.variants)}; levels "
         f"{', '.join(args.levels)}; seeds {args.seeds}; Barlow Twins pre-training {args.pretrain_seconds:g} s "
         f"per dataset x variant (batch {args.pretrain_batch} x 96², AdamW, warm-up + cosine over the budget); "
-        f"fine-tuning {args.epochs} x {args.steps} steps of batch {args.batch}. Runs go in priority order "
+        f"fine-tuning up to {args.epochs} x {args.steps} steps of batch {args.batch}"
+        + (f", stopped after {args.finetune_seconds:g} s" if args.finetune_seconds else "")
+        + " (early stopping and best-epoch selection as in the engine). Runs go in priority order "
         "(`plan()` in the script: first seed at levels 2, scribbles, 1 with every method on each dataset, "
         "BBBC007 first; then more seeds at levels 1 and scribbles; then the rest), so a run stopped "
         "early has the most useful part: the tables show exactly what finished (— = not run).")

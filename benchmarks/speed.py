@@ -89,7 +89,7 @@ def count_bytes(model, x) -> int:
 
 def inference(variants: list[str], size: int, repeat: int) -> list[dict]:
     import btunet
-    from btunet.predict import predict_logits
+    from btunet.predict import as_model, predict_logits
     rows = []
     plane = np.random.default_rng(0).random((1, size, size), dtype=np.float32)
     for name in variants:
@@ -98,13 +98,18 @@ def inference(variants: list[str], size: int, repeat: int) -> list[dict]:
         model = btunet.create_model(name).eval()
         flops = count_flops(model, torch.from_numpy(plane)[None])
         moved = count_bytes(model, torch.from_numpy(plane)[None])
-        t32 = timed(lambda: predict_logits(model.to(memory_format=torch.contiguous_format), plane, fast=False),
+        # what `btunet predict` runs: BatchNorm folded into the convolutions (predict.as_model)
+        fused = as_model(model, torch.device("cpu"))
+        t32 = timed(lambda: predict_logits(fused.to(memory_format=torch.contiguous_format), plane, fast=False),
                     repeat)
+        fused.to(memory_format=torch.channels_last)
+        tfast = timed(lambda: predict_logits(fused, plane, fast=True), repeat)
         model.to(memory_format=torch.channels_last)
-        tfast = timed(lambda: predict_logits(model, plane, fast=True), repeat)
+        tunfused = timed(lambda: predict_logits(model, plane, fast=True), repeat)
         mp = size * size / 1e6
-        rows.append({"variant": name, "repeats": repeat, "gflop": flops / 1e9, "gbytes": moved / 1e9, "fp32_ms_per_mp": 1e3 * t32 / mp,
-                     "fast_ms_per_mp": 1e3 * tfast / mp, "fp32_gflops": flops / t32 / 1e9,
+        rows.append({"variant": name, "repeats": repeat, "gflop": flops / 1e9, "gbytes": moved / 1e9,
+                     "fp32_ms_per_mp": 1e3 * t32 / mp, "fast_ms_per_mp": 1e3 * tfast / mp,
+                     "fast_unfused_ms_per_mp": 1e3 * tunfused / mp, "fp32_gflops": flops / t32 / 1e9,
                      "fast_gflops": flops / tfast / 1e9, "load": load_average()})
         print(f"inference {name}: {rows[-1]}", flush=True)
     return rows
@@ -242,11 +247,15 @@ def cli_overhead(model_path: Path, data: Path, planes: int, repeat: int) -> dict
             rc = cli(["predict", str(model_path), str(src), "--out", str(Path(tmp) / f"out{r}")])
             ends.append(time.perf_counter() - t)
             assert rc == 0
-    # pure network: the same tiles, batches and fast path predict_logits uses, inputs ready
+    # pure network: the same (BatchNorm-folded) model, tiles, batches and fast path that
+    # predict_logits uses, with the inputs ready
+    from btunet.predict import OVERLAP, TILE, _tile_length, as_model
+    model = as_model(model, torch.device("cpu")).to(memory_format=torch.channels_last)
     x, _, _ = pad_to_multiple(torch.zeros(1, 1, 700, 1100))
     hp, wp = x.shape[-2:]
-    boxes = [(y, xx) for y in _origins(hp, 512, 384) for xx in _origins(wp, 512, 384)]
-    batches = [torch.randn(len(boxes[i:i + 4]), 1, 512, 512).contiguous(memory_format=torch.channels_last)
+    th, tw = _tile_length(hp, TILE, OVERLAP), _tile_length(wp, TILE, OVERLAP)
+    boxes = [(y, xx) for y in _origins(hp, th, th - OVERLAP) for xx in _origins(wp, tw, tw - OVERLAP)]
+    batches = [torch.randn(len(boxes[i:i + 4]), 1, th, tw).contiguous(memory_format=torch.channels_last)
                for i in range(0, len(boxes), 4)]
     from btunet.device import autocast
 
@@ -255,7 +264,7 @@ def cli_overhead(model_path: Path, data: Path, planes: int, repeat: int) -> dict
             for b in batches:
                 model(b)
     net_plane = timed(network, 2)
-    whole = torch.randn(1, 1, 704, 1104).contiguous(memory_format=torch.channels_last)
+    whole = torch.randn(1, 1, hp, wp).contiguous(memory_format=torch.channels_last)
 
     def untiled():
         with torch.no_grad(), autocast(torch.device("cpu")):
@@ -263,8 +272,8 @@ def cli_overhead(model_path: Path, data: Path, planes: int, repeat: int) -> dict
     untiled_plane = timed(untiled, 2)
     end = min(ends)
     return {"planes": planes, "end_to_end_s": end, "network_s": net_plane * planes,
-            "overhead": end / (net_plane * planes), "tiles_per_plane": len(boxes),
-            "tiled_pixels_ratio": len(boxes) * 512 * 512 / (700 * 1100),
+            "overhead": end / (net_plane * planes), "tiles_per_plane": len(boxes), "tile": [th, tw],
+            "tiled_pixels_ratio": len(boxes) * th * tw / (700 * 1100),
             "untiled_network_s": untiled_plane * planes, "vs_untiled": end / (untiled_plane * planes),
             "load": load_average()}
 
@@ -382,12 +391,15 @@ def report(r: dict, args) -> str:
              f"\nload {peak['load']}", "",
              f"### Inference per variant ({args.size}² plane, `predict_logits`, one tile)", "",
              "FLOPs from `torch.utils.flop_counter.FlopCounterMode` (2 per multiply-add; FFTs of the "
-             "spectral pooling are not counted). Fast path = channels_last + bf16 autocast.", ""]
+             "spectral pooling are not counted). Both columns use what `btunet predict` runs: BatchNorm "
+             "folded into the convolutions. Fast path = channels_last + bf16 autocast; the column "
+             "\"fast, BN kept\" is the fast path without the folding.", ""]
     rows = [[f"`{x['variant']}`", f"{x['gflop']:.2f}", f"{x['gbytes']:.2f}", f"{x['gflop'] / x['gbytes']:.1f}",
-             f"{x['fp32_ms_per_mp']:.0f}", f"{x['fast_ms_per_mp']:.0f}",
+             f"{x['fp32_ms_per_mp']:.0f}", f"{x['fast_ms_per_mp']:.0f}", f"{x.get('fast_unfused_ms_per_mp', float('nan')):.0f}",
              f"{x['fp32_ms_per_mp'] / x['fast_ms_per_mp']:.2f}x", f"{x['fp32_gflops']:.1f}",
              f"{x['fast_gflops']:.1f}", f"{100 * x['fast_gflops'] / bf16:.1f} %", x["load"]] for x in r["inference"]]
-    lines += [table(["variant", "GFLOP / plane", "GB moved / plane", "FLOP/byte", "fp32 ms/MP", "fast ms/MP", "speed-up", "fp32 GFLOP/s",
+    lines += [table(["variant", "GFLOP / plane", "GB moved / plane", "FLOP/byte", "fp32 ms/MP", "fast ms/MP",
+                     "fast, BN kept, ms/MP", "speed-up", "fp32 GFLOP/s",
                      "fast GFLOP/s", "of bf16 peak", "load"], rows), ""]
     if r.get("profile"):
         lines += ["Where the time of `unet` (fast path) goes, per operator:", "", r["profile"], ""]
@@ -417,7 +429,8 @@ def report(r: dict, args) -> str:
                   f"End-to-end `btunet.cli.main(['predict', ...])` (load checkpoint, read, normalise, tile, "
                   f"blend, threshold, write) {c['end_to_end_s']:.1f} s; pure network time for the same "
                   f"{c['tiles_per_plane']} tiles per plane in the same batches {c['network_s']:.1f} s: overhead "
-                  f"**{c['overhead']:.2f}x** (load {c['load']}). The 512² tiles with 128 px overlap cover "
+                  f"**{c['overhead']:.2f}x** (load {c['load']}). The {c.get('tile', ['?', '?'])[0]} x "
+                  f"{c.get('tile', ['?', '?'])[1]} tiles with 256 px overlap cover "
                   f"{c['tiled_pixels_ratio']:.2f}x the plane's pixels; one untiled forward of the padded plane "
                   f"would take {c['untiled_network_s']:.1f} s for the stack (end-to-end / that = "
                   f"{c['vs_untiled']:.2f}x).", ""]

@@ -88,11 +88,20 @@ def dihedral_batch(*tensors: torch.Tensor, generator: torch.Generator | None = N
 
 
 def finetune_augment(image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+                     intensity: float = 0.0, blur_noise: bool = True,
                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+    """Label-exact flips/rotations, plus optional mild blur/noise and intensity jitter.
+
+    Intensity jitter (gamma, contrast, brightness; ``intensity`` is its strength) is off by
+    default: masks drawn at an intensity level teach the network that level, and jitter moves
+    it, so boundaries drift inward (on BBBC007 it cost 0.02 Dice).
+    """
     image, target, weight = dihedral_batch(image, target, weight, generator=generator)
-    image = intensity_jitter(image, strength=0.5, generator=generator)
-    image = blur_and_noise(image, p_blur=0.2, p_noise=0.3, max_sigma=1.0, max_noise=0.04,
-                           generator=generator)
+    if intensity > 0:
+        image = intensity_jitter(image, strength=intensity, generator=generator)
+    if blur_noise:
+        image = blur_and_noise(image, p_blur=0.2, p_noise=0.3, max_sigma=1.0, max_noise=0.04,
+                               generator=generator)
     return image, target, weight
 
 

@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--batch-size", type=int, default=fd.batch_size, help=f"default {fd.batch_size}")
     f.add_argument("--patch-size", type=int, default=fd.patch_size, help=f"default {fd.patch_size}")
     f.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this many seconds")
+    f.add_argument("--intensity-augment", type=float, default=fd.intensity_augment, metavar="STRENGTH",
+                   help="gamma/contrast/brightness jitter, 0-1 (default 0: off, because jitter shifts the "
+                        "intensity at which masks were drawn; raise it when test images vary in brightness "
+                        "more than percentile normalisation evens out)")
     _add_device(f)
 
     r = sub.add_parser("predict", help="segment images and stacks with a fine-tuned model",
@@ -160,6 +164,7 @@ def cmd_finetune(a) -> None:
     pairs = pair_by_name(list_images(a.images), list_images(a.masks))
     cfg = FinetuneConfig(model=model, mask_mode=a.mask_mode, epochs=a.epochs, steps_per_epoch=a.steps_per_epoch,
                          batch_size=a.batch_size, patch_size=a.patch_size, time_budget_s=a.time_budget,
+                         intensity_augment=a.intensity_augment,
                          device=a.device, seed=a.seed)
     bar = ProgressBar("finetune")
     try:

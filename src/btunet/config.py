@@ -48,7 +48,9 @@ class FinetuneConfig:
     lr_patience: int = 10            # epochs without improvement before lr x 0.1
     patience: int = 20               # epochs without improvement before stopping
     time_budget_s: Optional[float] = None
-    augment: bool = True
+    augment: bool = True             # flips and 90-degree rotations (+ blur/noise below)
+    blur_noise: bool = True          # mild Gaussian blur and noise
+    intensity_augment: float = 0.0   # gamma/contrast/brightness jitter strength (0 = off)
     device: str = "auto"
     fast: bool = True
     seed: int = 0

@@ -151,6 +151,8 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     original. A stop request returns the best model so far.
     """
     cfg = config or FinetuneConfig()
+    if not 0 <= cfg.intensity_augment <= 1:
+        raise BTUnetError(f"intensity_augment must be between 0 and 1, got {cfg.intensity_augment}")
     generator = seed_everything(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     device = resolve_device(cfg.device)
@@ -180,7 +182,7 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
                 break
             x, t, w = (torch.from_numpy(a).to(device) for a in sampler.batch(cfg.batch_size))
             if cfg.augment:
-                x, t, w = finetune_augment(x, t, w, generator=generator)
+                x, t, w = finetune_augment(x, t, w, cfg.intensity_augment, cfg.blur_noise, generator=generator)
             if cfg.fast:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(device, cfg.fast):
