@@ -310,7 +310,8 @@ def label_of(method: str) -> str:
 def summary(records: list[dict], args, pretrain_meta: dict, datasets: dict) -> str:
     lines = ["## Quality", "",
              f"Run {stamp()} on {machine()}; 1-min load average at the end {load_average()} "
-             "(2 cores shared with other jobs: times are wall-clock under that load).", "",
+             "(each record in the raw file carries the load when it finished; with 2 cores, a load "
+             "above ~2.5 means other jobs shared them and times are pessimistic).", "",
              f"Command: `{args.command_line}`" + (" (tables rebuilt from its records with `--report-only`)"
                                                    if args.report_only else ""), ""]
     lines += ["What was run: " + args.description, ""]

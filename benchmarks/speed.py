@@ -116,10 +116,11 @@ def inference(variants: list[str], size: int, repeat: int) -> list[dict]:
 
 
 def profile_unet(size: int) -> str:
-    """Top operators of the fast path of `unet` (where the time goes)."""
+    """Top operators of the fast path of `unet` as `btunet predict` runs it (BatchNorm folded)."""
     import btunet
     from btunet.device import autocast
-    model = btunet.create_model("unet").eval().to(memory_format=torch.channels_last)
+    from btunet.predict import as_model
+    model = as_model(btunet.create_model("unet"), torch.device("cpu")).to(memory_format=torch.channels_last)
     x = torch.randn(1, 1, size, size).contiguous(memory_format=torch.channels_last)
     with torch.no_grad(), autocast(torch.device("cpu")):
         model(x)
@@ -167,8 +168,7 @@ def trained_model(data: Path, epochs: int, steps: int, cache: Path):
     files = sorted((data / "bbbc007" / "images").iterdir())[:2]
     images = [read_image(f) for f in files]
     masks = [(read_image(data / "bbbc007" / "masks" / f.name) > 0).astype(np.uint8) for f in files]
-    cfg = btunet.FinetuneConfig(model="unet", mask_mode="dense", epochs=epochs, steps_per_epoch=steps,
-                                patience=10 ** 6, seed=0)
+    cfg = btunet.FinetuneConfig(model="unet", mask_mode="dense", epochs=epochs, steps_per_epoch=steps, seed=0)
     model = btunet.finetune(images, masks, cfg)
     cache.mkdir(parents=True, exist_ok=True)
     btunet.save_model(model, path)
@@ -198,9 +198,11 @@ def time_to_95(model) -> dict:
     meta = model.metadata
     hist = [d for d in meta["val_dice_history"] if d is not None]
     per_epoch = meta["seconds"] / max(1, meta["epochs"])
-    final = hist[-1]
+    best = meta.get("best_epoch") or len(hist)
+    final = hist[min(best, len(hist)) - 1]  # the validation Dice of the weights that were kept
     first = next(i for i, d in enumerate(hist) if d >= 0.95 * final)
-    return {"epochs": meta["epochs"], "seconds": meta["seconds"], "final_val_dice": final,
+    init = "from a Barlow Twins encoder" if meta.get("encoder") else "from scratch"
+    return {"init": init, "epochs": meta["epochs"], "seconds": meta["seconds"], "final_val_dice": final,
             "epoch_95": first + 1, "seconds_95": (first + 1) * per_epoch, "history": hist}
 
 
@@ -330,8 +332,9 @@ threading.Thread(target=poll, daemon=True).start()
 from btunet.cli import main
 t = time.perf_counter()
 rc = main(sys.argv[1:])
+hwm = [int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")]
 print("RESULT " + json.dumps({"rc": rc, "seconds": time.perf_counter() - t,
-      "ru_maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+      "ru_maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "vm_hwm_kb": hwm[0],
       "anon_peak_kb": peak["RssAnon"], "file_peak_kb": peak["RssFile"]}))
 """
 
@@ -402,7 +405,7 @@ def report(r: dict, args) -> str:
                      "fast, BN kept, ms/MP", "speed-up", "fp32 GFLOP/s",
                      "fast GFLOP/s", "of bf16 peak", "load"], rows), ""]
     if r.get("profile"):
-        lines += ["Where the time of `unet` (fast path) goes, per operator:", "", r["profile"], ""]
+        lines += ["Where the time of `unet` (fast path, BatchNorm folded) goes, per operator:", "", r["profile"], ""]
     if r.get("layers") and r["inference"]:
         bw = float(r["layers"][-1][-1])
         lines += [f"GB moved = bytes read and written by every aten op of the fast path (eager mode, no "
@@ -446,17 +449,18 @@ def report(r: dict, args) -> str:
     if f:
         hist = ", ".join(f"{d:.3f}" for d in f["history"])
         lines += ["### Fine-tuning time to 95 % of the final validation Dice", "",
-                  f"`unet` from scratch on 2 dense BBBC007 images, {f['epochs']} epochs in {f['seconds']:.0f} s: "
+                  f"`unet` {f.get('init', 'from scratch')} on 2 dense BBBC007 images (engine defaults, "
+                  f"early stopping), {f['epochs']} epochs in {f['seconds']:.0f} s: "
                   f"final validation Dice {f['final_val_dice']:.3f}, 95 % of it reached after epoch "
                   f"{f['epoch_95']}, i.e. **{f['seconds_95']:.0f} s**. Validation Dice per epoch: {hist}.", ""]
     m = r.get("memory")
     if m:
         rows = [[x["planes"], f"{x['size']}²", f"{x['stack_MB']:.0f}", f"{x['seconds']:.0f}",
-                 f"{x['ru_maxrss_kb'] / 1024:.0f}", f"{x['anon_peak_kb'] / 1024:.0f}",
+                 f"{x.get('vm_hwm_kb', x['ru_maxrss_kb']) / 1024:.0f}", f"{x['anon_peak_kb'] / 1024:.0f}",
                  f"{x['file_peak_kb'] / 1024:.0f}", x["load"]] for x in m]
         lines += ["### Peak memory of `btunet predict` on a uint16 stack from disk", "",
-                  "Each run in a fresh subprocess (`resource.getrusage`, high-water RSS; anonymous and "
-                  "file-backed RSS sampled from /proc every 50 ms). Model: a base-4 `unet` (the network "
+                  "Each run in a fresh subprocess (high-water RSS = `VmHWM` of the process after the "
+                  "command; anonymous and file-backed RSS sampled from /proc every 50 ms). Model: a base-4 `unet` (the network "
                   "size does not change what the pipeline holds).", "",
                   table(["planes", "plane", "stack MB", "seconds", "max RSS MB", "anon RSS MB",
                          "file RSS MB", "load"], rows), ""]
@@ -487,9 +491,10 @@ def targets(r: dict) -> list[list[str]]:
                      verdict(r["pretrain"]["overhead"] <= 1.2)])
     if r.get("memory") and len(r["memory"]) >= 2:
         a, b = r["memory"][0], r["memory"][-1]
-        ratio = b["ru_maxrss_kb"] / a["ru_maxrss_kb"]
+        peak = lambda x: x.get("vm_hwm_kb", x["ru_maxrss_kb"])
+        ratio = peak(b) / peak(a)
         rows.append([f"peak memory, {b['planes']} planes within 10 % of {a['planes']} planes",
-                     f"{ratio:.2f}x ({a['ru_maxrss_kb'] / 1024:.0f} -> {b['ru_maxrss_kb'] / 1024:.0f} MB)",
+                     f"{ratio:.2f}x ({peak(a) / 1024:.0f} -> {peak(b) / 1024:.0f} MB)",
                      verdict(ratio <= 1.10)])
     return rows
 
@@ -530,6 +535,15 @@ def main(argv=None) -> int:
         print(report(r, args))
         return 0
     r: dict = {"when": stamp(), "machine": machine(), "command": args.command_line}
+    previous = json.loads(Path(args.json).read_text()) if args.skip and Path(args.json).exists() else {}
+    keys = {"inference": ["inference"], "profile": ["profile", "layers"], "fast": ["fast_vs_fp32"],
+            "cli": ["cli"], "pretrain": ["pretrain"], "finetune": ["finetune"], "memory": ["memory"]}
+    for part in args.skip:  # parts left out keep the numbers of the previous run, said so in the report
+        for key in keys.get(part, []):
+            if key in previous:
+                r[key] = previous[key]
+    if previous and args.skip:
+        r["command"] += f" (the skipped parts are from: `{previous.get('command')}`, {previous.get('when')})"
     print(f"load average at start: {load_average()}", flush=True)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
 
@@ -552,7 +566,7 @@ def main(argv=None) -> int:
             model_path = Path(args.model)
             model = btunet.load_model(model_path)
         else:
-            model, model_path = trained_model(data, 4 if q else 6, 5 if q else 6, cache)
+            model, model_path = trained_model(data, 4 if q else 60, 5 if q else 25, cache)
     if "finetune" not in args.skip and model.metadata.get("val_dice_history"):
         r["finetune"] = time_to_95(model)
         save()

@@ -8,6 +8,7 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
+from scipy.special import expit
 
 from .checkpoint import load_model
 from .device import autocast, resolve_device
@@ -71,18 +72,20 @@ def predict_logits(model: SegmentationModel, pixels: np.ndarray, tile: int = TIL
     hp, wp = x.shape[-2:]
     th, tw = _tile_length(hp, tile, overlap), _tile_length(wp, tile, overlap)
     boxes = [(y, xx) for y in _origins(hp, th, th - overlap) for xx in _origins(wp, tw, tw - overlap)]
+    memory = torch.channels_last if fast else torch.contiguous_format
+    if len(boxes) == 1:  # the whole plane is one tile: nothing to blend
+        with autocast(device, fast):
+            return model(x.contiguous(memory_format=memory))[0, 0, :h, :w].float().cpu().numpy()
     out = torch.zeros(hp, wp, device=device)
     norm = torch.zeros(hp, wp, device=device)
-    memory = torch.channels_last if fast else torch.contiguous_format
+    ramp = lambda n, size, start: torch.from_numpy(_ramp_window(n, overlap, start == 0, start + n == size)).to(device)
     for i in range(0, len(boxes), tile_batch):
         chunk = boxes[i:i + tile_batch]
         batch = torch.cat([x[..., y:y + th, xx:xx + tw] for y, xx in chunk]).contiguous(memory_format=memory)
         with autocast(device, fast):
             logits = model(batch)[:, 0].float()
         for (y, xx), tile_logits in zip(chunk, logits):
-            wy = _ramp_window(th, overlap, y == 0, y + th == hp)
-            wx = _ramp_window(tw, overlap, xx == 0, xx + tw == wp)
-            weight = torch.from_numpy(np.outer(wy, wx)).to(device)
+            weight = ramp(th, hp, y)[:, None] * ramp(tw, wp, xx)[None, :]
             out[y:y + th, xx:xx + tw] += weight * tile_logits
             norm[y:y + th, xx:xx + tw] += weight
     return (out / norm)[:h, :w].cpu().numpy()
@@ -145,7 +148,7 @@ def iter_predict(model: "SegmentationModel | str | os.PathLike", image, *, rgb: 
     offset = 0
     for index, plane in iter_planes(image, rgb):
         pixels = to_channels(normalize_plane(plane, lo, hi), rgb, net.in_channels)
-        prob = 1 / (1 + np.exp(-predict_logits(net, pixels, tile, overlap, fast)))
+        prob = expit(predict_logits(net, pixels, tile, overlap, fast))
         mask = prob > threshold
         if instances:
             labels = instance_labels(mask, split_touching)
@@ -153,7 +156,7 @@ def iter_predict(model: "SegmentationModel | str | os.PathLike", image, *, rgb: 
             offset = max(offset, int(labels.max(initial=0)))
         else:
             labels = mask.astype(np.uint8)
-        yield index, prob.astype(np.float32), labels
+        yield index, prob.astype(np.float32, copy=False), labels
 
 
 def predict(model: "SegmentationModel | str | os.PathLike", image, *, rgb: Optional[bool] = None,
