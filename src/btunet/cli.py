@@ -198,14 +198,22 @@ def cmd_predict(a) -> None:
     if existing and not a.overwrite:
         raise BTUnetError(f"{out} already holds {', '.join(existing[:3])}; use --overwrite or another --out")
     failed = []
-    for path, target in tqdm(list(zip(inputs, targets)), desc="predict", unit="image", file=sys.stderr):
+    bar = tqdm(total=len(inputs), desc="predict", unit="image", file=sys.stderr)
+
+    def show_planes(done: int, n: int) -> None:  # stacks: which plane of the current image
+        if n > 1:
+            bar.set_postfix_str(f"plane {done}/{n}")
+
+    for path, target in zip(inputs, targets):
         try:
             image = read_lazy(path)
         except BTUnetError as exc:
             warnings.warn(f"skipping {path.name}: {exc}")
             failed.append(path.name)
+            bar.update(1)
             continue
-        options = dict(threshold=a.threshold, instances=a.instances, device=a.device, fast=not a.exact)
+        options = dict(threshold=a.threshold, instances=a.instances, device=a.device, fast=not a.exact,
+                       on_progress=show_planes)
         prob_path = out / f"{path.stem}_prob.tif" if a.probabilities else None
         try:
             if target.suffix.lower() in (".tif", ".tiff"):  # streamed: memory stays one plane
@@ -218,6 +226,8 @@ def cmd_predict(a) -> None:
         finally:
             if hasattr(image, "close"):
                 image.close()
+        bar.update(1)
+    bar.close()
     print(f"wrote {len(inputs) - len(failed)} label image(s) to {out}"
           + (f"; could not read: {', '.join(failed)}" if failed else ""))
 

@@ -60,3 +60,19 @@ def test_predict_to_tiff_equals_in_memory_prediction(tmp_path):
     reference = predict(model, data, instances=True, threshold=0.5, device="cpu")
     assert np.array_equal(tifffile.imread(tmp_path / "labels.tif"), reference.labels)
     assert np.allclose(tifffile.imread(tmp_path / "prob.tif"), reference.probabilities)
+
+
+def test_cli_predicts_a_compressed_stack_like_the_api(tmp_path, capsys):
+    from btunet import save_model
+    from btunet.cli import main
+    model = create_model("unet").eval()
+    model.metadata = {}
+    save_model(model, tmp_path / "model.safetensors")
+    data = np.random.default_rng(3).integers(0, 255, (4, 48, 40), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "stack.tif", data, compression="zlib", photometric="minisblack")
+    assert main(["predict", str(tmp_path / "model.safetensors"), str(tmp_path / "stack.tif"),
+                 "--out", str(tmp_path / "out"), "--instances", "--probabilities", "--device", "cpu"]) == 0
+    reference = predict(model, data, instances=True, device="cpu")
+    assert np.array_equal(tifffile.imread(tmp_path / "out" / "stack.tif"), reference.labels)
+    assert np.allclose(tifffile.imread(tmp_path / "out" / "stack_prob.tif"), reference.probabilities, atol=1e-6)
+    assert "plane 4/4" in capsys.readouterr().err
