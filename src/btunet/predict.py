@@ -53,6 +53,8 @@ def _tile_length(size: int, tile: int, overlap: int) -> int:
 
 def _origins(size: int, tile: int, stride: int) -> list[int]:
     last = size - tile
+    if last <= 0:
+        return [0]
     return sorted(set(list(range(0, last + 1, stride)) + [last]))
 
 
