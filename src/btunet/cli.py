@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gamma/contrast/brightness jitter, 0-1 (default 0: off, because jitter shifts the "
                         "intensity at which masks were drawn; raise it when test images vary in brightness "
                         "more than percentile normalisation evens out)")
+    f.add_argument("--encoder-lr-scale", type=float, default=fd.encoder_lr_scale, metavar="FACTOR",
+                   help="learning rate of the pre-trained encoder relative to the rest (default "
+                        f"{fd.encoder_lr_scale:g}; 0 keeps the encoder frozen)")
     _add_device(f)
 
     r = sub.add_parser("predict", help="segment images and stacks with a fine-tuned model",
@@ -164,7 +167,7 @@ def cmd_finetune(a) -> None:
     pairs = pair_by_name(list_images(a.images), list_images(a.masks))
     cfg = FinetuneConfig(model=model, mask_mode=a.mask_mode, epochs=a.epochs, steps_per_epoch=a.steps_per_epoch,
                          batch_size=a.batch_size, patch_size=a.patch_size, time_budget_s=a.time_budget,
-                         intensity_augment=a.intensity_augment,
+                         intensity_augment=a.intensity_augment, encoder_lr_scale=a.encoder_lr_scale,
                          device=a.device, seed=a.seed)
     bar = ProgressBar("finetune")
     try:

@@ -43,6 +43,7 @@ class FinetuneConfig:
     batch_size: int = 8
     patch_size: int = 128
     lr: float = 1e-3
+    encoder_lr_scale: float = 1.0    # a pre-trained encoder's learning rate, relative to lr (0 = frozen)
     annotated_fraction: float = 0.9  # share of patches centred on an annotated pixel
     val_fraction: float = 0.2        # share of annotated 64-px blocks held out for validation
     lr_patience: int = 10            # epochs without improvement before lr x 0.1

@@ -151,6 +151,8 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     original. A stop request returns the best model so far.
     """
     cfg = config or FinetuneConfig()
+    if cfg.encoder_lr_scale < 0:
+        raise BTUnetError(f"encoder_lr_scale must be >= 0, got {cfg.encoder_lr_scale}")
     if not 0 <= cfg.intensity_augment <= 1:
         raise BTUnetError(f"intensity_augment must be between 0 and 1, got {cfg.intensity_augment}")
     generator = seed_everything(cfg.seed)
@@ -168,7 +170,12 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     net.to(device).train()
     if cfg.fast:
         net.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    encoder_params = list(net.encoder.parameters())
+    encoder_ids = {id(p) for p in encoder_params}
+    encoder_lr = cfg.lr * (cfg.encoder_lr_scale if enc is not None else 1.0)
+    optimizer = torch.optim.Adam([  # the head's group last: progress reports its lr
+        {"params": encoder_params, "lr": encoder_lr},
+        {"params": [p for p in net.parameters() if id(p) not in encoder_ids], "lr": cfg.lr}])
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=cfg.lr_patience)
     history: dict[str, list] = {"loss": [], "val_loss": [], "val_dice": []}
     best, best_state, best_epoch, stop_reason = float("inf"), None, 0, None
@@ -204,7 +211,7 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
                 on_progress(Progress(
                     stage="finetune", epoch=epoch + 1, epochs=cfg.epochs, step=step, total_steps=total,
                     loss=float(np.mean(losses[-10:])), elapsed_s=elapsed,
-                    eta_s=elapsed / step * (total - step), lr=optimizer.param_groups[0]["lr"],
+                    eta_s=elapsed / step * (total - step), lr=optimizer.param_groups[-1]["lr"],
                     val_loss=val_loss, val_dice=val_dice, epoch_end=last, history=history, model=net))
         if stop_reason is None and losses and len(losses) == cfg.steps_per_epoch:
             monitor = history["val_loss"][-1] if has_val else history["loss"][-1]

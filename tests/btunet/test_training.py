@@ -74,6 +74,22 @@ def test_pretrained_encoder_weights_land_in_the_finetune_model(small_sample, fas
         assert torch.equal(v, enc.encoder_state[k]), k
 
 
+def test_encoder_lr_scale_zero_keeps_the_pretrained_encoder(small_sample, fast_pretrain_config):
+    enc = pretrain(small_sample / "images", fast_pretrain_config)
+    cfg = FinetuneConfig(mask_mode="dense", epochs=1, steps_per_epoch=3, batch_size=2, patch_size=64,
+                         device="cpu", encoder_lr_scale=0.0)
+    images = sorted((small_sample / "images").iterdir())[:1]
+    masks = sorted((small_sample / "masks").iterdir())[:1]
+    model = finetune(images, masks, cfg, encoder=enc)
+    weights = {k: v for k, v in model.encoder.state_dict().items() if k.endswith("weight")}
+    assert all(torch.equal(v, enc.encoder_state[k]) for k, v in weights.items())
+    fresh = create_model("unet").decoder.state_dict()
+    assert any(not torch.equal(v, fresh[k]) for k, v in model.decoder.state_dict().items()
+               if v.dtype.is_floating_point)  # the rest trained
+    with pytest.raises(BTUnetError, match="encoder_lr_scale"):
+        finetune(images, masks, FinetuneConfig(encoder_lr_scale=-1, device="cpu"), encoder=enc)
+
+
 def test_finetune_learns_from_two_real_images(sample):
     images, masks = sample
     crop = lambda p: tifffile.imread(p)[50:306, 50:306]
