@@ -370,7 +370,9 @@ def summary(records: list[dict], args, pretrain_meta: dict, datasets: dict) -> s
               "- MONAI BasicUNet (features 16-32-64-128-256-16, 1.95 M parameters) is trained from scratch "
               "with the same loss, patch sampler, augmentation and bf16 fast path, for the wall time the "
               "Barlow Twins run of the same dataset, level and seed took; sliding-window prediction "
-              f"({args.monai_roi}², overlap 0.25, Gaussian blending; smaller images are padded to one window).",
+              f"({args.monai_roi}² windows, the training patch size, overlap 0.25, Gaussian blending; "
+              "BasicUNet normalises per instance, so a window much larger than the training patch, or an "
+              "image padded with zeros to fill one, shifts its statistics).",
               f"- Random forest: `multiscale_basic_features` (intensity, edges, texture, sigma 1-16) + "
               f"`RandomForestClassifier(n_estimators=50, max_depth=10)` on the same annotated pixels "
               f"(dense annotations subsampled to {args.rf_pixels:,} pixels).",
@@ -445,8 +447,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pretrain-seconds", type=float, help="Barlow Twins pre-training budget per dataset x variant")
     p.add_argument("--pretrain-batch", type=int, default=16, help="pre-training batch (default 16)")
     p.add_argument("--rf-pixels", type=int, default=200_000, help="max training pixels of the random forest")
-    p.add_argument("--monai-roi", type=int, default=512,
-                   help="MONAI sliding-window size (default 512: one window per BBBC007/cells3d image)")
+    p.add_argument("--monai-roi", type=int, default=128,
+                   help="MONAI sliding-window size (default 128, the training patch: BasicUNet's instance "
+                        "norm then sees windows like the ones it was trained on)")
     p.add_argument("--records", help="JSON-lines file of finished runs (default docs/data/quality_MODE.jsonl)")
     p.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache"), help="pre-trained encoder cache")
     p.add_argument("--no-baselines", action="store_true", help="skip Otsu, random forest and MONAI")
