@@ -387,6 +387,8 @@ def report(r: dict, args) -> str:
     bf16 = peak["bf16"]
     lines = ["## Speed", "", f"Run {r.get('when', stamp())} on {r.get('machine', machine())}.", "",
              f"Command: `{r.get('command', args.command_line)}`", "",
+             *[f"- {part}: kept from {src}" for part, src in r.get("sources", {}).items()],
+             *([""] if r.get("sources") else []),
              "Times are best-of-N wall-clock seconds; the 1-minute load average next to each number says "
              "how busy the 2 cores were (other jobs share them; above ~2 the numbers are pessimistic).", "",
              "### Matrix-multiply peak", "",
@@ -538,12 +540,13 @@ def main(argv=None) -> int:
     previous = json.loads(Path(args.json).read_text()) if args.skip and Path(args.json).exists() else {}
     keys = {"inference": ["inference"], "profile": ["profile", "layers"], "fast": ["fast_vs_fp32"],
             "cli": ["cli"], "pretrain": ["pretrain"], "finetune": ["finetune"], "memory": ["memory"]}
-    for part in args.skip:  # parts left out keep the numbers of the previous run, said so in the report
-        for key in keys.get(part, []):
-            if key in previous:
+    r["sources"] = {}  # parts left out keep the numbers of the run that measured them, said so in the report
+    for part in args.skip:
+        if all(key in previous for key in keys.get(part, [])) and part in keys:
+            for key in keys[part]:
                 r[key] = previous[key]
-    if previous and args.skip:
-        r["command"] += f" (the skipped parts are from: `{previous.get('command')}`, {previous.get('when')})"
+            r["sources"][part] = previous.get("sources", {}).get(part) or \
+                f"`{previous.get('command')}`, {previous.get('when')}"
     print(f"load average at start: {load_average()}", flush=True)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
 
@@ -552,8 +555,9 @@ def main(argv=None) -> int:
     r["peak"] = {**matmul_peak(2.0 if q else 5.0), "load": load_average()}
     save()
     print(f"matmul peak: {r['peak']}", flush=True)
-    r["inference"] = inference(variants, args.size, 1 if q else 2) if "inference" not in args.skip else []
-    save()
+    if "inference" not in args.skip:
+        r["inference"] = inference(variants, args.size, 1 if q else 2)
+        save()
     if "profile" not in args.skip:
         r["profile"] = profile_unet(args.size)
         r["layers"] = layer_probe()
