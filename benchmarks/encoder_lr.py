@@ -1,7 +1,7 @@
 """Tuning run: does a smaller learning rate for the pre-trained encoder help with few annotations?
 
 With one annotated image and a short fine-tuning budget, starting from the Barlow Twins encoder
-scored below training from scratch in `quality.py`. This runs the same protocol (same data split,
+scored below training from scratch in single `quality.py` runs. This runs the same protocol (same data split,
 cached encoder, budget and seeds) with `FinetuneConfig.encoder_lr_scale` set to each given factor
 (0 = frozen encoder), next to the scale-1 and from-scratch runs, and writes
 docs/results_tuning.md (regenerating docs/results.md).
@@ -13,25 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402
 from _report import DOCS, load_average, machine, stamp, table, write_section  # noqa: E402
-
-
-def run(ds: dict, level: str, variant: str, seed: int, encoder, scale: float, seconds: float) -> dict:
-    import btunet
-    images, labels, mode = quality.annotations(ds, level)
-    cfg = btunet.FinetuneConfig(model=variant, mask_mode=mode, seed=seed, time_budget_s=seconds,
-                                encoder_lr_scale=scale)
-    t = time.perf_counter()
-    model = btunet.finetune(images, labels, cfg, encoder=encoder)
-    train_s = time.perf_counter() - t
-    scores, _ = quality.score_model(model, ds)
-    return {**scores, "train_s": train_s, "epochs": model.metadata["epochs"],
-            "best_epoch": model.metadata["best_epoch"]}
 
 
 def report(records: list[dict], args) -> str:
@@ -72,7 +58,8 @@ def main(argv=None) -> int:
     p.add_argument("--records", default=str(DOCS / "data" / "tuning_encoder_lr.jsonl"))
     args = p.parse_args(argv)
     args.command_line = "python benchmarks/encoder_lr.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    qargs = quality.parse_args(["--full", "--pretrain-seconds", str(args.pretrain_seconds)])
+    qargs = quality.parse_args(["--full", "--pretrain-seconds", str(args.pretrain_seconds),
+                                "--finetune-seconds", str(args.finetune_seconds)])
     path = Path(args.records)
     path.parent.mkdir(parents=True, exist_ok=True)
     records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
@@ -87,8 +74,9 @@ def main(argv=None) -> int:
                     continue
                 rec = {"dataset": ds_name, "setting": setting, "scale": scale, "seed": seed,
                        "level": args.level, "variant": args.variant,
-                       **run(ds, args.level, args.variant, seed, None if scale is None else encoder,
-                             1.0 if scale is None else scale, args.finetune_seconds),
+                       **quality.run_btunet(ds, args.level, args.variant, seed,
+                                            None if scale is None else encoder, qargs,
+                                            encoder_lr_scale=1.0 if scale is None else scale),
                        "load": load_average()}
                 records.append(rec)
                 with path.open("a") as fh:

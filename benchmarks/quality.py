@@ -172,12 +172,13 @@ def get_encoder(ds_name: str, ds: dict, variant: str, args, data: Path):
     return enc, enc.metadata
 
 
-def run_btunet(ds: dict, level: str, variant: str, seed: int, encoder, args) -> dict:
+def run_btunet(ds: dict, level: str, variant: str, seed: int, encoder, args,
+               encoder_lr_scale: float = 1.0) -> dict:
     import btunet
     images, labels, mode = annotations(ds, level)
     cfg = btunet.FinetuneConfig(model=variant, mask_mode=mode, epochs=args.epochs,
                                 steps_per_epoch=args.steps, batch_size=args.batch, seed=seed,
-                                time_budget_s=args.finetune_seconds)
+                                time_budget_s=args.finetune_seconds, encoder_lr_scale=encoder_lr_scale)
     t = time.perf_counter()
     model = btunet.finetune(images, labels, cfg, encoder=encoder)
     train_s = time.perf_counter() - t

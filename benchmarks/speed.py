@@ -542,7 +542,7 @@ def main(argv=None) -> int:
             "cli": ["cli"], "pretrain": ["pretrain"], "finetune": ["finetune"], "memory": ["memory"]}
     r["sources"] = {}  # parts left out keep the numbers of the run that measured them, said so in the report
     for part in args.skip:
-        if all(key in previous for key in keys.get(part, [])) and part in keys:
+        if part in keys and all(key in previous for key in keys[part]):
             for key in keys[part]:
                 r[key] = previous[key]
             r["sources"][part] = previous.get("sources", {}).get(part) or \
