@@ -94,7 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--mask-mode", choices=("dense", "sparse"), default="dense",
                    help="dense: 0 = background, >0 = object; sparse: 0 = ignore, 1 = background, "
                         "2 = object (default dense)")
-    f.add_argument("--epochs", type=int, default=fd.epochs, help=f"maximum epochs (default {fd.epochs})")
+    f.add_argument("--init", metavar="MODEL",
+                   help="continue from this fine-tuned model (variant and channels taken from it) with the "
+                        "short continuation schedule; the output is a new file")
+    f.add_argument("--epochs", type=int, default=None,
+                   help="maximum epochs (default: 60 dense, 12 sparse, "
+                        f"{fd.continue_epochs} when continuing with --init)")
     f.add_argument("--steps-per-epoch", type=int, default=fd.steps_per_epoch, help=f"default {fd.steps_per_epoch}")
     f.add_argument("--batch-size", type=int, default=fd.batch_size, help=f"default {fd.batch_size}")
     f.add_argument("--patch-size", type=int, default=fd.patch_size, help=f"default {fd.patch_size}")
@@ -117,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--instances", action="store_true",
                    help="label separate objects (connected components, touching ones split by watershed)")
     r.add_argument("--probabilities", action="store_true", help="also write NAME_prob.tif (float32)")
+    r.add_argument("--uncertainty", action="store_true",
+                   help="also write NAME_uncertainty.tif (float32, 0 = certain, 1 = a coin toss; from four "
+                        "test-time flips, 4x the time): where to paint next")
     r.add_argument("--exact", action="store_true", help="fp32 instead of the bf16 fast path")
     r.add_argument("--overwrite", action="store_true", help="replace existing output files")
     r.add_argument("--device", choices=DEVICES, default="auto", help="compute device (default auto)")
@@ -161,17 +169,28 @@ def cmd_finetune(a) -> None:
     from .finetune import finetune
     from .imageio import list_images, pair_by_name
     from .pretrain import PretrainedEncoder
+    if a.init and a.encoder:
+        raise BTUnetError("--init continues a fine-tuned model and --encoder starts a new one; give one of them")
+    init = _load_init(a.init) if a.init else None
     encoder = PretrainedEncoder.load(a.encoder) if a.encoder else None
-    model = a.model or (encoder.variant if encoder else "unet")
+    model = init.name if init is not None else a.model or (encoder.variant if encoder else "unet")
+    if init is not None and a.model and a.model != init.name:
+        raise BTUnetError(f"--init holds a {init.name!r} model but --model {a.model!r} was given; drop --model")
     _check_model(model)
+    _check_output(a.out, [a.init, a.encoder])
     pairs = pair_by_name(list_images(a.images), list_images(a.masks))
     cfg = FinetuneConfig(model=model, mask_mode=a.mask_mode, epochs=a.epochs, steps_per_epoch=a.steps_per_epoch,
                          batch_size=a.batch_size, patch_size=a.patch_size, time_budget_s=a.time_budget,
                          intensity_augment=a.intensity_augment, encoder_lr_scale=a.encoder_lr_scale,
                          device=a.device, seed=a.seed)
+    if init is not None:
+        cfg = cfg.continuation()
+        if a.epochs is not None:
+            cfg.epochs = a.epochs
     bar = ProgressBar("finetune")
     try:
-        net = finetune([i for i, _ in pairs], [m for _, m in pairs], cfg, encoder=encoder, on_progress=bar)
+        net = finetune([i for i, _ in pairs], [m for _, m in pairs], cfg, encoder=encoder, on_progress=bar,
+                       model=init)
     finally:
         bar.close()
     path = save_model(net, a.out)
@@ -184,6 +203,8 @@ def cmd_finetune(a) -> None:
 def cmd_predict(a) -> None:
     from .chunked import run_cli, wants_chunked
     if wants_chunked(a):  # zarr / OME-Zarr inputs, --zarr or --scheduler: block-wise with dask
+        if a.uncertainty:
+            raise BTUnetError("--uncertainty works on TIFF/PNG inputs, not with zarr, --zarr or --scheduler")
         return run_cli(a)
     import numpy as np
 
@@ -197,7 +218,9 @@ def cmd_predict(a) -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     targets = [out / p.name for p in inputs]
-    existing = [t.name for t in targets if t.exists() or t.with_suffix(".png").exists()]
+    extras = [out / f"{p.stem}_{kind}.tif" for p in inputs for kind, wanted in
+              (("prob", a.probabilities), ("uncertainty", a.uncertainty)) if wanted]
+    existing = [t.name for t in targets + extras if t.exists() or t.with_suffix(".png").exists()]
     if existing and not a.overwrite:
         raise BTUnetError(f"{out} already holds {', '.join(existing[:3])}; use --overwrite or another --out")
     failed = []
@@ -218,14 +241,18 @@ def cmd_predict(a) -> None:
         options = dict(threshold=a.threshold, instances=a.instances, device=a.device, fast=not a.exact,
                        on_progress=show_planes)
         prob_path = out / f"{path.stem}_prob.tif" if a.probabilities else None
+        doubt_path = out / f"{path.stem}_uncertainty.tif" if a.uncertainty else None
         try:
             if target.suffix.lower() in (".tif", ".tiff"):  # streamed: memory stays one plane
-                predict_to_tiff(model, image, target, prob_path, **options)
+                predict_to_tiff(model, image, target, prob_path, uncertainty_path=doubt_path, **options)
             else:
-                result = predict(model, image, probabilities=a.probabilities, **options)
+                result = predict(model, image, probabilities=a.probabilities, uncertainty=a.uncertainty,
+                                 **options)
                 write_labels(target, result.labels)
                 if prob_path is not None:
                     write_image_atomic(prob_path, result.probabilities.astype(np.float32))
+                if doubt_path is not None:
+                    write_image_atomic(doubt_path, result.uncertainty)
         finally:
             if hasattr(image, "close"):
                 image.close()
@@ -239,7 +266,7 @@ def cmd_evaluate(a) -> None:
     from .imageio import list_images, pair_by_name, read_image
     from .metrics import evaluate, mean_scores
     truths = list_images([a.truth])
-    preds = [p for p in list_images([a.pred]) if not p.stem.endswith("_prob")]
+    preds = [p for p in list_images([a.pred]) if not p.stem.endswith(("_prob", "_uncertainty"))]
     pairs = pair_by_name(truths, preds)
     rows = [{"name": t.name, **evaluate(read_image(p), read_image(t), objects=True)} for t, p in pairs]
     mean = mean_scores([{k: v for k, v in r.items() if k != "name"} for r in rows])
@@ -256,6 +283,25 @@ def cmd_evaluate(a) -> None:
 def cmd_info(a) -> None:
     from .checkpoint import read_metadata
     print(json.dumps(read_metadata(a.file), indent=1))
+
+
+def _load_init(path: str):
+    """The fine-tuned model that ``--init`` continues; a pre-trained encoder is refused with a hint."""
+    from .checkpoint import load_model, read_metadata
+    if read_metadata(path).get("kind") == "encoder":
+        raise BTUnetError(f"{path} is a pre-trained encoder, not a fine-tuned model; "
+                          "start from it with --encoder instead of --init")
+    return load_model(path)
+
+
+def _check_output(out: str, inputs: list) -> None:
+    """Refuse an output that is a folder or one of the inputs, before any training."""
+    target = Path(out)
+    if target.is_dir():
+        raise BTUnetError(f"--out {out} is a folder; give a file name such as {target / 'model.safetensors'}")
+    for given in inputs:
+        if given and target.resolve() == Path(given).resolve():
+            raise BTUnetError(f"--out {out} is also an input; write the new model to another file")
 
 
 def _check_model(name: str) -> None:

@@ -38,7 +38,8 @@ class FinetuneConfig:
     model: str = "unet"
     mask_mode: str = "sparse"
     base_filters: int = 16
-    epochs: int = 60
+    epochs: Optional[int] = None     # None: 12 for sparse strokes (cosine schedule), 60 for dense masks
+    continue_epochs: int = 4         # length of a continuation (``continuation()``) after more painting
     steps_per_epoch: int = 25
     batch_size: int = 8
     patch_size: int = 128
@@ -49,12 +50,32 @@ class FinetuneConfig:
     lr_patience: int = 10            # epochs without improvement before lr x 0.1
     patience: int = 20               # epochs without improvement before stopping
     time_budget_s: Optional[float] = None
+    schedule: str = "auto"           # "cosine" (decay to 0, keep the end), "plateau"; auto: cosine for sparse
+    pseudo_labels: str = "forest"    # sparse only: "forest" (pseudo-labels for unpainted pixels) or "none"
+    pseudo_weight: float = 0.5       # loss weight of a pseudo-labelled pixel (a painted pixel has 1)
+    pseudo_confidence: float = 0.8   # forest probability needed for a pixel to get a pseudo-label
     augment: bool = True             # flips and 90-degree rotations (+ blur/noise below)
     blur_noise: bool = True          # mild Gaussian blur and noise
     intensity_augment: float = 0.0   # gamma/contrast/brightness jitter strength (0 = off)
     device: str = "auto"
     fast: bool = True
     seed: int = 0
+
+    def total_epochs(self) -> int:
+        if self.epochs is not None:
+            return self.epochs
+        return SPARSE_EPOCHS if self.mask_mode == "sparse" else DENSE_EPOCHS
+
+    def uses_cosine(self) -> bool:
+        return self.schedule == "cosine" or (self.schedule == "auto" and self.mask_mode == "sparse")
+
+    def continuation(self) -> "FinetuneConfig":
+        """The short run that continues a trained model after the user painted more."""
+        return dataclasses.replace(self, epochs=self.continue_epochs, schedule="cosine", lr=self.lr * CONTINUE_LR_SCALE)
+
+
+SPARSE_EPOCHS, DENSE_EPOCHS = 12, 60
+CONTINUE_LR_SCALE = 0.5  # a warm start needs smaller steps than a fresh model
 
 
 @dataclass

@@ -33,6 +33,8 @@ class AnnotatedPlane:
     weight: np.ndarray      # (H, W) 1 = used for training
     val_weight: np.ndarray  # (H, W) 1 = held out for validation
     source: str
+    focus: Optional[np.ndarray] = None    # (H, W) bool: patches are centred here (default: weight > 0)
+    painted: Optional[np.ndarray] = None  # (H, W) bool: the user's own training pixels
 
 
 def annotated_planes(images, annotations, channels: int, mode: str, patch_size: int
@@ -95,8 +97,10 @@ class PatchSampler:
     def __init__(self, planes: list[AnnotatedPlane], size: int, annotated_fraction: float,
                  rng: np.random.Generator):
         self.planes, self.size, self.fraction, self.rng = planes, size, annotated_fraction, rng
-        self.coords = [np.flatnonzero(p.weight) for p in planes]
+        self.coords = [np.flatnonzero(p.weight if p.focus is None else p.focus) for p in planes]
         counts = np.array([len(c) for c in self.coords], np.float64)
+        if counts.sum() == 0:
+            counts = np.array([p.weight.sum() for p in planes], np.float64)
         self.plane_p = counts / counts.sum()
 
     def batch(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -108,7 +112,7 @@ class PatchSampler:
             k = self.rng.choice(len(self.planes), p=self.plane_p)
             p = self.planes[k]
             h, w = p.weight.shape
-            if self.rng.random() < self.fraction:
+            if self.rng.random() < self.fraction and len(self.coords[k]):
                 cy, cx = divmod(int(self.rng.choice(self.coords[k])), w)
                 y = int(np.clip(cy - s // 2 + self.rng.integers(-s // 4, s // 4 + 1), 0, h - s))
                 x = int(np.clip(cx - s // 2 + self.rng.integers(-s // 4, s // 4 + 1), 0, w - s))
@@ -118,6 +122,47 @@ class PatchSampler:
             targets[i, 0] = p.target[y:y + s, x:x + s]
             weights[i, 0] = p.weight[y:y + s, x:x + s]
         return images, targets, weights
+
+
+def add_pseudo_labels(planes: list[AnnotatedPlane], cfg: FinetuneConfig) -> int:
+    """Give confident forest pseudo-labels (weight ``cfg.pseudo_weight``) to unpainted pixels.
+
+    The forest learns from the training strokes only; painted pixels keep weight 1 and their
+    own label, held-out pixels stay out. Returns the number of pseudo-labelled pixels.
+    """
+    from .teacher import forest_probabilities, pseudo_targets
+    probs = forest_probabilities([p.pixels for p in planes], [p.target for p in planes],
+                                 [p.weight for p in planes], cfg.seed)
+    count = 0
+    for p, prob in zip(planes, probs):
+        painted = (p.weight > 0) | (p.val_weight > 0)
+        target, weight = pseudo_targets(prob, cfg.pseudo_confidence)
+        weight[painted] = 0
+        p.painted = p.focus = p.weight > 0
+        p.target = np.where(painted, p.target, target).astype(np.float32)
+        p.weight = (p.weight + cfg.pseudo_weight * weight).astype(np.float32)
+        count += int(weight.sum())
+    return count
+
+
+def focus_on_errors(net: SegmentationModel, planes: list[AnnotatedPlane], fast: bool) -> int:
+    """Centre continuation patches on painted pixels the current model gets wrong (new strokes).
+
+    Returns how many painted pixels are wrong; with none, patches stay on all painted pixels.
+    """
+    net.eval()
+    wrong_total = 0
+    for p in planes:
+        painted = p.painted if p.painted is not None else p.weight > 0
+        logits = predict_logits(net, p.pixels, fast=fast)
+        wrong = painted & ((logits > 0) != (p.target > 0.5))
+        wrong_total += int(wrong.sum())
+        p.focus = wrong
+    if wrong_total == 0:
+        for p in planes:
+            p.focus = p.painted
+    net.train()
+    return wrong_total
 
 
 @torch.no_grad()
@@ -165,9 +210,16 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     net = model if model is not None else build_from_encoder(cfg, enc, channels)
     planes = annotated_planes(sources, labels, channels, cfg.mask_mode, cfg.patch_size)
     has_val = hold_out_validation(planes, cfg.val_fraction, rng)
-    sampler = PatchSampler(planes, cfg.patch_size, cfg.annotated_fraction, rng)
+    for p in planes:
+        p.painted = p.weight > 0
+    use_pseudo = cfg.mask_mode == "sparse" and cfg.pseudo_labels == "forest"
+    n_pseudo = add_pseudo_labels(planes, cfg) if use_pseudo else 0
+    net.to(device)
+    n_wrong = focus_on_errors(net, planes, cfg.fast) if model is not None else None
+    fraction = min(cfg.annotated_fraction, 0.5) if use_pseudo else cfg.annotated_fraction
+    sampler = PatchSampler(planes, cfg.patch_size, fraction, rng)
 
-    net.to(device).train()
+    net.train()
     if cfg.fast:
         net.to(memory_format=torch.channels_last)
     encoder_params = list(net.encoder.parameters())
@@ -176,17 +228,26 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     optimizer = torch.optim.Adam([  # the head's group last: progress reports its lr
         {"params": encoder_params, "lr": encoder_lr},
         {"params": [p for p in net.parameters() if id(p) not in encoder_ids], "lr": cfg.lr}])
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    cosine = cfg.uses_cosine()
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=cfg.lr_patience)
     history: dict[str, list] = {"loss": [], "val_loss": [], "val_dice": []}
     best, best_state, best_epoch, stop_reason = float("inf"), None, 0, None
-    total = cfg.epochs * cfg.steps_per_epoch
+    epochs = cfg.total_epochs()
+    total = epochs * cfg.steps_per_epoch
     start, step = time.perf_counter(), 0
-    for epoch in range(cfg.epochs):
+    for epoch in range(epochs):
         losses = []
         for _ in range(cfg.steps_per_epoch):
             if should_stop is not None and should_stop():
                 stop_reason = "cancelled"
                 break
+            if cosine:  # decays to 0 at the end of the run (by steps or by the time budget)
+                done = step / total
+                if cfg.time_budget_s:
+                    done = max(done, (time.perf_counter() - start) / cfg.time_budget_s)
+                for group, base in zip(optimizer.param_groups, base_lrs):
+                    group["lr"] = base * 0.5 * (1 + np.cos(np.pi * min(1.0, done)))
             x, t, w = (torch.from_numpy(a).to(device) for a in sampler.batch(cfg.batch_size))
             if cfg.augment:
                 x, t, w = finetune_augment(x, t, w, cfg.intensity_augment, cfg.blur_noise, generator=generator)
@@ -208,32 +269,45 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
                 history["val_dice"].append(val_dice)
             if on_progress is not None:
                 elapsed = time.perf_counter() - start
+                eta = elapsed / step * (total - step)
+                if cfg.time_budget_s:
+                    eta = max(0.0, min(eta, cfg.time_budget_s - elapsed))
                 on_progress(Progress(
-                    stage="finetune", epoch=epoch + 1, epochs=cfg.epochs, step=step, total_steps=total,
+                    stage="finetune", epoch=epoch + 1, epochs=epochs, step=step, total_steps=total,
                     loss=float(np.mean(losses[-10:])), elapsed_s=elapsed,
-                    eta_s=elapsed / step * (total - step), lr=optimizer.param_groups[-1]["lr"],
+                    eta_s=eta, lr=optimizer.param_groups[-1]["lr"],
                     val_loss=val_loss, val_dice=val_dice, epoch_end=last, history=history, model=net))
-        if stop_reason is None and losses and len(losses) == cfg.steps_per_epoch:
-            monitor = history["val_loss"][-1] if has_val else history["loss"][-1]
-            plateau.step(monitor)
-            if monitor < best:
-                best, best_state, best_epoch = monitor, copy.deepcopy(net.state_dict()), epoch + 1
-            elif epoch + 1 - best_epoch >= cfg.patience:
-                stop_reason = "early_stopping"
             if cfg.time_budget_s is not None and time.perf_counter() - start > cfg.time_budget_s:
-                stop_reason = stop_reason or "time_budget"
+                stop_reason = "time_budget"
+                break
+        if stop_reason in (None, "time_budget") and losses and len(losses) == cfg.steps_per_epoch:
+            if has_val:  # held-out pixels decide which weights are kept
+                monitor = history["val_loss"][-1]
+                if monitor < best:
+                    best, best_state, best_epoch = monitor, copy.deepcopy(net.state_dict()), epoch + 1
+            if not cosine:
+                monitor = history["val_loss"][-1] if has_val else history["loss"][-1]
+                plateau.step(monitor)
+                if not has_val and monitor < best:
+                    best, best_state, best_epoch = monitor, copy.deepcopy(net.state_dict()), epoch + 1
+                elif epoch + 1 - best_epoch >= cfg.patience:
+                    stop_reason = "early_stopping"
+            elif not has_val:  # cosine without held-out pixels: the end of the decay is the model
+                best_epoch = epoch + 1
         if stop_reason is not None:
             break
     if best_state is not None:
         net.load_state_dict(best_state)
     net.eval()
-    n_obj = int(sum((p.target * (p.weight + p.val_weight)).sum() for p in planes))
-    n_all = int(sum((p.weight + p.val_weight).sum() for p in planes))
+    painted = [(p.painted | (p.val_weight > 0)) for p in planes]
+    n_obj = int(sum((p.target[m] > 0.5).sum() for p, m in zip(planes, painted)))
+    n_all = int(sum(m.sum() for m in painted))
     net.metadata = {
         "normalization": DEFAULT_NORMALIZATION,
         "trained_on": {"images": [name for name, _ in sources], "planes": len(planes),
                        "mask_mode": cfg.mask_mode, "convention": CONVENTIONS[cfg.mask_mode],
                        "annotated_pixels": {"object": n_obj, "background": n_all - n_obj},
+                       "pseudo_labelled_pixels": n_pseudo, "painted_pixels_wrong_at_start": n_wrong,
                        "validation_pixels": int(sum(p.val_weight.sum() for p in planes))},
         "encoder": None if enc is None else {k: enc.metadata.get(k) for k in ("trained_on", "epochs", "date")},
         "epochs": len(history["loss"]), "best_epoch": best_epoch, "stopped": stop_reason,

@@ -93,6 +93,29 @@ def predict_logits(model: SegmentationModel, pixels: np.ndarray, tile: int = TIL
     return (out / norm)[:h, :w].cpu().numpy()
 
 
+#: Test-time flips of the uncertainty map: identity, left-right, up-down, both.
+FLIPS = ((), (-1,), (-2,), (-2, -1))
+
+
+def uncertainty_map(model: SegmentationModel, pixels: np.ndarray, tile: int = TILE, overlap: int = OVERLAP,
+                    fast: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(probability, uncertainty) of one (C, H, W) plane from four test-time flips.
+
+    Uncertainty is the binary entropy (in bits, 0 = certain, 1 = a coin toss) of the mean
+    probability over the flips: it is high both where the model sits near 0.5 and where the
+    flipped predictions disagree. The probability is the unflipped one, so labels do not change
+    when the map is asked for.
+    """
+    probs = []
+    for axes in FLIPS:
+        flipped = np.flip(pixels, axes) if axes else pixels
+        logits = predict_logits(model, np.ascontiguousarray(flipped), tile, overlap, fast)
+        probs.append(expit(np.flip(logits, axes) if axes else logits))
+    mean = np.clip(np.mean(probs, axis=0), 1e-6, 1 - 1e-6)
+    entropy = -(mean * np.log2(mean) + (1 - mean) * np.log2(1 - mean))
+    return probs[0].astype(np.float32), entropy.astype(np.float32)
+
+
 def instance_labels(mask: np.ndarray, split_touching: bool = True, min_distance: int = 5) -> np.ndarray:
     """Connected components; optionally split touching objects by a distance-transform watershed."""
     from scipy import ndimage as ndi
@@ -117,6 +140,7 @@ def instance_labels(mask: np.ndarray, split_touching: bool = True, min_distance:
 class Prediction:
     labels: np.ndarray                    # uint8 0/1, or int32 instance ids
     probabilities: Optional[np.ndarray]   # float32 object probability, when asked for
+    uncertainty: Optional[np.ndarray] = None  # float32, 0 = certain, 1 = a coin toss (test-time flips)
 
 
 def as_model(model: "SegmentationModel | str | os.PathLike", device: torch.device) -> SegmentationModel:
@@ -133,10 +157,11 @@ def as_model(model: "SegmentationModel | str | os.PathLike", device: torch.devic
 def iter_predict(model: "SegmentationModel | str | os.PathLike", image, *, rgb: Optional[bool] = None,
                  threshold: float = 0.5, instances: bool = False, split_touching: bool = True,
                  device: str = "auto", fast: bool = True, tile: int = TILE, overlap: int = OVERLAP,
-                 ) -> Iterator[tuple[tuple, np.ndarray, np.ndarray]]:
+                 uncertainty: bool = False) -> Iterator[tuple]:
     """Yield (plane index, probability, labels) plane by plane; only one plane is in memory.
 
-    Instance ids are unique across the whole stack (each plane continues after the last id).
+    With ``uncertainty`` each item has a fourth element, the plane's uncertainty map (four
+    times the network time). Instance ids are unique across the whole stack.
     """
     dev = resolve_device(device)
     net = as_model(model, dev)
@@ -150,7 +175,10 @@ def iter_predict(model: "SegmentationModel | str | os.PathLike", image, *, rgb: 
     offset = 0
     for index, plane in iter_planes(image, rgb):
         pixels = to_channels(normalize_plane(plane, lo, hi), rgb, net.in_channels)
-        prob = expit(predict_logits(net, pixels, tile, overlap, fast))
+        if uncertainty:
+            prob, doubt = uncertainty_map(net, pixels, tile, overlap, fast)
+        else:
+            prob = expit(predict_logits(net, pixels, tile, overlap, fast))
         mask = prob > threshold
         if instances:
             labels = instance_labels(mask, split_touching)
@@ -158,7 +186,8 @@ def iter_predict(model: "SegmentationModel | str | os.PathLike", image, *, rgb: 
             offset = max(offset, int(labels.max(initial=0)))
         else:
             labels = mask.astype(np.uint8)
-        yield index, prob.astype(np.float32, copy=False), labels
+        item = (index, prob.astype(np.float32, copy=False), labels)
+        yield item + (doubt,) if uncertainty else item
 
 
 def predict(model: "SegmentationModel | str | os.PathLike", image, *, rgb: Optional[bool] = None,
@@ -166,33 +195,40 @@ def predict(model: "SegmentationModel | str | os.PathLike", image, *, rgb: Optio
             probabilities: bool = True, device: str = "auto", fast: bool = True, tile: int = TILE,
             overlap: int = OVERLAP, on_progress: Optional[Callable[[int, int], None]] = None,
             should_stop: Optional[Callable[[], bool]] = None,
-            out: Optional[np.ndarray] = None) -> Prediction:
+            out: Optional[np.ndarray] = None, uncertainty: bool = False) -> Prediction:
     """Segment a 2-D image or an N-D stack (last two axes spatial; a trailing RGB axis is allowed).
 
     ``model``: a model object or a checkpoint path. ``image``: numpy, memmap, dask or zarr
     array, read one plane at a time. ``out``: optional array (e.g. a memmap) for the labels.
     Instance ids are unique across the whole stack. ``should_stop`` raises ``Cancelled``.
+    ``uncertainty``: also return the uncertainty map (see ``uncertainty_map``; 4x slower).
     """
     rgb = is_rgb(image) if rgb is None else rgb
     shape = spatial_shape(image, rgb)
     n = len(plane_indices(image, rgb))
     labels = out if out is not None else np.zeros(shape, np.int32 if instances else np.uint8)
     probs = np.zeros(shape, np.float32) if probabilities else None
-    for done, (index, prob, lab) in enumerate(iter_predict(
+    doubts = np.zeros(shape, np.float32) if uncertainty else None
+    for done, item in enumerate(iter_predict(
             model, image, rgb=rgb, threshold=threshold, instances=instances,
-            split_touching=split_touching, device=device, fast=fast, tile=tile, overlap=overlap), 1):
+            split_touching=split_touching, device=device, fast=fast, tile=tile, overlap=overlap,
+            uncertainty=uncertainty), 1):
+        index, prob, lab = item[:3]
         labels[index] = lab
         if probs is not None:
             probs[index] = prob
+        if doubts is not None:
+            doubts[index] = item[3]
         if on_progress is not None:
             on_progress(done, n)
         if should_stop is not None and should_stop() and done < n:
             raise Cancelled(f"prediction cancelled after {done} of {n} planes")
-    return Prediction(labels, probs)
+    return Prediction(labels, probs, doubts)
 
 
 def predict_to_tiff(model: "SegmentationModel | str | os.PathLike", image, labels_path: "str | os.PathLike",
                     probabilities_path: "str | os.PathLike | None" = None, *, rgb: Optional[bool] = None,
+                    uncertainty_path: "str | os.PathLike | None" = None,
                     on_progress: Optional[Callable[[int, int], None]] = None, **options) -> None:
     """Segment ``image`` straight into TIFF files, one plane at a time.
 
@@ -207,9 +243,14 @@ def predict_to_tiff(model: "SegmentationModel | str | os.PathLike", image, label
         put_labels = files.enter_context(stack_writer(labels_path, shape, label_dtype))
         put_prob = (files.enter_context(stack_writer(probabilities_path, shape, np.float32))
                     if probabilities_path is not None else None)
-        for done, (_, prob, labels) in enumerate(iter_predict(model, image, rgb=rgb, **options), 1):
-            put_labels(labels)
+        put_doubt = (files.enter_context(stack_writer(uncertainty_path, shape, np.float32))
+                     if uncertainty_path is not None else None)
+        items = iter_predict(model, image, rgb=rgb, uncertainty=put_doubt is not None, **options)
+        for done, item in enumerate(items, 1):
+            put_labels(item[2])
             if put_prob is not None:
-                put_prob(prob)
+                put_prob(item[1])
+            if put_doubt is not None:
+                put_doubt(item[3])
             if on_progress is not None:
                 on_progress(done, n)

@@ -130,3 +130,49 @@ def test_default_tiling_of_a_trained_model_equals_whole_image(trained, sample):
     whole = sigmoid(predict_logits(model, plane, tile=1024, overlap=OVERLAP, fast=False))
     tiled = sigmoid(predict_logits(model, plane, tile=384, overlap=OVERLAP, fast=False))
     assert np.abs(whole - tiled).max() < 1e-4
+
+
+def test_init_continues_a_model_and_refuses_an_encoder(trained, small_sample, tmp_path, capsys):
+    from btunet import read_metadata
+    sparse = tmp_path / "strokes"
+    sparse.mkdir()
+    for p in (small_sample / "masks").iterdir():
+        mask = tifffile.imread(p)
+        ann = np.zeros(mask.shape, np.uint8)
+        ann[::5, ::5] = np.where(mask[::5, ::5] > 0, 2, 1)
+        tifffile.imwrite(sparse / p.name, ann)
+    base = ["finetune", "--images", str(small_sample / "images"), "--masks", str(sparse), "--mask-mode", "sparse",
+            "--steps-per-epoch", "2", "--batch-size", "4", "--patch-size", "64", "--device", "cpu"]
+    model = trained / "model.safetensors"
+    before = model.read_bytes()
+    out = tmp_path / "continued.safetensors"
+    assert main(base + ["--init", str(model), "--out", str(out)]) == 0
+    meta = read_metadata(out)
+    assert meta["model"]["name"] == "unet" and meta["epochs"] == 4  # the continuation schedule
+    assert meta["trained_on"]["painted_pixels_wrong_at_start"] is not None
+    assert model.read_bytes() == before
+    assert main(base + ["--init", str(trained / "enc.safetensors"), "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "--encoder instead of --init" in capsys.readouterr().err
+    assert main(base + ["--init", str(model), "--out", str(model)]) == 2
+    assert "is also an input" in capsys.readouterr().err
+    assert main(base + ["--init", str(model), "--model", "rca_iunet", "--out", str(tmp_path / "y.safetensors")]) == 2
+    assert "holds a 'unet' model" in capsys.readouterr().err
+    assert model.read_bytes() == before and not (tmp_path / "x.safetensors").exists()
+
+
+def test_predict_writes_the_uncertainty_map(trained, small_sample, capsys):
+    out = trained / "pred_uncertainty"
+    args = ["predict", str(trained / "model.safetensors"), str(small_sample / "images"), "--out", str(out),
+            "--uncertainty", "--device", "cpu"]
+    assert main(args) == 0
+    names = sorted(p.name for p in (small_sample / "images").iterdir())
+    maps = sorted(out.glob("*_uncertainty.tif"))
+    assert [m.name for m in maps] == [n[:-4] + "_uncertainty.tif" for n in names]
+    u = tifffile.imread(maps[0])
+    assert u.dtype == np.float32 and u.shape == (128, 128) and 0 <= u.min() and u.max() <= 1
+    maps[0].unlink()
+    (out / names[0]).unlink()
+    tifffile.imwrite(maps[0], np.zeros((2, 2), np.float32))  # an earlier map is not replaced silently
+    assert main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert tifffile.imread(maps[0]).shape == (2, 2)

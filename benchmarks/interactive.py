@@ -1,0 +1,340 @@
+"""The painting loop, simulated: strokes, then correction rounds, for the U-Net and the random forest.
+
+Per dataset and seed, a simulated annotator paints round 0 on one training image (an object
+blob in some objects, background strokes in empty space: ``quality.scribbles``), then in each
+round 1..R paints ``--budget`` more pixels where the current prediction of that image is wrong
+(largest false-positive regions get background, largest false-negative regions get object) -
+or, for the ``uncertainty`` user, where the model's uncertainty map is highest, with the true
+label there. After each round the U-Net continues from its current weights (the engine's
+continuation schedule), the random forest is retrained on all strokes; both predict the test
+images. Records: test Dice, painted pixels, wall time of the round (training + preview of the
+painted image), and how well the uncertainty map ranks real errors (ROC AUC). Writes
+docs/results_interactive.md, docs/interactive_<set>.png, docs/data/interactive.jsonl.
+
+    python benchmarks/interactive.py --quick      # one set, one seed, two rounds
+    python benchmarks/interactive.py              # three sets x three seeds x three rounds
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import DEFAULT_DATA, DOCS, load_average, machine, stamp, table, write_section  # noqa: E402
+from quality import GRAY_UNLABELLED, get_encoder, load_dataset, rf_features, scribbles  # noqa: E402
+
+RECORDS = DOCS / "data" / "interactive.jsonl"
+DATASETS = ("bbbc007", "cho_3dt", "cells3d")
+METHODS = ("scratch", "bt", "rf", "scratch_uncertainty")
+LABELS = {"scratch": "`unet` from scratch", "bt": "`unet` Barlow Twins", "rf": "random forest (ilastik-style)",
+          "scratch_uncertainty": "`unet` from scratch, user guided by its uncertainty map",
+          "rf_full": "random forest, 1 fully annotated image"}
+
+
+# ---------------------------------------------------------------------------- simulated user
+def _paint_blob(ann: np.ndarray, region: np.ndarray, value: int, radius: int, budget: int) -> int:
+    """Paint a disk of ``value`` at the innermost point of ``region`` (inside it, on unpainted pixels)."""
+    from scipy import ndimage as ndi
+    inner = ndi.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
+    cy, cx = np.unravel_index(int(np.argmax(inner)), inner.shape)
+    yy, xx = np.ogrid[:ann.shape[0], :ann.shape[1]]
+    disk = ((yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2) & region & (ann == 0)
+    idx = np.flatnonzero(disk)[:budget]
+    ann.flat[idx] = value
+    return len(idx)
+
+
+def correct(ann: np.ndarray, pred: np.ndarray, truth: np.ndarray, budget: int, radius: int = 4,
+            max_regions: int = 40) -> np.ndarray:
+    """Error-guided round: blobs in the largest false-positive (-> 1) and false-negative (-> 2) regions."""
+    from skimage.measure import label
+    ann = ann.copy()
+    truth = truth > 0
+    regions = []
+    for wrong, value in (((pred > 0) & ~truth, 1), ((pred == 0) & truth, 2)):
+        lab = label(wrong & (ann == 0), connectivity=1)
+        sizes = np.bincount(lab.ravel())[1:]
+        regions += [(int(s), value, lab == i + 1) for i, s in
+                    sorted(enumerate(sizes), key=lambda t: -t[1])[:max_regions] if s >= 4]
+    regions.sort(key=lambda r: -r[0])
+    used = 0
+    for _, value, region in regions:
+        if used >= budget:
+            break
+        used += _paint_blob(ann, region, value, radius, budget - used)
+    return ann
+
+
+def correct_by_uncertainty(ann: np.ndarray, uncertainty: np.ndarray, truth: np.ndarray, budget: int,
+                           radius: int = 4, level: float = 0.5) -> np.ndarray:
+    """Uncertainty-guided round: the user looks where the map is bright and paints the true label."""
+    from skimage.measure import label
+    ann = ann.copy()
+    truth = truth > 0
+    lab = label((uncertainty >= level) & (ann == 0), connectivity=1)
+    mass = np.bincount(lab.ravel(), weights=uncertainty.ravel())[1:]
+    used = 0
+    for i in np.argsort(-mass):
+        if used >= budget:
+            break
+        region = lab == i + 1
+        # one stroke has one label: the true label of most of the uncertain region
+        value = 2 if truth[region].mean() >= 0.5 else 1
+        used += _paint_blob(ann, region & (truth if value == 2 else ~truth), value, radius, budget - used)
+    return ann
+
+
+# ------------------------------------------------------------------------------------ methods
+def test_dice(predictions: list[np.ndarray], ds: dict) -> float:
+    from btunet.metrics import pixel_scores
+    return float(np.mean([pixel_scores(p, m)["dice"] for p, (_, _, m) in zip(predictions, ds["test"])]))
+
+
+def error_auroc(model, ds: dict) -> float:
+    """ROC AUC of the uncertainty map for telling wrong pixels from right ones, on the test images."""
+    import btunet
+    from sklearn.metrics import roc_auc_score
+    scores, wrong = [], []
+    for _, image, mask in ds["test"]:
+        r = btunet.predict(model, image, probabilities=False, uncertainty=True)
+        scores.append(r.uncertainty.ravel()[::7])
+        wrong.append(((r.labels > 0) != (mask > 0)).ravel()[::7])
+    s, w = np.concatenate(scores), np.concatenate(wrong)
+    return float(roc_auc_score(w, s)) if 0 < w.mean() < 1 else float("nan")
+
+
+class UNetUser:
+    """The U-Net side of the loop: fresh fine-tune at round 0, continuation afterwards."""
+
+    def __init__(self, encoder, seed: int, args):
+        self.encoder, self.seed, self.args, self.model = encoder, seed, args, None
+
+    def train(self, image: np.ndarray, ann: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        import btunet
+        cfg = btunet.FinetuneConfig(model="unet", seed=self.seed)
+        t = time.perf_counter()
+        if self.model is None:
+            self.model = btunet.finetune(image, ann, cfg, encoder=self.encoder)
+        else:
+            self.model = btunet.finetune(image, ann, cfg.continuation(), model=copy.deepcopy(self.model))
+        preview = btunet.predict(self.model, image, probabilities=False, uncertainty=True)
+        return time.perf_counter() - t, preview.labels, preview.uncertainty
+
+    def test(self, ds: dict) -> list[np.ndarray]:
+        import btunet
+        return [btunet.predict(self.model, image, probabilities=False).labels for _, image, _ in ds["test"]]
+
+
+class ForestUser:
+    """The random forest side: retrained from all strokes every round (what ilastik does)."""
+
+    def __init__(self, seed: int):
+        self.seed, self.forest = seed, None
+
+    def train(self, image: np.ndarray, ann: np.ndarray) -> tuple[float, np.ndarray, None]:
+        from sklearn.ensemble import RandomForestClassifier
+        t = time.perf_counter()
+        f = rf_features(image)
+        keep = ann > 0
+        self.forest = RandomForestClassifier(n_estimators=50, max_depth=10, n_jobs=-1,
+                                             random_state=self.seed).fit(f[keep], ann[keep] == 2)
+        pred = self.forest.predict(f.reshape(-1, f.shape[-1])).reshape(image.shape)
+        return time.perf_counter() - t, pred.astype(np.uint8), None
+
+    def test(self, ds: dict) -> list[np.ndarray]:
+        out = []
+        for _, image, _ in ds["test"]:
+            f = rf_features(image)
+            out.append(self.forest.predict(f.reshape(-1, f.shape[-1])).reshape(image.shape))
+        return out
+
+
+def forest_on_full_image(ds: dict, seed: int, max_pixels: int = 200_000) -> float:
+    """The reference a correction loop should reach: the forest trained on one whole mask."""
+    from sklearn.ensemble import RandomForestClassifier
+    _, image, mask = ds["train"][0]
+    f = rf_features(image).reshape(-1, rf_features(image).shape[-1]) if False else rf_features(image)
+    x, y = f.reshape(-1, f.shape[-1]), (mask > 0).ravel()
+    pick = np.random.default_rng(seed).choice(len(y), min(max_pixels, len(y)), replace=False)
+    forest = RandomForestClassifier(n_estimators=50, max_depth=10, n_jobs=-1, random_state=seed).fit(x[pick], y[pick])
+    preds = []
+    for _, im, _ in ds["test"]:
+        g = rf_features(im)
+        preds.append(forest.predict(g.reshape(-1, g.shape[-1])).reshape(im.shape))
+    return test_dice(preds, ds)
+
+
+def run_loop(ds_name: str, ds: dict, method: str, seed: int, args, encoder) -> list[dict]:
+    _, image, mask = ds["train"][0]
+    user = ForestUser(seed) if method == "rf" else UNetUser(encoder if method == "bt" else None, seed, args)
+    ann = scribbles(mask, seed=seed)
+    records, total_s = [], 0.0
+    for rnd in range(args.rounds + 1):
+        if rnd > 0:
+            ann = (correct_by_uncertainty(ann, uncertainty, mask, args.budget) if method.endswith("uncertainty")
+                   else correct(ann, pred, mask, args.budget))
+        round_s, pred, uncertainty = user.train(image, ann)
+        total_s += round_s
+        rec = {"dataset": ds_name, "method": method, "seed": seed, "round": rnd,
+               "painted": int((ann > 0).sum()), "dice": test_dice(user.test(ds), ds),
+               "round_s": round(round_s, 2), "total_s": round(total_s, 2), "load": load_average()}
+        if method != "rf" and args.auroc:
+            rec["error_auroc"] = error_auroc(user.model, ds)
+        records.append(rec)
+        print(json.dumps(rec), flush=True)
+    return records
+
+
+# ------------------------------------------------------------------------------------- report
+def mean_std(values: list[float]) -> str:
+    values = [v for v in values if v == v]
+    if not values:
+        return "—"
+    return f"{np.mean(values):.3f}" + (f" ± {np.std(values):.3f}" if len(values) > 1 else "")
+
+
+def summary(records: list[dict], args) -> str:
+    lines = ["## The painting loop", "",
+             f"Generated by `benchmarks/interactive.py` ({stamp()}, {machine()}, 1-min load at the end "
+             f"{load_average()}; each record in [docs/data/interactive.jsonl](data/interactive.jsonl) "
+             "carries the load when it finished).", "",
+             "Round 0: object blobs in 10 objects and eight 40-px background strokes on one training image "
+             f"(`quality.scribbles`); rounds 1-{args.rounds}: {args.budget} more painted pixels per round, "
+             "blobs in the largest wrong regions of the current prediction (false positives -> background, "
+             "false negatives -> object) or, for the uncertainty-guided user, in the brightest regions of "
+             "the model's uncertainty map with the true label. The U-Net continues from its weights each "
+             "round (`FinetuneConfig.continuation()`); the forest is retrained on all strokes. Mean test "
+             "Dice ± std over seeds; time = wall time of the round (training + preview of the painted "
+             "image) on this machine.", ""]
+    for ds_name in DATASETS:
+        recs = [r for r in records if r["dataset"] == ds_name and r["method"] != "rf_full"]
+        if not recs:
+            continue
+        full = [r["dice"] for r in records if r["dataset"] == ds_name and r["method"] == "rf_full"]
+        seeds = sorted({r["seed"] for r in recs})
+        rounds = sorted({r["round"] for r in recs})
+        methods = [m for m in METHODS if any(r["method"] == m for r in recs)]
+        rows = []
+        for m in methods:
+            row = [LABELS[m]]
+            for k in rounds:
+                rr = [r for r in recs if r["method"] == m and r["round"] == k]
+                row.append(f"{mean_std([r['dice'] for r in rr])} ({np.mean([r['painted'] for r in rr]):,.0f} px, "
+                           f"{np.mean([r['round_s'] for r in rr]):.0f} s)" if rr else "—")
+            au = [r.get("error_auroc", float("nan")) for r in recs if r["method"] == m]
+            row.append(mean_std(au) if m != "rf" else "—")
+            rows.append(row)
+        lines += [f"### {ds_name}", "", f"Seeds {seeds}; {ds_protocol(ds_name)}", ""]
+        lines += [table(["method"] + [f"round {k}" for k in rounds] + ["uncertainty ranks errors (AUC)"], rows), ""]
+        if full:
+            lines += [f"Random forest trained on the whole mask of the same image: Dice {mean_std(full)}.", ""]
+        lines += [f"![Dice against painted pixels and time, {ds_name}](interactive_{ds_name}.png)", ""]
+    return "\n".join(lines)
+
+
+def ds_protocol(name: str) -> str:
+    return {"bbbc007": "painted image: the first training file; 10 test images.",
+            "cho_3dt": "painted image: frame 0 (z = 2); test frames 4-19.",
+            "cells3d": "painted image: plane z = 34; test planes z = 20, 24, ..., 52."}[name]
+
+
+def plot(records: list[dict]) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    for ds_name in DATASETS:
+        recs = [r for r in records if r["dataset"] == ds_name and r["method"] in METHODS]
+        if not recs:
+            continue
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+        for m in METHODS:
+            rr = [r for r in recs if r["method"] == m]
+            if not rr:
+                continue
+            rounds = sorted({r["round"] for r in rr})
+            mean = lambda key, k: np.mean([r[key] for r in rr if r["round"] == k])
+            for ax, key in zip(axes, ("painted", "total_s")):
+                ax.plot([mean(key, k) for k in rounds], [mean("dice", k) for k in rounds], "-o",
+                        label=LABELS[m].replace("`", ""))
+        full = [r["dice"] for r in records if r["dataset"] == ds_name and r["method"] == "rf_full"]
+        for ax, xl in zip(axes, ("painted pixels", "cumulative wall time (s)")):
+            if full:
+                ax.axhline(np.mean(full), color="gray", ls=":", label="forest, 1 full mask")
+            ax.set_xlabel(xl)
+            ax.set_ylabel("mean test Dice")
+            ax.grid(alpha=0.3)
+        axes[0].set_title(f"{ds_name}: Dice vs painted pixels")
+        axes[1].set_title(f"{ds_name}: Dice vs wall time")
+        axes[1].legend(fontsize=7, loc="lower right")
+        fig.tight_layout()
+        fig.savefig(DOCS / f"interactive_{ds_name}.png", dpi=100)
+        plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------- main
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="bbbc007, seed 0, 2 rounds, no Barlow Twins")
+    p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--budget", type=int, default=300, help="painted pixels per correction round (default 300)")
+    p.add_argument("--pretrain-seconds", type=float, default=120.0)
+    p.add_argument("--pretrain-batch", type=int, default=16)
+    p.add_argument("--no-auroc", dest="auroc", action="store_false", help="skip the uncertainty ranking")
+    p.add_argument("--cache", default=str(Path(__file__).resolve().parent.parent / "runs" / "encoders"))
+    p.add_argument("--data", default=str(DEFAULT_DATA))
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--fresh", action="store_true", help="start a new records file instead of adding to it")
+    p.add_argument("--report-only", action="store_true")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.datasets, args.seeds, args.rounds = ["bbbc007"], [0], 2
+        args.methods = [m for m in args.methods if m != "bt"]
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    RECORDS.parent.mkdir(parents=True, exist_ok=True)
+    if args.fresh and RECORDS.exists() and not args.report_only:
+        RECORDS.unlink()
+    records = [json.loads(line) for line in RECORDS.read_text().splitlines()] if RECORDS.exists() else []
+    done = {(r["dataset"], r["method"], r["seed"]) for r in records}
+
+    def add(new: list[dict]) -> None:
+        records.extend(new)
+        with RECORDS.open("a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in new)
+
+    if not args.report_only:
+        data = Path(args.data)
+        for ds_name in args.datasets:
+            ds = load_dataset(ds_name, data)
+            for seed in args.seeds:
+                if (ds_name, "rf_full", seed) not in done:
+                    add([{"dataset": ds_name, "method": "rf_full", "seed": seed, "round": 0,
+                          "dice": forest_on_full_image(ds, seed), "painted": int(ds["train"][0][2].size)}])
+                for method in args.methods:
+                    if (ds_name, method, seed) in done:
+                        continue
+                    encoder = get_encoder(ds_name, ds, "unet", args, data)[0] if method == "bt" else None
+                    add(run_loop(ds_name, ds, method, seed, args, encoder))
+    plot(records)
+    write_section("results_interactive.md", summary(records, args))
+    print(summary(records, args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Pseudo-labels for the unpainted pixels, from a random forest trained on the same strokes.
+
+Strokes say nothing about the pixels between them, and a U-Net trained on strokes alone fills
+that gap from context: it memorises the strokes and spreads into the haze between objects.
+A pixel classifier on multiscale features (the ilastik approach) does the opposite: it decides
+every pixel from its local appearance. Its confident decisions become low-weight targets for
+the U-Net ("shallow to deep", Matskevych et al. 2022), which then smooths and generalises
+them; the painted strokes always keep full weight and win where the two disagree.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import BTUnetError
+
+SIGMA_MIN, SIGMA_MAX = 1.0, 16.0
+MAX_TRAINING_PIXELS = 50_000  # a forest saturates long before; keeps a round under a second
+
+
+def pixel_features(pixels: np.ndarray) -> np.ndarray:
+    """(H, W, F) multiscale intensity, edge and texture features of a normalised (C, H, W) plane."""
+    from skimage.feature import multiscale_basic_features
+    image = np.moveaxis(np.asarray(pixels, np.float32), 0, -1)
+    return multiscale_basic_features(image, intensity=True, edges=True, texture=True,
+                                     sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, channel_axis=-1)
+
+
+def fit_forest(features: list[np.ndarray], targets: list[np.ndarray], masks: list[np.ndarray],
+               seed: int = 0, n_estimators: int = 50, max_depth: int = 10):
+    """A random forest on the annotated pixels (``masks``) of every plane."""
+    try:
+        from sklearn.ensemble import RandomForestClassifier
+    except ImportError as exc:  # pragma: no cover - scikit-learn is a dependency
+        raise BTUnetError("pseudo-labels need scikit-learn: pip install scikit-learn") from exc
+    x = np.concatenate([f[m] for f, m in zip(features, masks)])
+    y = np.concatenate([t[m] > 0.5 for t, m in zip(targets, masks)])
+    if len(np.unique(y)) < 2:
+        raise BTUnetError("pseudo-labels need painted object and background pixels")
+    if len(y) > MAX_TRAINING_PIXELS:
+        pick = np.random.default_rng(seed).choice(len(y), MAX_TRAINING_PIXELS, replace=False)
+        x, y = x[pick], y[pick]
+    return RandomForestClassifier(n_estimators=n_estimators, max_depth=max_depth, n_jobs=1,
+                                  random_state=seed).fit(x, y)
+
+
+def forest_probabilities(planes_pixels: list[np.ndarray], targets: list[np.ndarray],
+                         masks: list[np.ndarray], seed: int = 0) -> list[np.ndarray]:
+    """Object probability of every pixel of every plane, from a forest fitted on the masked pixels."""
+    features = [pixel_features(p) for p in planes_pixels]
+    forest = fit_forest(features, targets, [m > 0 for m in masks], seed)
+    return [forest.predict_proba(f.reshape(-1, f.shape[-1]))[:, 1].reshape(f.shape[:2]).astype(np.float32)
+            for f in features]
+
+
+def pseudo_targets(probability: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """(target, weight): hard labels where the forest is at least ``confidence`` sure, else weight 0."""
+    target = (probability > 0.5).astype(np.float32)
+    weight = (np.abs(2 * probability - 1) >= 2 * confidence - 1).astype(np.float32)
+    return target, weight

@@ -1,0 +1,147 @@
+"""Learning from strokes: forest pseudo-labels, continuation after more painting, uncertainty maps."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from scipy.special import expit
+
+from btunet import FinetuneConfig, create_model, finetune, predict
+from btunet.finetune import AnnotatedPlane, focus_on_errors
+from btunet.losses import masked_bce_dice_loss
+from btunet.predict import predict_logits, uncertainty_map
+from btunet.teacher import forest_probabilities, pseudo_targets
+
+
+def strokes(mask: np.ndarray) -> np.ndarray:
+    """Sparse labels: every 9th object pixel and every 13th background pixel, the rest unpainted."""
+    flat = np.arange(mask.size).reshape(mask.shape)
+    ann = np.zeros(mask.shape, np.uint8)
+    ann[(mask > 0) & (flat % 9 == 0)] = 2
+    ann[(mask == 0) & (flat % 13 == 0)] = 1
+    return ann
+
+
+@pytest.fixture(scope="module")
+def crop(small_sample):
+    image = tifffile.imread(sorted((small_sample / "images").iterdir())[0])
+    mask = tifffile.imread(sorted((small_sample / "masks").iterdir())[0])
+    return image, mask
+
+
+def test_pseudo_targets_keep_only_confident_pixels():
+    prob = np.array([[0.05, 0.3, 0.5], [0.7, 0.85, 0.99]], np.float32)
+    target, weight = pseudo_targets(prob, 0.8)
+    assert target.tolist() == [[0, 0, 0], [1, 1, 1]]
+    assert weight.tolist() == [[1, 0, 0], [0, 1, 1]]
+
+
+def test_forest_learns_the_sample_from_strokes(crop):
+    image, mask = crop
+    ann = strokes(mask)
+    pixels = ((image - image.min()) / np.ptp(image)).astype(np.float32)[None]
+    prob = forest_probabilities([pixels], [(ann == 2).astype(np.float32)], [(ann > 0).astype(np.float32)])[0]
+    unpainted = ann == 0
+    agreement = ((prob > 0.5) == (mask > 0))[unpainted].mean()
+    assert prob.shape == mask.shape and agreement > 0.9
+
+
+def test_sparse_finetune_adds_pseudo_labels_but_counts_only_painted_pixels(crop, fast_finetune_config):
+    image, mask = crop
+    ann = strokes(mask)
+    cfg = replace(fast_finetune_config, mask_mode="sparse")
+    meta = finetune(image, ann, cfg).metadata["trained_on"]
+    assert meta["annotated_pixels"] == {"object": int((ann == 2).sum()), "background": int((ann == 1).sum())}
+    assert 0 < meta["pseudo_labelled_pixels"] <= int((ann == 0).sum())
+    off = finetune(image, ann, replace(cfg, pseudo_labels="none")).metadata["trained_on"]
+    assert off["pseudo_labelled_pixels"] == 0
+
+
+def test_weighted_loss_matches_a_naive_per_pixel_reference(rng):
+    logits = torch.tensor(rng.normal(size=(2, 1, 5, 6)), dtype=torch.float32)
+    target = torch.tensor(rng.random((2, 1, 5, 6)) > 0.5, dtype=torch.float32)
+    weight = torch.tensor(rng.choice([0.0, 0.5, 1.0], size=(2, 1, 5, 6)), dtype=torch.float32)
+    bce, inter, psum, tsum = 0.0, 0.0, 0.0, 0.0
+    for z, t, w in zip(logits.flatten().tolist(), target.flatten().tolist(), weight.flatten().tolist()):
+        p = 1 / (1 + np.exp(-z))
+        bce += -w * (t * np.log(p) + (1 - t) * np.log(1 - p))
+        inter, psum, tsum = inter + w * p * t, psum + w * p, tsum + w * t
+    naive = 0.5 * (bce / weight.sum().item() + 1 - (2 * inter + 1) / (psum + tsum + 1))
+    assert masked_bce_dice_loss(logits, target, weight).item() == pytest.approx(naive, rel=1e-5)
+
+
+def test_cosine_schedule_for_strokes_keeps_the_last_weights(crop, fast_finetune_config):
+    image, mask = crop
+    cfg = replace(fast_finetune_config, mask_mode="sparse", epochs=None)
+    assert cfg.total_epochs() == 12 and cfg.uses_cosine()
+    assert replace(cfg, mask_mode="dense").total_epochs() == 60
+    assert not replace(cfg, mask_mode="dense").uses_cosine()
+    lrs = []
+    model = finetune(image, strokes(mask), replace(cfg, epochs=2), on_progress=lambda p: lrs.append(p.lr))
+    assert lrs[0] > lrs[-1] and lrs == sorted(lrs, reverse=True)
+    assert model.metadata["best_epoch"] == 2
+
+
+def test_continuation_is_short_and_centres_on_new_mistakes(crop, fast_finetune_config):
+    image, mask = crop
+    cfg = replace(fast_finetune_config, mask_mode="sparse")
+    cont = cfg.continuation()
+    assert cont.total_epochs() == cfg.continue_epochs and cont.lr < cfg.lr and cont.uses_cosine()
+    ann = strokes(mask)
+    first = finetune(image, ann, cfg)
+    assert first.metadata["trained_on"]["painted_pixels_wrong_at_start"] is None
+    pred = predict(first, image, device="cpu").labels
+    more = ann.copy()
+    wrong = (pred > 0) != (mask > 0)
+    more[wrong & (mask > 0)] = 2
+    more[wrong & (mask == 0)] = 1
+    steps = []
+    again = finetune(image, more, replace(cont, epochs=1), model=first, on_progress=lambda p: steps.append(p.step))
+    assert again is first and steps[-1] == cfg.steps_per_epoch
+    assert again.metadata["trained_on"]["painted_pixels_wrong_at_start"] >= int(wrong.sum()) // 2
+
+
+def test_focus_on_errors_points_at_wrong_painted_pixels():
+    torch.manual_seed(0)
+    net = create_model("unet").eval()
+    pixels = np.random.default_rng(0).random((1, 32, 32)).astype(np.float32)
+    logits = predict_logits(net, pixels, fast=False)
+    target = (logits <= 0).astype(np.float32)  # the model gets every pixel wrong
+    painted = np.zeros((32, 32), bool)
+    painted[:4] = True
+    plane = AnnotatedPlane(pixels, target, painted.astype(np.float32), np.zeros((32, 32), np.float32), "a",
+                           painted=painted)
+    assert focus_on_errors(net, [plane], fast=False) == painted.sum()
+    assert np.array_equal(plane.focus, painted)
+
+
+def test_uncertainty_matches_a_naive_flip_ensemble():
+    torch.manual_seed(0)
+    net = create_model("unet").eval()
+    pixels = np.random.default_rng(1).random((1, 48, 40)).astype(np.float32)
+    prob, doubt = uncertainty_map(net, pixels, fast=False)
+    x = torch.from_numpy(pixels)[None]
+    with torch.no_grad():
+        probs = [torch.sigmoid(net(x.flip(d)).flip(d)) if d else torch.sigmoid(net(x))
+                 for d in ((), (-1,), (-2,), (-2, -1))]
+    mean = torch.stack(probs).mean(0)[0, 0].clamp(1e-6, 1 - 1e-6).numpy()
+    naive = -(mean * np.log2(mean) + (1 - mean) * np.log2(1 - mean))
+    assert doubt.shape == (48, 40) and doubt.dtype == np.float32
+    assert np.abs(doubt - naive).max() < 1e-4
+    assert np.abs(prob - expit(predict_logits(net, pixels, fast=False))).max() < 1e-5
+    assert 0 <= doubt.min() and doubt.max() <= 1
+
+
+def test_predict_uncertainty_leaves_labels_unchanged_and_flags_the_boundary(crop, fast_finetune_config):
+    image, mask = crop
+    model = finetune(image, mask, fast_finetune_config)
+    plain = predict(model, image, device="cpu")
+    with_map = predict(model, image, device="cpu", uncertainty=True)
+    assert plain.uncertainty is None
+    assert np.array_equal(plain.labels, with_map.labels)
+    u = with_map.uncertainty
+    assert u.shape == image.shape and 0 <= u.min() and u.max() <= 1
+    near = np.abs(with_map.probabilities - 0.5) < 0.2
+    if near.any() and (~near).any():
+        assert u[near].mean() > u[~near].mean()
