@@ -27,7 +27,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import DEFAULT_DATA, DOCS, load_average, machine, stamp, table, write_section  # noqa: E402
-from quality import GRAY_UNLABELLED, get_encoder, load_dataset, rf_features, scribbles  # noqa: E402
+from quality import get_encoder, load_dataset, rf_features  # noqa: E402
+
+from btunet.simulate import correct, correct_by_uncertainty, scribbles  # noqa: E402
 
 RECORDS = DOCS / "data" / "interactive.jsonl"
 DATASETS = ("bbbc007", "cho_3dt", "cells3d")
@@ -35,59 +37,6 @@ METHODS = ("scratch", "bt", "rf", "scratch_uncertainty")
 LABELS = {"scratch": "`unet` from scratch", "bt": "`unet` Barlow Twins", "rf": "random forest (ilastik-style)",
           "scratch_uncertainty": "`unet` from scratch, user guided by its uncertainty map",
           "rf_full": "random forest, 1 fully annotated image"}
-
-
-# ---------------------------------------------------------------------------- simulated user
-def _paint_blob(ann: np.ndarray, region: np.ndarray, value: int, radius: int, budget: int) -> int:
-    """Paint a disk of ``value`` at the innermost point of ``region`` (inside it, on unpainted pixels)."""
-    from scipy import ndimage as ndi
-    inner = ndi.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
-    cy, cx = np.unravel_index(int(np.argmax(inner)), inner.shape)
-    yy, xx = np.ogrid[:ann.shape[0], :ann.shape[1]]
-    disk = ((yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2) & region & (ann == 0)
-    idx = np.flatnonzero(disk)[:budget]
-    ann.flat[idx] = value
-    return len(idx)
-
-
-def correct(ann: np.ndarray, pred: np.ndarray, truth: np.ndarray, budget: int, radius: int = 4,
-            max_regions: int = 40) -> np.ndarray:
-    """Error-guided round: blobs in the largest false-positive (-> 1) and false-negative (-> 2) regions."""
-    from skimage.measure import label
-    ann = ann.copy()
-    truth = truth > 0
-    regions = []
-    for wrong, value in (((pred > 0) & ~truth, 1), ((pred == 0) & truth, 2)):
-        lab = label(wrong & (ann == 0), connectivity=1)
-        sizes = np.bincount(lab.ravel())[1:]
-        regions += [(int(s), value, lab == i + 1) for i, s in
-                    sorted(enumerate(sizes), key=lambda t: -t[1])[:max_regions] if s >= 4]
-    regions.sort(key=lambda r: -r[0])
-    used = 0
-    for _, value, region in regions:
-        if used >= budget:
-            break
-        used += _paint_blob(ann, region, value, radius, budget - used)
-    return ann
-
-
-def correct_by_uncertainty(ann: np.ndarray, uncertainty: np.ndarray, truth: np.ndarray, budget: int,
-                           radius: int = 4, level: float = 0.5) -> np.ndarray:
-    """Uncertainty-guided round: the user looks where the map is bright and paints the true label."""
-    from skimage.measure import label
-    ann = ann.copy()
-    truth = truth > 0
-    lab = label((uncertainty >= level) & (ann == 0), connectivity=1)
-    mass = np.bincount(lab.ravel(), weights=uncertainty.ravel())[1:]
-    used = 0
-    for i in np.argsort(-mass):
-        if used >= budget:
-            break
-        region = lab == i + 1
-        # one stroke has one label: the true label of most of the uncertain region
-        value = 2 if truth[region].mean() >= 0.5 else 1
-        used += _paint_blob(ann, region & (truth if value == 2 else ~truth), value, radius, budget - used)
-    return ann
 
 
 # ------------------------------------------------------------------------------------ methods
@@ -159,7 +108,7 @@ def forest_on_full_image(ds: dict, seed: int, max_pixels: int = 200_000) -> floa
     """The reference a correction loop should reach: the forest trained on one whole mask."""
     from sklearn.ensemble import RandomForestClassifier
     _, image, mask = ds["train"][0]
-    f = rf_features(image).reshape(-1, rf_features(image).shape[-1]) if False else rf_features(image)
+    f = rf_features(image)
     x, y = f.reshape(-1, f.shape[-1]), (mask > 0).ravel()
     pick = np.random.default_rng(seed).choice(len(y), min(max_pixels, len(y)), replace=False)
     forest = RandomForestClassifier(n_estimators=50, max_depth=10, n_jobs=-1, random_state=seed).fit(x[pick], y[pick])

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from btunet.simulate import scribbles  # noqa: E402
 from _report import DEFAULT_DATA, DOCS, ROOT, load_average, machine, stamp, table, write_section  # noqa: E402
 
 LEVELS = ("1", "2", "4", "sparse")
@@ -68,43 +69,6 @@ def load_dataset(name: str, data: Path) -> dict:
                 "protocol": "plane z = 2 of each frame; frames 0-3 are the training pool, "
                             "frames 4-19 the test set"}
     raise SystemExit(f"unknown dataset {name}")
-
-
-def scribbles(mask: np.ndarray, n_objects: int = 10, n_strokes: int = 8, seed: int = 0) -> np.ndarray:
-    """Sparse annotation (1 = background, 2 = object) a user might paint, generated reproducibly.
-
-    A disk (radius <= 5) inside each of up to ``n_objects`` objects, at their innermost point,
-    and ``n_strokes`` 3-px wide straight strokes of 40 px in background at least 4 px from any
-    object.
-    """
-    from scipy import ndimage as ndi
-    from skimage.draw import disk, line
-    rng = np.random.default_rng(seed)
-    fg = mask > 0
-    inside = ndi.distance_transform_edt(fg)
-    outside = ndi.distance_transform_edt(~fg)
-    ann = np.zeros(mask.shape, np.uint8)
-    ids = np.unique(mask[fg])
-    for i in rng.choice(ids, min(n_objects, len(ids)), replace=False):
-        d = np.where(mask == i, inside, 0)
-        cy, cx = np.unravel_index(np.argmax(d), d.shape)
-        r = float(np.clip(d.max() - 2, 1, 5))
-        rr, cc = disk((cy, cx), r, shape=mask.shape)
-        keep = mask[rr, cc] == i
-        ann[rr[keep], cc[keep]] = 2
-    safe = outside >= 4
-    ys, xs = np.nonzero(safe)
-    stroke = np.zeros(mask.shape, bool)
-    for _ in range(n_strokes):
-        k = rng.integers(len(ys))
-        angle = rng.uniform(0, np.pi)
-        y1 = int(np.clip(ys[k] + 40 * np.sin(angle), 0, mask.shape[0] - 1))
-        x1 = int(np.clip(xs[k] + 40 * np.cos(angle), 0, mask.shape[1] - 1))
-        rr, cc = line(int(ys[k]), int(xs[k]), y1, x1)
-        stroke[rr, cc] = True
-    stroke = ndi.binary_dilation(stroke, iterations=1) & safe
-    ann[stroke] = 1
-    return ann
 
 
 def annotations(ds: dict, level: str) -> tuple[list, list, str]:

@@ -1,5 +1,5 @@
 """Fine-tune widget: (image, labels) pairs -> one FinetuneConfig -> ``btunet.finetune`` in a worker,
-with a live loss / validation-Dice plot and a live preview of the plane on screen."""
+with a live loss / validation-Dice plot and a live preview (and uncertainty map) of the plane on screen."""
 from __future__ import annotations
 
 import copy
@@ -18,7 +18,7 @@ from btunet import BTUnetError, FinetuneConfig
 from btunet.annotations import CONVENTIONS, MASK_MODES
 from btunet.imageio import to_channels
 from btunet.normalize import normalize_plane, percentile_range
-from btunet.predict import predict_logits
+from btunet.predict import predict_logits, uncertainty_map
 
 from . import _common
 from ._common import (Job, LayerCombo, LivePlot, Outcome, PathField, PlaneTracker, ProgressPanel,
@@ -29,6 +29,9 @@ from ._session import session
 ENCODER_CHOICES = ("last pre-trained", "from file", "none")
 LENGTH_CHOICES = ("epochs", "time budget")
 PREVIEW_KIND = "preview"
+UNCERTAINTY_KIND = "uncertainty"
+#: how the uncertainty layer is shown: bright = unsure (paint there next), black adds nothing
+UNCERTAINTY_STYLE = dict(colormap="magma", contrast_limits=(0.0, 1.0), blending="additive", opacity=0.6)
 
 
 class PairRow(QWidget):
@@ -113,13 +116,18 @@ class LivePreview:
 
     Runs in the training thread between steps (the engine calls ``on_progress`` there), so it
     never races the optimiser; the model is put in eval mode for the prediction (as
-    ``btunet.finetune.validate`` does) and back in train mode after. The result goes to the GUI
-    thread through ``job.item``. It waits at least 3x its own duration between previews so
-    large planes do not slow training much.
+    ``btunet.finetune.validate`` does) and back in train mode after. With ``uncertainty`` the
+    plane also gets ``btunet.predict.uncertainty_map`` (four test-time flips, so about four
+    times the work; the mask then comes from the unflipped probability, the same as without).
+    The result, ``(PREVIEW_KIND, index, mask, uncertainty or None)``, goes to the GUI thread
+    through ``job.item``. It waits at least 3x its own duration between previews so large
+    planes do not slow training much.
     """
 
-    def __init__(self, image, rgb: bool, tracker: PlaneTracker, interval_s: float):
+    def __init__(self, image, rgb: bool, tracker: PlaneTracker, interval_s: float,
+                 uncertainty: bool = False):
         self.image, self.rgb, self.tracker, self.interval_s = image, rgb, tracker, interval_s
+        self.uncertainty = uncertainty
         self.lo, self.hi = 0.0, 1.0
         self._cache: dict[tuple, np.ndarray] = {}
         self._next = 0.0
@@ -151,11 +159,15 @@ class LivePreview:
         was_training = model.training
         model.eval()
         try:
-            logits = predict_logits(model, pixels, fast=True)
+            if self.uncertainty:
+                probability, doubt = uncertainty_map(model, pixels, fast=True)
+                mask = probability > 0.5
+            else:
+                mask, doubt = predict_logits(model, pixels, fast=True) > 0, None
         finally:
             if was_training:
                 model.train()
-        job.item((PREVIEW_KIND, index, (logits > 0).astype(np.uint8)))
+        job.item((PREVIEW_KIND, index, mask.astype(np.uint8), doubt))
         cost = time.perf_counter() - start
         self.count += 1
         self.seconds += cost
@@ -182,10 +194,15 @@ class FinetuneWidget(_common.JobWidget):
         self.pairs: list[PairRow] = []
         self.tracker: Optional[PlaneTracker] = None
         self.preview_layer = None
+        self.uncertainty_layer = None
         self.last_outcome: Optional[Outcome] = None
         self.last_progress = None  # the latest engine Progress (without the model)
         self._budget: Optional[float] = None
         self.previewed: list[tuple] = []
+        self.uncertainty_shown: list[tuple] = []
+        #: epochs the user typed, for a fresh run and for a continuation; None = the engine default
+        self._epochs: dict[str, Optional[int]] = {"fresh": None, "continue": None}
+        self._showing_epochs = False
         self._build()
         self.add_pair()
         self._sync_encoder()
@@ -238,8 +255,11 @@ class FinetuneWidget(_common.JobWidget):
         self.variant_combo.addItems(list(btunet.MODELS))
         form.addRow("variant", self.variant_combo)
         self.resume_check = QCheckBox("continue from the current model")
-        self.resume_check.setToolTip("paint more, then Start: training resumes from the current "
-                                     "weights (its variant) instead of a fresh model")
+        self.resume_check.setToolTip("paint more (corrections where the preview is wrong), then "
+                                     "Start: a short warm start from the current weights (its "
+                                     "variant) at half the learning rate, focused on painted "
+                                     "pixels the model gets wrong")
+        self.resume_check.toggled.connect(self._show_epochs)
         form.addRow("", self.resume_check)
         self.model_label = hint("")
         form.addRow("", self.model_label)
@@ -252,7 +272,7 @@ class FinetuneWidget(_common.JobWidget):
         self.length_combo.addItems(LENGTH_CHOICES)
         self.epochs_spin = QSpinBox()
         self.epochs_spin.setRange(1, 100000)
-        self.epochs_spin.setValue(FinetuneConfig.epochs)
+        self.epochs_spin.valueChanged.connect(self._epochs_edited)
         self.budget_spin = QDoubleSpinBox()
         self.budget_spin.setRange(0.1, 10000)
         self.budget_spin.setDecimals(1)
@@ -263,6 +283,8 @@ class FinetuneWidget(_common.JobWidget):
         length.addWidget(self.epochs_spin)
         length.addWidget(self.budget_spin)
         form.addRow("train for", length)
+        self.length_label = hint("")
+        form.addRow("", self.length_label)
         self.output_file = PathField("save", placeholder="optional: save the model here")
         form.addRow("model file", self.output_file)
         self.device_combo, self.device_label = _common.add_device_row(form)
@@ -286,9 +308,19 @@ class FinetuneWidget(_common.JobWidget):
         self.preview_spin.setSuffix(" s")
         self.preview_spin.setToolTip("predict the plane on screen this often while training (0 = off)")
         adv.addRow("preview every", self.preview_spin)
+        self.uncertainty_check = QCheckBox("show uncertainty (where to paint next)")
+        self.uncertainty_check.setChecked(True)
+        self.uncertainty_check.setToolTip(
+            "the live preview also shows how unsure the model is (bright = unsure, from four "
+            "flipped predictions) in '<image> uncertainty [btunet]'; paint corrections where it "
+            "is bright and the preview is wrong, then Start again to continue")
+        form.addRow("", self.uncertainty_check)
+        # the map is computed by the live preview: nothing to show while the preview is off
+        self.preview_spin.valueChanged.connect(lambda value: self.uncertainty_check.setEnabled(value > 0))
         form.addRow(self.advanced)
         layout.addWidget(train)
         self._length_changed(self.length_combo.currentText())
+        self._show_epochs()
 
         buttons, self.start_button = self.add_start_cancel(layout, "Start")
         self.save_button = QPushButton("Save model…")
@@ -354,10 +386,48 @@ class FinetuneWidget(_common.JobWidget):
     # ------------------------------------------------------------------ state
     def _mode_changed(self, mode: str) -> None:
         self.convention_label.setText(CONVENTIONS.get(mode, ""))
+        if hasattr(self, "epochs_spin"):  # the default length depends on the mode
+            self._show_epochs()
 
     def _length_changed(self, choice: str) -> None:
         self.epochs_spin.setVisible(choice == "epochs")
         self.budget_spin.setVisible(choice != "epochs")
+        self._show_epochs()
+
+    def _continuing(self) -> bool:
+        return self.resume_check.isChecked() and session.model is not None
+
+    def _epochs_kind(self) -> str:
+        return "continue" if self._continuing() else "fresh"
+
+    def epochs_value(self, kind: str) -> int:
+        """Epochs of a fresh run or of a continuation: the user's number, else the engine default."""
+        chosen = self._epochs[kind]
+        if chosen is not None:
+            return chosen
+        defaults = FinetuneConfig(mask_mode=self.mode_combo.currentText())
+        return defaults.continue_epochs if kind == "continue" else defaults.total_epochs()
+
+    def _epochs_edited(self, value: int) -> None:
+        if not self._showing_epochs:
+            self._epochs[self._epochs_kind()] = value
+
+    def _show_epochs(self, *_: Any) -> None:
+        """Show the epochs of the run Start would make (fresh or continuation) and say which."""
+        self._showing_epochs = True
+        try:
+            self.epochs_spin.setValue(self.epochs_value(self._epochs_kind()))
+        finally:
+            self._showing_epochs = False
+        if not self._continuing():
+            text = ""
+        elif self.length_combo.currentText() == "epochs":
+            text = ("continuing: a short warm start from the current model (half the learning "
+                    "rate, cosine decay), focused on painted pixels it gets wrong")
+        else:
+            text = "continuing from the current model for the whole time budget"
+        self.length_label.setText(text)
+        self.length_label.setVisible(bool(text))
 
     def _session_changed(self, what: str) -> None:
         if what == "encoder":
@@ -395,17 +465,24 @@ class FinetuneWidget(_common.JobWidget):
         if session.model is None:
             self.resume_check.setChecked(False)
         self.model_label.setText("current model: " + session.describe_model())
+        self._show_epochs()
 
     def config(self) -> FinetuneConfig:
-        """The widget state as one engine config."""
+        """The widget state as one engine config: the run Start makes.
+
+        Continuing from the current model (in epochs) is ``FinetuneConfig.continuation()``, a
+        short warm start; with a time budget, a continuation trains for the whole budget.
+        """
         budget = self.length_combo.currentText() == "time budget"
-        return FinetuneConfig(
+        config = FinetuneConfig(
             model=self.variant_combo.currentText(), mask_mode=self.mode_combo.currentText(),
-            epochs=100000 if budget else self.epochs_spin.value(),
+            epochs=100000 if budget else self._epochs["fresh"],
+            continue_epochs=self.epochs_value("continue"),
             steps_per_epoch=self.steps_spin.value(), batch_size=self.batch_spin.value(),
             patch_size=self.patch_spin.value(), lr=self.lr_spin.value(),
             time_budget_s=60.0 * self.budget_spin.value() if budget else None,
             device=self.device_combo.currentText())
+        return config.continuation() if self._continuing() and not budget else config
 
     def _request(self) -> Request:
         """Check the widget state and capture the data (raises BTUnetError with a clear message)."""
@@ -451,6 +528,7 @@ class FinetuneWidget(_common.JobWidget):
             return None
         request.preview = self._make_preview()
         self.previewed: list[tuple] = []  # plane indices previewed in this run
+        self.uncertainty_shown: list[tuple] = []  # ... and given an uncertainty map
         self.plot.clear()
         self.progress.set_fraction(0, "starting…")
         self._budget = request.config.time_budget_s
@@ -472,10 +550,16 @@ class FinetuneWidget(_common.JobWidget):
         self.preview_layer = upsert_output(
             self.viewer, image, PREVIEW_KIND, np.zeros(spatial_shape(image), np.uint8), "labels",
             opacity=0.45, colormap=colormap)
+        uncertainty = self.uncertainty_check.isChecked()
+        self.uncertainty_layer = None
+        if uncertainty:
+            self.uncertainty_layer = upsert_output(
+                self.viewer, image, UNCERTAINTY_KIND, np.zeros(spatial_shape(image), np.float32),
+                "image", **UNCERTAINTY_STYLE)
         if keep_active is not None and keep_active in self.viewer.layers:
             self.viewer.layers.selection.active = keep_active  # keep the user's brush where it was
         self.tracker = PlaneTracker(self.viewer, image)
-        return LivePreview(layer_array(image), bool(image.rgb), self.tracker, interval)
+        return LivePreview(layer_array(image), bool(image.rgb), self.tracker, interval, uncertainty)
 
     @staticmethod
     def _train(job: Job, request: Request):
@@ -505,15 +589,21 @@ class FinetuneWidget(_common.JobWidget):
             self.plot.add_right(p.step, p.val_dice)
 
     def _on_item(self, item) -> None:
-        kind, index, mask = item
-        layer = self.preview_layer
-        if kind != PREVIEW_KIND or layer is None or layer not in self.viewer.layers:
+        kind, index, mask, doubt = item
+        if kind != PREVIEW_KIND:
             return
-        if layer.data.shape[len(index):] != mask.shape:
-            return
-        layer.data[index] = mask
+        if self._show_plane(self.preview_layer, index, mask):
+            self.previewed.append(index)
+        if doubt is not None and self._show_plane(self.uncertainty_layer, index, doubt):
+            self.uncertainty_shown.append(index)
+
+    def _show_plane(self, layer, index: tuple, plane: np.ndarray) -> bool:
+        """Copy one previewed plane into the plugin's layer, if that layer is still there."""
+        if layer is None or layer not in self.viewer.layers or layer.data.shape[len(index):] != plane.shape:
+            return False
+        layer.data[index] = plane
         layer.refresh()
-        self.previewed.append(index)
+        return True
 
     def _set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)
@@ -529,9 +619,9 @@ class FinetuneWidget(_common.JobWidget):
             self.tracker = None
         if outcome.error is not None:
             self.progress.set_text(f"failed: {sentence(outcome.error)}")
-            layer = self.preview_layer
-            if layer is not None and layer in self.viewer.layers and not layer.data.any():
-                self.viewer.layers.remove(layer)  # nothing was previewed
+            for layer in (self.preview_layer, self.uncertainty_layer):
+                if layer is not None and layer in self.viewer.layers and not layer.data.any():
+                    self.viewer.layers.remove(layer)  # nothing was previewed
             _common.report_failure("Fine-tuning", outcome.error)
             return
         net, saved = outcome.result
