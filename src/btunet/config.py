@@ -52,8 +52,9 @@ class FinetuneConfig:
     time_budget_s: Optional[float] = None
     schedule: str = "auto"           # "cosine" (decay to 0, keep the end), "plateau"; auto: cosine for sparse
     pseudo_labels: str = "forest"    # sparse only: "forest" (pseudo-labels for unpainted pixels) or "none"
-    pseudo_weight: float = 0.5       # loss weight of a pseudo-labelled pixel (a painted pixel has 1)
-    pseudo_confidence: float = 0.8   # forest probability needed for a pixel to get a pseudo-label
+    pseudo_weight: float = 1.0       # loss weight of a pseudo-labelled pixel (a painted pixel has 1)
+    pseudo_confidence: float = 0.6   # teacher probability needed for a pixel to get a pseudo-label
+    continue_teacher: str = "both"   # pseudo-labels when continuing: mean of current model and new forest
     augment: bool = True             # flips and 90-degree rotations (+ blur/noise below)
     blur_noise: bool = True          # mild Gaussian blur and noise
     intensity_augment: float = 0.0   # gamma/contrast/brightness jitter strength (0 = off)

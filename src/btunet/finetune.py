@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+from scipy.special import expit
 
 from .annotations import CONVENTIONS, check_annotation_counts, targets_and_weights
 from .augment import finetune_augment
@@ -124,44 +125,69 @@ class PatchSampler:
         return images, targets, weights
 
 
-def add_pseudo_labels(planes: list[AnnotatedPlane], cfg: FinetuneConfig) -> int:
-    """Give confident forest pseudo-labels (weight ``cfg.pseudo_weight``) to unpainted pixels.
+def add_pseudo_labels(planes: list[AnnotatedPlane], cfg: FinetuneConfig,
+                      model_probs: Optional[list[np.ndarray]] = None) -> int:
+    """Give confident pseudo-labels (weight ``cfg.pseudo_weight``) to unpainted pixels.
 
-    The forest learns from the training strokes only; painted pixels keep weight 1 and their
+    A fresh run takes them from a forest trained on the strokes. A continuation
+    (``model_probs``: the current model's probabilities) takes them from ``cfg.continue_teacher``:
+    the current model ("model": it keeps what it learnt, and the new strokes change it only
+    where they were painted), the new forest, or their mean ("both"). Around painted pixels
+    the current model gets wrong (corrections), the model's pseudo-labels are dropped within
+    ``CORRECTION_RADIUS`` px so they cannot outvote the correction. Painted pixels keep their
     own label, held-out pixels stay out. Returns the number of pseudo-labelled pixels.
     """
+    from scipy import ndimage as ndi
     from .teacher import forest_probabilities, pseudo_targets
-    probs = forest_probabilities([p.pixels for p in planes], [p.target for p in planes],
-                                 [p.weight for p in planes], cfg.seed)
+    teacher = cfg.continue_teacher if model_probs is not None else "forest"
+    forest = (forest_probabilities([p.pixels for p in planes], [p.target for p in planes],
+                                   [p.weight for p in planes], cfg.seed) if teacher != "model" else None)
     count = 0
-    for p, prob in zip(planes, probs):
+    for k, p in enumerate(planes):
         painted = (p.weight > 0) | (p.val_weight > 0)
+        if teacher == "forest":
+            prob = forest[k]
+        else:
+            prob = model_probs[k] if teacher == "model" else 0.5 * (model_probs[k] + forest[k])
         target, weight = pseudo_targets(prob, cfg.pseudo_confidence)
+        if teacher != "forest":
+            wrong = painted & ((model_probs[k] > 0.5) != (p.target > 0.5))
+            if wrong.any():
+                weight[ndi.distance_transform_edt(~wrong) <= CORRECTION_RADIUS] = 0
         weight[painted] = 0
-        p.painted = p.focus = p.weight > 0
+        p.painted = p.weight > 0
+        if p.focus is None:
+            p.focus = p.painted
         p.target = np.where(painted, p.target, target).astype(np.float32)
         p.weight = (p.weight + cfg.pseudo_weight * weight).astype(np.float32)
         count += int(weight.sum())
     return count
 
 
-def focus_on_errors(net: SegmentationModel, planes: list[AnnotatedPlane], fast: bool) -> int:
+CORRECTION_RADIUS = 12
+
+
+def model_probabilities(net: SegmentationModel, planes: list[AnnotatedPlane], fast: bool) -> list[np.ndarray]:
+    net.eval()
+    probs = [expit(predict_logits(net, p.pixels, fast=fast)) for p in planes]
+    net.train()
+    return probs
+
+
+def focus_on_errors(planes: list[AnnotatedPlane], probs: list[np.ndarray]) -> int:
     """Centre continuation patches on painted pixels the current model gets wrong (new strokes).
 
     Returns how many painted pixels are wrong; with none, patches stay on all painted pixels.
     """
-    net.eval()
     wrong_total = 0
-    for p in planes:
+    for p, prob in zip(planes, probs):
         painted = p.painted if p.painted is not None else p.weight > 0
-        logits = predict_logits(net, p.pixels, fast=fast)
-        wrong = painted & ((logits > 0) != (p.target > 0.5))
+        wrong = painted & ((prob > 0.5) != (p.target > 0.5))
         wrong_total += int(wrong.sum())
         p.focus = wrong
     if wrong_total == 0:
         for p in planes:
-            p.focus = p.painted
-    net.train()
+            p.focus = p.painted if p.painted is not None else p.weight > 0
     return wrong_total
 
 
@@ -212,10 +238,11 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     has_val = hold_out_validation(planes, cfg.val_fraction, rng)
     for p in planes:
         p.painted = p.weight > 0
-    use_pseudo = cfg.mask_mode == "sparse" and cfg.pseudo_labels == "forest"
-    n_pseudo = add_pseudo_labels(planes, cfg) if use_pseudo else 0
     net.to(device)
-    n_wrong = focus_on_errors(net, planes, cfg.fast) if model is not None else None
+    probs = model_probabilities(net, planes, cfg.fast) if model is not None else None
+    n_wrong = focus_on_errors(planes, probs) if model is not None else None
+    use_pseudo = cfg.mask_mode == "sparse" and cfg.pseudo_labels == "forest"
+    n_pseudo = add_pseudo_labels(planes, cfg, probs) if use_pseudo else 0
     fraction = min(cfg.annotated_fraction, 0.5) if use_pseudo else cfg.annotated_fraction
     sampler = PatchSampler(planes, cfg.patch_size, fraction, rng)
 

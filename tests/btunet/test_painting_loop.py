@@ -8,7 +8,7 @@ import torch
 from scipy.special import expit
 
 from btunet import FinetuneConfig, create_model, finetune, predict
-from btunet.finetune import AnnotatedPlane, focus_on_errors
+from btunet.finetune import AnnotatedPlane, focus_on_errors, model_probabilities
 from btunet.losses import masked_bce_dice_loss
 from btunet.predict import predict_logits, uncertainty_map
 from btunet.teacher import forest_probabilities, pseudo_targets
@@ -112,7 +112,7 @@ def test_focus_on_errors_points_at_wrong_painted_pixels():
     painted[:4] = True
     plane = AnnotatedPlane(pixels, target, painted.astype(np.float32), np.zeros((32, 32), np.float32), "a",
                            painted=painted)
-    assert focus_on_errors(net, [plane], fast=False) == painted.sum()
+    assert focus_on_errors([plane], model_probabilities(net, [plane], fast=False)) == painted.sum()
     assert np.array_equal(plane.focus, painted)
 
 
