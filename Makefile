@@ -27,6 +27,8 @@ test: venv
 	$(BIN)/python -m pytest -q
 
 bench: venv
+	$(BIN)/python benchmarks/interactive.py
+	$(BIN)/python benchmarks/first_preview.py
 	$(BIN)/python benchmarks/speed.py
 	$(BIN)/python benchmarks/quality.py
 

@@ -33,8 +33,14 @@ from btunet.simulate import correct, correct_by_uncertainty, scribbles  # noqa: 
 
 RECORDS = DOCS / "data" / "interactive.jsonl"
 DATASETS = ("bbbc007", "cho_3dt", "cells3d")
-METHODS = ("scratch", "bt", "rf", "scratch_uncertainty")
-LABELS = {"scratch": "`unet` from scratch", "bt": "`unet` Barlow Twins", "rf": "random forest (ilastik-style)",
+METHODS = ("scratch", "bt", "rf", "scratch_uncertainty", "strokes_only", "teacher_forest", "teacher_model")
+#: the alternatives that were tried for learning from strokes (engine settings of the `unet` run)
+VARIANTS = {"strokes_only": {"pseudo_labels": "none"}, "teacher_forest": {"continue_teacher": "forest"},
+            "teacher_model": {"continue_teacher": "model"}}
+LABELS = {"strokes_only": "`unet` from scratch, strokes only (no pseudo-labels)",
+          "teacher_forest": "`unet` from scratch, continuation pseudo-labels from the forest alone",
+          "teacher_model": "`unet` from scratch, continuation pseudo-labels from the model alone",
+"scratch": "`unet` from scratch", "bt": "`unet` Barlow Twins", "rf": "random forest (ilastik-style)",
           "scratch_uncertainty": "`unet` from scratch, user guided by its uncertainty map",
           "rf_full": "random forest, 1 fully annotated image"}
 
@@ -61,12 +67,13 @@ def error_auroc(model, ds: dict) -> float:
 class UNetUser:
     """The U-Net side of the loop: fresh fine-tune at round 0, continuation afterwards."""
 
-    def __init__(self, encoder, seed: int, args):
+    def __init__(self, encoder, seed: int, args, settings: dict | None = None):
         self.encoder, self.seed, self.args, self.model = encoder, seed, args, None
+        self.settings = settings or {}
 
     def train(self, image: np.ndarray, ann: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         import btunet
-        cfg = btunet.FinetuneConfig(model="unet", seed=self.seed)
+        cfg = btunet.FinetuneConfig(model="unet", seed=self.seed, **self.settings)
         t = time.perf_counter()
         if self.model is None:
             self.model = btunet.finetune(image, ann, cfg, encoder=self.encoder)
@@ -121,7 +128,8 @@ def forest_on_full_image(ds: dict, seed: int, max_pixels: int = 200_000) -> floa
 
 def run_loop(ds_name: str, ds: dict, method: str, seed: int, args, encoder) -> list[dict]:
     _, image, mask = ds["train"][0]
-    user = ForestUser(seed) if method == "rf" else UNetUser(encoder if method == "bt" else None, seed, args)
+    user = (ForestUser(seed) if method == "rf" else
+            UNetUser(encoder if method == "bt" else None, seed, args, VARIANTS.get(method)))
     ann = scribbles(mask, seed=seed)
     records, total_s = [], 0.0
     for rnd in range(args.rounds + 1):
@@ -226,12 +234,46 @@ def plot(records: list[dict]) -> None:
         plt.close(fig)
 
 
+README = DOCS.parent / "README.md"
+START, END = "<!-- painting-loop:start -->", "<!-- painting-loop:end -->"
+
+
+def readme_block(records: list[dict]) -> str:
+    """The README's painting-loop headline, made from the records (never typed by hand)."""
+    lines = []
+    for ds_name in DATASETS:
+        def dice(method: str, rnd: int) -> str:
+            d = [r["dice"] for r in records if r["dataset"] == ds_name and r["method"] == method and r["round"] == rnd]
+            return f"{np.mean(d):.3f}" if d else "—"
+        if not any(r["dataset"] == ds_name for r in records):
+            continue
+        last = max((r["round"] for r in records if r["dataset"] == ds_name and r["method"] == "scratch"), default=0)
+        seeds = len({r["seed"] for r in records if r["dataset"] == ds_name and r["method"] == "scratch"})
+        lines.append(f"  * `{ds_name}` ({seeds} seed{'s' if seeds > 1 else ''}): strokes only {dice('scratch', 0)} "
+                     f"(forest {dice('rf', 0)}); after {last} correction rounds {dice('scratch', last)} "
+                     f"(forest {dice('rf', last)}; forest on one full mask {dice('rf_full', 0)}).")
+    return "\n".join([START, "* **The painting loop** (U-Net from scratch, mean test Dice; "
+                       "[docs/results_interactive.md](docs/results_interactive.md)):"] + lines + [END])
+
+
+def update_readme(records: list[dict]) -> None:
+    text = README.read_text()
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        text = head + readme_block(records) + rest.split(END, 1)[1]
+        tmp = README.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(README)
+
+
 # ---------------------------------------------------------------------------------------- main
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="bbbc007, seed 0, 2 rounds, no Barlow Twins")
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--methods", nargs="+", default=list(METHODS[:4]), choices=METHODS,
+                   help="default: the four main ones; strokes_only, teacher_forest, teacher_model are the "
+                        "alternatives that were tried")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--budget", type=int, default=300, help="painted pixels per correction round (default 300)")
@@ -281,6 +323,7 @@ def main(argv=None) -> int:
                     add(run_loop(ds_name, ds, method, seed, args, encoder))
     plot(records)
     write_section("results_interactive.md", summary(records, args))
+    update_readme(records)
     print(summary(records, args))
     return 0
 

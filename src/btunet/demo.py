@@ -23,18 +23,18 @@ def sample_paths() -> tuple[list[Path], list[Path]]:
     return images, [Path(str(SAMPLE / "masks")) / p.name for p in images]
 
 
-def forest_dice(image, strokes, tests) -> float:
+def forest_dice(image, strokes, tests, test_features) -> float:
     """Dice on ``tests`` of a random forest on multiscale features trained on the same strokes."""
     from .metrics import pixel_scores
-    from .normalize import normalize_plane, percentile_range
     from .teacher import fit_forest, pixel_features
-    norm = lambda a: normalize_plane(a, *percentile_range(a))[None]
-    forest = fit_forest([pixel_features(norm(image))], [(strokes == 2).astype(np.float32)], [strokes > 0])
-    scores = []
-    for test_image, truth in tests:
-        f = pixel_features(norm(test_image))
-        scores.append(pixel_scores(forest.predict(f.reshape(-1, f.shape[-1])).reshape(truth.shape), truth)["dice"])
-    return float(np.mean(scores))
+    forest = fit_forest([pixel_features(normalized(image))], [(strokes == 2).astype(np.float32)], [strokes > 0])
+    return float(np.mean([pixel_scores(forest.predict(f.reshape(-1, f.shape[-1])).reshape(t.shape), t)["dice"]
+                          for f, (_, t) in zip(test_features, tests)]))
+
+
+def normalized(image: np.ndarray) -> np.ndarray:
+    from .normalize import normalize_plane, percentile_range
+    return normalize_plane(image, *percentile_range(image))[None]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> dict:
     test_dice = lambda net: float(np.mean([evaluate(predict(net, im, probabilities=False).labels, t)["dice"]
                                            for im, t in tests]))
     print(f"BBBC007 sample: strokes on {paths[0].name}, tested on the other {len(tests)} images.")
+    from .teacher import pixel_features
+    test_features = [pixel_features(normalized(im)) for im, _ in tests]
     t0 = time.perf_counter()
     encoder = None
     if args.pretrain_epochs:
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
     bar.close()
     preview = predict(model, image, probabilities=False, uncertainty=True)
     lines = [("strokes", int((strokes > 0).sum()), time.perf_counter() - t1,
-              evaluate(preview.labels, truth)["dice"], test_dice(model), forest_dice(image, strokes, tests))]
+              evaluate(preview.labels, truth)["dice"], test_dice(model), forest_dice(image, strokes, tests, test_features))]
     print(f"round 0: {lines[0][1]} painted pixels, preview Dice {lines[0][3]:.3f}; uncertainty above 0.5 on "
           f"{(preview.uncertainty > 0.5).mean():.1%} of the image (where to paint next)")
 
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     bar.close()
     preview = predict(model, image, probabilities=False)
     lines.append(("+ 1 correction round", int((corrected > 0).sum()), time.perf_counter() - t2,
-                  evaluate(preview.labels, truth)["dice"], test_dice(model), forest_dice(image, corrected, tests)))
+                  evaluate(preview.labels, truth)["dice"], test_dice(model), forest_dice(image, corrected, tests, test_features)))
     path = save_model(model, out / "model.safetensors")
 
     t3 = time.perf_counter()
