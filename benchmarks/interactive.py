@@ -162,7 +162,7 @@ def summary(records: list[dict], args) -> str:
              f"{load_average()}; each record in [docs/data/interactive.jsonl](data/interactive.jsonl) "
              "carries the load when it finished).", "",
              "Round 0: object blobs in 10 objects and eight 40-px background strokes on one training image "
-             f"(`quality.scribbles`); rounds 1-{args.rounds}: {args.budget} more painted pixels per round, "
+             f"(`btunet.simulate.scribbles`); rounds 1-{args.rounds}: {args.budget} more painted pixels per round, "
              "blobs in the largest wrong regions of the current prediction (false positives -> background, "
              "false negatives -> object) or, for the uncertainty-guided user, in the brightest regions of "
              "the model's uncertainty map with the true label. The U-Net continues from its weights each "
@@ -182,13 +182,14 @@ def summary(records: list[dict], args) -> str:
             row = [LABELS[m]]
             for k in rounds:
                 rr = [r for r in recs if r["method"] == m and r["round"] == k]
+                secs = np.mean([r["round_s"] for r in rr]) if rr else 0.0
                 row.append(f"{mean_std([r['dice'] for r in rr])} ({np.mean([r['painted'] for r in rr]):,.0f} px, "
-                           f"{np.mean([r['round_s'] for r in rr]):.0f} s)" if rr else "—")
+                           f"{secs:.{0 if secs >= 10 else 1}f} s)" if rr else "—")
             au = [r.get("error_auroc", float("nan")) for r in recs if r["method"] == m]
             row.append(mean_std(au) if m != "rf" else "—")
             rows.append(row)
         lines += [f"### {ds_name}", "", f"Seeds {seeds}; {ds_protocol(ds_name)}", ""]
-        lines += [table(["method"] + [f"round {k}" for k in rounds] + ["uncertainty ranks errors (AUC)"], rows), ""]
+        lines += [table(["method"] + [f"round {k}" for k in rounds] + ["uncertainty ranks errors (ROC AUC, all rounds)"], rows), ""]
         if full:
             lines += [f"Random forest trained on the whole mask of the same image: Dice {mean_std(full)}.", ""]
         lines += [f"![Dice against painted pixels and time, {ds_name}](interactive_{ds_name}.png)", ""]
