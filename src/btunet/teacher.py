@@ -27,12 +27,16 @@ def pixel_features(pixels: np.ndarray) -> np.ndarray:
 
 def fit_forest(features: list[np.ndarray], targets: list[np.ndarray], masks: list[np.ndarray],
                seed: int = 0, n_estimators: int = 50, max_depth: int = 10):
-    """A random forest on the annotated pixels (``masks``) of every plane."""
+    """A random forest on the annotated pixels (``masks``) of every plane.
+
+    ``features`` holds either whole (H, W, F) feature planes or, already picked, the (N, F)
+    features of each plane's masked pixels.
+    """
     try:
         from sklearn.ensemble import RandomForestClassifier
     except ImportError as exc:  # pragma: no cover - scikit-learn is a dependency
         raise BTUnetError("pseudo-labels need scikit-learn: pip install scikit-learn") from exc
-    x = np.concatenate([f[m] for f, m in zip(features, masks)])
+    x = np.concatenate([f if f.ndim == 2 else f[m] for f, m in zip(features, masks)])
     y = np.concatenate([t[m] > 0.5 for t, m in zip(targets, masks)])
     if len(np.unique(y)) < 2:
         raise BTUnetError("pseudo-labels need painted object and background pixels")
@@ -43,17 +47,34 @@ def fit_forest(features: list[np.ndarray], targets: list[np.ndarray], masks: lis
                                   random_state=seed).fit(x, y)
 
 
+#: feature planes are kept between fitting and predicting up to this size, else recomputed
+FEATURE_CACHE_BYTES = 1 << 30
+
+
 def forest_probabilities(planes_pixels: list[np.ndarray], targets: list[np.ndarray],
                          masks: list[np.ndarray], seed: int = 0) -> list[np.ndarray]:
-    """Object probability of every pixel of every plane, from a forest fitted on the masked pixels."""
-    features = [pixel_features(p) for p in planes_pixels]
-    forest = fit_forest(features, targets, [m > 0 for m in masks], seed)
-    return [forest.predict_proba(f.reshape(-1, f.shape[-1]))[:, 1].reshape(f.shape[:2]).astype(np.float32)
-            for f in features]
+    """Object probability of every pixel of every plane, from a forest fitted on the masked pixels.
+
+    Features take about 80 bytes a pixel, so for many or large planes only the annotated
+    pixels' features are kept while fitting and each plane's are computed again to predict.
+    """
+    masks = [m > 0 for m in masks]
+    picked, cache, size = [], [], 0
+    for pixels, mask in zip(planes_pixels, masks):
+        f = pixel_features(pixels)
+        picked.append(f[mask])
+        size += f.nbytes
+        cache.append(f if size <= FEATURE_CACHE_BYTES else None)
+    forest = fit_forest(picked, targets, masks, seed)
+    probs = []
+    for pixels, f in zip(planes_pixels, cache):
+        f = pixel_features(pixels) if f is None else f
+        probs.append(forest.predict_proba(f.reshape(-1, f.shape[-1]))[:, 1].reshape(f.shape[:2]).astype(np.float32))
+    return probs
 
 
 def pseudo_targets(probability: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
-    """(target, weight): hard labels where the forest is at least ``confidence`` sure, else weight 0."""
+    """(target, weight): hard labels where the teacher is at least ``confidence`` sure, else weight 0."""
     target = (probability > 0.5).astype(np.float32)
     weight = (np.abs(2 * probability - 1) >= 2 * confidence - 1).astype(np.float32)
     return target, weight

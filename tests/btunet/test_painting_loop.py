@@ -145,3 +145,18 @@ def test_predict_uncertainty_leaves_labels_unchanged_and_flags_the_boundary(crop
     near = np.abs(with_map.probabilities - 0.5) < 0.2
     if near.any() and (~near).any():
         assert u[near].mean() > u[~near].mean()
+
+
+def test_forest_recomputes_features_instead_of_keeping_large_ones(monkeypatch, rng):
+    import btunet.teacher as teacher
+    pixels = [rng.random((1, 48, 48)).astype(np.float32) for _ in range(2)]
+    targets = [(p[0] > 0.5).astype(np.float32) for p in pixels]
+    masks = [(rng.random((48, 48)) < 0.2).astype(np.float32) for _ in pixels]
+    kept = forest_probabilities(pixels, targets, masks)
+    calls = []
+    real = teacher.pixel_features
+    monkeypatch.setattr(teacher, "pixel_features", lambda p: calls.append(1) or real(p))
+    monkeypatch.setattr(teacher, "FEATURE_CACHE_BYTES", 0)
+    recomputed = forest_probabilities(pixels, targets, masks)
+    assert len(calls) == 4  # each plane twice: once to fit, once to predict
+    assert all(np.array_equal(a, b) for a, b in zip(kept, recomputed))
