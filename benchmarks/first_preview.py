@@ -35,6 +35,8 @@ def measure(seconds: float) -> dict:
     frames, first_uncertainty = [], None
     pressed = time.perf_counter()
     job = widget.start()
+    if job is None:
+        raise SystemExit("Fine-tune did not start (see the napari notifications)")
     seen = 0
     while job.running and time.perf_counter() - pressed < seconds:
         QApplication.processEvents()

@@ -330,7 +330,7 @@ def summary(records: list[dict], args, pretrain_meta: dict, datasets: dict) -> s
               "- Fine-tuning uses the engine defaults (Adam 1e-3, batch "
               f"{args.batch} x 128², BCE + Dice on annotated pixels, 20 % of annotated 64-px blocks held out "
               "for validation when enough is annotated, reduce-on-plateau, early stopping, best epoch kept, "
-              f"bf16 + channels_last) with at most {args.epochs} epochs x {args.steps} steps"
+              f"bf16 + channels_last) with at most {args.epochs or 'the engine default of'} epochs x {args.steps} steps"
               + (f" and a {args.finetune_seconds:g} s budget per run" if args.finetune_seconds else "") + ".",
               "- MONAI BasicUNet (features 16-32-64-128-256-16, 1.95 M parameters) is trained from scratch "
               "with the same loss, patch sampler, augmentation and bf16 fast path, for the wall time the "
@@ -404,7 +404,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--variants", nargs="+", help="override (default: unet)")
     p.add_argument("--levels", nargs="+", choices=LEVELS, help="override")
     p.add_argument("--seeds", type=int, nargs="+", help="override")
-    p.add_argument("--epochs", type=int, help="maximum fine-tuning epochs (default: the engine's, 60; quick 3)")
+    p.add_argument("--epochs", type=int, help="maximum fine-tuning epochs (default: the engine's, "
+                   "60 for masks and 12 for strokes; quick 3)")
     p.add_argument("--steps", type=int, help="fine-tuning steps per epoch (default: the engine's, 25; quick 5)")
     p.add_argument("--batch", type=int, help="fine-tuning batch size (default: the engine's, 8)")
     p.add_argument("--finetune-seconds", type=float,
@@ -430,7 +431,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.seeds = args.seeds or ([0] if quick else [0, 1, 2])
     from btunet.config import FinetuneConfig
     engine = FinetuneConfig()
-    args.epochs = args.epochs or (3 if quick else engine.epochs)
+    args.epochs = args.epochs or (3 if quick else None)
     args.steps = args.steps or (5 if quick else engine.steps_per_epoch)
     args.batch = args.batch or engine.batch_size
     args.finetune_seconds = args.finetune_seconds or (None if quick else 150.0)
@@ -487,7 +488,7 @@ def main(argv=None) -> int:
         f"datasets {', '.join(args.datasets)}; variants {', '.join(args.variants)}; levels "
         f"{', '.join(args.levels)}; seeds {args.seeds}; Barlow Twins pre-training {args.pretrain_seconds:g} s "
         f"per dataset x variant (batch {args.pretrain_batch} x 96², AdamW, warm-up + cosine over the budget); "
-        f"fine-tuning up to {args.epochs} x {args.steps} steps of batch {args.batch}"
+        f"fine-tuning up to {args.epochs or 'the default number of'} x {args.steps} steps of batch {args.batch}"
         + (f", stopped after {args.finetune_seconds:g} s" if args.finetune_seconds else "")
         + " (early stopping and best-epoch selection as in the engine). Runs go in priority order "
         "(`plan()` in the script: first seed at levels 2, scribbles, 1 with every method on each dataset, "

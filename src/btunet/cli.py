@@ -91,9 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, metavar="FILE", help="model checkpoint to write (.safetensors)")
     f.add_argument("--model", help=f"variant: {models} (default: the encoder's, else unet)")
     f.add_argument("--encoder", metavar="FILE", help="pre-trained encoder from `btunet pretrain`")
-    f.add_argument("--mask-mode", choices=("dense", "sparse"), default="dense",
+    f.add_argument("--mask-mode", choices=("dense", "sparse"), default=None,
                    help="dense: 0 = background, >0 = object; sparse: 0 = ignore, 1 = background, "
-                        "2 = object (default dense)")
+                        "2 = object (default dense; with --init, the mode the model was trained with)")
     f.add_argument("--init", metavar="MODEL",
                    help="continue from this fine-tuned model (variant and channels taken from it) with the "
                         "short continuation schedule; the output is a new file")
@@ -179,7 +179,9 @@ def cmd_finetune(a) -> None:
     _check_model(model)
     _check_output(a.out, [a.init, a.encoder])
     pairs = pair_by_name(list_images(a.images), list_images(a.masks))
-    cfg = FinetuneConfig(model=model, mask_mode=a.mask_mode, epochs=a.epochs, steps_per_epoch=a.steps_per_epoch,
+    mask_mode = a.mask_mode or (init.metadata.get("trained_on", {}).get("mask_mode") if init is not None
+                                else None) or "dense"
+    cfg = FinetuneConfig(model=model, mask_mode=mask_mode, epochs=a.epochs, steps_per_epoch=a.steps_per_epoch,
                          batch_size=a.batch_size, patch_size=a.patch_size, time_budget_s=a.time_budget,
                          intensity_augment=a.intensity_augment, encoder_lr_scale=a.encoder_lr_scale,
                          device=a.device, seed=a.seed)

@@ -36,6 +36,8 @@ class AnnotatedPlane:
     source: str
     focus: Optional[np.ndarray] = None    # (H, W) bool: patches are centred here (default: weight > 0)
     painted: Optional[np.ndarray] = None  # (H, W) bool: the user's own training pixels
+    size: Optional[tuple] = None          # (h, w) before padding to the patch size
+    val_region: Optional[np.ndarray] = None  # (H, W) bool: the held-out blocks, whole
 
 
 def annotated_planes(images, annotations, channels: int, mode: str, patch_size: int
@@ -57,7 +59,7 @@ def annotated_planes(images, annotations, channels: int, mode: str, patch_size: 
             pixels = to_channels(normalize_plane(plane, lo, hi), rgb, channels)
             pad = lambda a: pad_to_min_size(a[None], patch_size, "constant")[0]
             planes.append(AnnotatedPlane(pad_to_min_size(pixels, patch_size), pad(target), pad(weight),
-                                         np.zeros_like(pad(weight)), name))
+                                         np.zeros_like(pad(weight)), name, size=target.shape))
     n_obj = int(sum((p.target * p.weight).sum() for p in planes))
     n_all = int(sum(p.weight.sum() for p in planes))
     check_annotation_counts(n_obj, n_all - n_obj, mode)
@@ -82,6 +84,9 @@ def hold_out_validation(planes: list[AnnotatedPlane], fraction: float, rng: np.r
         box = (slice(y, y + VAL_BLOCK), slice(x, x + VAL_BLOCK))
         planes[k].val_weight[box] = planes[k].weight[box]
         planes[k].weight[box] = 0
+        if planes[k].val_region is None:
+            planes[k].val_region = np.zeros(planes[k].weight.shape, bool)
+        planes[k].val_region[box] = True
     counts = lambda attr: [sum(float((p.target * getattr(p, attr)).sum()) for p in planes),
                            sum(float(((1 - p.target) * getattr(p, attr)).sum()) for p in planes)]
     if min(counts("weight") + counts("val_weight")) > 0:
@@ -89,6 +94,7 @@ def hold_out_validation(planes: list[AnnotatedPlane], fraction: float, rng: np.r
     for p in planes:  # one side lost a class: train on everything instead
         p.weight += p.val_weight
         p.val_weight[:] = 0
+        p.val_region = None
     return False
 
 
@@ -99,9 +105,9 @@ class PatchSampler:
                  rng: np.random.Generator):
         self.planes, self.size, self.fraction, self.rng = planes, size, annotated_fraction, rng
         self.coords = [np.flatnonzero(p.weight if p.focus is None else p.focus) for p in planes]
-        counts = np.array([len(c) for c in self.coords], np.float64)
-        if counts.sum() == 0:
-            counts = np.array([p.weight.sum() for p in planes], np.float64)
+        # planes are drawn by how much they teach (painted + pseudo-labelled pixels); the focus
+        # only says where in a plane patches are centred, so a plane without mistakes still trains
+        counts = np.array([p.weight.sum() for p in planes], np.float64)
         self.plane_p = counts / counts.sum()
 
     def batch(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -155,6 +161,11 @@ def add_pseudo_labels(planes: list[AnnotatedPlane], cfg: FinetuneConfig,
             if wrong.any():
                 weight[ndi.distance_transform_edt(~wrong) <= CORRECTION_RADIUS] = 0
         weight[painted] = 0
+        if p.val_region is not None:  # no labels next to held-out pixels: they would leak into validation
+            weight[p.val_region] = 0
+        if p.size is not None:  # nor on the padding added to reach the patch size
+            weight[p.size[0]:] = 0
+            weight[:, p.size[1]:] = 0
         p.painted = p.weight > 0
         if p.focus is None:
             p.focus = p.painted
@@ -226,6 +237,7 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
         raise BTUnetError(f"encoder_lr_scale must be >= 0, got {cfg.encoder_lr_scale}")
     if not 0 <= cfg.intensity_augment <= 1:
         raise BTUnetError(f"intensity_augment must be between 0 and 1, got {cfg.intensity_augment}")
+    check_config(cfg)
     generator = seed_everything(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     device = resolve_device(cfg.device)
@@ -234,10 +246,14 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     channels = (model.in_channels if model is not None else enc.channels if enc is not None
                 else 3 if is_rgb(sources[0][1]) else 1)
     net = model if model is not None else build_from_encoder(cfg, enc, channels)
+    previous = dict(getattr(model, "metadata", None) or {})
     planes = annotated_planes(sources, labels, channels, cfg.mask_mode, cfg.patch_size)
-    has_val = hold_out_validation(planes, cfg.val_fraction, rng)
+    # a continuation keeps every painted pixel for training (a held-out correction would never be
+    # learnt) and ends at the end of its schedule
+    has_val = hold_out_validation(planes, cfg.val_fraction, rng) if model is None else False
     for p in planes:
         p.painted = p.weight > 0
+    start = time.perf_counter()  # pseudo-labels count against a time budget too
     net.to(device)
     probs = model_probabilities(net, planes, cfg.fast) if model is not None else None
     n_wrong = focus_on_errors(planes, probs) if model is not None else None
@@ -262,7 +278,7 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     best, best_state, best_epoch, stop_reason = float("inf"), None, 0, None
     epochs = cfg.total_epochs()
     total = epochs * cfg.steps_per_epoch
-    start, step = time.perf_counter(), 0
+    step = 0
     for epoch in range(epochs):
         losses = []
         for _ in range(cfg.steps_per_epoch):
@@ -304,8 +320,8 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
                     loss=float(np.mean(losses[-10:])), elapsed_s=elapsed,
                     eta_s=eta, lr=optimizer.param_groups[-1]["lr"],
                     val_loss=val_loss, val_dice=val_dice, epoch_end=last, history=history, model=net))
-            if cfg.time_budget_s is not None and time.perf_counter() - start > cfg.time_budget_s:
-                stop_reason = "time_budget"
+            if cosine and cfg.time_budget_s is not None and time.perf_counter() - start > cfg.time_budget_s:
+                stop_reason = "time_budget"  # the decay has reached 0: the model is final
                 break
         if stop_reason in (None, "time_budget") and losses and len(losses) == cfg.steps_per_epoch:
             if has_val:  # held-out pixels decide which weights are kept
@@ -321,6 +337,8 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
                     stop_reason = "early_stopping"
             elif not has_val:  # cosine without held-out pixels: the end of the decay is the model
                 best_epoch = epoch + 1
+            if not cosine and cfg.time_budget_s is not None and time.perf_counter() - start > cfg.time_budget_s:
+                stop_reason = stop_reason or "time_budget"
         if stop_reason is not None:
             break
     if best_state is not None:
@@ -336,13 +354,33 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
                        "annotated_pixels": {"object": n_obj, "background": n_all - n_obj},
                        "pseudo_labelled_pixels": n_pseudo, "painted_pixels_wrong_at_start": n_wrong,
                        "validation_pixels": int(sum(p.val_weight.sum() for p in planes))},
-        "encoder": None if enc is None else {k: enc.metadata.get(k) for k in ("trained_on", "epochs", "date")},
+        "encoder": (previous.get("encoder") if model is not None else
+                    None if enc is None else {k: enc.metadata.get(k) for k in ("trained_on", "epochs", "date")}),
+        "continued_from": ({k: previous.get(k) for k in ("trained_on", "epochs", "seconds", "continued_from")}
+                           if model is not None else None),
         "epochs": len(history["loss"]), "best_epoch": best_epoch, "stopped": stop_reason,
         "loss_history": history["loss"], "val_loss_history": history["val_loss"],
         "val_dice_history": history["val_dice"], "finetune_config": config_dict(cfg),
         "device": describe_device(device), "seconds": round(time.perf_counter() - start, 1),
     }
     return net
+
+
+def check_config(cfg: FinetuneConfig) -> None:
+    """Refuse settings that would otherwise be read as something else, before any work."""
+    choices = {"schedule": ("auto", "cosine", "plateau"), "pseudo_labels": ("forest", "none"),
+               "continue_teacher": ("both", "model", "forest")}
+    for name, allowed in choices.items():
+        if getattr(cfg, name) not in allowed:
+            raise BTUnetError(f"{name} must be one of {', '.join(allowed)}; got {getattr(cfg, name)!r}")
+    if not 0.5 < cfg.pseudo_confidence <= 1:
+        raise BTUnetError(f"pseudo_confidence must be above 0.5 and at most 1, got {cfg.pseudo_confidence}")
+    if not cfg.pseudo_weight >= 0:
+        raise BTUnetError(f"pseudo_weight must be >= 0, got {cfg.pseudo_weight}")
+    for name in ("epochs", "continue_epochs", "steps_per_epoch", "batch_size", "patch_size"):
+        value = getattr(cfg, name)
+        if value is not None and (not isinstance(value, int) or value < (0 if name == "epochs" else 1)):
+            raise BTUnetError(f"{name} must be a positive whole number, got {value!r}")
 
 
 def build_from_encoder(cfg: FinetuneConfig, enc: Optional[PretrainedEncoder], channels: int) -> SegmentationModel:

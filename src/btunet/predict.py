@@ -245,6 +245,7 @@ def predict_to_tiff(model: "SegmentationModel | str | os.PathLike", image, label
                     if probabilities_path is not None else None)
         put_doubt = (files.enter_context(stack_writer(uncertainty_path, shape, np.float32))
                      if uncertainty_path is not None else None)
+        options.pop("uncertainty", None)  # decided by uncertainty_path
         items = iter_predict(model, image, rgb=rgb, uncertainty=put_doubt is not None, **options)
         for done, item in enumerate(items, 1):
             put_labels(item[2])

@@ -3,9 +3,9 @@
 Strokes say nothing about the pixels between them, and a U-Net trained on strokes alone fills
 that gap from context: it memorises the strokes and spreads into the haze between objects.
 A pixel classifier on multiscale features (the ilastik approach) does the opposite: it decides
-every pixel from its local appearance. Its confident decisions become low-weight targets for
+every pixel from its local appearance. Its confident decisions become targets for
 the U-Net ("shallow to deep", Matskevych et al. 2022), which then smooths and generalises
-them; the painted strokes always keep full weight and win where the two disagree.
+them; the painted pixels always keep their own label.
 """
 from __future__ import annotations
 
@@ -40,8 +40,10 @@ def fit_forest(features: list[np.ndarray], targets: list[np.ndarray], masks: lis
     y = np.concatenate([t[m] > 0.5 for t, m in zip(targets, masks)])
     if len(np.unique(y)) < 2:
         raise BTUnetError("pseudo-labels need painted object and background pixels")
-    if len(y) > MAX_TRAINING_PIXELS:
-        pick = np.random.default_rng(seed).choice(len(y), MAX_TRAINING_PIXELS, replace=False)
+    if len(y) > MAX_TRAINING_PIXELS:  # up to half the budget from each class, so a rare one survives
+        rng = np.random.default_rng(seed)
+        pick = np.concatenate([rng.choice(idx, min(len(idx), MAX_TRAINING_PIXELS // 2), replace=False)
+                               for idx in (np.flatnonzero(y), np.flatnonzero(~y))])
         x, y = x[pick], y[pick]
     return RandomForestClassifier(n_estimators=n_estimators, max_depth=max_depth, n_jobs=1,
                                   random_state=seed).fit(x, y)

@@ -160,3 +160,48 @@ def test_forest_recomputes_features_instead_of_keeping_large_ones(monkeypatch, r
     recomputed = forest_probabilities(pixels, targets, masks)
     assert len(calls) == 4  # each plane twice: once to fit, once to predict
     assert all(np.array_equal(a, b) for a, b in zip(kept, recomputed))
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("schedule", "linear", "schedule must be one of"), ("pseudo_labels", "forrest", "pseudo_labels must be"),
+    ("continue_teacher", "teacher", "continue_teacher must be"), ("pseudo_confidence", 0.5, "above 0.5"),
+    ("pseudo_weight", float("nan"), "pseudo_weight"), ("batch_size", 0, "batch_size must be"),
+])
+def test_bad_settings_are_refused_before_any_work(field, value, match):
+    from btunet import BTUnetError
+    image = np.zeros((32, 32), np.float32)
+    labels = np.zeros((32, 32), np.uint8)
+    with pytest.raises(BTUnetError, match=match):
+        finetune(image, labels, replace(FinetuneConfig(device="cpu"), **{field: value}))
+
+
+def test_pseudo_labels_stay_off_padding_and_held_out_blocks(rng):
+    from btunet.finetune import add_pseudo_labels, annotated_planes, hold_out_validation
+    image = rng.random((200, 100)).astype(np.float32)
+    labels = np.zeros((200, 100), np.uint8)
+    labels[::2, ::2] = np.where(image[::2, ::2] > 0.5, 2, 1)
+    planes = annotated_planes([("a", image)], [("a", labels)], 1, "sparse", 128)  # padded to 200 x 128
+    assert hold_out_validation(planes, 0.3, rng)
+    p = planes[0]
+    p.painted = p.weight > 0
+    assert add_pseudo_labels(planes, FinetuneConfig()) > 0
+    pseudo = (p.weight > 0) & ~p.painted
+    assert not pseudo[:, 100:].any() and not pseudo[p.val_region].any()
+    assert pseudo[:, :100][~p.val_region[:, :100]].mean() > 0.5
+
+
+def test_continuation_trains_every_plane_and_holds_nothing_out(crop, fast_finetune_config, monkeypatch):
+    from btunet.finetune import PatchSampler
+    image, mask = crop
+    cfg = replace(fast_finetune_config, mask_mode="dense")
+    first = finetune([image, image[::-1]], [mask, mask[::-1]], cfg)
+    seen, real = [], PatchSampler.__init__
+
+    def spy(self, planes, *args):
+        real(self, planes, *args)
+        seen.append(self.plane_p.copy())
+    monkeypatch.setattr(PatchSampler, "__init__", spy)
+    again = finetune([image, image[::-1]], [mask, mask[::-1]], replace(cfg.continuation(), epochs=1), model=first)
+    assert np.all(seen[0] > 0.4)  # both planes are drawn, mistakes or not
+    assert again.metadata["trained_on"]["validation_pixels"] == 0
+    assert again.metadata["continued_from"]["trained_on"]["validation_pixels"] > 0
