@@ -19,7 +19,7 @@ venv: $(BIN)/btunet
 run: venv
 	$(BIN)/python -m napari_btunet.launch
 
-## pre-train -> fine-tune on 2 images -> predict -> evaluate on the shipped BBBC007 sample
+## the painting loop on the shipped BBBC007 sample: strokes -> preview -> one correction round -> predict
 demo: venv
 	$(BIN)/python examples/demo.py
 
