@@ -168,7 +168,8 @@ def summary(records: list[dict], args) -> str:
              "the model's uncertainty map with the true label. The U-Net continues from its weights each "
              "round (`FinetuneConfig.continuation()`); the forest is retrained on all strokes. Mean test "
              "Dice ± std over seeds; time = wall time of the round (training + preview of the painted "
-             "image) on this machine.", ""]
+             "image) on this machine. What was tried on the way, with its numbers: "
+             "[benchmarks/interactive_notes.md](../benchmarks/interactive_notes.md).", ""]
     for ds_name in DATASETS:
         recs = [r for r in records if r["dataset"] == ds_name and r["method"] != "rf_full"]
         if not recs:
@@ -192,8 +193,19 @@ def summary(records: list[dict], args) -> str:
         lines += [table(["method"] + [f"round {k}" for k in rounds] + ["uncertainty ranks errors (ROC AUC, all rounds)"], rows), ""]
         if full:
             lines += [f"Random forest trained on the whole mask of the same image: Dice {mean_std(full)}.", ""]
+        lines += [f"* {paired(recs, m, rounds)}" for m in ("bt", "scratch_uncertainty", *VARIANTS)
+                  if any(r["method"] == m for r in recs)] + [""]
         lines += [f"![Dice against painted pixels and time, {ds_name}](interactive_{ds_name}.png)", ""]
     return "\n".join(lines)
+
+
+def paired(recs: list[dict], method: str, rounds: list[int]) -> str:
+    """Dice of ``method`` minus the error-guided `unet` from scratch, on the seeds both ran."""
+    seeds = sorted({r["seed"] for r in recs if r["method"] == method})
+    def dice(m: str, k: int) -> float:
+        return float(np.mean([r["dice"] for r in recs if r["method"] == m and r["round"] == k and r["seed"] in seeds]))
+    deltas = ", ".join(f"round {k} {dice(method, k) - dice('scratch', k):+.3f}" for k in rounds)
+    return f"{LABELS[method]} minus `unet` from scratch (seeds {seeds}): {deltas}."
 
 
 def ds_protocol(name: str) -> str:
