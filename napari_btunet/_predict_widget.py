@@ -12,10 +12,13 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QG
 import btunet
 from btunet import BTUnetError
 
-from . import _common
-from ._common import (Job, LayerChecklist, Outcome, PathField, ProgressPanel,
-                      hint, layer_array, sentence,
-                      upsert_output, watch_layers)
+from . import _messages
+from ._controls import PathField, ProgressPanel, add_device_row, hint
+from ._job_widget import JobWidget
+from ._jobs import Job, Outcome
+from ._layers import SOURCE_KEY, layer_array, upsert_output, watch_layers
+from ._messages import sentence
+from ._pickers import LayerChecklist
 from ._session import session
 
 MODEL_CHOICES = ("current model", "from file")
@@ -40,7 +43,7 @@ class PredictRequest:
     device: str
 
 
-class PredictWidget(_common.JobWidget):
+class PredictWidget(JobWidget):
     """Segment every ticked image layer with the current (or a saved) model."""
 
     stopping_text = "stopping after this plane…"
@@ -87,7 +90,7 @@ class PredictWidget(_common.JobWidget):
         form.addRow("labels", self.output_combo)
         self.probability_check = QCheckBox("also add the object probability")
         form.addRow("", self.probability_check)
-        self.device_combo, self.device_label = _common.add_device_row(form)
+        self.device_combo, self.device_label = add_device_row(form)
         layout.addWidget(options)
 
         _, self.run_button = self.add_start_cancel(layout, "Predict")
@@ -143,7 +146,7 @@ class PredictWidget(_common.JobWidget):
         try:
             request = self._request()
         except BTUnetError as exc:
-            _common.show_error(f"Prediction cannot start: {sentence(exc)}")
+            _messages.show_error(f"Prediction cannot start: {sentence(exc)}")
             return None
         self.written = []
         self._sources = request.sources
@@ -197,12 +200,12 @@ class PredictWidget(_common.JobWidget):
         self._set_running(False)
         self._sources = []
         if outcome.error is not None and outcome.cancelled:
-            kept = len({layer.metadata.get(_common.SOURCE_KEY) for layer in self.written})
+            kept = len({layer.metadata.get(SOURCE_KEY) for layer in self.written})
             self.progress.set_text(f"cancelled; {kept} finished layer(s) kept")
-            _common.show_info(f"Prediction cancelled; {kept} finished layer(s) were kept.")
+            _messages.show_info(f"Prediction cancelled; {kept} finished layer(s) were kept.")
             return
         if outcome.error is not None:
             self.progress.set_text(f"failed: {sentence(outcome.error)}")
-            _common.report_failure("Prediction", outcome.error)
+            _messages.report_failure("Prediction", outcome.error)
             return
         self.progress.set_fraction(1.0, f"done: {outcome.result} layer(s)")

@@ -12,10 +12,13 @@ from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QSpinBox
 import btunet
 from btunet import BTUnetError, PretrainConfig
 
-from . import _common
-from ._common import (Job, LayerChecklist, LivePlot, Outcome, PathField, ProgressPanel,
-                      hint, layer_array, sentence,
-                      snapshot, watch_layers)
+from . import _messages
+from ._controls import LivePlot, PathField, ProgressPanel, add_device_row, collapsible, hint
+from ._job_widget import JobWidget
+from ._jobs import Job, Outcome, snapshot
+from ._layers import layer_array, watch_layers
+from ._messages import Declined, sentence
+from ._pickers import LayerChecklist
 from ._session import session
 
 SOURCE_CHOICES = ("image layers", "folder")
@@ -31,7 +34,7 @@ class PretrainRequest:
     path: Optional[Path]
 
 
-class PretrainWidget(_common.JobWidget):
+class PretrainWidget(JobWidget):
     """Barlow Twins pre-training of a U-Net encoder on unlabelled images."""
 
     def __init__(self, napari_viewer):
@@ -73,10 +76,10 @@ class PretrainWidget(_common.JobWidget):
         form.addRow("channels", self.channels_combo)
         self.epochs_spin = _spin(1, 100000, defaults.epochs)
         form.addRow("epochs", self.epochs_spin)
-        self.device_combo, self.device_label = _common.add_device_row(form)
+        self.device_combo, self.device_label = add_device_row(form)
         self.output_file = PathField("save", placeholder="optional: save the encoder here")
         form.addRow("encoder file", self.output_file)
-        self.advanced, adv = _common.collapsible("Advanced")
+        self.advanced, adv = collapsible("Advanced")
         self.samples_spin = _spin(2, 1_000_000, defaults.samples_per_epoch)
         self.samples_spin.setToolTip("random patches per epoch (at least one per plane)")
         adv.addRow("patches per epoch", self.samples_spin)
@@ -121,8 +124,8 @@ class PretrainWidget(_common.JobWidget):
             sources = [layer_array(layer) for layer in layers]
             any_rgb = any(layer.rgb for layer in layers)
         path = self.output_file.path()
-        if path is not None and not _common.may_write(self, path):
-            raise _common.Declined(f"{path} was kept; choose another encoder file")
+        if path is not None and not _messages.may_write(self, path):
+            raise Declined(f"{path} was kept; choose another encoder file")
         return PretrainRequest(sources, self.config(), self.channels_combo.currentText(), any_rgb, path)
 
     def start(self) -> Optional[Job]:
@@ -131,10 +134,10 @@ class PretrainWidget(_common.JobWidget):
         try:
             request = self._request()
         except BTUnetError as exc:
-            _common.show_error(f"Pre-training cannot start: {sentence(exc)}")
+            _messages.show_error(f"Pre-training cannot start: {sentence(exc)}")
             return None
-        except _common.Declined as exc:
-            _common.show_warning(f"Pre-training not started: {sentence(exc)}")
+        except Declined as exc:
+            _messages.show_warning(f"Pre-training not started: {sentence(exc)}")
             return None
         self.plot.clear()
         self.progress.set_fraction(0, "reading images…")
@@ -176,7 +179,7 @@ class PretrainWidget(_common.JobWidget):
         self.plot.flush()
         if outcome.error is not None:
             self.progress.set_text(f"failed: {sentence(outcome.error)}")
-            _common.report_failure("Pre-training", outcome.error)
+            _messages.report_failure("Pre-training", outcome.error)
             return
         encoder, saved = outcome.result
         session.set_encoder(encoder, saved)

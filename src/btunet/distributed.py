@@ -1,21 +1,24 @@
-"""Barlow Twins pre-training over several processes (``torchrun``) with DistributedDataParallel.
+"""The ``torch.distributed`` pieces of multi-process pre-training (``torchrun``).
 
 ``torchrun --nproc_per_node=N -m btunet pretrain ...`` (or any launcher that sets ``WORLD_SIZE``,
 ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``) makes :func:`btunet.pretrain.pretrain`
-hand over to :func:`pretrain_ddp`:
+hand over to :func:`btunet.pretrain.pretrain_ddp`, which puts these pieces together:
 
-* one process per device: gloo on CPU, NCCL on CUDA with rank ``r`` on ``cuda:LOCAL_RANK``;
+* one process per device: gloo on CPU, NCCL on CUDA with rank ``r`` on ``cuda:LOCAL_RANK``
+  (:func:`init_process_group`);
 * each rank reads its own shard of the images (files split by rank; planes when there are fewer
-  files than ranks) and draws ``batch_size / WORLD_SIZE`` patches per step, so ``--batch-size``
-  keeps meaning the global batch;
+  files than ranks: :func:`load_shard`) and draws ``batch_size / WORLD_SIZE`` patches per step
+  (:func:`local_batch_size`), so ``--batch-size`` keeps meaning the global batch;
 * the Barlow Twins cross-correlation is computed over the global batch
-  (:func:`btunet.losses.global_barlow_twins_loss`), and the projector's batch norm is synchronised
-  (:class:`GlobalBatchNorm`); on CUDA the encoder's batch norms become ``SyncBatchNorm`` too
-  (``BTUNET_SYNC_BN=all`` also synchronises them on CPU, ``projector`` never does);
+  (:func:`btunet.losses.global_barlow_twins_loss`, through :func:`all_reduce_sum`), and the
+  projector's batch norm is synchronised (:class:`GlobalBatchNorm`); on CUDA the encoder's batch
+  norms become ``SyncBatchNorm`` too (``BTUNET_SYNC_BN=all`` also synchronises them on CPU,
+  ``projector`` never does: :func:`synchronise_batchnorm`);
 * only rank 0 reports progress (and the command line writes the checkpoint on rank 0 only);
-* a failing rank prints which rank failed and why, then tears the process group down, so the
-  other ranks fail fast (and ``torchrun`` stops them) instead of waiting for ever; the process
-  group also has a timeout (``BTUNET_DIST_TIMEOUT_S``, default 600 s) as a last resort.
+* a failing rank prints which rank failed and why (:func:`describe_failure`), then tears the
+  process group down, so the other ranks fail fast (and ``torchrun`` stops them) instead of
+  waiting for ever; the process group also has a timeout (``BTUNET_DIST_TIMEOUT_S``, default
+  600 s) as a last resort.
 
 Nothing here runs for a single process: ``pretrain`` keeps its own path (and results) then.
 """
@@ -23,7 +26,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import sys
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -167,6 +169,8 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return _AllReduceSum.apply(tensor)
 
 
+# --------------------------------------------------------------------------- batch norm over ranks
+
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Batch norm whose training statistics cover the batch of every rank (CPU and GPU).
 
@@ -219,21 +223,6 @@ def convert_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
-# --------------------------------------------------------------------------- the training step
-
-class TwinEmbedder(nn.Module):
-    """Encoder + projector with both views in one forward (DDP wants one forward per backward)."""
-
-    def __init__(self, encoder: nn.Module, projector: nn.Module):
-        super().__init__()
-        self.encoder = encoder
-        self.projector = projector
-
-    def forward(self, view_a: torch.Tensor, view_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        from .pretrain import embed
-        return embed(self.encoder, self.projector, view_a), embed(self.encoder, self.projector, view_b)
-
-
 def synchronise_batchnorm(encoder: nn.Module, projector: nn.Module, device: torch.device,
                           mode: str = "auto") -> tuple[nn.Module, nn.Module]:
     """Projector: always global statistics. Encoder: SyncBatchNorm on CUDA (``auto``/``all``),
@@ -245,13 +234,6 @@ def synchronise_batchnorm(encoder: nn.Module, projector: nn.Module, device: torc
         encoder = (nn.SyncBatchNorm.convert_sync_batchnorm(encoder) if device.type == "cuda"
                    else convert_batchnorm(encoder))
     return encoder, projector
-
-
-def twin_loss(twin: nn.Module, view_a: torch.Tensor, view_b: torch.Tensor, lambd: float) -> torch.Tensor:
-    """Global Barlow Twins loss of one step (the same value on every rank)."""
-    from .losses import global_barlow_twins_loss
-    z_a, z_b = twin(view_a, view_b)
-    return global_barlow_twins_loss(z_a, z_b, lambd)
 
 
 # --------------------------------------------------------------------------- data shards
@@ -307,36 +289,14 @@ def load_shard(images, channels: int, min_size: int, ctx: Context
     return planes, int(counts[0]), names
 
 
-def _stop_requested(should_stop, ctx: Context) -> bool:
+def stop_requested(should_stop, ctx: Context) -> bool:
     """A stop on any rank stops every rank after the same step."""
     flag = torch.tensor([1.0 if should_stop is not None and should_stop() else 0.0], device=ctx.device)
     torch.distributed.all_reduce(flag)
     return bool(flag.item() > 0)
 
 
-# --------------------------------------------------------------------------- pre-training
-
-def pretrain_ddp(images, config=None, on_progress=None, should_stop=None, resume=None,
-                 sync_batchnorm: Optional[str] = None):
-    """Distributed version of :func:`btunet.pretrain.pretrain` (same arguments and result).
-
-    Every rank returns the same :class:`~btunet.pretrain.PretrainedEncoder`; ``on_progress`` is
-    only called on rank 0. ``sync_batchnorm``: "auto" (default, or ``BTUNET_SYNC_BN``), "all",
-    "projector".
-    """
-    from .config import PretrainConfig
-    cfg = config or PretrainConfig()
-    ctx = init_process_group(cfg.device)
-    try:
-        return _pretrain(images, cfg, ctx, on_progress, should_stop, resume,
-                         sync_batchnorm or os.environ.get("BTUNET_SYNC_BN", "auto"))
-    except BaseException as exc:
-        why = describe_failure(exc)
-        print(f"btunet: pretrain rank {ctx.rank} of {ctx.world_size} stopped: {why}", file=sys.stderr, flush=True)
-        raise
-    finally:
-        shutdown(ctx)
-
+# --------------------------------------------------------------------------- failures
 
 def describe_failure(exc: BaseException) -> str:
     """One line saying why this rank stopped (its own error, or waiting on another rank)."""
@@ -351,34 +311,7 @@ def describe_failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _pretrain(images, cfg, ctx: Context, on_progress, should_stop, resume, sync_mode: str):
-    from .config import seed_everything
-    from .losses import global_barlow_twins_loss
-    from .pretrain import EncoderRun, build_encoder, train_encoder
-
-    if cfg.batch_size < 2:
-        raise BTUnetError("Barlow Twins needs a batch size of at least 2 (it correlates samples)")
-    if cfg.batch_size < ctx.world_size:
-        raise BTUnetError(f"--batch-size {cfg.batch_size} is the global batch: it must be at least "
-                          f"the number of processes ({ctx.world_size})")
-    seed_everything(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts them)
-    planes, total_planes, files = load_shard(images, cfg.channels, cfg.patch_size, ctx)
-    model, projector, history = build_encoder(cfg, resume, ctx.device)
-    encoder, projector = synchronise_batchnorm(model.encoder, projector, ctx.device, sync_mode)
-    ddp = nn.parallel.DistributedDataParallel(
-        TwinEmbedder(encoder, projector), device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-    # different patches, augmentations and dropout on every rank
-    torch.manual_seed(cfg.seed + 1 + 7919 * ctx.rank)
-    batch = local_batch_size(cfg.batch_size, ctx.world_size, ctx.rank)
-    run = EncoderRun(
-        planes=planes, total_planes=total_planes, files=files, device=ctx.device, batch_size=batch,
-        rng=np.random.default_rng([cfg.seed, ctx.rank]), embed_pair=ddp, loss=global_barlow_twins_loss,
-        stop=lambda: _stop_requested(should_stop, ctx), report=on_progress if ctx.is_main else None,
-        metadata={"distributed": {"world_size": ctx.world_size, "backend": ctx.backend,
-                                  "sync_batchnorm": sync_mode, "local_batch_size": batch}})
-    return train_encoder(cfg, run, model.config, encoder, projector, history)
-
-
-__all__ = ["Context", "GlobalBatchNorm", "TwinEmbedder", "active", "all_reduce_sum", "convert_batchnorm",
-           "init_process_group", "is_main_process", "launched", "load_shard", "local_batch_size",
-           "pretrain_ddp", "rank", "shutdown", "synchronise_batchnorm", "twin_loss", "world_size"]
+__all__ = ["Context", "GlobalBatchNorm", "active", "all_reduce_sum", "convert_batchnorm",
+           "describe_failure", "init_process_group", "is_main_process", "launched", "load_shard",
+           "local_batch_size", "rank", "shutdown", "stop_requested", "synchronise_batchnorm",
+           "world_size"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .distributed import all_reduce_sum
+
 
 def cross_correlation(z_a: torch.Tensor, z_b: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """C = za^T zb / N after standardising every embedding dimension over the batch."""
@@ -25,7 +27,6 @@ def barlow_twins_loss(z_a: torch.Tensor, z_b: torch.Tensor, lambd: float = 5e-3)
     return redundancy_reduction(cross_correlation(z_a, z_b), lambd)
 
 
-
 def global_cross_correlation(z_a: torch.Tensor, z_b: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """``cross_correlation`` over the batch of every rank of the default process group.
 
@@ -33,7 +34,6 @@ def global_cross_correlation(z_a: torch.Tensor, z_b: torch.Tensor, eps: float = 
     the original Barlow Twins, so every rank gets the C one process would get on the whole
     batch. Without a (multi-rank) process group this is ``cross_correlation``.
     """
-    from .distributed import all_reduce_sum
     z_a, z_b = z_a.float(), z_b.float()
     d = z_a.shape[1]
     sums = all_reduce_sum(torch.cat([z_a.sum(0), z_b.sum(0), z_a.new_tensor([z_a.shape[0]])]))
@@ -52,6 +52,7 @@ def global_barlow_twins_loss(z_a: torch.Tensor, z_b: torch.Tensor, lambd: float 
     averages them over ranks, the parameters get exactly the single-process gradient.
     """
     return redundancy_reduction(global_cross_correlation(z_a, z_b), lambd)
+
 
 def masked_bce_dice_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
                          smooth: float = 1.0) -> torch.Tensor:

@@ -1,8 +1,11 @@
-"""Barlow Twins pre-training of a U-Net encoder on unlabelled images."""
+"""Barlow Twins pre-training of a U-Net encoder on unlabelled images, in one process or over
+``torchrun`` ranks (:func:`pretrain_ddp`; the ``torch.distributed`` pieces are in
+:mod:`btunet.distributed`). Both paths share the projector, the embedding and the training loop."""
 from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,13 +15,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import distributed
 from .augment import two_views
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import PretrainConfig, Progress, ProgressCallback, StopCallback, config_dict, seed_everything
 from .data import ImageSource, image_planes, load_sources
 from .device import autocast, describe_device, resolve_device
 from .errors import BTUnetError
-from .losses import barlow_twins_loss
+from .losses import barlow_twins_loss, global_barlow_twins_loss
 from .models import SegmentationModel, create_model
 from .normalize import DEFAULT_NORMALIZATION
 
@@ -37,6 +41,24 @@ def embed(encoder: nn.Module, projector: nn.Module, x: torch.Tensor) -> torch.Te
     """encoder -> global average pool of the bottleneck -> projector."""
     _, bottleneck = encoder(x)
     return projector(bottleneck.float().mean(dim=(2, 3)))
+
+
+class TwinEmbedder(nn.Module):
+    """Encoder + projector with both views in one forward (DDP wants one forward per backward)."""
+
+    def __init__(self, encoder: nn.Module, projector: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.projector = projector
+
+    def forward(self, view_a: torch.Tensor, view_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return embed(self.encoder, self.projector, view_a), embed(self.encoder, self.projector, view_b)
+
+
+def twin_loss(twin: nn.Module, view_a: torch.Tensor, view_b: torch.Tensor, lambd: float) -> torch.Tensor:
+    """Global Barlow Twins loss of one step (the same value on every rank)."""
+    z_a, z_b = twin(view_a, view_b)
+    return global_barlow_twins_loss(z_a, z_b, lambd)
 
 
 @dataclass
@@ -84,9 +106,8 @@ def pretrain(images: ImageSource | Sequence[ImageSource], config: PretrainConfig
     request (``should_stop()`` returning True) ends training after the current step and returns
     the encoder as it is. ``resume`` continues from an encoder checkpoint of the same variant.
     """
-    from . import distributed
     if distributed.active():  # launched by torchrun with several processes: DDP over the ranks
-        return distributed.pretrain_ddp(images, config, on_progress, should_stop, resume)
+        return pretrain_ddp(images, config, on_progress, should_stop, resume)
     cfg = config or PretrainConfig()
     if cfg.batch_size < 2:
         raise BTUnetError("Barlow Twins needs a batch size of at least 2 (it correlates samples)")
@@ -103,6 +124,51 @@ def pretrain(images: ImageSource | Sequence[ImageSource], config: PretrainConfig
         embed_pair=lambda a, b: (embed(encoder, projector, a), embed(encoder, projector, b)),
         loss=barlow_twins_loss, stop=lambda: should_stop is not None and should_stop(),
         report=on_progress)
+    return train_encoder(cfg, run, model.config, encoder, projector, history)
+
+
+def pretrain_ddp(images, config=None, on_progress=None, should_stop=None, resume=None,
+                 sync_batchnorm: Optional[str] = None) -> PretrainedEncoder:
+    """Distributed version of :func:`pretrain` (same arguments and result).
+
+    Every rank returns the same :class:`PretrainedEncoder`; ``on_progress`` is only called on
+    rank 0. ``sync_batchnorm``: "auto" (default, or ``BTUNET_SYNC_BN``), "all", "projector".
+    """
+    cfg = config or PretrainConfig()
+    ctx = distributed.init_process_group(cfg.device)
+    try:
+        return _pretrain_rank(images, cfg, ctx, on_progress, should_stop, resume,
+                              sync_batchnorm or os.environ.get("BTUNET_SYNC_BN", "auto"))
+    except BaseException as exc:
+        why = distributed.describe_failure(exc)
+        print(f"btunet: pretrain rank {ctx.rank} of {ctx.world_size} stopped: {why}", file=sys.stderr, flush=True)
+        raise
+    finally:
+        distributed.shutdown(ctx)
+
+
+def _pretrain_rank(images, cfg: PretrainConfig, ctx: distributed.Context, on_progress, should_stop,
+                   resume, sync_mode: str) -> PretrainedEncoder:
+    if cfg.batch_size < 2:
+        raise BTUnetError("Barlow Twins needs a batch size of at least 2 (it correlates samples)")
+    if cfg.batch_size < ctx.world_size:
+        raise BTUnetError(f"--batch-size {cfg.batch_size} is the global batch: it must be at least "
+                          f"the number of processes ({ctx.world_size})")
+    seed_everything(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts them)
+    planes, total_planes, files = distributed.load_shard(images, cfg.channels, cfg.patch_size, ctx)
+    model, projector, history = build_encoder(cfg, resume, ctx.device)
+    encoder, projector = distributed.synchronise_batchnorm(model.encoder, projector, ctx.device, sync_mode)
+    ddp = nn.parallel.DistributedDataParallel(
+        TwinEmbedder(encoder, projector), device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    # different patches, augmentations and dropout on every rank
+    torch.manual_seed(cfg.seed + 1 + 7919 * ctx.rank)
+    batch = distributed.local_batch_size(cfg.batch_size, ctx.world_size, ctx.rank)
+    run = EncoderRun(
+        planes=planes, total_planes=total_planes, files=files, device=ctx.device, batch_size=batch,
+        rng=np.random.default_rng([cfg.seed, ctx.rank]), embed_pair=ddp, loss=global_barlow_twins_loss,
+        stop=lambda: distributed.stop_requested(should_stop, ctx), report=on_progress if ctx.is_main else None,
+        metadata={"distributed": {"world_size": ctx.world_size, "backend": ctx.backend,
+                                  "sync_batchnorm": sync_mode, "local_batch_size": batch}})
     return train_encoder(cfg, run, model.config, encoder, projector, history)
 
 

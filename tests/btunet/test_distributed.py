@@ -26,10 +26,10 @@ def _free_port() -> int:
 # installed package and not this test folder.
 STEP_WORKER = """
 import torch
-from btunet.distributed import TwinEmbedder, synchronise_batchnorm, twin_loss
+from btunet.distributed import synchronise_batchnorm
 from btunet.losses import barlow_twins_loss, global_barlow_twins_loss
 from btunet.models import create_model
-from btunet.pretrain import Projector
+from btunet.pretrain import Projector, TwinEmbedder, twin_loss
 
 WORLD = 2
 

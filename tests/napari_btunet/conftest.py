@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("napari")
 
-from napari_btunet import _common  # noqa: E402
+from napari_btunet import _messages  # noqa: E402
 from napari_btunet._sample_data import bbbc007_sample  # noqa: E402
 from napari_btunet._session import session  # noqa: E402
 
@@ -29,7 +29,7 @@ def messages(monkeypatch):
     """Every notification the widgets show, as (level, text)."""
     shown = []
     for level in ("error", "warning", "info"):
-        monkeypatch.setattr(_common, f"show_{level}", lambda text, level=level: shown.append((level, text)))
+        monkeypatch.setattr(_messages, f"show_{level}", lambda text, level=level: shown.append((level, text)))
     return shown
 
 

@@ -61,7 +61,7 @@ def test_cancel_prediction_keeps_finished_layers(viewer, qtbot, messages):
 
 
 def test_closing_the_widget_stops_its_training(sample_viewer, qtbot, messages):
-    from napari_btunet import _common
+    from napari_btunet import _jobs
     finetune = dock(sample_viewer, "Fine-tune")
     small_training(finetune, epochs=1000, steps=10, preview_s=0)
     job = finetune.start()
@@ -70,7 +70,7 @@ def test_closing_the_widget_stops_its_training(sample_viewer, qtbot, messages):
     assert finetune.parent() is None
     qtbot.waitUntil(lambda: not job.running, timeout=30_000)
     assert job.outcome.cancelled and job.outcome.error is None
-    assert job not in _common._RUNNING
+    assert job not in _jobs._RUNNING
     assert not errors_of(messages)
 
 

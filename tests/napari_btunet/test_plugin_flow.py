@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import btunet
-from napari_btunet import _common
+from napari_btunet import _layers, _messages
 from napari_btunet._session import session
 from .plugin_helpers import Heartbeat, dock, errors_of, small_training, wait_job
 
@@ -52,7 +52,7 @@ def test_finetune_predict_flow(shown_sample_viewer, qtbot, messages, tmp_path, m
     assert finetune.progress.bar.value() == 1000 and "done" in finetune.progress.label.text()
     assert len(finetune.plot.loss[0]) == 40 and finetune.plot.redraws >= 2
     preview = viewer.layers["BBBC007 nuclei preview [btunet]"]
-    assert preview.metadata[_common.OUTPUT_KEY] and preview.data.shape == image.data.shape
+    assert preview.metadata[_layers.OUTPUT_KEY] and preview.data.shape == image.data.shape
     assert len(finetune.previewed) >= 2 and set(finetune.previewed) == {()}
     assert btunet.evaluate(preview.data, mask.data)["dice"] > 0.7  # last preview = final model
     assert annotation.data is not None and np.array_equal(annotation.data, painted)
@@ -82,10 +82,10 @@ def test_finetune_predict_flow(shown_sample_viewer, qtbot, messages, tmp_path, m
     # saving again asks before overwriting; "no" keeps the file
     before = model_file.stat().st_mtime_ns
     asked = []
-    monkeypatch.setattr(_common, "ask_overwrite", lambda parent, path: asked.append(path) or False)
+    monkeypatch.setattr(_messages, "ask_overwrite", lambda parent, path: asked.append(path) or False)
     assert finetune.save_model(model_file) is None and asked == [model_file]
     assert model_file.stat().st_mtime_ns == before
-    monkeypatch.setattr(_common, "ask_overwrite", lambda parent, path: True)
+    monkeypatch.setattr(_messages, "ask_overwrite", lambda parent, path: True)
     assert finetune.save_model(model_file) == model_file
 
     # paint more, then continue: the engine gets a copy of the current model and resumes from it

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import btunet
-from napari_btunet import _common
+from napari_btunet import _layers
 from napari_btunet._sample_data import load_sample
 from napari_btunet._session import session
 from .plugin_helpers import dock, errors_of, wait_job
@@ -48,7 +48,7 @@ def test_batch_predict_stacks(stacks, qtbot, messages):
         assert 0 <= prob.data.min() and prob.data.max() <= 1
         assert tuple(labels.scale) == tuple(prob.scale) == tuple(source.scale)
         assert tuple(labels.translate) == tuple(source.translate)
-        assert labels.metadata[_common.OUTPUT_KEY] and labels.metadata[_common.SOURCE_KEY] == name
+        assert labels.metadata[_layers.OUTPUT_KEY] and labels.metadata[_layers.SOURCE_KEY] == name
         np.testing.assert_array_equal(source.data, sources[name])  # sources untouched
     assert len(viewer.layers) == 3 + 6
     assert "done: 3 layer(s)" in predict.progress.label.text()
@@ -62,7 +62,7 @@ def test_rerun_updates_own_layer_and_never_a_user_layer(stacks, qtbot, messages)
     predict = dock(viewer, "Predict")
     predict.layers_list.set_checked(["movie"])
     run_predict(qtbot, predict)
-    own = _common.find_output(viewer, "movie", "labels")
+    own = _layers.find_output(viewer, "movie", "labels")
     assert own is not None and own is not user
     assert own.data.dtype == np.uint8 and own.data.shape == (3, 160, 192)
     count = len(viewer.layers)
@@ -74,12 +74,12 @@ def test_rerun_updates_own_layer_and_never_a_user_layer(stacks, qtbot, messages)
     predict.threshold_spin.setValue(0.9)
     run_predict(qtbot, predict)
     assert len(viewer.layers) == count
-    assert _common.find_output(viewer, "movie", "labels") is own
+    assert _layers.find_output(viewer, "movie", "labels") is own
     expected = btunet.predict(session.model, viewer.layers["movie"].data, threshold=0.9,
                               probabilities=False).labels
     np.testing.assert_array_equal(own.data, expected)
     assert np.all(user.data == 7)  # never touched
-    assert sum(1 for layer in viewer.layers if layer.metadata.get(_common.OUTPUT_KEY)) == 1
+    assert sum(1 for layer in viewer.layers if layer.metadata.get(_layers.OUTPUT_KEY)) == 1
     assert not errors_of(messages)
 
 

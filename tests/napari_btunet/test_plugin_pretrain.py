@@ -2,7 +2,7 @@
 import pytest
 
 import btunet
-from napari_btunet import _common
+from napari_btunet import _messages
 from napari_btunet._session import session
 from .plugin_helpers import dock, errors_of, small_training, wait_job
 
@@ -28,13 +28,13 @@ def test_pretrain_then_finetune_from_it(sample_viewer, qtbot, messages, tmp_path
     path = tmp_path / "encoder.safetensors"
     path.write_bytes(b"keep me")
     pretrain.output_file.set_path(path)
-    monkeypatch.setattr(_common, "ask_overwrite", lambda parent, p: False)
+    monkeypatch.setattr(_messages, "ask_overwrite", lambda parent, p: False)
     assert pretrain.start() is None  # the user said no: nothing runs, the file stays
     assert path.read_bytes() == b"keep me"
     assert messages == [("warning", f"Pre-training not started: {path} was kept; choose another "
                                     "encoder file.")]
     messages.clear()
-    monkeypatch.setattr(_common, "ask_overwrite", lambda parent, p: True)
+    monkeypatch.setattr(_messages, "ask_overwrite", lambda parent, p: True)
     outcome = wait_job(qtbot, pretrain.start())
     assert outcome.error is None, outcome.error
     encoder = session.encoder

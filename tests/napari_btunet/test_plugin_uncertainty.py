@@ -9,7 +9,7 @@ from btunet import FinetuneConfig
 from btunet.imageio import to_channels
 from btunet.normalize import normalize_plane, percentile_range
 from btunet.predict import uncertainty_map
-from napari_btunet import _common
+from napari_btunet import _layers
 from napari_btunet._session import session
 from .plugin_helpers import dock, errors_of, small_training, wait_job
 
@@ -36,7 +36,7 @@ def checked_uncertainty(layer, shape):
     """The layer's data (a copy), after checking it is the plugin's float map in [0, 1]."""
     from napari.layers import Image
     assert isinstance(layer, Image)
-    assert layer.metadata[_common.OUTPUT_KEY] and layer.metadata[_common.KIND_KEY] == "uncertainty"
+    assert layer.metadata[_layers.OUTPUT_KEY] and layer.metadata[_layers.KIND_KEY] == "uncertainty"
     data = np.array(layer.data)
     assert data.dtype == np.float32 and data.shape == shape
     assert np.isfinite(data).all() and data.min() >= 0.0 and data.max() <= 1.0
@@ -161,9 +161,9 @@ def test_uncertainty_layer_never_replaces_a_user_layer(sample_viewer, qtbot, mes
     small_training(finetune, epochs=1, steps=3, preview_s=0.2)
     outcome = wait_job(qtbot, finetune.start(), timeout_s=120)
     assert outcome.error is None, outcome.error
-    assert np.array_equal(user.data, mine) and _common.OUTPUT_KEY not in user.metadata
+    assert np.array_equal(user.data, mine) and _layers.OUTPUT_KEY not in user.metadata
     assert user.name == UNCERTAINTY
-    ours = _common.find_output(viewer, SOURCE, "uncertainty")
+    ours = _layers.find_output(viewer, SOURCE, "uncertainty")
     assert ours is not None and ours is not user and ours.name != UNCERTAINTY
     checked_uncertainty(ours, mine.shape)
 
@@ -176,6 +176,6 @@ def test_uncertainty_layer_never_replaces_a_user_layer(sample_viewer, qtbot, mes
     assert outcome.error is None, outcome.error
     assert session.model.metadata["epochs"] == 1
     assert finetune.previewed and not finetune.uncertainty_shown
-    assert _common.find_output(viewer, SOURCE, "uncertainty") is None
+    assert _layers.find_output(viewer, SOURCE, "uncertainty") is None
     assert np.array_equal(user.data, mine)
     assert not errors_of(messages)

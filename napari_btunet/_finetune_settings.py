@@ -1,0 +1,240 @@
+"""The settings half of the fine-tune widget: annotation mode, model, training length and
+advanced options, kept in step with the session, turned into one ``FinetuneConfig``.
+
+A mixin of ``FinetuneWidget``: it builds its rows into the widget (the widget's tests and
+callers reach them as ``widget.mode_combo``, ``widget.epochs_spin``, ...) and remembers the
+epochs of a fresh run and of a continuation apart.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox,
+                            QHBoxLayout, QSpinBox)
+
+import btunet
+from btunet import BTUnetError, FinetuneConfig
+from btunet.annotations import CONVENTIONS, MASK_MODES
+
+from ._controls import PathField, add_device_row, collapsible, hint
+from ._messages import sentence
+from ._session import session
+
+ENCODER_CHOICES = ("last pre-trained", "from file", "none")
+LENGTH_CHOICES = ("epochs", "time budget")
+
+
+class FinetuneSettings:
+    """Settings rows and state of ``FinetuneWidget`` (call ``_init_settings`` before building)."""
+
+    def _init_settings(self) -> None:
+        #: epochs the user typed, for a fresh run and for a continuation; None = the engine default
+        self._epochs: dict[str, Optional[int]] = {"fresh": None, "continue": None}
+        self._showing_epochs = False
+
+    # ------------------------------------------------------------------ layout
+    def _build_mode_rows(self, layout) -> None:
+        """The annotation mode and what it means, into ``layout`` (the training-data box)."""
+        form = QFormLayout()
+        self.mode_combo = QComboBox()
+        self.mode_combo.addItems(MASK_MODES)
+        self.mode_combo.currentTextChanged.connect(self._mode_changed)
+        form.addRow("annotation", self.mode_combo)
+        layout.addLayout(form)
+        self.convention_label = hint("")
+        layout.addWidget(self.convention_label)
+        self._mode_changed(self.mode_combo.currentText())
+
+    def _build_model_box(self, layout) -> None:
+        model_box = QGroupBox("Model")
+        form = QFormLayout(model_box)
+        self.encoder_combo = QComboBox()
+        self.encoder_combo.addItems(ENCODER_CHOICES)
+        self.encoder_combo.setCurrentText("none")
+        self.encoder_combo.currentTextChanged.connect(self._sync_encoder)
+        form.addRow("encoder", self.encoder_combo)
+        self.encoder_file = PathField("open", placeholder="pre-trained encoder (.safetensors)")
+        self.encoder_file.edit.editingFinished.connect(self._sync_encoder)
+        form.addRow("", self.encoder_file)
+        self.encoder_label = hint("")
+        form.addRow("", self.encoder_label)
+        self.variant_combo = QComboBox()
+        self.variant_combo.addItems(list(btunet.MODELS))
+        form.addRow("variant", self.variant_combo)
+        self.resume_check = QCheckBox("continue from the current model")
+        self.resume_check.setToolTip("paint more (corrections where the preview is wrong), then "
+                                     "Start: a short warm start from the current weights (its "
+                                     "variant) at half the learning rate, focused on painted "
+                                     "pixels the model gets wrong")
+        self.resume_check.toggled.connect(self._show_epochs)
+        form.addRow("", self.resume_check)
+        self.model_label = hint("")
+        form.addRow("", self.model_label)
+        layout.addWidget(model_box)
+
+    def _build_training_box(self, layout) -> None:
+        train = QGroupBox("Training")
+        form = QFormLayout(train)
+        length = QHBoxLayout()
+        self.length_combo = QComboBox()
+        self.length_combo.addItems(LENGTH_CHOICES)
+        self.epochs_spin = QSpinBox()
+        self.epochs_spin.setRange(1, 100000)
+        self.epochs_spin.valueChanged.connect(self._epochs_edited)
+        self.budget_spin = QDoubleSpinBox()
+        self.budget_spin.setRange(0.1, 10000)
+        self.budget_spin.setDecimals(1)
+        self.budget_spin.setValue(5.0)
+        self.budget_spin.setSuffix(" min")
+        self.length_combo.currentTextChanged.connect(self._length_changed)
+        length.addWidget(self.length_combo)
+        length.addWidget(self.epochs_spin)
+        length.addWidget(self.budget_spin)
+        form.addRow("train for", length)
+        self.length_label = hint("")
+        form.addRow("", self.length_label)
+        self.output_file = PathField("save", placeholder="optional: save the model here")
+        form.addRow("model file", self.output_file)
+        self.device_combo, self.device_label = add_device_row(form)
+        self.advanced, adv = collapsible("Advanced")
+        self.steps_spin = _spin(1, 100000, FinetuneConfig.steps_per_epoch)
+        adv.addRow("steps per epoch", self.steps_spin)
+        self.batch_spin = _spin(1, 256, FinetuneConfig.batch_size)
+        adv.addRow("batch size", self.batch_spin)
+        self.patch_spin = _spin(32, 1024, FinetuneConfig.patch_size, step=16)
+        adv.addRow("patch size", self.patch_spin)
+        self.lr_spin = QDoubleSpinBox()
+        self.lr_spin.setDecimals(5)
+        self.lr_spin.setRange(1e-5, 1e-1)
+        self.lr_spin.setSingleStep(1e-4)
+        self.lr_spin.setValue(FinetuneConfig.lr)
+        adv.addRow("learning rate", self.lr_spin)
+        self.preview_spin = QDoubleSpinBox()
+        self.preview_spin.setRange(0, 600)
+        self.preview_spin.setDecimals(1)
+        self.preview_spin.setValue(3.0)
+        self.preview_spin.setSuffix(" s")
+        self.preview_spin.setToolTip("predict the plane on screen this often while training (0 = off)")
+        adv.addRow("preview every", self.preview_spin)
+        self.uncertainty_check = QCheckBox("show uncertainty (where to paint next)")
+        self.uncertainty_check.setChecked(True)
+        self.uncertainty_check.setToolTip(
+            "the live preview also shows how unsure the model is (bright = unsure, from four "
+            "flipped predictions) in '<image> uncertainty [btunet]'; paint corrections where it "
+            "is bright and the preview is wrong, then Start again to continue")
+        form.addRow("", self.uncertainty_check)
+        # the map is computed by the live preview: nothing to show while the preview is off
+        self.preview_spin.valueChanged.connect(lambda value: self.uncertainty_check.setEnabled(value > 0))
+        form.addRow(self.advanced)
+        layout.addWidget(train)
+        self._length_changed(self.length_combo.currentText())
+        self._show_epochs()
+
+    # ------------------------------------------------------------------ state
+    def _mode_changed(self, mode: str) -> None:
+        self.convention_label.setText(CONVENTIONS.get(mode, ""))
+        if hasattr(self, "epochs_spin"):  # the default length depends on the mode
+            self._show_epochs()
+
+    def _length_changed(self, choice: str) -> None:
+        self.epochs_spin.setVisible(choice == "epochs")
+        self.budget_spin.setVisible(choice != "epochs")
+        self._show_epochs()
+
+    def _continuing(self) -> bool:
+        return self.resume_check.isChecked() and session.model is not None
+
+    def _epochs_kind(self) -> str:
+        return "continue" if self._continuing() else "fresh"
+
+    def epochs_value(self, kind: str) -> int:
+        """Epochs of a fresh run or of a continuation: the user's number, else the engine default."""
+        chosen = self._epochs[kind]
+        if chosen is not None:
+            return chosen
+        defaults = FinetuneConfig(mask_mode=self.mode_combo.currentText())
+        return defaults.continue_epochs if kind == "continue" else defaults.total_epochs()
+
+    def _epochs_edited(self, value: int) -> None:
+        if not self._showing_epochs:
+            self._epochs[self._epochs_kind()] = value
+
+    def _show_epochs(self, *_: Any) -> None:
+        """Show the epochs of the run Start would make (fresh or continuation) and say which."""
+        self._showing_epochs = True
+        try:
+            self.epochs_spin.setValue(self.epochs_value(self._epochs_kind()))
+        finally:
+            self._showing_epochs = False
+        if not self._continuing():
+            text = ""
+        elif self.length_combo.currentText() == "epochs":
+            text = ("continuing: a short warm start from the current model (half the learning "
+                    "rate, cosine decay), focused on painted pixels it gets wrong")
+        else:
+            text = "continuing from the current model for the whole time budget"
+        self.length_label.setText(text)
+        self.length_label.setVisible(bool(text))
+
+    def _session_changed(self, what: str) -> None:
+        if what == "encoder":
+            if session.encoder is not None and self.encoder_combo.currentText() == "none":
+                self.encoder_combo.setCurrentText("last pre-trained")
+            self._sync_encoder()
+        else:
+            self._sync_session_model()
+
+    def _sync_encoder(self, *_: Any) -> None:
+        choice = self.encoder_combo.currentText()
+        self.encoder_file.setVisible(choice == "from file")
+        variant = None
+        if choice == "last pre-trained":
+            self.encoder_label.setText(session.describe_encoder())
+            variant = session.encoder.variant if session.encoder is not None else None
+        elif choice == "from file":
+            path = self.encoder_file.path()
+            text, variant = "choose an encoder file", None
+            if path is not None and path.is_file():
+                try:
+                    meta = btunet.read_metadata(path)
+                    variant = meta["model"]["name"]
+                    text = f"{variant} encoder from {path.name}"
+                except BTUnetError as exc:
+                    text = sentence(exc)
+            self.encoder_label.setText(text)
+        else:
+            self.encoder_label.setText("training starts from random weights")
+        if variant in btunet.MODELS:
+            self.variant_combo.setCurrentText(variant)
+
+    def _sync_session_model(self) -> None:
+        self.resume_check.setEnabled(session.model is not None)
+        if session.model is None:
+            self.resume_check.setChecked(False)
+        self.model_label.setText("current model: " + session.describe_model())
+        self._show_epochs()
+
+    def config(self) -> FinetuneConfig:
+        """The widget state as one engine config: the run Start makes.
+
+        Continuing from the current model (in epochs) is ``FinetuneConfig.continuation()``, a
+        short warm start; with a time budget, a continuation trains for the whole budget.
+        """
+        budget = self.length_combo.currentText() == "time budget"
+        config = FinetuneConfig(
+            model=self.variant_combo.currentText(), mask_mode=self.mode_combo.currentText(),
+            epochs=100000 if budget else self._epochs["fresh"],
+            continue_epochs=self.epochs_value("continue"),
+            steps_per_epoch=self.steps_spin.value(), batch_size=self.batch_spin.value(),
+            patch_size=self.patch_spin.value(), lr=self.lr_spin.value(),
+            time_budget_s=60.0 * self.budget_spin.value() if budget else None,
+            device=self.device_combo.currentText())
+        return config.continuation() if self._continuing() and not budget else config
+
+
+def _spin(lo: int, hi: int, value: int, step: int = 1) -> QSpinBox:
+    spin = QSpinBox()
+    spin.setRange(lo, hi)
+    spin.setSingleStep(step)
+    spin.setValue(value)
+    return spin

@@ -1,0 +1,142 @@
+"""Engine calls off the GUI thread: one ``Job`` per engine call, cancelled by a flag.
+
+Engine calls run in a napari ``thread_worker``; the engine's callbacks (training thread) emit
+Qt signals of a small bridge object that lives on the GUI thread, so every widget update
+happens on the GUI thread, and ``Cancel`` only sets a flag that the engine's ``should_stop`` reads.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from typing import Any, Callable, Optional
+
+from qtpy.QtCore import QObject, Signal
+
+
+class _Bridge(QObject):
+    """Lives on the GUI thread; signals emitted from the worker thread arrive queued."""
+    progress = Signal(object)
+    item = Signal(object)
+
+
+@dataclasses.dataclass
+class Outcome:
+    result: Any = None
+    error: Optional[BaseException] = None
+    cancelled: bool = False
+
+
+#: jobs whose worker thread may still run: kept alive here until they finish, even if their
+#: widget is closed, and asked to stop when the application quits
+_RUNNING: set = set()
+_quit_hook_installed = False
+
+
+def cancel_all_jobs() -> None:
+    for job in list(_RUNNING):
+        job.cancel()
+
+
+def _install_quit_hook() -> None:
+    global _quit_hook_installed
+    from qtpy.QtWidgets import QApplication
+    app = QApplication.instance()
+    if app is not None and not _quit_hook_installed:
+        app.aboutToQuit.connect(cancel_all_jobs)
+        _quit_hook_installed = True
+
+
+class Job:
+    """One engine call in a napari worker thread.
+
+    ``task(job)`` runs in the worker thread; it may call ``job.progress(x)`` and ``job.item(x)``
+    (delivered to ``on_progress`` / ``on_item`` on the GUI thread) and pass ``job.should_stop``
+    to the engine. ``on_done(Outcome)`` runs on the GUI thread when the task ends, whatever happened.
+    """
+
+    def __init__(self, task: Callable[["Job"], Any], on_done: Callable[[Outcome], None],
+                 on_progress: Optional[Callable[[Any], None]] = None,
+                 on_item: Optional[Callable[[Any], None]] = None):
+        self.task, self.on_done = task, on_done
+        self._stop = threading.Event()
+        self._bridge = _Bridge()
+        if on_progress is not None:
+            self._bridge.progress.connect(on_progress)
+        if on_item is not None:
+            self._bridge.item.connect(on_item)
+        self.worker = None
+        self.running = False
+        self.outcome: Optional[Outcome] = None
+        self.stop_requested_at: Optional[float] = None
+        self.finished_at: Optional[float] = None
+
+    # worker-thread side
+    def should_stop(self) -> bool:
+        return self._stop.is_set()
+
+    def progress(self, value: Any) -> None:
+        self._bridge.progress.emit(value)
+
+    def item(self, value: Any) -> None:
+        self._bridge.item.emit(value)
+
+    def _run(self) -> Outcome:
+        from btunet import Cancelled
+        try:
+            return Outcome(result=self.task(self), cancelled=self.should_stop())
+        except Cancelled as exc:
+            return Outcome(error=exc, cancelled=True)
+        except Exception as exc:  # reported on the GUI thread as a notification
+            return Outcome(error=exc)
+
+    # GUI-thread side
+    def start(self) -> "Job":
+        from napari.qt.threading import thread_worker
+        self.worker = thread_worker(self._run, start_thread=False)()
+        self.worker.returned.connect(self._returned)
+        self.worker.errored.connect(self._errored)
+        self.running = True
+        _RUNNING.add(self)
+        _install_quit_hook()
+        self.worker.start()
+        return self
+
+    def detach(self) -> None:
+        """The widget is going away: stop, and deliver nothing more to it."""
+        self.cancel()
+        self.on_done = lambda outcome: None
+        try:  # at interpreter exit Qt may already have deleted the bridge
+            signals = (self._bridge.progress, self._bridge.item)
+        except RuntimeError:
+            return
+        for signal in signals:
+            try:
+                signal.disconnect()
+            except (TypeError, RuntimeError):
+                pass
+
+    def cancel(self) -> None:
+        if self.running and not self._stop.is_set():
+            self.stop_requested_at = time.perf_counter()
+            self._stop.set()
+
+    def _returned(self, outcome: Outcome) -> None:
+        self._finish(outcome)
+
+    def _errored(self, exc: BaseException) -> None:  # only if _run itself failed
+        self._finish(Outcome(error=exc))
+
+    def _finish(self, outcome: Outcome) -> None:
+        self.running = False
+        _RUNNING.discard(self)
+        self.outcome = outcome
+        self.task = None  # drop the captured request (arrays, layers) now
+        self.finished_at = time.perf_counter()
+        self.on_done(outcome)
+
+
+def snapshot(progress) -> Any:
+    """A copy of an engine ``Progress`` that is safe to hand to the GUI thread (no model)."""
+    history = {k: list(v) for k, v in (progress.history or {}).items()}
+    return dataclasses.replace(progress, model=None, history=history)

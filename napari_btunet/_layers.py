@@ -1,0 +1,143 @@
+"""Napari layers as the plugin sees them: their pixels, the plugin's own output layers (found by
+metadata, never by name alone), the plane on screen, and layer-list changes."""
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+import numpy as np
+
+#: metadata keys that mark (and identify) the layers this plugin writes
+OUTPUT_KEY = "btunet_output"
+KIND_KEY = "btunet_kind"
+SOURCE_KEY = "btunet_source"
+SUFFIX = "[btunet]"
+
+
+def layer_array(layer) -> Any:
+    """The full-resolution data of a layer (level 0 of a multiscale layer)."""
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
+def spatial_shape(layer) -> tuple[int, ...]:
+    """Shape without the colour axis of an RGB(A) image layer."""
+    shape = tuple(layer_array(layer).shape)
+    return shape[:-1] if getattr(layer, "rgb", False) else shape
+
+
+def is_output(layer) -> bool:
+    return bool(layer.metadata.get(OUTPUT_KEY, False))
+
+
+def output_name(source_name: str, kind: str) -> str:
+    return f"{source_name} {kind} {SUFFIX}"
+
+
+def find_output(viewer, source_name: str, kind: str):
+    """The plugin's own output layer of this kind for this source, if there is one.
+
+    A layer counts only when it carries the plugin's metadata (so a user layer with the same
+    name is never touched) and either has the expected name or records the same source.
+    """
+    expected = output_name(source_name, kind)
+    for layer in viewer.layers:
+        md = layer.metadata
+        if md.get(OUTPUT_KEY) and md.get(KIND_KEY) == kind and (
+                layer.name == expected or md.get(SOURCE_KEY) == source_name):
+            return layer
+    return None
+
+
+def upsert_output(viewer, source, kind: str, data: np.ndarray, layer_type: str, **kwargs):
+    """Create or update the output layer ``"<source> <kind> [btunet]"``, aligned with ``source``."""
+    from napari.layers import Image, Labels
+    cls = Labels if layer_type == "labels" else Image
+    geometry = {"scale": tuple(source.scale), "translate": tuple(source.translate)}
+    layer = find_output(viewer, source.name, kind)
+    if layer is not None and isinstance(layer, cls) and layer.ndim == data.ndim:
+        layer.data = data
+        layer.scale, layer.translate = geometry["scale"], geometry["translate"]
+        if layer_type == "image" and "contrast_limits" in kwargs:
+            layer.contrast_limits = kwargs["contrast_limits"]
+        return layer
+    if layer is not None:
+        viewer.layers.remove(layer)
+    metadata = {OUTPUT_KEY: True, KIND_KEY: kind, SOURCE_KEY: source.name}
+    add = viewer.add_labels if layer_type == "labels" else viewer.add_image
+    return add(data, name=output_name(source.name, kind), metadata=metadata, **geometry, **kwargs)
+
+
+class PlaneTracker:
+    """The plane of ``layer`` the viewer shows now, for the training thread to read.
+
+    Updated on the GUI thread from ``viewer.dims.events.current_step``; ``index`` is read
+    from any thread (a tuple is replaced atomically, and a lock guards it anyway).
+    """
+
+    def __init__(self, viewer, layer):
+        self.viewer, self.layer = viewer, layer
+        self._lock = threading.Lock()
+        self._index: tuple = ()
+        self.update()
+        viewer.dims.events.current_step.connect(self.update)
+
+    @property
+    def index(self) -> tuple:
+        with self._lock:
+            return self._index
+
+    def update(self, event=None) -> None:
+        leading = spatial_shape(self.layer)[:-2]
+        index: tuple = ()
+        if leading:
+            coords = np.asarray(self.layer.world_to_data(self.viewer.dims.point), float)
+            index = tuple(int(np.clip(round(c), 0, n - 1)) for c, n in zip(coords[:len(leading)], leading))
+        with self._lock:
+            self._index = index
+
+    def close(self) -> None:
+        try:
+            self.viewer.dims.events.current_step.disconnect(self.update)
+        except Exception:  # viewer already closed
+            pass
+
+
+def watch_layers(viewer, callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback`` when layers are added, removed or renamed; returns a disconnect function.
+
+    A bound method is held weakly, so the viewer never keeps a closed widget alive.
+    """
+    import weakref
+    ref = weakref.WeakMethod(callback) if hasattr(callback, "__self__") else (lambda: callback)
+
+    def on_change(event=None):
+        target = ref()
+        if target is not None:
+            try:
+                target()
+            except RuntimeError:  # the Qt side is already gone
+                pass
+
+    def on_inserted(event=None):
+        if event is not None and hasattr(event, "value"):
+            event.value.events.name.connect(on_change)
+        on_change()
+
+    for layer in viewer.layers:
+        layer.events.name.connect(on_change)
+    viewer.layers.events.inserted.connect(on_inserted)
+    viewer.layers.events.removed.connect(on_change)
+
+    def disconnect():
+        for signal, slot in ((viewer.layers.events.inserted, on_inserted),
+                             (viewer.layers.events.removed, on_change)):
+            try:
+                signal.disconnect(slot)
+            except Exception:
+                pass
+        for layer in viewer.layers:
+            try:
+                layer.events.name.disconnect(on_change)
+            except Exception:
+                pass
+    return disconnect

@@ -1,0 +1,139 @@
+"""The fine-tune widget's live preview: the training thread predicts the plane on screen
+(``LivePreview``), the GUI thread copies it into the plugin's preview and uncertainty layers
+(``PreviewLayers``)."""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import numpy as np
+
+from btunet.imageio import to_channels
+from btunet.normalize import normalize_plane, percentile_range
+from btunet.predict import predict_logits, uncertainty_map
+
+from ._jobs import Job
+from ._layers import PlaneTracker, layer_array, spatial_shape, upsert_output
+
+PREVIEW_KIND = "preview"
+UNCERTAINTY_KIND = "uncertainty"
+#: how the uncertainty layer is shown: bright = unsure (paint there next), black adds nothing
+UNCERTAINTY_STYLE = dict(colormap="magma", contrast_limits=(0.0, 1.0), blending="additive", opacity=0.6)
+
+
+class LivePreview:
+    """Every ``interval_s`` seconds, predict the plane on screen with the live model.
+
+    Runs in the training thread between steps (the engine calls ``on_progress`` there), so it
+    never races the optimiser; the model is put in eval mode for the prediction (as
+    ``btunet.finetune.validate`` does) and back in train mode after. With ``uncertainty`` the
+    plane also gets ``btunet.predict.uncertainty_map`` (four test-time flips, so about four
+    times the work; the mask then comes from the unflipped probability, the same as without).
+    The result, ``(PREVIEW_KIND, index, mask, uncertainty or None)``, goes to the GUI thread
+    through ``job.item``. It waits at least 3x its own duration between previews so large
+    planes do not slow training much.
+    """
+
+    def __init__(self, image, rgb: bool, tracker: PlaneTracker, interval_s: float,
+                 uncertainty: bool = False):
+        self.image, self.rgb, self.tracker, self.interval_s = image, rgb, tracker, interval_s
+        self.uncertainty = uncertainty
+        self.lo, self.hi = 0.0, 1.0
+        self._cache: dict[tuple, np.ndarray] = {}
+        self._next = 0.0
+        self.count = 0
+        self.seconds = 0.0
+
+    def prepare(self) -> None:
+        self.lo, self.hi = percentile_range(self.image, self.rgb)
+        self._next = time.perf_counter() + self.interval_s
+
+    def _pixels(self, index: tuple, channels: int) -> np.ndarray:
+        key = (index, channels)
+        if key not in self._cache:
+            plane = self.image[index] if index else self.image
+            plane = np.asarray(plane.compute() if hasattr(plane, "compute") else plane)
+            if len(self._cache) >= 4:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = to_channels(normalize_plane(plane, self.lo, self.hi), self.rgb, channels)
+        return self._cache[key]
+
+    def maybe(self, model, job: Job) -> None:
+        if model is not None and time.perf_counter() >= self._next and not job.should_stop():
+            self.run(model, job)
+
+    def run(self, model, job: Job) -> None:
+        start = time.perf_counter()
+        index = self.tracker.index
+        pixels = self._pixels(index, model.in_channels)
+        was_training = model.training
+        model.eval()
+        try:
+            if self.uncertainty:
+                probability, doubt = uncertainty_map(model, pixels, fast=True)
+                mask = probability > 0.5
+            else:
+                mask, doubt = predict_logits(model, pixels, fast=True) > 0, None
+        finally:
+            if was_training:
+                model.train()
+        job.item((PREVIEW_KIND, index, mask.astype(np.uint8), doubt))
+        cost = time.perf_counter() - start
+        self.count += 1
+        self.seconds += cost
+        self._next = time.perf_counter() + max(self.interval_s, 3 * cost)
+
+
+class PreviewLayers:
+    """The layers a live preview fills: ``"<image> preview [btunet]"`` (labels) and, with
+    ``uncertainty``, ``"<image> uncertainty [btunet]"`` (an image), plus the plane tracker.
+
+    Made on the GUI thread at Start; the selected layer stays selected, so the user's brush
+    stays where it was.
+    """
+
+    def __init__(self, viewer, image, uncertainty: bool):
+        self.viewer, self.image, self.uncertainty = viewer, image, uncertainty
+        keep_active = viewer.layers.selection.active
+        from napari.utils.colormaps import DirectLabelColormap
+        colormap = DirectLabelColormap(color_dict={None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: (1.0, 0.85, 0.1, 1)})
+        self.preview_layer = upsert_output(
+            viewer, image, PREVIEW_KIND, np.zeros(spatial_shape(image), np.uint8), "labels",
+            opacity=0.45, colormap=colormap)
+        self.uncertainty_layer = None
+        if uncertainty:
+            self.uncertainty_layer = upsert_output(
+                viewer, image, UNCERTAINTY_KIND, np.zeros(spatial_shape(image), np.float32),
+                "image", **UNCERTAINTY_STYLE)
+        if keep_active is not None and keep_active in viewer.layers:
+            viewer.layers.selection.active = keep_active  # keep the user's brush where it was
+        self.tracker: Optional[PlaneTracker] = PlaneTracker(viewer, image)
+
+    def live_preview(self, interval_s: float) -> LivePreview:
+        """The training-thread side, predicting the plane this tracker follows."""
+        return LivePreview(layer_array(self.image), bool(self.image.rgb), self.tracker, interval_s,
+                           self.uncertainty)
+
+    def show(self, index: tuple, mask: np.ndarray, doubt: Optional[np.ndarray]) -> tuple[bool, bool]:
+        """Show one previewed plane; whether the mask and the uncertainty map were shown."""
+        shown = self._show_plane(self.preview_layer, index, mask)
+        return shown, doubt is not None and self._show_plane(self.uncertainty_layer, index, doubt)
+
+    def _show_plane(self, layer, index: tuple, plane: np.ndarray) -> bool:
+        """Copy one previewed plane into the plugin's layer, if that layer is still there."""
+        if layer is None or layer not in self.viewer.layers or layer.data.shape[len(index):] != plane.shape:
+            return False
+        layer.data[index] = plane
+        layer.refresh()
+        return True
+
+    def stop_tracking(self) -> None:
+        if self.tracker is not None:
+            self.tracker.close()
+            self.tracker = None
+
+    def remove_empty(self) -> None:
+        """Remove the layers nothing was previewed into (the run failed)."""
+        for layer in (self.preview_layer, self.uncertainty_layer):
+            if layer is not None and layer in self.viewer.layers and not layer.data.any():
+                self.viewer.layers.remove(layer)

@@ -1,0 +1,105 @@
+"""Layer pickers: one layer of a type (a combo box) or several (a checklist), never the
+plugin's own output layers."""
+from __future__ import annotations
+
+from typing import Optional
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QComboBox, QVBoxLayout, QWidget
+
+from ._layers import is_output
+
+
+class LayerCombo(QComboBox):
+    """Pick a layer of one type (outputs of this plugin excluded); refreshed as layers change."""
+
+    def __init__(self, viewer, layer_type: type, parent: Optional[QWidget] = None):
+        super().__init__(parent)
+        self.viewer, self.layer_type = viewer, layer_type
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(8)
+        self.refresh()
+
+    def candidates(self) -> list:
+        return [layer for layer in self.viewer.layers
+                if isinstance(layer, self.layer_type) and not is_output(layer)]
+
+    def refresh(self) -> None:
+        current = self.currentText()
+        names = [layer.name for layer in self.candidates()]
+        if names == [self.itemText(i) for i in range(self.count())]:
+            return
+        self.blockSignals(True)
+        self.clear()
+        self.addItems(names)
+        if current in names:
+            self.setCurrentText(current)
+        self.blockSignals(False)
+        if self.currentText() != current:
+            self.currentTextChanged.emit(self.currentText())
+
+    def showPopup(self) -> None:
+        self.refresh()
+        super().showPopup()
+
+    def layer(self):
+        name = self.currentText()
+        return self.viewer.layers[name] if name and name in self.viewer.layers else None
+
+    def set_layer(self, layer) -> None:
+        self.refresh()
+        if layer is not None:
+            self.setCurrentText(layer.name)
+
+
+class LayerChecklist(QWidget):
+    """Tick image layers (outputs of this plugin excluded); new layers start ticked."""
+
+    def __init__(self, viewer, layer_type: type, parent: Optional[QWidget] = None):
+        super().__init__(parent)
+        from qtpy.QtWidgets import QListWidget
+        self.viewer, self.layer_type = viewer, layer_type
+        self.list = QListWidget()
+        self.list.setMaximumHeight(110)
+        self._unticked: set[str] = set()
+        self.list.itemChanged.connect(self._remember)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.list)
+        self.refresh()
+
+    def _remember(self, item) -> None:
+        if item.checkState() == Qt.CheckState.Checked:
+            self._unticked.discard(item.text())
+        else:
+            self._unticked.add(item.text())
+
+    def refresh(self) -> None:
+        from qtpy.QtWidgets import QListWidgetItem
+        names = [layer.name for layer in self.viewer.layers
+                 if isinstance(layer, self.layer_type) and not is_output(layer)]
+        if names == [self.list.item(i).text() for i in range(self.list.count())]:
+            return
+        self.list.blockSignals(True)
+        self.list.clear()
+        for name in names:
+            item = QListWidgetItem(name)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Unchecked if name in self._unticked
+                               else Qt.CheckState.Checked)
+            self.list.addItem(item)
+        self.list.blockSignals(False)
+
+    def set_checked(self, names) -> None:
+        """Tick exactly these layers."""
+        self.refresh()
+        names = set(names)
+        for i in range(self.list.count()):
+            item = self.list.item(i)
+            item.setCheckState(Qt.CheckState.Checked if item.text() in names else Qt.CheckState.Unchecked)
+
+    def layers(self) -> list:
+        self.refresh()
+        return [self.viewer.layers[self.list.item(i).text()] for i in range(self.list.count())
+                if self.list.item(i).checkState() == Qt.CheckState.Checked
+                and self.list.item(i).text() in self.viewer.layers]
