@@ -237,7 +237,7 @@ def cli_overhead(model_path: Path, data: Path, planes: int, repeat: int) -> dict
     import btunet
     from btunet.cli import main as cli
     from btunet.models.base import pad_to_multiple
-    from btunet.predict import _origins
+    from btunet.planes import _origins
     stack = make_stack(data, planes, 700, 1100, np.uint8)
     model = btunet.load_model(model_path).to(memory_format=torch.channels_last)
     with tempfile.TemporaryDirectory() as tmp:
@@ -251,7 +251,7 @@ def cli_overhead(model_path: Path, data: Path, planes: int, repeat: int) -> dict
             assert rc == 0
     # pure network: the same (BatchNorm-folded) model, tiles, batches and fast path that
     # predict_logits uses, with the inputs ready
-    from btunet.predict import OVERLAP, TILE, _tile_length, as_model
+    from btunet.planes import OVERLAP, TILE, _tile_length, as_model
     model = as_model(model, torch.device("cpu")).to(memory_format=torch.channels_last)
     x, _, _ = pad_to_multiple(torch.zeros(1, 1, 700, 1100))
     hp, wp = x.shape[-2:]

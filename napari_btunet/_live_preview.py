@@ -8,9 +8,7 @@ from typing import Optional
 
 import numpy as np
 
-from btunet.imageio import to_channels
-from btunet.normalize import normalize_plane, percentile_range
-from btunet.predict import predict_logits, uncertainty_map
+import btunet
 
 from ._jobs import Job
 from ._layers import PlaneTracker, layer_array, spatial_shape, upsert_output
@@ -25,38 +23,27 @@ class LivePreview:
     """Every ``interval_s`` seconds, predict the plane on screen with the live model.
 
     Runs in the training thread between steps (the engine calls ``on_progress`` there), so it
-    never races the optimiser; the model is put in eval mode for the prediction (as
-    ``btunet.finetune.validate`` does) and back in train mode after. With ``uncertainty`` the
-    plane also gets ``btunet.predict.uncertainty_map`` (four test-time flips, so about four
-    times the work; the mask then comes from the unflipped probability, the same as without).
-    The result, ``(PREVIEW_KIND, index, mask, uncertainty or None)``, goes to the GUI thread
-    through ``job.item``. It waits at least 3x its own duration between previews so large
-    planes do not slow training much.
+    never races the optimiser. ``btunet.Previewer`` predicts the plane as ``btunet.predict``
+    would predict the whole stack (same normalisation, an eval copy of the model, so training
+    is untouched). With ``uncertainty`` the plane also gets its uncertainty map (four test-time
+    flips, so about four times the work; the mask then comes from the unflipped probability,
+    the same as without). The result, ``(PREVIEW_KIND, index, mask, uncertainty or None)``, goes
+    to the GUI thread through ``job.item``. It waits at least 3x its own duration between
+    previews so large planes do not slow training much.
     """
 
     def __init__(self, image, rgb: bool, tracker: PlaneTracker, interval_s: float,
                  uncertainty: bool = False):
         self.image, self.rgb, self.tracker, self.interval_s = image, rgb, tracker, interval_s
         self.uncertainty = uncertainty
-        self.lo, self.hi = 0.0, 1.0
-        self._cache: dict[tuple, np.ndarray] = {}
+        self.previewer = btunet.Previewer(image, rgb)
         self._next = 0.0
         self.count = 0
         self.seconds = 0.0
 
     def prepare(self) -> None:
-        self.lo, self.hi = percentile_range(self.image, self.rgb)
+        self.previewer.prepare()
         self._next = time.perf_counter() + self.interval_s
-
-    def _pixels(self, index: tuple, channels: int) -> np.ndarray:
-        key = (index, channels)
-        if key not in self._cache:
-            plane = self.image[index] if index else self.image
-            plane = np.asarray(plane.compute() if hasattr(plane, "compute") else plane)
-            if len(self._cache) >= 4:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[key] = to_channels(normalize_plane(plane, self.lo, self.hi), self.rgb, channels)
-        return self._cache[key]
 
     def maybe(self, model, job: Job) -> None:
         if model is not None and time.perf_counter() >= self._next and not job.should_stop():
@@ -65,19 +52,8 @@ class LivePreview:
     def run(self, model, job: Job) -> None:
         start = time.perf_counter()
         index = self.tracker.index
-        pixels = self._pixels(index, model.in_channels)
-        was_training = model.training
-        model.eval()
-        try:
-            if self.uncertainty:
-                probability, doubt = uncertainty_map(model, pixels, fast=True)
-                mask = probability > 0.5
-            else:
-                mask, doubt = predict_logits(model, pixels, fast=True) > 0, None
-        finally:
-            if was_training:
-                model.train()
-        job.item((PREVIEW_KIND, index, mask.astype(np.uint8), doubt))
+        result = self.previewer(model, index, uncertainty=self.uncertainty)
+        job.item((PREVIEW_KIND, index, result.labels, result.uncertainty))
         cost = time.perf_counter() - start
         self.count += 1
         self.seconds += cost

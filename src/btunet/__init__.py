@@ -12,9 +12,10 @@ from .metrics import evaluate  # noqa: E402
 from .models import MODELS, create_model  # noqa: E402
 from .predict import Prediction, predict  # noqa: E402
 from .pretrain import PretrainedEncoder, pretrain  # noqa: E402
+from .preview import Previewer, preview  # noqa: E402
 
 __all__ = [
     "BTUnetError", "Cancelled", "CheckpointError", "FinetuneConfig", "MODELS", "Prediction",
-    "PretrainConfig", "PretrainedEncoder", "Progress", "create_model", "evaluate", "finetune",
-    "load_model", "predict", "pretrain", "read_metadata", "save_model",
+    "PretrainConfig", "PretrainedEncoder", "Previewer", "Progress", "create_model", "evaluate", "finetune",
+    "load_model", "predict", "pretrain", "preview", "read_metadata", "save_model",
 ]

@@ -1,8 +1,8 @@
 """Block-wise prediction of large images and zarr / OME-Zarr volumes with dask.
 
 The volume is cut into blocks of one plane by ``chunks`` x ``chunks`` pixels; every block is read
-with ``depth`` extra pixels on each side (``dask.array.map_overlap``), predicted in one pass with
-:func:`btunet.predict.predict_logits` and trimmed back. Blocks start on the models' 16-pixel
+with ``depth`` extra pixels on each side (``dask.array.map_overlap``), read and predicted in one
+pass like a whole plane (:mod:`btunet.planes`) and trimmed back. Blocks start on the models' 16-pixel
 pooling grid and the default halo (128 px) covers the receptive field of ``unet`` and
 ``attention_unet``, so the result equals whole-image prediction up to float rounding, while a
 worker only ever holds one block (plus the model) in memory. Intensities are normalised
@@ -11,11 +11,11 @@ with the whole-volume percentile range, computed once before any block runs.
 Blocks run on local threads, or on a ``dask.distributed`` cluster (``scheduler=``, an address or a
 ``Client``). Workers get a small picklable :class:`ModelRef` (the checkpoint path, or the weights
 and config of a model object), never a pickled user file, and build the model once per process.
+Results are written to zarr by :mod:`btunet.zarr_store`.
 """
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 import uuid
 from pathlib import Path
@@ -156,26 +156,25 @@ class ModelRef:
         return {**self.__dict__, "_model": None}
 
     def get(self, device: str = "auto", fast: bool = True):
-        """The model, built (on ``device``) the first time this process asks for it."""
-        import torch
-        if self._model is not None:
-            return self._model
+        """The inference model (``planes.as_model``), built on ``device`` the first time this
+        process asks for it."""
         key = (self.token, device, fast)
         with _CACHE_LOCK:
             net = _CACHE.get(key)
             if net is None:
-                from .checkpoint import load_model, model_from_config
+                from .checkpoint import model_from_config
                 from .device import resolve_device
+                from .planes import as_model
                 dev = resolve_device(device)
-                if self.path is not None:
-                    net = load_model(self.path, dev)
+                if self._model is not None:
+                    net = self._model
+                elif self.path is not None:
+                    net = self.path
                 else:
                     net = model_from_config(self.config)
                     net.load_state_dict(self.state)
                     net.metadata = self.metadata
-                    net = net.to(dev).eval()
-                if fast:
-                    net.to(memory_format=torch.channels_last)
+                net = as_model(net, dev, fast)
                 if len(_CACHE) >= 4:  # a few models per process at most
                     _CACHE.pop(next(iter(_CACHE)))
                 _CACHE[key] = net
@@ -197,33 +196,19 @@ def axis_chunks(size: int, chunk: int, depth: int) -> tuple[int, ...]:
     return tuple(sizes) or (size,)
 
 
-def _predict_block(block: np.ndarray, ref: ModelRef, lo: float, hi: float, channel_axis: bool,
+def _predict_block(block: np.ndarray, ref: ModelRef, lo: float, hi: float, rgb: bool,
                    tile: Optional[int], overlap: int, fast: bool, device: str) -> np.ndarray:
-    """Probabilities for every plane of one block (leading axes, [C,] Y, X)."""
-    from .imageio import to_channels
-    from .normalize import normalize_plane
-    from .predict import predict_logits
+    """Probabilities for every plane of one block (leading axes, Y, X[, RGB]), read and predicted
+    like a whole image (``planes``); an RGB block keeps its shape for map_overlap."""
+    from .planes import PlaneLayout, predict_planes
     net = ref.get(device, fast)
-    lead = block.shape[:-3] if channel_axis else block.shape[:-2]
-    out = np.empty(lead + block.shape[-2:], np.float32)
-    for index in np.ndindex(*lead):
-        pixels = normalize_plane(block[index], lo, hi)
-        if not channel_axis:
-            pixels = to_channels(pixels, False, net.in_channels)
-        if tile is None:  # the whole block in one pass
-            size = -(-max(pixels.shape[-2:]) // _MULTIPLE) * _MULTIPLE
-            logits = predict_logits(net, np.ascontiguousarray(pixels, np.float32), max(size, 2 * _MULTIPLE),
-                                    _MULTIPLE, fast)
-        else:
-            logits = predict_logits(net, np.ascontiguousarray(pixels, np.float32), tile, overlap, fast)
-        out[index] = 1 / (1 + np.exp(-logits))
-    if channel_axis:  # keep the block's shape for map_overlap; the channel axis is dropped after
-        out = np.broadcast_to(out[..., None, :, :], block.shape)
-    return out
+    layout = PlaneLayout(block.shape, rgb, net.in_channels, lo, hi)
+    out = predict_planes(net, block, layout, tile=tile, overlap=overlap, fast=fast)
+    return np.broadcast_to(out[..., None], block.shape) if rgb else out
 
 
-def _as_dask(array, rgb: bool, channels: int, chunk: int, depth: int):
-    """(leading..., [C,] Y, X) dask array, one plane by chunk x chunk pixels per block."""
+def _as_dask(array, rgb: bool, chunk: int, depth: int):
+    """(leading..., Y, X[, RGB]) dask array, one plane by chunk x chunk pixels per block."""
     import dask.array as da
     shape = array.shape
     spatial = shape[:-1] if rgb else shape
@@ -233,20 +218,14 @@ def _as_dask(array, rgb: bool, channels: int, chunk: int, depth: int):
     yx = tuple(axis_chunks(s, chunk, depth) for s in spatial[-2:])
     chunks = tuple((1,) * n for n in lead) + yx + (((shape[-1],),) if rgb else ())
     if isinstance(array, da.Array):
-        x = array.rechunk(chunks)
-    elif type(array).__module__.startswith("zarr"):
-        x = da.from_zarr(array, chunks=chunks)
-    elif isinstance(array, LazyTiff):
+        return array.rechunk(chunks)
+    if type(array).__module__.startswith("zarr"):
+        return da.from_zarr(array, chunks=chunks)
+    if isinstance(array, LazyTiff):
         stat = os.stat(array.path)
-        x = da.from_array(array, chunks=chunks, name=f"tiff-{uuid.uuid5(uuid.NAMESPACE_URL, array.path).hex}"
-                          f"-{stat.st_mtime_ns}", meta=np.empty((0,) * array.ndim, array.dtype))
-    else:
-        x = da.from_array(array, chunks=chunks, asarray=True)
-    if not rgb:
-        return x, False
-    if channels == 1:  # RGB -> gray: the mean commutes with the (linear) normalisation
-        return x[..., :3].astype(np.float32).mean(axis=-1), False
-    return da.moveaxis(x[..., :3], -1, -3), True
+        return da.from_array(array, chunks=chunks, name=f"tiff-{uuid.uuid5(uuid.NAMESPACE_URL, array.path).hex}"
+                             f"-{stat.st_mtime_ns}", meta=np.empty((0,) * array.ndim, array.dtype))
+    return da.from_array(array, chunks=chunks, asarray=True)
 
 
 def predict_chunked(model, array, *, chunks: int = DEFAULT_CHUNK, depth: int = DEFAULT_DEPTH,
@@ -278,7 +257,8 @@ def predict_chunked(model, array, *, chunks: int = DEFAULT_CHUNK, depth: int = D
     import dask.array as da
 
     from .imageio import is_rgb
-    from .normalize import percentile_range
+    from .planes import stack_range
+    from .zarr_store import write_zarr
     if isinstance(array, (str, os.PathLike)):
         array = open_image(array)
     ref = model if isinstance(model, ModelRef) else ModelRef(model)
@@ -286,95 +266,29 @@ def predict_chunked(model, array, *, chunks: int = DEFAULT_CHUNK, depth: int = D
     chunks = max(_MULTIPLE, -(-int(chunks) // _MULTIPLE) * _MULTIPLE)
     depth = max(0, -(-int(depth) // _MULTIPLE) * _MULTIPLE)
     if norm_range is None:  # whole-volume statistics, once, before any block
-        norm = ref.normalization
-        norm_range = percentile_range(array, rgb, norm["low"], norm["high"])
+        norm_range = stack_range(array, rgb, ref.normalization)
     lo, hi = map(float, norm_range)
 
-    x, channel_axis = _as_dask(array, rgb, ref.channels, chunks, depth)
-    spatial_axes = (x.ndim - 2, x.ndim - 1)
+    x = _as_dask(array, rgb, chunks, depth)
+    spatial_axes = (x.ndim - 3, x.ndim - 2) if rgb else (x.ndim - 2, x.ndim - 1)
     depths = {axis: (depth if axis in spatial_axes else 0) for axis in range(x.ndim)}
     ref_key = dask.delayed(ref, pure=False)  # one graph key, shipped once per worker
     prob = da.map_overlap(_predict_block, x, depth=depths, boundary="none", trim=True,
                           dtype=np.float32, meta=np.empty((0,) * x.ndim, np.float32),
-                          ref=ref_key, lo=lo, hi=hi, channel_axis=channel_axis, tile=tile,
+                          ref=ref_key, lo=lo, hi=hi, rgb=rgb, tile=tile,
                           overlap=overlap, fast=fast, device=device)
-    if channel_axis:
-        prob = prob[..., 0, :, :]
+    if rgb:
+        prob = prob[..., 0]
     labels = (prob > threshold).astype(np.uint8)
     if out is None:
         return labels if output == "labels" else prob
 
     targets = [(labels, Path(out))] + ([(prob, Path(probabilities_out))] if probabilities_out else [])
-    for _, path in targets:
-        if path.exists() and not overwrite:
-            raise BTUnetError(f"{path} exists; use --overwrite (overwrite=True) or another output")
     attrs = {"btunet": {"model": ref.path or ref.config.get("name"), "threshold": threshold,
                         "normalization_range": [lo, hi], "chunks": chunks, "depth": depth}}
-    stores, tmps = [], []
-    try:
-        for arr, path in targets:
-            tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-            tmps.append(tmp)
-            stores.append(_create_zarr(tmp, arr, chunks, attrs))
-        sources = [_regular(arr, chunks) for arr, _ in targets]
-        job = da.store(sources, stores, lock=False, compute=False)
-        _compute(job, scheduler, num_workers, progress)
-        for tmp, (_, path) in zip(tmps, targets):
-            if path.exists():
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-            os.replace(tmp, path)
-    finally:
-        for tmp in tmps:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+    write_zarr(targets, chunks, attrs, scheduler=scheduler, num_workers=num_workers, progress=progress,
+               overwrite=overwrite)
     return Path(out)
-
-
-def _regular(arr, chunks: int):
-    """Rechunk so every zarr chunk is written by exactly one task (merged edge chunks split)."""
-    lead = arr.ndim - 2
-    return arr.rechunk((1,) * lead + (chunks, chunks))
-
-
-def _create_zarr(path: Path, arr, chunks: int, attrs: dict):
-    import zarr
-    lead = arr.ndim - 2
-    z = zarr.create_array(store=str(path), shape=arr.shape, dtype=arr.dtype,
-                          chunks=(1,) * lead + (min(chunks, arr.shape[-2]), min(chunks, arr.shape[-1])),
-                          fill_value=0, overwrite=True)
-    z.attrs.update(attrs)
-    return z
-
-
-def _compute(job, scheduler, num_workers: int, progress: bool) -> None:
-    import dask
-    if scheduler is None or scheduler in ("threads", "threading", "sync", "synchronous", "processes"):
-        name = scheduler or "threads"
-        if progress:
-            import sys
-            from dask.diagnostics import ProgressBar
-            with ProgressBar(out=sys.stderr):
-                dask.compute(job, scheduler=name, num_workers=num_workers)
-        else:
-            dask.compute(job, scheduler=name, num_workers=num_workers)
-        return
-    from distributed import Client
-    if isinstance(scheduler, Client):
-        client, own = scheduler, False
-    else:
-        try:
-            client, own = Client(scheduler, timeout="30s"), True
-        except (OSError, TimeoutError) as exc:
-            raise BTUnetError(f"cannot reach the dask scheduler at {scheduler}: {exc}") from exc
-    try:
-        futures = client.compute(job)
-        if progress:
-            from distributed import progress as show
-            show(futures)
-        client.gather(futures)
-    finally:
-        if own:
-            client.close()
 
 
 # --------------------------------------------------------------------------- command line

@@ -8,8 +8,8 @@ from typing import Sequence, Union
 import numpy as np
 
 from .errors import BTUnetError
-from .imageio import is_rgb, iter_planes, read_images, to_channels
-from .normalize import normalize_plane, percentile_range
+from .imageio import read_images
+from .planes import plane_layout
 
 ImageSource = Union[str, os.PathLike, np.ndarray]
 
@@ -38,15 +38,8 @@ def image_planes(name: str, array, channels: int, rgb: bool | None = None,
                  min_size: int = 0) -> list[Plane]:
     """Normalise an image or stack with whole-stack percentiles and split it into planes."""
     array = np.asarray(array) if not hasattr(array, "shape") else array
-    rgb = is_rgb(array) if rgb is None else rgb
-    if array.dtype == bool:
-        array = array.astype(np.uint8)
-    lo, hi = percentile_range(array, rgb)
-    planes = []
-    for index, plane in iter_planes(array, rgb):
-        pixels = to_channels(normalize_plane(plane, lo, hi), rgb, channels)
-        planes.append(Plane(pad_to_min_size(pixels, min_size), name, index))
-    return planes
+    layout = plane_layout(array, channels, rgb=rgb)
+    return [Plane(pad_to_min_size(pixels, min_size), name, index) for index, pixels in layout.planes(array)]
 
 
 def pad_to_min_size(pixels: np.ndarray, size: int, mode: str = "reflect") -> np.ndarray:

@@ -17,11 +17,11 @@ from .config import FinetuneConfig, Progress, ProgressCallback, StopCallback, co
 from .data import ImageSource, load_sources, pad_to_min_size
 from .device import autocast, describe_device, resolve_device
 from .errors import BTUnetError
-from .imageio import is_rgb, iter_planes, spatial_shape, to_channels
+from .imageio import is_rgb, spatial_shape
 from .losses import masked_bce_dice_loss
 from .models import SegmentationModel, create_model
-from .normalize import DEFAULT_NORMALIZATION, normalize_plane, percentile_range
-from .predict import predict_logits
+from .normalize import DEFAULT_NORMALIZATION
+from .planes import plane_layout, predict_logits
 from .pretrain import PretrainedEncoder, as_encoder
 
 VAL_BLOCK = 64  # validation pixels are held out in whole blocks, so they are not neighbours of training pixels
@@ -51,12 +51,12 @@ def annotated_planes(images, annotations, channels: int, mode: str, patch_size: 
         if tuple(labels.shape) != spatial_shape(image, rgb):
             raise BTUnetError(f"annotation shape {tuple(labels.shape)} does not match image {name} "
                               f"of shape {tuple(image.shape)}" + (" (RGB)" if rgb else ""))
-        lo, hi = percentile_range(image, rgb)
-        for index, plane in iter_planes(image, rgb):
+        layout = plane_layout(image, channels, rgb=rgb)
+        for index in layout.indices():
             target, weight = targets_and_weights(np.asarray(labels[index]), mode)
             if not weight.any():
                 continue
-            pixels = to_channels(normalize_plane(plane, lo, hi), rgb, channels)
+            pixels = layout.read(image, index)
             pad = lambda a: pad_to_min_size(a[None], patch_size, "constant")[0]
             planes.append(AnnotatedPlane(pad_to_min_size(pixels, patch_size), pad(target), pad(weight),
                                          np.zeros_like(pad(weight)), name, size=target.shape))

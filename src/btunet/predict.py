@@ -7,113 +7,14 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
 import numpy as np
-import torch
-from scipy.special import expit
 
-from .checkpoint import load_model
-from .device import autocast, resolve_device
-from .errors import BTUnetError, Cancelled
-from .imageio import is_rgb, iter_planes, plane_indices, spatial_shape, stack_writer, to_channels
-from .models import SIZE_MULTIPLE, SegmentationModel
-from .models.base import pad_to_multiple
-from .models.fuse import fuse_batchnorm
-from .normalize import DEFAULT_NORMALIZATION, normalize_plane, percentile_range
-
-#: Tile side and overlap. A quarter of the overlap (64 px) is discarded at inner tile edges, and
-#: the network's receptive field effects fade within ~100 px, so tiles agree with whole-image
-#: prediction of a trained unet to < 1e-4 while costing < 1.8x for huge planes.
-TILE, OVERLAP = 1024, 256
-
-
-def _ramp_window(length: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
-    """1-D blending weights: 0 on the outer quarter of the overlap, raised cosine, then 1.
-
-    Image borders get no ramp, so every pixel keeps a positive total weight.
-    """
-    w = np.ones(length, np.float32)
-    margin = overlap // 4
-    ramp = np.sin(0.5 * np.pi * (np.arange(overlap - 2 * margin) + 0.5) / (overlap - 2 * margin)) ** 2
-    edge = np.concatenate([np.zeros(margin), ramp]).astype(np.float32)
-    if not at_start:
-        w[:len(edge)] = edge
-    if not at_end:
-        w[length - len(edge):] = edge[::-1]
-    return w
-
-
-def _tile_length(size: int, tile: int, overlap: int) -> int:
-    """The shortest tile length (a multiple of 16, at most ``tile``) that covers ``size`` with as
-    few tiles as ``tile`` would need: a 1104-px axis gets two 688-px tiles, not two of 1024."""
-    if size <= tile:
-        return size
-    n = -(-(size - overlap) // (tile - overlap))
-    length = -(-(size + (n - 1) * overlap) // n)
-    return min(tile, -(-length // SIZE_MULTIPLE) * SIZE_MULTIPLE)
-
-
-def _origins(size: int, tile: int, stride: int) -> list[int]:
-    last = size - tile
-    if last <= 0:
-        return [0]
-    return sorted(set(list(range(0, last + 1, stride)) + [last]))
-
-
-@torch.no_grad()
-def predict_logits(model: SegmentationModel, pixels: np.ndarray, tile: int = TILE, overlap: int = OVERLAP,
-                   fast: bool = True, tile_batch: int = 4) -> np.ndarray:
-    """Logits (H, W) for one normalised (C, H, W) plane.
-
-    Tiles start on multiples of 16 so pooling grids line up with whole-image prediction, and
-    each tile's outer margin (where its own zero padding distorts features) gets no weight.
-    """
-    if tile % SIZE_MULTIPLE or overlap % SIZE_MULTIPLE or overlap >= tile:
-        raise BTUnetError(f"tile and overlap must be multiples of {SIZE_MULTIPLE}, overlap < tile")
-    device = next(model.parameters()).device
-    x = torch.from_numpy(np.ascontiguousarray(pixels, np.float32))[None].to(device)
-    x, h, w = pad_to_multiple(x)
-    hp, wp = x.shape[-2:]
-    th, tw = _tile_length(hp, tile, overlap), _tile_length(wp, tile, overlap)
-    boxes = [(y, xx) for y in _origins(hp, th, th - overlap) for xx in _origins(wp, tw, tw - overlap)]
-    memory = torch.channels_last if fast else torch.contiguous_format
-    if len(boxes) == 1:  # the whole plane is one tile: nothing to blend
-        with autocast(device, fast):
-            return model(x.contiguous(memory_format=memory))[0, 0, :h, :w].float().cpu().numpy()
-    out = torch.zeros(hp, wp, device=device)
-    norm = torch.zeros(hp, wp, device=device)
-    ramp = lambda n, size, start: torch.from_numpy(_ramp_window(n, overlap, start == 0, start + n == size)).to(device)
-    for i in range(0, len(boxes), tile_batch):
-        chunk = boxes[i:i + tile_batch]
-        batch = torch.cat([x[..., y:y + th, xx:xx + tw] for y, xx in chunk]).contiguous(memory_format=memory)
-        with autocast(device, fast):
-            logits = model(batch)[:, 0].float()
-        for (y, xx), tile_logits in zip(chunk, logits):
-            weight = ramp(th, hp, y)[:, None] * ramp(tw, wp, xx)[None, :]
-            out[y:y + th, xx:xx + tw] += weight * tile_logits
-            norm[y:y + th, xx:xx + tw] += weight
-    return (out / norm)[:h, :w].cpu().numpy()
-
-
-#: Test-time flips of the uncertainty map: identity, left-right, up-down, both.
-FLIPS = ((), (-1,), (-2,), (-2, -1))
-
-
-def uncertainty_map(model: SegmentationModel, pixels: np.ndarray, tile: int = TILE, overlap: int = OVERLAP,
-                    fast: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(probability, uncertainty) of one (C, H, W) plane from four test-time flips.
-
-    Uncertainty is the binary entropy (in bits, 0 = certain, 1 = a coin toss) of the mean
-    probability over the flips: it is high both where the model sits near 0.5 and where the
-    flipped predictions disagree. The probability is the unflipped one, so labels do not change
-    when the map is asked for.
-    """
-    probs = []
-    for axes in FLIPS:
-        flipped = np.flip(pixels, axes) if axes else pixels
-        logits = predict_logits(model, np.ascontiguousarray(flipped), tile, overlap, fast)
-        probs.append(expit(np.flip(logits, axes) if axes else logits))
-    mean = np.clip(np.mean(probs, axis=0), 1e-6, 1 - 1e-6)
-    entropy = -(mean * np.log2(mean) + (1 - mean) * np.log2(1 - mean))
-    return probs[0].astype(np.float32), entropy.astype(np.float32)
+from .device import resolve_device
+from .errors import Cancelled
+from .imageio import is_rgb, plane_indices, spatial_shape, stack_writer
+from .models import SegmentationModel
+from .normalize import DEFAULT_NORMALIZATION
+from .planes import OVERLAP, TILE, as_model, check_budget, plane_layout, predict_plane
+from .planes import FLIPS, predict_logits, uncertainty_map  # noqa: F401  (re-exported for callers of btunet.predict)
 
 
 def instance_labels(mask: np.ndarray, split_touching: bool = True, min_distance: int = 5) -> np.ndarray:
@@ -143,17 +44,6 @@ class Prediction:
     uncertainty: Optional[np.ndarray] = None  # float32, 0 = certain, 1 = a coin toss (test-time flips)
 
 
-def as_model(model: "SegmentationModel | str | os.PathLike", device: torch.device) -> SegmentationModel:
-    """An inference copy on ``device`` with BatchNorm folded into the convolutions.
-
-    A model object is copied, never changed, so a model that is still training (a live preview)
-    keeps its mode and weights.
-    """
-    if isinstance(model, (str, os.PathLike)):
-        model = load_model(model, device)
-    return fuse_batchnorm(model).to(device)
-
-
 def iter_predict(model: "SegmentationModel | str | os.PathLike", image, *, rgb: Optional[bool] = None,
                  threshold: float = 0.5, instances: bool = False, split_touching: bool = True,
                  device: str = "auto", fast: bool = True, tile: int = TILE, overlap: int = OVERLAP,
@@ -163,22 +53,13 @@ def iter_predict(model: "SegmentationModel | str | os.PathLike", image, *, rgb: 
     With ``uncertainty`` each item has a fourth element, the plane's uncertainty map (four
     times the network time). Instance ids are unique across the whole stack.
     """
-    dev = resolve_device(device)
-    net = as_model(model, dev)
-    rgb = is_rgb(image) if rgb is None else rgb
-    if len(spatial_shape(image, rgb)) < 2:
-        raise BTUnetError(f"cannot predict an array of shape {image.shape}: it needs Y and X axes")
+    net = as_model(model, resolve_device(device), fast)
     norm = getattr(net, "metadata", {}).get("normalization", DEFAULT_NORMALIZATION)
-    lo, hi = percentile_range(image, rgb, norm["low"], norm["high"])
-    if fast:
-        net.to(memory_format=torch.channels_last)
+    layout = plane_layout(image, net.in_channels, rgb=rgb, normalization=norm)
     offset = 0
-    for index, plane in iter_planes(image, rgb):
-        pixels = to_channels(normalize_plane(plane, lo, hi), rgb, net.in_channels)
-        if uncertainty:
-            prob, doubt = uncertainty_map(net, pixels, tile, overlap, fast)
-        else:
-            prob = expit(predict_logits(net, pixels, tile, overlap, fast))
+    for index, pixels in layout.planes(image):
+        result = predict_plane(net, pixels, tile=tile, overlap=overlap, fast=fast, uncertainty=uncertainty)
+        prob, doubt = result if uncertainty else (result, None)
         mask = prob > threshold
         if instances:
             labels = instance_labels(mask, split_touching)
@@ -204,6 +85,7 @@ def predict(model: "SegmentationModel | str | os.PathLike", image, *, rgb: Optio
     ``uncertainty``: also return the uncertainty map (see ``uncertainty_map``; 4x slower).
     """
     rgb = is_rgb(image) if rgb is None else rgb
+    check_budget(image.shape, rgb)  # before the outputs are allocated
     shape = spatial_shape(image, rgb)
     n = len(plane_indices(image, rgb))
     labels = out if out is not None else np.zeros(shape, np.int32 if instances else np.uint8)
@@ -236,6 +118,7 @@ def predict_to_tiff(model: "SegmentationModel | str | os.PathLike", image, label
     ``imageio.read_lazy``). Files appear atomically when complete. ``options``: as ``iter_predict``.
     """
     rgb = is_rgb(image) if rgb is None else rgb
+    check_budget(image.shape, rgb)  # before any file is started
     shape = spatial_shape(image, rgb)
     n = len(plane_indices(image, rgb))
     label_dtype = np.int32 if options.get("instances") else np.uint8

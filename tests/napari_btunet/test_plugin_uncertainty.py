@@ -6,9 +6,6 @@ import pytest
 
 import btunet
 from btunet import FinetuneConfig
-from btunet.imageio import to_channels
-from btunet.normalize import normalize_plane, percentile_range
-from btunet.predict import uncertainty_map
 from napari_btunet import _layers
 from napari_btunet._session import session
 from .plugin_helpers import dock, errors_of, small_training, wait_job
@@ -45,10 +42,9 @@ def checked_uncertainty(layer, shape):
 
 
 def final_model_uncertainty(model, image):
-    """What the preview computes for this 2-D image, with the given model."""
-    lo, hi = percentile_range(image, False)
-    pixels = to_channels(normalize_plane(image, lo, hi), False, model.in_channels)
-    return uncertainty_map(model, pixels, fast=True)[1]
+    """The uncertainty map of this 2-D image as a whole-image prediction computes it."""
+    device = next(model.parameters()).device.type
+    return btunet.predict(model, image, uncertainty=True, probabilities=False, device=device).uncertainty
 
 
 def test_uncertainty_guides_corrections_and_continue(sample_viewer, qtbot, messages, monkeypatch):

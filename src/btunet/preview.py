@@ -1,0 +1,85 @@
+"""One plane of an image or stack, predicted exactly as predicting the whole stack would (the
+live preview while fine-tuning)."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import numpy as np
+
+from .device import resolve_device
+from .imageio import is_rgb
+from .normalize import DEFAULT_NORMALIZATION
+from .planes import OVERLAP, TILE, PlaneLayout, as_model, check_budget, predict_plane, stack_range
+from .predict import Prediction
+
+
+class Previewer:
+    """Predicts single planes of ``image`` (any array ``predict`` takes) on demand.
+
+    A plane is normalised with the whole stack's intensity range, computed once per
+    normalisation setting, so a preview of a plane equals that plane of ``predict(model, image)``.
+    The model is copied for inference (eval mode, BatchNorm folded), so a model that is still
+    training keeps its mode and weights. The last few normalised planes are kept, since the
+    plane on screen seldom changes between previews.
+    """
+
+    def __init__(self, image, rgb: Optional[bool] = None, keep: int = 4):
+        self.image = image
+        self.rgb = is_rgb(image) if rgb is None else bool(rgb)
+        self.keep = keep
+        self._ranges: dict[tuple, tuple[float, float]] = {}
+        self._planes: dict[tuple, np.ndarray] = {}
+
+    def prepare(self, normalization: Optional[dict] = None) -> None:
+        """Check the plane size and compute the stack's range now (it reads up to 16 planes),
+        instead of in the first preview."""
+        self._range(normalization)
+
+    def _range(self, normalization: Optional[dict]) -> tuple[float, float]:
+        norm = normalization or DEFAULT_NORMALIZATION
+        key = (norm["low"], norm["high"])
+        if key not in self._ranges:
+            check_budget(tuple(self.image.shape), self.rgb)
+            self._ranges[key] = stack_range(self.image, self.rgb, norm)
+        return self._ranges[key]
+
+    def pixels(self, index: tuple, channels: int, normalization: Optional[dict] = None) -> np.ndarray:
+        """The normalised (C, Y, X) plane ``index``, as the model sees it."""
+        lo, hi = self._range(normalization)
+        key = (tuple(index), channels, lo, hi)
+        if key not in self._planes:
+            layout = PlaneLayout(tuple(self.image.shape), self.rgb, channels, lo, hi)
+            pixels = layout.read(self.image, index)
+            if len(self._planes) >= self.keep:
+                self._planes.pop(next(iter(self._planes)))
+            self._planes[key] = pixels
+        return self._planes[key]
+
+    def __call__(self, model, index: tuple = (), *, threshold: float = 0.5, uncertainty: bool = False,
+                 fast: bool = True, device: Optional[str] = None, tile: int = TILE,
+                 overlap: int = OVERLAP) -> Prediction:
+        """Labels (uint8 0/1) and probability of plane ``index`` (``()`` for a 2-D image), plus
+        its uncertainty map when asked. ``device``: default the model's own (``auto`` for a path)."""
+        if device is None and not isinstance(model, (str, os.PathLike)):
+            dev = next(model.parameters()).device
+        else:
+            dev = resolve_device(device or "auto")
+        net = as_model(model, dev, fast)
+        norm = getattr(net, "metadata", {}).get("normalization", DEFAULT_NORMALIZATION)
+        pixels = self.pixels(index, net.in_channels, norm)
+        result = predict_plane(net, pixels, tile=tile, overlap=overlap, fast=fast, uncertainty=uncertainty)
+        prob, doubt = result if uncertainty else (result, None)
+        return Prediction((prob > threshold).astype(np.uint8), prob, doubt)
+
+
+def preview(model, image, index: tuple = (), *, rgb: Optional[bool] = None, **options) -> Prediction:
+    """Plane ``index`` of ``image``, predicted as ``predict(model, image)`` predicts it.
+
+    ``options``: as :meth:`Previewer.__call__`. Use a :class:`Previewer` for repeated previews
+    of one image (it computes the stack's range once).
+    """
+    return Previewer(image, rgb)(model, index, **options)
+
+
+__all__ = ["Previewer", "preview"]
