@@ -12,6 +12,7 @@ import numpy as np
 from napari.layers import Image, Labels
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox,
                             QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+from scipy.special import expit
 
 import btunet
 from btunet import BTUnetError, FinetuneConfig
@@ -125,9 +126,9 @@ class LivePreview:
     """
 
     def __init__(self, image, rgb: bool, tracker: PlaneTracker, interval_s: float,
-                 uncertainty: bool = False):
+                 uncertainty: bool = False, threshold: float = 0.5):
         self.image, self.rgb, self.tracker, self.interval_s = image, rgb, tracker, interval_s
-        self.uncertainty = uncertainty
+        self.uncertainty, self.threshold = uncertainty, threshold
         self.lo, self.hi = 0.0, 1.0
         self._cache: dict[tuple, np.ndarray] = {}
         self._next = 0.0
@@ -161,9 +162,9 @@ class LivePreview:
         try:
             if self.uncertainty:
                 probability, doubt = uncertainty_map(model, pixels, fast=True)
-                mask = probability > 0.5
             else:
-                mask, doubt = predict_logits(model, pixels, fast=True) > 0, None
+                probability, doubt = expit(predict_logits(model, pixels, fast=True)), None
+            mask = probability > self.threshold
         finally:
             if was_training:
                 model.train()
@@ -449,8 +450,7 @@ class FinetuneWidget(_common.JobWidget):
             text, variant = "choose an encoder file", None
             if path is not None and path.is_file():
                 try:
-                    meta = btunet.read_metadata(path)
-                    variant = meta["model"]["name"]
+                    variant = btunet.inspect_checkpoint(path).model.name
                     text = f"{variant} encoder from {path.name}"
                 except BTUnetError as exc:
                     text = sentence(exc)
@@ -526,7 +526,7 @@ class FinetuneWidget(_common.JobWidget):
         except _common.Declined as exc:
             _common.show_warning(f"Fine-tuning not started: {sentence(exc)}")
             return None
-        request.preview = self._make_preview()
+        request.preview = self._make_preview(request.config.threshold)
         self.previewed: list[tuple] = []  # plane indices previewed in this run
         self.uncertainty_shown: list[tuple] = []  # ... and given an uncertainty map
         self.plot.clear()
@@ -536,7 +536,7 @@ class FinetuneWidget(_common.JobWidget):
         return self.run_job(Job(lambda job: self._train(job, request), self._done,
                                 on_progress=self._on_progress, on_item=self._on_item))
 
-    def _make_preview(self) -> Optional[LivePreview]:
+    def _make_preview(self, threshold: float) -> Optional[LivePreview]:
         interval = self.preview_spin.value()
         if interval <= 0:
             return None
@@ -559,7 +559,7 @@ class FinetuneWidget(_common.JobWidget):
         if keep_active is not None and keep_active in self.viewer.layers:
             self.viewer.layers.selection.active = keep_active  # keep the user's brush where it was
         self.tracker = PlaneTracker(self.viewer, image)
-        return LivePreview(layer_array(image), bool(image.rgb), self.tracker, interval, uncertainty)
+        return LivePreview(layer_array(image), bool(image.rgb), self.tracker, interval, uncertainty, threshold)
 
     @staticmethod
     def _train(job: Job, request: Request):

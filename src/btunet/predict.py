@@ -10,19 +10,18 @@ import numpy as np
 import torch
 from scipy.special import expit
 
-from .checkpoint import load_model
+from .checkpoint import load_model, model_metadata
+from .config import OVERLAP, TILE, PredictConfig
 from .device import autocast, resolve_device
 from .errors import BTUnetError, Cancelled
 from .imageio import is_rgb, iter_planes, plane_indices, spatial_shape, stack_writer, to_channels
 from .models import SIZE_MULTIPLE, SegmentationModel
 from .models.base import pad_to_multiple
 from .models.fuse import fuse_batchnorm
-from .normalize import DEFAULT_NORMALIZATION, normalize_plane, percentile_range
+from .normalize import normalize_plane, percentile_range
 
-#: Tile side and overlap. A quarter of the overlap (64 px) is discarded at inner tile edges, and
-#: the network's receptive field effects fade within ~100 px, so tiles agree with whole-image
-#: prediction of a trained unet to < 1e-4 while costing < 1.8x for huge planes.
-TILE, OVERLAP = 1024, 256
+__all__ = ["OVERLAP", "TILE", "Prediction", "PredictConfig", "instance_labels", "iter_predict", "predict",
+           "predict_logits", "predict_to_tiff", "uncertainty_map"]
 
 
 def _ramp_window(length: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
@@ -98,7 +97,7 @@ FLIPS = ((), (-1,), (-2,), (-2, -1))
 
 
 def uncertainty_map(model: SegmentationModel, pixels: np.ndarray, tile: int = TILE, overlap: int = OVERLAP,
-                    fast: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                    fast: bool = True, tile_batch: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """(probability, uncertainty) of one (C, H, W) plane from four test-time flips.
 
     Uncertainty is the binary entropy (in bits, 0 = certain, 1 = a coin toss) of the mean
@@ -109,7 +108,7 @@ def uncertainty_map(model: SegmentationModel, pixels: np.ndarray, tile: int = TI
     probs = []
     for axes in FLIPS:
         flipped = np.flip(pixels, axes) if axes else pixels
-        logits = predict_logits(model, np.ascontiguousarray(flipped), tile, overlap, fast)
+        logits = predict_logits(model, np.ascontiguousarray(flipped), tile, overlap, fast, tile_batch)
         probs.append(expit(np.flip(logits, axes) if axes else logits))
     mean = np.clip(np.mean(probs, axis=0), 1e-6, 1 - 1e-6)
     entropy = -(mean * np.log2(mean) + (1 - mean) * np.log2(1 - mean))
@@ -154,65 +153,63 @@ def as_model(model: "SegmentationModel | str | os.PathLike", device: torch.devic
     return fuse_batchnorm(model).to(device)
 
 
-def iter_predict(model: "SegmentationModel | str | os.PathLike", image, *, rgb: Optional[bool] = None,
-                 threshold: float = 0.5, instances: bool = False, split_touching: bool = True,
-                 device: str = "auto", fast: bool = True, tile: int = TILE, overlap: int = OVERLAP,
-                 uncertainty: bool = False) -> Iterator[tuple]:
+def iter_predict(model: "SegmentationModel | str | os.PathLike", image, config: Optional[PredictConfig] = None, *,
+                 rgb: Optional[bool] = None, **overrides) -> Iterator[tuple]:
     """Yield (plane index, probability, labels) plane by plane; only one plane is in memory.
 
-    With ``uncertainty`` each item has a fourth element, the plane's uncertainty map (four
-    times the network time). Instance ids are unique across the whole stack.
+    ``config`` / keyword ``overrides``: see ``PredictConfig``. With ``uncertainty`` each item has a
+    fourth element, the plane's uncertainty map (four times the network time). Instance ids are
+    unique across the whole stack.
     """
-    dev = resolve_device(device)
+    cfg = PredictConfig.of(config, **overrides)
+    dev = resolve_device(cfg.device)
     net = as_model(model, dev)
     rgb = is_rgb(image) if rgb is None else rgb
     if len(spatial_shape(image, rgb)) < 2:
         raise BTUnetError(f"cannot predict an array of shape {image.shape}: it needs Y and X axes")
-    norm = getattr(net, "metadata", {}).get("normalization", DEFAULT_NORMALIZATION)
-    lo, hi = percentile_range(image, rgb, norm["low"], norm["high"])
-    if fast:
+    stored = model_metadata(net)  # the threshold and normalisation the model was trained with
+    threshold = stored.threshold if cfg.threshold is None else cfg.threshold
+    lo, hi = percentile_range(image, rgb, stored.normalization.low, stored.normalization.high)
+    if cfg.fast:
         net.to(memory_format=torch.channels_last)
     offset = 0
     for index, plane in iter_planes(image, rgb):
         pixels = to_channels(normalize_plane(plane, lo, hi), rgb, net.in_channels)
-        if uncertainty:
-            prob, doubt = uncertainty_map(net, pixels, tile, overlap, fast)
+        if cfg.uncertainty:
+            prob, doubt = uncertainty_map(net, pixels, cfg.tile, cfg.overlap, cfg.fast, cfg.tile_batch)
         else:
-            prob = expit(predict_logits(net, pixels, tile, overlap, fast))
+            prob = expit(predict_logits(net, pixels, cfg.tile, cfg.overlap, cfg.fast, cfg.tile_batch))
         mask = prob > threshold
-        if instances:
-            labels = instance_labels(mask, split_touching)
+        if cfg.instances:
+            labels = instance_labels(mask, cfg.split_touching, cfg.min_distance)
             labels[labels > 0] += offset
             offset = max(offset, int(labels.max(initial=0)))
         else:
             labels = mask.astype(np.uint8)
         item = (index, prob.astype(np.float32, copy=False), labels)
-        yield item + (doubt,) if uncertainty else item
+        yield item + (doubt,) if cfg.uncertainty else item
 
 
-def predict(model: "SegmentationModel | str | os.PathLike", image, *, rgb: Optional[bool] = None,
-            threshold: float = 0.5, instances: bool = False, split_touching: bool = True,
-            probabilities: bool = True, device: str = "auto", fast: bool = True, tile: int = TILE,
-            overlap: int = OVERLAP, on_progress: Optional[Callable[[int, int], None]] = None,
-            should_stop: Optional[Callable[[], bool]] = None,
-            out: Optional[np.ndarray] = None, uncertainty: bool = False) -> Prediction:
+def predict(model: "SegmentationModel | str | os.PathLike", image, config: Optional[PredictConfig] = None, *,
+            rgb: Optional[bool] = None, on_progress: Optional[Callable[[int, int], None]] = None,
+            should_stop: Optional[Callable[[], bool]] = None, out: Optional[np.ndarray] = None,
+            **overrides) -> Prediction:
     """Segment a 2-D image or an N-D stack (last two axes spatial; a trailing RGB axis is allowed).
 
     ``model``: a model object or a checkpoint path. ``image``: numpy, memmap, dask or zarr
-    array, read one plane at a time. ``out``: optional array (e.g. a memmap) for the labels.
-    Instance ids are unique across the whole stack. ``should_stop`` raises ``Cancelled``.
-    ``uncertainty``: also return the uncertainty map (see ``uncertainty_map``; 4x slower).
+    array, read one plane at a time. ``config``: a ``PredictConfig``; keyword ``overrides``
+    change single settings (``predict(m, image, threshold=0.7, instances=True)``); the threshold
+    defaults to the one stored with the model. ``out``: optional array (e.g. a memmap) for the
+    labels. Instance ids are unique across the whole stack. ``should_stop`` raises ``Cancelled``.
     """
+    cfg = PredictConfig.of(config, **overrides)
     rgb = is_rgb(image) if rgb is None else rgb
     shape = spatial_shape(image, rgb)
     n = len(plane_indices(image, rgb))
-    labels = out if out is not None else np.zeros(shape, np.int32 if instances else np.uint8)
-    probs = np.zeros(shape, np.float32) if probabilities else None
-    doubts = np.zeros(shape, np.float32) if uncertainty else None
-    for done, item in enumerate(iter_predict(
-            model, image, rgb=rgb, threshold=threshold, instances=instances,
-            split_touching=split_touching, device=device, fast=fast, tile=tile, overlap=overlap,
-            uncertainty=uncertainty), 1):
+    labels = out if out is not None else np.zeros(shape, np.int32 if cfg.instances else np.uint8)
+    probs = np.zeros(shape, np.float32) if cfg.probabilities else None
+    doubts = np.zeros(shape, np.float32) if cfg.uncertainty else None
+    for done, item in enumerate(iter_predict(model, image, cfg, rgb=rgb), 1):
         index, prob, lab = item[:3]
         labels[index] = lab
         if probs is not None:
@@ -229,24 +226,27 @@ def predict(model: "SegmentationModel | str | os.PathLike", image, *, rgb: Optio
 def predict_to_tiff(model: "SegmentationModel | str | os.PathLike", image, labels_path: "str | os.PathLike",
                     probabilities_path: "str | os.PathLike | None" = None, *, rgb: Optional[bool] = None,
                     uncertainty_path: "str | os.PathLike | None" = None,
-                    on_progress: Optional[Callable[[int, int], None]] = None, **options) -> None:
+                    on_progress: Optional[Callable[[int, int], None]] = None,
+                    config: Optional[PredictConfig] = None, **options) -> None:
     """Segment ``image`` straight into TIFF files, one plane at a time.
 
     Memory stays at a few planes however long the stack is (with a lazy ``image`` such as
-    ``imageio.read_lazy``). Files appear atomically when complete. ``options``: as ``iter_predict``.
+    ``imageio.read_lazy``). Files appear atomically when complete. ``config`` / ``options``: as
+    ``predict`` (``uncertainty`` is decided by ``uncertainty_path``).
     """
+    options.pop("uncertainty", None)
+    cfg = PredictConfig.of(config, **options, uncertainty=uncertainty_path is not None)
     rgb = is_rgb(image) if rgb is None else rgb
     shape = spatial_shape(image, rgb)
     n = len(plane_indices(image, rgb))
-    label_dtype = np.int32 if options.get("instances") else np.uint8
+    label_dtype = np.int32 if cfg.instances else np.uint8
     with contextlib.ExitStack() as files:
         put_labels = files.enter_context(stack_writer(labels_path, shape, label_dtype))
         put_prob = (files.enter_context(stack_writer(probabilities_path, shape, np.float32))
                     if probabilities_path is not None else None)
         put_doubt = (files.enter_context(stack_writer(uncertainty_path, shape, np.float32))
                      if uncertainty_path is not None else None)
-        options.pop("uncertainty", None)  # decided by uncertainty_path
-        items = iter_predict(model, image, rgb=rgb, uncertainty=put_doubt is not None, **options)
+        items = iter_predict(model, image, cfg, rgb=rgb)
         for done, item in enumerate(items, 1):
             put_labels(item[2])
             if put_prob is not None:

@@ -66,7 +66,7 @@ class PretrainedEncoder:
     def load(cls, path: str | os.PathLike) -> "PretrainedEncoder":
         tensors, meta = load_checkpoint(path, kind="encoder")
         part = lambda prefix: {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-        return cls(meta["model"], part("encoder."), part("projector."), meta)
+        return cls(meta.model.as_dict(), part("encoder."), part("projector."), meta.to_dict())
 
 
 def as_encoder(encoder: "PretrainedEncoder | str | os.PathLike | None") -> Optional[PretrainedEncoder]:
@@ -85,11 +85,10 @@ def pretrain(images: ImageSource | Sequence[ImageSource], config: PretrainConfig
     the encoder as it is. ``resume`` continues from an encoder checkpoint of the same variant.
     """
     from . import distributed
-    if distributed.active():  # launched by torchrun with several processes: DDP over the ranks
-        return distributed.pretrain_ddp(images, config, on_progress, should_stop, resume)
     cfg = config or PretrainConfig()
-    if cfg.batch_size < 2:
-        raise BTUnetError("Barlow Twins needs a batch size of at least 2 (it correlates samples)")
+    cfg.check()  # settings may have been changed since the config was made
+    if distributed.active():  # launched by torchrun with several processes: DDP over the ranks
+        return distributed.pretrain_ddp(images, cfg, on_progress, should_stop, resume)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     sources = load_sources(images)
