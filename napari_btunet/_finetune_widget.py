@@ -18,6 +18,7 @@ import btunet
 from btunet import BTUnetError, FinetuneConfig
 from btunet.annotations import CONVENTIONS, MASK_MODES
 from btunet.imageio import to_channels
+from btunet.metadata import DEFAULT_THRESHOLD
 from btunet.normalize import normalize_plane, percentile_range
 from btunet.predict import predict_logits, uncertainty_map
 
@@ -126,7 +127,7 @@ class LivePreview:
     """
 
     def __init__(self, image, rgb: bool, tracker: PlaneTracker, interval_s: float,
-                 uncertainty: bool = False, threshold: float = 0.5):
+                 uncertainty: bool = False, threshold: float = DEFAULT_THRESHOLD):
         self.image, self.rgb, self.tracker, self.interval_s = image, rgb, tracker, interval_s
         self.uncertainty, self.threshold = uncertainty, threshold
         self.lo, self.hi = 0.0, 1.0

@@ -11,6 +11,7 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QG
 
 import btunet
 from btunet import BTUnetError
+from btunet.metadata import DEFAULT_THRESHOLD
 
 from . import _common
 from ._common import (Job, LayerChecklist, Outcome, PathField, ProgressPanel,
@@ -80,7 +81,7 @@ class PredictWidget(_common.JobWidget):
         self.threshold_spin = QDoubleSpinBox()
         self.threshold_spin.setRange(0.01, 0.99)
         self.threshold_spin.setSingleStep(0.05)
-        self.threshold_spin.setValue(0.5)
+        self.threshold_spin.setValue(DEFAULT_THRESHOLD)  # then the chosen model's own
         form.addRow("threshold", self.threshold_spin)
         self.output_combo = QComboBox()
         self.output_combo.addItems(OUTPUT_CHOICES)

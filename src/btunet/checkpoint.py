@@ -27,7 +27,7 @@ from safetensors.torch import save as _serialize
 from .atomic import atomic_path
 from .errors import BTUnetError, CheckpointError
 from .metadata import FORMAT, FORMAT_VERSION, KINDS, CheckpointMetadata, ModelSpec
-from .models import SegmentationModel, create_model
+from .models import SegmentationModel
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "KINDS", "CheckpointMetadata", "TensorInfo", "inspect_checkpoint",
            "load_checkpoint", "load_model", "model_from_config", "model_metadata", "read_header",
@@ -123,7 +123,8 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None
         with safe_open(str(path), framework="pt") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{Path(path).name} is not a readable .safetensors checkpoint ({exc})") from None
+        raise CheckpointError(f"{Path(path).name} is not a readable .safetensors checkpoint "
+                              f"({exc})") from None
     return tensors, meta
 
 

@@ -62,8 +62,7 @@ class PretrainConfig:
 
     def check(self) -> None:
         """Refuse any setting that is out of range or of the wrong type (BTUnetError naming it)."""
-        if isinstance(self.channels, bool) or not isinstance(self.channels, int) or self.channels not in CHANNELS:
-            raise BTUnetError(f"channels must be 1 (grayscale) or 3 (RGB), got {self.channels!r}")
+        fields.whole_in("channels", self.channels, CHANNELS, "1 (grayscale) or 3 (RGB)")
         _common(self)
         fields.whole("epochs", self.epochs, 1)
         fields.whole("batch_size", self.batch_size, 2)  # Barlow Twins correlates samples of a batch
@@ -182,7 +181,7 @@ class PredictConfig:
         fields.whole("tile_batch", self.tile_batch, 1)
         if self.tile % SIZE_MULTIPLE or self.overlap % SIZE_MULTIPLE or self.overlap >= self.tile:
             raise BTUnetError(f"tile ({self.tile}) and overlap ({self.overlap}) must be multiples of "
-                                     f"{SIZE_MULTIPLE}, with overlap below tile")
+                              f"{SIZE_MULTIPLE}, with overlap below tile")
         fields.choice("device", self.device, DEVICES)
 
     @classmethod
@@ -191,7 +190,8 @@ class PredictConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(overrides) - names)
         if unknown:
-            raise TypeError(f"unexpected prediction setting {unknown[0]!r}; settings: {', '.join(sorted(names))}")
+            raise TypeError(f"unexpected prediction setting {unknown[0]!r}; "
+                            f"settings: {', '.join(sorted(names))}")
         return dataclasses.replace(config or cls(), **overrides)
 
 

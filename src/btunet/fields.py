@@ -34,13 +34,22 @@ def whole(name: str, value: Any, lo: int, hi: Optional[int] = None) -> int:
     return int(value)
 
 
+def whole_in(name: str, value: Any, allowed: Iterable[int], wanted: str) -> int:
+    """A whole number (not a bool, not a float) from ``allowed``; ``wanted`` says which in words."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value not in tuple(allowed):
+        _refuse(name, wanted, value)
+    return int(value)
+
+
 def number(name: str, value: Any, lo: float, hi: Optional[float] = None, *,
            lo_open: bool = False, hi_open: bool = False) -> float:
     """A finite real number (not a bool) in the range; ``*_open`` excludes that end."""
     wanted = f"a finite number {_range_text(lo, hi, lo_open, hi_open)}"
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         _refuse(name, wanted, value)
-    if value < lo or (lo_open and value == lo) or (hi is not None and (value > hi or (hi_open and value == hi))):
+    too_low = value < lo or (lo_open and value == lo)
+    too_high = hi is not None and (value > hi or (hi_open and value == hi))
+    if too_low or too_high:
         _refuse(name, wanted, value)
     return float(value)
 

@@ -186,7 +186,8 @@ def model_probabilities(net: SegmentationModel, planes: list[AnnotatedPlane], fa
     return probs
 
 
-def focus_on_errors(planes: list[AnnotatedPlane], probs: list[np.ndarray], threshold: float) -> int:
+def focus_on_errors(planes: list[AnnotatedPlane], probs: list[np.ndarray],
+                    threshold: float = DEFAULT_THRESHOLD) -> int:
     """Centre continuation patches on painted pixels the current model gets wrong (new strokes).
 
     Returns how many painted pixels are wrong; with none, patches stay on all painted pixels.

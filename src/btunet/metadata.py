@@ -15,7 +15,7 @@ from typing import Any, Mapping, Optional
 from . import fields
 from .annotations import MASK_MODES
 from .errors import BTUnetError, CheckpointError
-from .models import MODELS, SegmentationModel, create_model
+from .models import SegmentationModel, create_model
 from .models.registry import check_model_settings
 
 FORMAT = "btunet"
@@ -61,7 +61,8 @@ class Normalization:
         fields.number("normalization.low", self.low, 0.0, 100.0)
         fields.number("normalization.high", self.high, 0.0, 100.0)
         if not self.low < self.high:
-            raise BTUnetError(f"normalization.low ({self.low}) must be below normalization.high ({self.high})")
+            raise BTUnetError(f"normalization.low ({self.low}) must be below "
+                              f"normalization.high ({self.high})")
 
     @classmethod
     def parse(cls, raw: Any) -> "Normalization":
@@ -131,8 +132,9 @@ class CheckpointMetadata:
         version = fields.whole("format_version", _required("", raw, "format_version"), 1)
         if version > FORMAT_VERSION:
             from . import __version__
-            raise CheckpointError(f"format_version {version} was written by a newer btunet (this is btunet "
-                              f"{__version__}, which reads format {FORMAT_VERSION}); upgrade btunet to read it")
+            raise CheckpointError(f"format_version {version} was written by a newer btunet (this is "
+                              f"btunet {__version__}, which reads format {FORMAT_VERSION}); "
+                              "upgrade btunet to read it")
         kind = fields.choice("kind", _required("", raw, "kind"), KINDS)
         model = ModelSpec.parse(_required("", raw, "model"))
         channels = fields.whole("channels", _required("", raw, "channels"), 1)
@@ -161,5 +163,5 @@ class CheckpointMetadata:
         return {**out, **copy.deepcopy(dict(self.provenance))}
 
 
-__all__ = ["CheckpointMetadata", "DEFAULT_THRESHOLD", "FORMAT", "FORMAT_VERSION", "KINDS", "MODELS",
+__all__ = ["CheckpointMetadata", "DEFAULT_THRESHOLD", "FORMAT", "FORMAT_VERSION", "KINDS",
            "ModelSpec", "Normalization", "check_threshold"]

@@ -153,8 +153,9 @@ def as_model(model: "SegmentationModel | str | os.PathLike", device: torch.devic
     return fuse_batchnorm(model).to(device)
 
 
-def iter_predict(model: "SegmentationModel | str | os.PathLike", image, config: Optional[PredictConfig] = None, *,
-                 rgb: Optional[bool] = None, **overrides) -> Iterator[tuple]:
+def iter_predict(model: "SegmentationModel | str | os.PathLike", image,
+                 config: Optional[PredictConfig] = None, *, rgb: Optional[bool] = None,
+                 **overrides) -> Iterator[tuple]:
     """Yield (plane index, probability, labels) plane by plane; only one plane is in memory.
 
     ``config`` / keyword ``overrides``: see ``PredictConfig``. With ``uncertainty`` each item has a

@@ -1,7 +1,6 @@
 """Name -> builder registry (as in segmentation_models_pytorch)."""
 from __future__ import annotations
 
-import numbers
 from typing import Callable
 
 from .. import fields
@@ -35,10 +34,9 @@ def check_model_settings(name: str, in_channels: int = 1, out_channels: int = 1,
     ``prefix`` goes before each setting's name in messages (``model.`` for checkpoint metadata).
     """
     if not isinstance(name, str) or name not in MODELS:
-        raise BTUnetError(f"unknown {prefix}name {name!r}; choose one of: {', '.join(MODELS)}" if prefix else
-                          f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
-    if isinstance(in_channels, bool) or not isinstance(in_channels, numbers.Integral) or in_channels not in CHANNELS:
-        raise BTUnetError(f"{prefix}in_channels must be 1 (grayscale) or 3 (RGB), got {in_channels!r}")
+        what = f"{prefix}name" if prefix else "model"
+        raise BTUnetError(f"unknown {what} {name!r}; choose one of: {', '.join(MODELS)}")
+    fields.whole_in(f"{prefix}in_channels", in_channels, CHANNELS, "1 (grayscale) or 3 (RGB)")
     fields.whole(f"{prefix}out_channels", out_channels, 1, MAX_OUT_CHANNELS)
     fields.whole(f"{prefix}base_filters", base_filters, 1, MAX_BASE_FILTERS)
     fields.number(f"{prefix}dropout", dropout, 0.0, 1.0, hi_open=True)
