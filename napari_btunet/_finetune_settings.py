@@ -196,8 +196,7 @@ class FinetuneSettings:
             text, variant = "choose an encoder file", None
             if path is not None and path.is_file():
                 try:
-                    meta = btunet.read_metadata(path)
-                    variant = meta["model"]["name"]
+                    variant = btunet.inspect_checkpoint(path).model.name
                     text = f"{variant} encoder from {path.name}"
                 except BTUnetError as exc:
                     text = sentence(exc)

@@ -186,7 +186,7 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
         except Declined as exc:
             _messages.show_warning(f"Fine-tuning not started: {sentence(exc)}")
             return None
-        request.preview = self._make_preview()
+        request.preview = self._make_preview(request.config.threshold)
         self.previewed: list[tuple] = []  # plane indices previewed in this run
         self.uncertainty_shown: list[tuple] = []  # ... and given an uncertainty map
         self.plot.clear()
@@ -196,7 +196,7 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
         return self.run_job(Job(lambda job: self._train(job, request), self._done,
                                 on_progress=self._on_progress, on_item=self._on_item))
 
-    def _make_preview(self) -> Optional[LivePreview]:
+    def _make_preview(self, threshold: float) -> Optional[LivePreview]:
         interval = self.preview_spin.value()
         if interval <= 0:
             return None
@@ -204,7 +204,7 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
         active = self.viewer.layers.selection.active
         row = next((r for r in self.pairs if active in (r.image.layer(), r.labels.layer())), self.pairs[0])
         self.preview_layers = PreviewLayers(self.viewer, row.image.layer(), self.uncertainty_check.isChecked())
-        return self.preview_layers.live_preview(interval)
+        return self.preview_layers.live_preview(interval, threshold)
 
     @staticmethod
     def _train(job: Job, request: Request):

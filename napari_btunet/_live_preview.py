@@ -9,6 +9,7 @@ from typing import Optional
 import numpy as np
 
 import btunet
+from btunet.metadata import DEFAULT_THRESHOLD
 
 from ._jobs import Job
 from ._layers import PlaneTracker, layer_array, spatial_shape, upsert_output
@@ -33,9 +34,9 @@ class LivePreview:
     """
 
     def __init__(self, image, rgb: bool, tracker: PlaneTracker, interval_s: float,
-                 uncertainty: bool = False):
+                 uncertainty: bool = False, threshold: float = DEFAULT_THRESHOLD):
         self.image, self.rgb, self.tracker, self.interval_s = image, rgb, tracker, interval_s
-        self.uncertainty = uncertainty
+        self.uncertainty, self.threshold = uncertainty, threshold
         self.previewer = btunet.Previewer(image, rgb)
         self._next = 0.0
         self.count = 0
@@ -52,7 +53,7 @@ class LivePreview:
     def run(self, model, job: Job) -> None:
         start = time.perf_counter()
         index = self.tracker.index
-        result = self.previewer(model, index, uncertainty=self.uncertainty)
+        result = self.previewer(model, index, threshold=self.threshold, uncertainty=self.uncertainty)
         job.item((PREVIEW_KIND, index, result.labels, result.uncertainty))
         cost = time.perf_counter() - start
         self.count += 1
@@ -85,10 +86,10 @@ class PreviewLayers:
             viewer.layers.selection.active = keep_active  # keep the user's brush where it was
         self.tracker: Optional[PlaneTracker] = PlaneTracker(viewer, image)
 
-    def live_preview(self, interval_s: float) -> LivePreview:
+    def live_preview(self, interval_s: float, threshold: float = DEFAULT_THRESHOLD) -> LivePreview:
         """The training-thread side, predicting the plane this tracker follows."""
         return LivePreview(layer_array(self.image), bool(self.image.rgb), self.tracker, interval_s,
-                           self.uncertainty)
+                           self.uncertainty, threshold)
 
     def show(self, index: tuple, mask: np.ndarray, doubt: Optional[np.ndarray]) -> tuple[bool, bool]:
         """Show one previewed plane; whether the mask and the uncertainty map were shown."""

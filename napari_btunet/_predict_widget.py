@@ -11,6 +11,7 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QG
 
 import btunet
 from btunet import BTUnetError
+from btunet.metadata import DEFAULT_THRESHOLD
 
 from . import _messages
 from ._controls import PathField, ProgressPanel, add_device_row, hint
@@ -83,7 +84,7 @@ class PredictWidget(JobWidget):
         self.threshold_spin = QDoubleSpinBox()
         self.threshold_spin.setRange(0.01, 0.99)
         self.threshold_spin.setSingleStep(0.05)
-        self.threshold_spin.setValue(0.5)
+        self.threshold_spin.setValue(DEFAULT_THRESHOLD)  # then the chosen model's own
         form.addRow("threshold", self.threshold_spin)
         self.output_combo = QComboBox()
         self.output_combo.addItems(OUTPUT_CHOICES)
@@ -104,19 +105,28 @@ class PredictWidget(JobWidget):
             self._sync_model()
 
     def _sync_model(self, *_: Any) -> None:
+        """Show what the chosen model is, and start from the threshold saved with it."""
         choice = self.model_combo.currentText()
         self.model_file.setVisible(choice == "from file")
         if choice == "current model":
-            self.model_label.setText(session.describe_model())
+            text = session.describe_model()
+            if session.model is not None:
+                try:
+                    self.threshold_spin.setValue(btunet.model_metadata(session.model).threshold)
+                except BTUnetError as exc:
+                    text = sentence(exc)
+            self.model_label.setText(text)
             return
         path = self.model_file.path()
         text = "choose a model file"
         if path is not None and path.is_file():
             try:
-                meta = btunet.read_metadata(path)
-                text = f"{meta['model']['name']} {meta.get('kind', '')} from {path.name}"
-                if meta.get("kind") != "model":
+                meta = btunet.inspect_checkpoint(path)
+                text = f"{meta.model.name} {meta.kind} from {path.name}"
+                if meta.kind != "model":
                     text += " (an encoder: fine-tune it first)"
+                else:
+                    self.threshold_spin.setValue(meta.threshold)
             except BTUnetError as exc:
                 text = sentence(exc)
         self.model_label.setText(text)

@@ -4,10 +4,11 @@ The engine of napari-btunet; it never imports Qt or napari.
 """
 __version__ = "0.1.0"
 
-from .checkpoint import load_model, read_metadata, save_model  # noqa: E402
-from .config import FinetuneConfig, PretrainConfig, Progress  # noqa: E402
+from .checkpoint import inspect_checkpoint, load_model, model_metadata, read_metadata, save_model  # noqa: E402
+from .config import FinetuneConfig, PredictConfig, PretrainConfig, Progress  # noqa: E402
 from .errors import BTUnetError, Cancelled, CheckpointError  # noqa: E402
 from .finetune import finetune  # noqa: E402
+from .metadata import CheckpointMetadata  # noqa: E402
 from .metrics import evaluate  # noqa: E402
 from .models import MODELS, create_model  # noqa: E402
 from .predict import Prediction, predict  # noqa: E402
@@ -15,7 +16,8 @@ from .pretrain import PretrainedEncoder, pretrain  # noqa: E402
 from .preview import Previewer, preview  # noqa: E402
 
 __all__ = [
-    "BTUnetError", "Cancelled", "CheckpointError", "FinetuneConfig", "MODELS", "Prediction",
-    "PretrainConfig", "PretrainedEncoder", "Previewer", "Progress", "create_model", "evaluate", "finetune",
-    "load_model", "predict", "pretrain", "preview", "read_metadata", "save_model",
+    "BTUnetError", "Cancelled", "CheckpointError", "CheckpointMetadata", "FinetuneConfig", "MODELS",
+    "PredictConfig", "Prediction", "PretrainConfig", "PretrainedEncoder", "Previewer", "Progress", "create_model",
+    "evaluate", "finetune", "inspect_checkpoint", "load_model", "model_metadata", "predict", "pretrain",
+    "preview", "read_metadata", "save_model",
 ]

@@ -125,19 +125,18 @@ class ModelRef:
 
     def __init__(self, model):
         import torch  # noqa: F401  (weights are torch tensors)
-        from .checkpoint import read_metadata
+        from .checkpoint import inspect_checkpoint, model_metadata
         self._model = None
         if isinstance(model, (str, os.PathLike)):
             path = Path(model).resolve()
-            meta = read_metadata(path)
-            if meta["kind"] != "model":
-                raise BTUnetError(f"{path.name} is a pre-trained encoder: fine-tune it first")
+            self.settings = inspect_checkpoint(path, kind="model")
             stat = path.stat()
-            self.path, self.config, self.state = str(path), meta["model"], None
-            self.metadata = meta
+            self.path, self.config, self.state = str(path), self.settings.model.as_dict(), None
+            self.metadata = self.settings.to_dict()
             self.token = f"{path}:{stat.st_mtime_ns}:{stat.st_size}"
         else:
             self._model = model
+            self.settings = model_metadata(model)
             self.path, self.config = None, dict(model.config)
             self.state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
             self.metadata = dict(getattr(model, "metadata", {}))
@@ -148,9 +147,13 @@ class ModelRef:
         return int(self.config["in_channels"])
 
     @property
-    def normalization(self) -> dict:
-        from .normalize import DEFAULT_NORMALIZATION
-        return self.metadata.get("normalization", DEFAULT_NORMALIZATION)
+    def normalization(self):
+        """The model's ``metadata.Normalization``."""
+        return self.settings.normalization
+
+    @property
+    def threshold(self) -> float:
+        return self.settings.threshold
 
     def __getstate__(self):
         return {**self.__dict__, "_model": None}
@@ -231,7 +234,7 @@ def _as_dask(array, rgb: bool, chunk: int, depth: int):
 def predict_chunked(model, array, *, chunks: int = DEFAULT_CHUNK, depth: int = DEFAULT_DEPTH,
                     scheduler=None, out: "str | os.PathLike | None" = None,
                     probabilities_out: "str | os.PathLike | None" = None,
-                    output: str = "labels", threshold: float = 0.5, rgb: Optional[bool] = None,
+                    output: str = "labels", threshold: Optional[float] = None, rgb: Optional[bool] = None,
                     device: str = "auto", fast: bool = True, tile: Optional[int] = None, overlap: int = 128,
                     norm_range: Optional[tuple[float, float]] = None, overwrite: bool = False,
                     num_workers: int = 1, progress: bool = False):
@@ -245,7 +248,8 @@ def predict_chunked(model, array, *, chunks: int = DEFAULT_CHUNK, depth: int = D
     ``tile``: None predicts each block in one pass (memory grows with ``chunks``); a number tiles
     blocks like :func:`btunet.predict.predict` (``tile``, ``overlap``).
 
-    Without ``out``: a lazy dask array of ``output`` ("labels": uint8 0/1 at ``threshold``, or
+    Without ``out``: a lazy dask array of ``output`` ("labels": uint8 0/1 at ``threshold``, by
+    default the model's own, or
     "probabilities": float32) — nothing runs until it is computed (e.g. as a napari layer).
     With ``out``: writes the labels (and with ``probabilities_out`` the probabilities) as zarr
     arrays, atomically, computing on ``scheduler`` (None: ``num_workers`` local threads; a
@@ -257,11 +261,13 @@ def predict_chunked(model, array, *, chunks: int = DEFAULT_CHUNK, depth: int = D
     import dask.array as da
 
     from .imageio import is_rgb
+    from .metadata import check_threshold
     from .planes import stack_range
     from .zarr_store import write_zarr
     if isinstance(array, (str, os.PathLike)):
         array = open_image(array)
     ref = model if isinstance(model, ModelRef) else ModelRef(model)
+    threshold = ref.threshold if threshold is None else check_threshold("threshold", threshold)
     rgb = is_rgb(array) if rgb is None else rgb
     chunks = max(_MULTIPLE, -(-int(chunks) // _MULTIPLE) * _MULTIPLE)
     depth = max(0, -(-int(depth) // _MULTIPLE) * _MULTIPLE)
@@ -376,7 +382,8 @@ def run_cli(args) -> None:
             lazy = predict_chunked(ref, image, output="probabilities", **{k: v for k, v in common.items()
                                                                           if k != "overwrite"})
             prob = _gather(lazy, args.scheduler)
-            target = write_labels(target, (prob > args.threshold).astype(np.uint8))
+            threshold = ref.threshold if args.threshold is None else args.threshold
+            target = write_labels(target, (prob > threshold).astype(np.uint8))
             if args.probabilities:
                 write_image_atomic(out / f"{path.stem}_prob.tif", prob)
         written.append(target)

@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("model", metavar="MODEL", help="model checkpoint from `btunet finetune`")
     r.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     r.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    r.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
+    r.add_argument("--threshold", type=float, default=None,
+                   help="probability threshold (default: the one saved with the model, usually 0.5)")
     r.add_argument("--instances", action="store_true",
                    help="label separate objects (connected components, touching ones split by watershed)")
     r.add_argument("--probabilities", action="store_true", help="also write NAME_prob.tif (float32)")
@@ -165,7 +166,7 @@ def cmd_pretrain(a) -> None:
 
 
 def cmd_finetune(a) -> None:
-    from .checkpoint import save_model
+    from .checkpoint import model_metadata, save_model
     from .finetune import finetune
     from .imageio import list_images, pair_by_name
     from .pretrain import PretrainedEncoder
@@ -179,8 +180,7 @@ def cmd_finetune(a) -> None:
     _check_model(model)
     _check_output(a.out, [a.init, a.encoder])
     pairs = pair_by_name(list_images(a.images), list_images(a.masks))
-    mask_mode = a.mask_mode or (init.metadata.get("trained_on", {}).get("mask_mode") if init is not None
-                                else None) or "dense"
+    mask_mode = a.mask_mode or (model_metadata(init).mask_mode if init is not None else None) or "dense"
     cfg = FinetuneConfig(model=model, mask_mode=mask_mode, epochs=a.epochs, steps_per_epoch=a.steps_per_epoch,
                          batch_size=a.batch_size, patch_size=a.patch_size, time_budget_s=a.time_budget,
                          intensity_augment=a.intensity_augment, encoder_lr_scale=a.encoder_lr_scale,
@@ -289,8 +289,8 @@ def cmd_info(a) -> None:
 
 def _load_init(path: str):
     """The fine-tuned model that ``--init`` continues; a pre-trained encoder is refused with a hint."""
-    from .checkpoint import load_model, read_metadata
-    if read_metadata(path).get("kind") == "encoder":
+    from .checkpoint import inspect_checkpoint, load_model
+    if inspect_checkpoint(path).kind == "encoder":
         raise BTUnetError(f"{path} is a pre-trained encoder, not a fine-tuned model; "
                           "start from it with --encoder instead of --init")
     return load_model(path)

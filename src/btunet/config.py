@@ -7,6 +7,32 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from . import fields
+from .annotations import MASK_MODES
+from .device import DEVICES
+from .errors import BTUnetError
+from .metadata import DEFAULT_THRESHOLD, check_threshold
+from .models import SIZE_MULTIPLE
+from .models.registry import CHANNELS, check_model_settings
+
+#: Patch sides a training run accepts: at least one 16-px pooling cell, at most what fits a batch.
+MIN_PATCH, MAX_PATCH = 16, 2048
+#: Tile side and overlap of prediction. A quarter of the overlap (64 px) is discarded at inner
+#: tile edges, and the network's receptive field effects fade within ~100 px, so tiles agree with
+#: whole-image prediction of a trained unet to < 1e-4 while costing < 1.8x for huge planes.
+TILE, OVERLAP = 1024, 256
+
+
+def _common(cfg) -> None:
+    """Settings every training config has: model, size, device, speed path, seed."""
+    check_model_settings(cfg.model, base_filters=cfg.base_filters)
+    fields.choice("device", cfg.device, DEVICES)
+    fields.flag("fast", cfg.fast)
+    fields.whole("seed", cfg.seed, 0, 2**32 - 1)
+    fields.whole("batch_size", cfg.batch_size, 1)
+    fields.whole("patch_size", cfg.patch_size, MIN_PATCH, MAX_PATCH)
+    fields.number("lr", cfg.lr, 0.0, 1.0, lo_open=True)
+
 
 @dataclass
 class PretrainConfig:
@@ -30,6 +56,21 @@ class PretrainConfig:
     device: str = "auto"
     fast: bool = True              # channels_last + bf16 autocast
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Refuse any setting that is out of range or of the wrong type (BTUnetError naming it)."""
+        fields.whole_in("channels", self.channels, CHANNELS, "1 (grayscale) or 3 (RGB)")
+        _common(self)
+        fields.whole("epochs", self.epochs, 1)
+        fields.whole("batch_size", self.batch_size, 2)  # Barlow Twins correlates samples of a batch
+        fields.whole("samples_per_epoch", self.samples_per_epoch, 1)
+        fields.number("weight_decay", self.weight_decay, 0.0)
+        fields.number("warmup_fraction", self.warmup_fraction, 0.0, 1.0)
+        fields.whole("projector_dim", self.projector_dim, 1, 16384)
+        fields.number("lambd", self.lambd, 0.0)
 
 
 @dataclass
@@ -61,6 +102,37 @@ class FinetuneConfig:
     device: str = "auto"
     fast: bool = True
     seed: int = 0
+    threshold: float = DEFAULT_THRESHOLD  # probability above which a pixel is object; saved with the model
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Refuse any setting that is out of range or of the wrong type (BTUnetError naming it).
+
+        ``epochs`` may be 0: the model is built (with a pre-trained encoder, if given) but not trained.
+        """
+        _common(self)
+        fields.choice("mask_mode", self.mask_mode, MASK_MODES)
+        if self.epochs is not None:
+            fields.whole("epochs", self.epochs, 0)
+        for name in ("continue_epochs", "steps_per_epoch", "patience"):
+            fields.whole(name, getattr(self, name), 1)
+        fields.whole("lr_patience", self.lr_patience, 0)
+        fields.number("encoder_lr_scale", self.encoder_lr_scale, 0.0)
+        fields.number("annotated_fraction", self.annotated_fraction, 0.0, 1.0)
+        fields.number("val_fraction", self.val_fraction, 0.0, 1.0, hi_open=True)
+        if self.time_budget_s is not None:
+            fields.number("time_budget_s", self.time_budget_s, 0.0, lo_open=True)
+        fields.choice("schedule", self.schedule, ("auto", "cosine", "plateau"))
+        fields.choice("pseudo_labels", self.pseudo_labels, ("forest", "none"))
+        fields.number("pseudo_weight", self.pseudo_weight, 0.0)
+        fields.number("pseudo_confidence", self.pseudo_confidence, 0.5, 1.0, lo_open=True)
+        fields.choice("continue_teacher", self.continue_teacher, ("both", "model", "forest"))
+        for name in ("augment", "blur_noise"):
+            fields.flag(name, getattr(self, name))
+        fields.number("intensity_augment", self.intensity_augment, 0.0, 1.0)
+        check_threshold("threshold", self.threshold)
 
     def total_epochs(self) -> int:
         if self.epochs is not None:
@@ -77,6 +149,50 @@ class FinetuneConfig:
 
 SPARSE_EPOCHS, DENSE_EPOCHS = 12, 60
 CONTINUE_LR_SCALE = 0.5  # a warm start needs smaller steps than a fresh model
+
+
+@dataclass
+class PredictConfig:
+    """How ``predict`` turns a model's output into labels; the same knobs in the API, CLI and widget."""
+    threshold: Optional[float] = None  # probability above which a pixel is object; None: the model's own
+    instances: bool = False            # label separate objects instead of 0/1
+    split_touching: bool = True        # instances: split touching objects by a distance watershed
+    min_distance: int = 5              # instances: least distance (px) between two objects' centres
+    probabilities: bool = True         # also return the object probability
+    uncertainty: bool = False          # also return the uncertainty map (four test-time flips, 4x time)
+    tile: int = TILE                   # tile side (multiple of 16); larger planes are tiled and blended
+    overlap: int = OVERLAP             # overlap of neighbouring tiles (multiple of 16, below tile)
+    tile_batch: int = 4                # tiles per network call
+    device: str = "auto"
+    fast: bool = True                  # channels_last + bf16 autocast
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Refuse any setting that is out of range or of the wrong type (BTUnetError naming it)."""
+        if self.threshold is not None:
+            check_threshold("threshold", self.threshold)
+        for name in ("instances", "split_touching", "probabilities", "uncertainty", "fast"):
+            fields.flag(name, getattr(self, name))
+        fields.whole("min_distance", self.min_distance, 1)
+        fields.whole("tile", self.tile, SIZE_MULTIPLE)
+        fields.whole("overlap", self.overlap, 0)
+        fields.whole("tile_batch", self.tile_batch, 1)
+        if self.tile % SIZE_MULTIPLE or self.overlap % SIZE_MULTIPLE or self.overlap >= self.tile:
+            raise BTUnetError(f"tile ({self.tile}) and overlap ({self.overlap}) must be multiples of "
+                              f"{SIZE_MULTIPLE}, with overlap below tile")
+        fields.choice("device", self.device, DEVICES)
+
+    @classmethod
+    def of(cls, config: "PredictConfig | None" = None, **overrides: Any) -> "PredictConfig":
+        """``config`` (or the defaults) with keyword ``overrides``, checked; unknown names are a TypeError."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise TypeError(f"unexpected prediction setting {unknown[0]!r}; "
+                            f"settings: {', '.join(sorted(names))}")
+        return dataclasses.replace(config or cls(), **overrides)
 
 
 @dataclass

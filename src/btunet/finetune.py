@@ -19,6 +19,7 @@ from .device import autocast, describe_device, resolve_device
 from .errors import BTUnetError
 from .imageio import is_rgb, spatial_shape
 from .losses import masked_bce_dice_loss
+from .metadata import DEFAULT_THRESHOLD
 from .models import SegmentationModel, create_model
 from .normalize import DEFAULT_NORMALIZATION
 from .planes import plane_layout, predict_logits
@@ -157,7 +158,7 @@ def add_pseudo_labels(planes: list[AnnotatedPlane], cfg: FinetuneConfig,
             prob = model_probs[k] if teacher == "model" else 0.5 * (model_probs[k] + forest[k])
         target, weight = pseudo_targets(prob, cfg.pseudo_confidence)
         if teacher != "forest":
-            wrong = painted & ((model_probs[k] > 0.5) != (p.target > 0.5))
+            wrong = painted & ((model_probs[k] > cfg.threshold) != (p.target > 0.5))
             if wrong.any():
                 weight[ndi.distance_transform_edt(~wrong) <= CORRECTION_RADIUS] = 0
         weight[painted] = 0
@@ -185,7 +186,8 @@ def model_probabilities(net: SegmentationModel, planes: list[AnnotatedPlane], fa
     return probs
 
 
-def focus_on_errors(planes: list[AnnotatedPlane], probs: list[np.ndarray]) -> int:
+def focus_on_errors(planes: list[AnnotatedPlane], probs: list[np.ndarray],
+                    threshold: float = DEFAULT_THRESHOLD) -> int:
     """Centre continuation patches on painted pixels the current model gets wrong (new strokes).
 
     Returns how many painted pixels are wrong; with none, patches stay on all painted pixels.
@@ -193,7 +195,7 @@ def focus_on_errors(planes: list[AnnotatedPlane], probs: list[np.ndarray]) -> in
     wrong_total = 0
     for p, prob in zip(planes, probs):
         painted = p.painted if p.painted is not None else p.weight > 0
-        wrong = painted & ((prob > 0.5) != (p.target > 0.5))
+        wrong = painted & ((prob > threshold) != (p.target > 0.5))
         wrong_total += int(wrong.sum())
         p.focus = wrong
     if wrong_total == 0:
@@ -203,8 +205,9 @@ def focus_on_errors(planes: list[AnnotatedPlane], probs: list[np.ndarray]) -> in
 
 
 @torch.no_grad()
-def validate(model: SegmentationModel, planes: list[AnnotatedPlane], fast: bool) -> tuple[float, float]:
-    """Loss and Dice (threshold 0.5) over the held-out pixels of whole planes."""
+def validate(model: SegmentationModel, planes: list[AnnotatedPlane], fast: bool,
+             threshold: float = DEFAULT_THRESHOLD) -> tuple[float, float]:
+    """Loss and Dice (at the model's ``threshold``) over the held-out pixels of whole planes."""
     model.eval()
     logits, targets, weights = [], [], []
     for p in planes:
@@ -215,7 +218,7 @@ def validate(model: SegmentationModel, planes: list[AnnotatedPlane], fast: bool)
     model.train()
     lg, t, w = torch.cat(logits), torch.cat(targets), torch.cat(weights)
     loss = masked_bce_dice_loss(lg, t, w).item()
-    pred = (lg > 0).float() * w
+    pred = (torch.sigmoid(lg) > threshold).float() * w
     dice = (2 * (pred * t).sum() + 1) / (pred.sum() + (t * w).sum() + 1)
     return loss, dice.item()
 
@@ -233,11 +236,7 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     original. A stop request returns the best model so far.
     """
     cfg = config or FinetuneConfig()
-    if cfg.encoder_lr_scale < 0:
-        raise BTUnetError(f"encoder_lr_scale must be >= 0, got {cfg.encoder_lr_scale}")
-    if not 0 <= cfg.intensity_augment <= 1:
-        raise BTUnetError(f"intensity_augment must be between 0 and 1, got {cfg.intensity_augment}")
-    check_config(cfg)
+    cfg.check()  # settings may have been changed since the config was made
     generator = seed_everything(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     device = resolve_device(cfg.device)
@@ -256,7 +255,7 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     start = time.perf_counter()  # pseudo-labels count against a time budget too
     net.to(device)
     probs = model_probabilities(net, planes, cfg.fast) if model is not None else None
-    n_wrong = focus_on_errors(planes, probs) if model is not None else None
+    n_wrong = focus_on_errors(planes, probs, cfg.threshold) if model is not None else None
     use_pseudo = cfg.mask_mode == "sparse" and cfg.pseudo_labels == "forest"
     n_pseudo = add_pseudo_labels(planes, cfg, probs) if use_pseudo else 0
     fraction = min(cfg.annotated_fraction, 0.5) if use_pseudo else cfg.annotated_fraction
@@ -305,7 +304,7 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
             step += 1
             losses.append(loss.item())
             last = len(losses) == cfg.steps_per_epoch
-            val_loss, val_dice = validate(net, planes, cfg.fast) if (last and has_val) else (None, None)
+            val_loss, val_dice = validate(net, planes, cfg.fast, cfg.threshold) if (last and has_val) else (None, None)
             if last:
                 history["loss"].append(float(np.mean(losses)))
                 history["val_loss"].append(val_loss)
@@ -348,7 +347,7 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     n_obj = int(sum((p.target[m] > 0.5).sum() for p, m in zip(planes, painted)))
     n_all = int(sum(m.sum() for m in painted))
     net.metadata = {
-        "normalization": DEFAULT_NORMALIZATION,
+        "normalization": DEFAULT_NORMALIZATION, "threshold": cfg.threshold,
         "trained_on": {"images": [name for name, _ in sources], "planes": len(planes),
                        "mask_mode": cfg.mask_mode, "convention": CONVENTIONS[cfg.mask_mode],
                        "annotated_pixels": {"object": n_obj, "background": n_all - n_obj},
@@ -364,23 +363,6 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
         "device": describe_device(device), "seconds": round(time.perf_counter() - start, 1),
     }
     return net
-
-
-def check_config(cfg: FinetuneConfig) -> None:
-    """Refuse settings that would otherwise be read as something else, before any work."""
-    choices = {"schedule": ("auto", "cosine", "plateau"), "pseudo_labels": ("forest", "none"),
-               "continue_teacher": ("both", "model", "forest")}
-    for name, allowed in choices.items():
-        if getattr(cfg, name) not in allowed:
-            raise BTUnetError(f"{name} must be one of {', '.join(allowed)}; got {getattr(cfg, name)!r}")
-    if not 0.5 < cfg.pseudo_confidence <= 1:
-        raise BTUnetError(f"pseudo_confidence must be above 0.5 and at most 1, got {cfg.pseudo_confidence}")
-    if not cfg.pseudo_weight >= 0:
-        raise BTUnetError(f"pseudo_weight must be >= 0, got {cfg.pseudo_weight}")
-    for name in ("epochs", "continue_epochs", "steps_per_epoch", "batch_size", "patch_size"):
-        value = getattr(cfg, name)
-        if value is not None and (not isinstance(value, int) or value < (0 if name == "epochs" else 1)):
-            raise BTUnetError(f"{name} must be a positive whole number, got {value!r}")
 
 
 def build_from_encoder(cfg: FinetuneConfig, enc: Optional[PretrainedEncoder], channels: int) -> SegmentationModel:

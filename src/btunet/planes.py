@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from scipy.special import expit
 
+from .config import OVERLAP, TILE
 from .device import autocast
 from .errors import BTUnetError
 from .imageio import is_rgb, to_channels
@@ -34,10 +35,6 @@ from .normalize import DEFAULT_NORMALIZATION, normalize_plane, percentile_range
 #: own buffers; larger planes go block by block (``btunet predict --zarr``, ``btunet.chunked``).
 MAX_PLANE_PIXELS = 64 * 2**20
 
-#: Tile side and overlap. A quarter of the overlap (64 px) is discarded at inner tile edges, and
-#: the network's receptive field effects fade within ~100 px, so tiles agree with whole-image
-#: prediction of a trained unet to < 1e-4 while costing < 1.8x for huge planes.
-TILE, OVERLAP = 1024, 256
 
 #: Test-time flips of the uncertainty map: identity, left-right, up-down, both.
 FLIPS = ((), (-1,), (-2,), (-2, -1))
@@ -63,10 +60,12 @@ def check_budget(shape: tuple, rgb: bool) -> None:
             "or crop it for training")
 
 
-def stack_range(source, rgb: bool, normalization: Optional[dict] = None) -> tuple[float, float]:
-    """The whole image's or stack's intensity range for ``normalization`` (a checkpoint's setting)."""
+def stack_range(source, rgb: bool, normalization=None) -> tuple[float, float]:
+    """The whole image's or stack's intensity range for ``normalization`` (a checkpoint's setting:
+    a ``metadata.Normalization`` or its dict form)."""
     norm = normalization or DEFAULT_NORMALIZATION
-    return percentile_range(source, rgb, norm["low"], norm["high"])
+    low, high = (norm["low"], norm["high"]) if isinstance(norm, dict) else (norm.low, norm.high)
+    return percentile_range(source, rgb, low, high)
 
 
 @dataclass(frozen=True)
@@ -231,7 +230,7 @@ def predict_logits(model: SegmentationModel, pixels: np.ndarray, tile: Optional[
 
 
 def uncertainty_map(model: SegmentationModel, pixels: np.ndarray, tile: Optional[int] = TILE,
-                    overlap: int = OVERLAP, fast: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                    overlap: int = OVERLAP, fast: bool = True, tile_batch: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """(probability, uncertainty) of one (C, H, W) plane from four test-time flips.
 
     Uncertainty is the binary entropy (in bits, 0 = certain, 1 = a coin toss) of the mean
@@ -242,7 +241,7 @@ def uncertainty_map(model: SegmentationModel, pixels: np.ndarray, tile: Optional
     probs = []
     for axes in FLIPS:
         flipped = np.flip(pixels, axes) if axes else pixels
-        logits = predict_logits(model, np.ascontiguousarray(flipped), tile, overlap, fast)
+        logits = predict_logits(model, np.ascontiguousarray(flipped), tile, overlap, fast, tile_batch)
         probs.append(expit(np.flip(logits, axes) if axes else logits))
     mean = np.clip(np.mean(probs, axis=0), 1e-6, 1 - 1e-6)
     entropy = -(mean * np.log2(mean) + (1 - mean) * np.log2(1 - mean))
@@ -250,15 +249,15 @@ def uncertainty_map(model: SegmentationModel, pixels: np.ndarray, tile: Optional
 
 
 def predict_plane(model: SegmentationModel, pixels: np.ndarray, *, tile: Optional[int] = TILE,
-                  overlap: int = OVERLAP, fast: bool = True, uncertainty: bool = False):
+                  overlap: int = OVERLAP, fast: bool = True, uncertainty: bool = False, tile_batch: int = 4):
     """Object probability (H, W) float32 of one normalised plane from ``PlaneLayout``.
 
     ``model``: an inference model (``as_model``). ``tile``: tiles blended with ``overlap``, or
     None for one pass over the whole plane. With ``uncertainty``: (probability, uncertainty).
     """
     if uncertainty:
-        return uncertainty_map(model, pixels, tile, overlap, fast)
-    return expit(predict_logits(model, pixels, tile, overlap, fast)).astype(np.float32, copy=False)
+        return uncertainty_map(model, pixels, tile, overlap, fast, tile_batch)
+    return expit(predict_logits(model, pixels, tile, overlap, fast, tile_batch)).astype(np.float32, copy=False)
 
 
 def predict_planes(model: SegmentationModel, source, layout: PlaneLayout, *, tile: Optional[int] = TILE,

@@ -8,13 +8,17 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
+from .checkpoint import model_metadata
+from .config import OVERLAP, TILE, PredictConfig
 from .device import resolve_device
 from .errors import Cancelled
 from .imageio import is_rgb, plane_indices, spatial_shape, stack_writer
 from .models import SegmentationModel
-from .normalize import DEFAULT_NORMALIZATION
-from .planes import OVERLAP, TILE, as_model, check_budget, plane_layout, predict_plane
+from .planes import as_model, check_budget, plane_layout, predict_plane
 from .planes import FLIPS, predict_logits, uncertainty_map  # noqa: F401  (re-exported for callers of btunet.predict)
+
+__all__ = ["OVERLAP", "TILE", "Prediction", "PredictConfig", "instance_labels", "iter_predict", "predict",
+           "predict_logits", "predict_to_tiff", "uncertainty_map"]
 
 
 def instance_labels(mask: np.ndarray, split_touching: bool = True, min_distance: int = 5) -> np.ndarray:
@@ -44,57 +48,57 @@ class Prediction:
     uncertainty: Optional[np.ndarray] = None  # float32, 0 = certain, 1 = a coin toss (test-time flips)
 
 
-def iter_predict(model: "SegmentationModel | str | os.PathLike", image, *, rgb: Optional[bool] = None,
-                 threshold: float = 0.5, instances: bool = False, split_touching: bool = True,
-                 device: str = "auto", fast: bool = True, tile: int = TILE, overlap: int = OVERLAP,
-                 uncertainty: bool = False) -> Iterator[tuple]:
+def iter_predict(model: "SegmentationModel | str | os.PathLike", image,
+                 config: Optional[PredictConfig] = None, *, rgb: Optional[bool] = None,
+                 **overrides) -> Iterator[tuple]:
     """Yield (plane index, probability, labels) plane by plane; only one plane is in memory.
 
-    With ``uncertainty`` each item has a fourth element, the plane's uncertainty map (four
-    times the network time). Instance ids are unique across the whole stack.
+    ``config`` / keyword ``overrides``: see ``PredictConfig``. With ``uncertainty`` each item has a
+    fourth element, the plane's uncertainty map (four times the network time). Instance ids are
+    unique across the whole stack.
     """
-    net = as_model(model, resolve_device(device), fast)
-    norm = getattr(net, "metadata", {}).get("normalization", DEFAULT_NORMALIZATION)
-    layout = plane_layout(image, net.in_channels, rgb=rgb, normalization=norm)
+    cfg = PredictConfig.of(config, **overrides)
+    net = as_model(model, resolve_device(cfg.device), cfg.fast)
+    stored = model_metadata(net)  # the threshold and normalisation the model was trained with
+    threshold = stored.threshold if cfg.threshold is None else cfg.threshold
+    layout = plane_layout(image, net.in_channels, rgb=rgb, normalization=stored.normalization)
     offset = 0
     for index, pixels in layout.planes(image):
-        result = predict_plane(net, pixels, tile=tile, overlap=overlap, fast=fast, uncertainty=uncertainty)
-        prob, doubt = result if uncertainty else (result, None)
+        result = predict_plane(net, pixels, tile=cfg.tile, overlap=cfg.overlap, fast=cfg.fast,
+                               uncertainty=cfg.uncertainty, tile_batch=cfg.tile_batch)
+        prob, doubt = result if cfg.uncertainty else (result, None)
         mask = prob > threshold
-        if instances:
-            labels = instance_labels(mask, split_touching)
+        if cfg.instances:
+            labels = instance_labels(mask, cfg.split_touching, cfg.min_distance)
             labels[labels > 0] += offset
             offset = max(offset, int(labels.max(initial=0)))
         else:
             labels = mask.astype(np.uint8)
         item = (index, prob.astype(np.float32, copy=False), labels)
-        yield item + (doubt,) if uncertainty else item
+        yield item + (doubt,) if cfg.uncertainty else item
 
 
-def predict(model: "SegmentationModel | str | os.PathLike", image, *, rgb: Optional[bool] = None,
-            threshold: float = 0.5, instances: bool = False, split_touching: bool = True,
-            probabilities: bool = True, device: str = "auto", fast: bool = True, tile: int = TILE,
-            overlap: int = OVERLAP, on_progress: Optional[Callable[[int, int], None]] = None,
-            should_stop: Optional[Callable[[], bool]] = None,
-            out: Optional[np.ndarray] = None, uncertainty: bool = False) -> Prediction:
+def predict(model: "SegmentationModel | str | os.PathLike", image, config: Optional[PredictConfig] = None, *,
+            rgb: Optional[bool] = None, on_progress: Optional[Callable[[int, int], None]] = None,
+            should_stop: Optional[Callable[[], bool]] = None, out: Optional[np.ndarray] = None,
+            **overrides) -> Prediction:
     """Segment a 2-D image or an N-D stack (last two axes spatial; a trailing RGB axis is allowed).
 
     ``model``: a model object or a checkpoint path. ``image``: numpy, memmap, dask or zarr
-    array, read one plane at a time. ``out``: optional array (e.g. a memmap) for the labels.
-    Instance ids are unique across the whole stack. ``should_stop`` raises ``Cancelled``.
-    ``uncertainty``: also return the uncertainty map (see ``uncertainty_map``; 4x slower).
+    array, read one plane at a time. ``config``: a ``PredictConfig``; keyword ``overrides``
+    change single settings (``predict(m, image, threshold=0.7, instances=True)``); the threshold
+    defaults to the one stored with the model. ``out``: optional array (e.g. a memmap) for the
+    labels. Instance ids are unique across the whole stack. ``should_stop`` raises ``Cancelled``.
     """
+    cfg = PredictConfig.of(config, **overrides)
     rgb = is_rgb(image) if rgb is None else rgb
     check_budget(image.shape, rgb)  # before the outputs are allocated
     shape = spatial_shape(image, rgb)
     n = len(plane_indices(image, rgb))
-    labels = out if out is not None else np.zeros(shape, np.int32 if instances else np.uint8)
-    probs = np.zeros(shape, np.float32) if probabilities else None
-    doubts = np.zeros(shape, np.float32) if uncertainty else None
-    for done, item in enumerate(iter_predict(
-            model, image, rgb=rgb, threshold=threshold, instances=instances,
-            split_touching=split_touching, device=device, fast=fast, tile=tile, overlap=overlap,
-            uncertainty=uncertainty), 1):
+    labels = out if out is not None else np.zeros(shape, np.int32 if cfg.instances else np.uint8)
+    probs = np.zeros(shape, np.float32) if cfg.probabilities else None
+    doubts = np.zeros(shape, np.float32) if cfg.uncertainty else None
+    for done, item in enumerate(iter_predict(model, image, cfg, rgb=rgb), 1):
         index, prob, lab = item[:3]
         labels[index] = lab
         if probs is not None:
@@ -111,25 +115,28 @@ def predict(model: "SegmentationModel | str | os.PathLike", image, *, rgb: Optio
 def predict_to_tiff(model: "SegmentationModel | str | os.PathLike", image, labels_path: "str | os.PathLike",
                     probabilities_path: "str | os.PathLike | None" = None, *, rgb: Optional[bool] = None,
                     uncertainty_path: "str | os.PathLike | None" = None,
-                    on_progress: Optional[Callable[[int, int], None]] = None, **options) -> None:
+                    on_progress: Optional[Callable[[int, int], None]] = None,
+                    config: Optional[PredictConfig] = None, **options) -> None:
     """Segment ``image`` straight into TIFF files, one plane at a time.
 
     Memory stays at a few planes however long the stack is (with a lazy ``image`` such as
-    ``imageio.read_lazy``). Files appear atomically when complete. ``options``: as ``iter_predict``.
+    ``imageio.read_lazy``). Files appear atomically when complete. ``config`` / ``options``: as
+    ``predict`` (``uncertainty`` is decided by ``uncertainty_path``).
     """
+    options.pop("uncertainty", None)
+    cfg = PredictConfig.of(config, **options, uncertainty=uncertainty_path is not None)
     rgb = is_rgb(image) if rgb is None else rgb
     check_budget(image.shape, rgb)  # before any file is started
     shape = spatial_shape(image, rgb)
     n = len(plane_indices(image, rgb))
-    label_dtype = np.int32 if options.get("instances") else np.uint8
+    label_dtype = np.int32 if cfg.instances else np.uint8
     with contextlib.ExitStack() as files:
         put_labels = files.enter_context(stack_writer(labels_path, shape, label_dtype))
         put_prob = (files.enter_context(stack_writer(probabilities_path, shape, np.float32))
                     if probabilities_path is not None else None)
         put_doubt = (files.enter_context(stack_writer(uncertainty_path, shape, np.float32))
                      if uncertainty_path is not None else None)
-        options.pop("uncertainty", None)  # decided by uncertainty_path
-        items = iter_predict(model, image, rgb=rgb, uncertainty=put_doubt is not None, **options)
+        items = iter_predict(model, image, cfg, rgb=rgb)
         for done, item in enumerate(items, 1):
             put_labels(item[2])
             if put_prob is not None:

@@ -25,16 +25,7 @@ from .errors import BTUnetError
 from .losses import barlow_twins_loss, global_barlow_twins_loss
 from .models import SegmentationModel, create_model
 from .normalize import DEFAULT_NORMALIZATION
-
-
-class Projector(nn.Sequential):
-    """Linear-BN-ReLU x 2, then Linear: maps the pooled bottleneck to the embedding."""
-
-    def __init__(self, in_features: int, dim: int):
-        super().__init__(
-            nn.Linear(in_features, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(inplace=True),
-            nn.Linear(dim, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(inplace=True),
-            nn.Linear(dim, dim, bias=False))
+from .projector import Projector
 
 
 def embed(encoder: nn.Module, projector: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -88,7 +79,7 @@ class PretrainedEncoder:
     def load(cls, path: str | os.PathLike) -> "PretrainedEncoder":
         tensors, meta = load_checkpoint(path, kind="encoder")
         part = lambda prefix: {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-        return cls(meta["model"], part("encoder."), part("projector."), meta)
+        return cls(meta.model.as_dict(), part("encoder."), part("projector."), meta.to_dict())
 
 
 def as_encoder(encoder: "PretrainedEncoder | str | os.PathLike | None") -> Optional[PretrainedEncoder]:
@@ -106,11 +97,10 @@ def pretrain(images: ImageSource | Sequence[ImageSource], config: PretrainConfig
     request (``should_stop()`` returning True) ends training after the current step and returns
     the encoder as it is. ``resume`` continues from an encoder checkpoint of the same variant.
     """
-    if distributed.active():  # launched by torchrun with several processes: DDP over the ranks
-        return pretrain_ddp(images, config, on_progress, should_stop, resume)
     cfg = config or PretrainConfig()
-    if cfg.batch_size < 2:
-        raise BTUnetError("Barlow Twins needs a batch size of at least 2 (it correlates samples)")
+    cfg.check()  # settings may have been changed since the config was made
+    if distributed.active():  # launched by torchrun with several processes: DDP over the ranks
+        return pretrain_ddp(images, cfg, on_progress, should_stop, resume)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     sources = load_sources(images)

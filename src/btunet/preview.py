@@ -9,6 +9,7 @@ import numpy as np
 
 from .device import resolve_device
 from .imageio import is_rgb
+from .metadata import DEFAULT_THRESHOLD
 from .normalize import DEFAULT_NORMALIZATION
 from .planes import OVERLAP, TILE, PlaneLayout, as_model, check_budget, predict_plane, stack_range
 from .predict import Prediction
@@ -56,7 +57,7 @@ class Previewer:
             self._planes[key] = pixels
         return self._planes[key]
 
-    def __call__(self, model, index: tuple = (), *, threshold: float = 0.5, uncertainty: bool = False,
+    def __call__(self, model, index: tuple = (), *, threshold: Optional[float] = None, uncertainty: bool = False,
                  fast: bool = True, device: Optional[str] = None, tile: int = TILE,
                  overlap: int = OVERLAP) -> Prediction:
         """Labels (uint8 0/1) and probability of plane ``index`` (``()`` for a 2-D image), plus
@@ -70,6 +71,8 @@ class Previewer:
         pixels = self.pixels(index, net.in_channels, norm)
         result = predict_plane(net, pixels, tile=tile, overlap=overlap, fast=fast, uncertainty=uncertainty)
         prob, doubt = result if uncertainty else (result, None)
+        if threshold is None:  # the one stored with the model
+            threshold = getattr(net, "metadata", {}).get("threshold", DEFAULT_THRESHOLD)
         return Prediction((prob > threshold).astype(np.uint8), prob, doubt)
 
 

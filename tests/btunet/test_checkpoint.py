@@ -55,7 +55,7 @@ def test_refuses_foreign_safetensors(tmp_path):
 def test_refuses_weights_that_do_not_fit_the_variant(tmp_path):
     tensors = create_model("unet").state_dict()
     path = save_checkpoint(tmp_path / "m.safetensors", tensors,
-                           {"kind": "model", "model": create_model("attention_unet").config})
+                           {"kind": "model", "model": create_model("attention_unet").config, "channels": 1})
     with pytest.raises(CheckpointError, match="do not fit"):
         load_model(path)
 

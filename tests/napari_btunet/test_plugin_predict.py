@@ -95,3 +95,22 @@ def test_predict_from_file(stacks, qtbot, messages, tmp_path):
     predict.layers_list.set_checked(["volume"])
     run_predict(qtbot, predict)
     assert viewer.layers["volume labels [btunet]"].data.shape == (4, 160, 192)
+
+
+def test_threshold_starts_at_the_models_saved_one(stacks, qtbot, messages, tmp_path):
+    viewer = stacks
+    path = btunet.save_model(session.model, tmp_path / "strict.safetensors", threshold=0.85)
+    predict = dock(viewer, "Predict")
+    assert predict.threshold_spin.value() == 0.5  # the session model stores none: 0.5
+    predict.model_combo.setCurrentText("from file")
+    predict.model_file.set_path(path)
+    predict._sync_model()
+    assert predict.threshold_spin.value() == 0.85
+    predict.layers_list.set_checked(["movie"])
+    run_predict(qtbot, predict)
+    expected = btunet.predict(path, viewer.layers["movie"].data, probabilities=False).labels
+    np.testing.assert_array_equal(viewer.layers["movie labels [btunet]"].data, expected)
+    session.model.metadata = {"threshold": 0.3}
+    predict.model_combo.setCurrentText("current model")
+    assert predict.threshold_spin.value() == 0.3
+    assert not errors_of(messages)

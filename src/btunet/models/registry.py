@@ -3,11 +3,21 @@ from __future__ import annotations
 
 from typing import Callable
 
+from .. import fields
+from ..errors import BTUnetError
 from .base import SegmentationModel
 
 Builder = Callable[..., SegmentationModel]
 #: name -> builder(in_channels=, out_channels=, base_filters=, dropout=) -> SegmentationModel
 MODELS: dict[str, Builder] = {}
+
+#: Input channels a model can have: grayscale or RGB.
+CHANNELS = (1, 3)
+#: Output channels (one logit per class); today every model segments one class.
+MAX_OUT_CHANNELS = 16
+#: Widest first level. The bottleneck is 16x wider; 128 already makes a ~1 GB inception_unet,
+#: so anything above is a typo (4000 would need tens of GB before training even starts).
+MAX_BASE_FILTERS = 128
 
 
 def register(name: str) -> Callable[[Builder], Builder]:
@@ -17,10 +27,22 @@ def register(name: str) -> Callable[[Builder], Builder]:
     return add
 
 
+def check_model_settings(name: str, in_channels: int = 1, out_channels: int = 1, base_filters: int = 16,
+                         dropout: float = 0.1, prefix: str = "") -> None:
+    """Refuse a variant or size no builder should be asked for (BTUnetError naming the setting).
+
+    ``prefix`` goes before each setting's name in messages (``model.`` for checkpoint metadata).
+    """
+    if not isinstance(name, str) or name not in MODELS:
+        what = f"{prefix}name" if prefix else "model"
+        raise BTUnetError(f"unknown {what} {name!r}; choose one of: {', '.join(MODELS)}")
+    fields.whole_in(f"{prefix}in_channels", in_channels, CHANNELS, "1 (grayscale) or 3 (RGB)")
+    fields.whole(f"{prefix}out_channels", out_channels, 1, MAX_OUT_CHANNELS)
+    fields.whole(f"{prefix}base_filters", base_filters, 1, MAX_BASE_FILTERS)
+    fields.number(f"{prefix}dropout", dropout, 0.0, 1.0, hi_open=True)
+
+
 def create_model(name: str, in_channels: int = 1, **kwargs) -> SegmentationModel:
-    """Build a variant by name; unknown names raise a ValueError listing the valid ones."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
-    if in_channels not in (1, 3):
-        raise ValueError(f"in_channels must be 1 (grayscale) or 3 (RGB), got {in_channels}")
+    """Build a variant by name; unknown names or sizes raise a BTUnetError (a ValueError)."""
+    check_model_settings(name, in_channels, **kwargs)
     return MODELS[name](in_channels=in_channels, **kwargs)

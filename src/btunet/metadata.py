@@ -1,0 +1,167 @@
+"""What a checkpoint says about itself, as typed and checked values.
+
+A checkpoint's JSON metadata decides which network is built before any weight is read, so every
+field that shapes the network or the prediction is checked here first: a tampered or damaged
+file is refused with the field named instead of allocating a huge model or crashing later.
+Fields this module does not know (training provenance: dates, files, loss histories...) are
+kept as they are in ``provenance``.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+from . import fields
+from .annotations import MASK_MODES
+from .errors import BTUnetError, CheckpointError
+from .models import SegmentationModel, create_model
+from .models.registry import check_model_settings
+
+FORMAT = "btunet"
+FORMAT_VERSION = 1
+KINDS = ("encoder", "model")
+#: The probability above which a pixel is object, unless a model stores its own.
+DEFAULT_THRESHOLD = 0.5
+NORMALIZATION_METHODS = ("percentile",)
+
+
+def check_threshold(name: str, value: Any) -> float:
+    """A probability threshold: strictly between 0 and 1 (0 or 1 would make everything one class)."""
+    return fields.number(name, value, 0.0, 1.0, lo_open=True, hi_open=True)
+
+
+def _object(name: str, value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise BTUnetError(f"{name} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _known_keys(name: str, raw: dict, keys) -> None:
+    unknown = sorted(set(raw) - set(keys))
+    if unknown:
+        raise BTUnetError(f"{name}.{unknown[0]} is not a setting btunet knows (expected: {', '.join(keys)})")
+
+
+def _required(name: str, raw: Mapping, key: str) -> Any:
+    if key not in raw:
+        raise BTUnetError(f"{name}{key} is missing")
+    return raw[key]
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Intensity normalisation: percentiles of the whole image map to [0, 1]."""
+    method: str = "percentile"
+    low: float = 1.0
+    high: float = 99.8
+
+    def __post_init__(self) -> None:
+        fields.choice("normalization.method", self.method, NORMALIZATION_METHODS)
+        fields.number("normalization.low", self.low, 0.0, 100.0)
+        fields.number("normalization.high", self.high, 0.0, 100.0)
+        if not self.low < self.high:
+            raise BTUnetError(f"normalization.low ({self.low}) must be below "
+                              f"normalization.high ({self.high})")
+
+    @classmethod
+    def parse(cls, raw: Any) -> "Normalization":
+        raw = _object("normalization", raw)
+        _known_keys("normalization", raw, ("method", "low", "high"))
+        return cls(**{k: _required("normalization.", raw, k) for k in ("method", "low", "high")})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "low": self.low, "high": self.high}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The keyword arguments that rebuild a variant (``SegmentationModel.config``)."""
+    name: str
+    in_channels: int
+    out_channels: int = 1
+    base_filters: int = 16
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        check_model_settings(self.name, self.in_channels, self.out_channels, self.base_filters, self.dropout,
+                             prefix="model.")
+
+    @classmethod
+    def parse(cls, raw: Any) -> "ModelSpec":
+        raw = _object("model", raw)
+        keys = ("name", "in_channels", "out_channels", "base_filters", "dropout")
+        _known_keys("model", raw, keys)
+        return cls(**{k: _required("model.", raw, k) for k in keys})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "in_channels": self.in_channels, "out_channels": self.out_channels,
+                "base_filters": self.base_filters, "dropout": self.dropout}
+
+    def build(self) -> SegmentationModel:
+        """The network, allocated on the current default device (``torch.device("meta")`` for none)."""
+        return create_model(**self.as_dict())
+
+
+#: Top-level keys the typed structure owns; the rest is provenance.
+_TYPED = ("format", "format_version", "kind", "model", "channels", "normalization", "threshold")
+
+
+@dataclass(frozen=True)
+class CheckpointMetadata:
+    """The checked metadata of a checkpoint (or of a model about to be saved)."""
+    kind: str
+    model: ModelSpec
+    normalization: Normalization = Normalization()
+    threshold: float = DEFAULT_THRESHOLD
+    mask_mode: Optional[str] = None       # what the model was trained on (trained_on.mask_mode)
+    format_version: int = FORMAT_VERSION
+    provenance: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def channels(self) -> int:
+        return self.model.in_channels
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> "CheckpointMetadata":
+        """Check every field that shapes the network or the prediction (BTUnetError names it)."""
+        raw = _object("metadata", raw)
+        fmt = _required("", raw, "format")
+        if fmt != FORMAT:
+            raise BTUnetError(f"format must be {FORMAT!r}, got {fmt!r}")
+        version = fields.whole("format_version", _required("", raw, "format_version"), 1)
+        if version > FORMAT_VERSION:
+            from . import __version__
+            raise CheckpointError(f"format_version {version} was written by a newer btunet (this is "
+                              f"btunet {__version__}, which reads format {FORMAT_VERSION}); "
+                              "upgrade btunet to read it")
+        kind = fields.choice("kind", _required("", raw, "kind"), KINDS)
+        model = ModelSpec.parse(_required("", raw, "model"))
+        channels = fields.whole("channels", _required("", raw, "channels"), 1)
+        if channels != model.in_channels:
+            raise BTUnetError(f"channels ({channels}) does not match model.in_channels ({model.in_channels})")
+        norm = Normalization.parse(raw["normalization"]) if "normalization" in raw else Normalization()
+        threshold = check_threshold("threshold", raw.get("threshold", DEFAULT_THRESHOLD))
+        trained_on = _object("trained_on", raw.get("trained_on", {}))
+        mask_mode = trained_on.get("mask_mode")
+        if mask_mode is not None:
+            fields.choice("trained_on.mask_mode", mask_mode, MASK_MODES)
+        history = raw.get("loss_history", [])
+        if not isinstance(history, list) or any(
+                isinstance(v, bool) or not isinstance(v, (int, float)) for v in history):
+            raise BTUnetError("loss_history must be a list of numbers")
+        provenance = {k: v for k, v in raw.items() if k not in _TYPED}
+        return cls(kind, model, norm, threshold, mask_mode, version, provenance)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON: the typed fields first, then the provenance as it was."""
+        out: dict[str, Any] = {"format": FORMAT, "format_version": self.format_version, "kind": self.kind,
+                               "model": self.model.as_dict(), "channels": self.channels}
+        if self.kind == "model":
+            out["threshold"] = self.threshold
+        out["normalization"] = self.normalization.as_dict()
+        return {**out, **copy.deepcopy(dict(self.provenance))}
+
+
+__all__ = ["CheckpointMetadata", "DEFAULT_THRESHOLD", "FORMAT", "FORMAT_VERSION", "KINDS",
+           "ModelSpec", "Normalization", "check_threshold"]
