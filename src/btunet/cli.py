@@ -213,11 +213,11 @@ COMMANDS = {"pretrain": cmd_pretrain, "finetune": cmd_finetune, "predict": cmd_p
             "evaluate": cmd_evaluate, "info": cmd_info}
 
 _OS_HINTS = {
-    errno.ENOSPC: "no space left on the device; free some space or write to another disk",
-    errno.EDQUOT: "disk quota exceeded; free some space or write to another disk",
-    errno.EROFS: "the file system is read-only; write to another folder",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "operation not permitted",
+    errno.ENOSPC: "free some space or write to another disk",
+    errno.EDQUOT: "free some space or write to another disk",
+    errno.EROFS: "write to another folder",
+    errno.EACCES: "check the permissions or write to another folder",
+    errno.EPERM: "check the permissions or write to another folder",
 }
 
 
@@ -227,8 +227,9 @@ def user_error(exc: BaseException) -> str | None:
     if isinstance(exc, BTUnetError):
         text = str(exc)
     elif isinstance(exc, OSError):  # files, disks, network: the environment, not btunet
-        text = _OS_HINTS.get(exc.errno) or exc.strerror or str(exc) or type(exc).__name__
+        text = exc.strerror or str(exc) or type(exc).__name__
         text += "".join(f": {name}" for name in (exc.filename, exc.filename2) if name)
+        text += f"; {_OS_HINTS[exc.errno]}" if exc.errno in _OS_HINTS else ""
     elif isinstance(exc, MemoryError) or (type(exc).__name__ == "OutOfMemoryError"
                                           and type(exc).__module__.startswith("torch")):
         text = (f"out of memory ({str(exc).splitlines()[0] if str(exc) else 'no detail'}); use --zarr "

@@ -74,10 +74,12 @@ def inspect_image(path: str | os.PathLike, budget: bool = True) -> tuple[int, ..
     path = Path(path)
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            with tifffile.TiffFile(path) as tif:
+            with _tifffile_errors() as logged, tifffile.TiffFile(path) as tif:
                 series = tif.series[0]
                 shape, itemsize = tuple(int(n) for n in series.shape), np.dtype(series.dtype).itemsize
                 compressed = int(tif.pages[0].compression) != 1
+            if logged:  # tifffile reads around damage (e.g. keeps the first page of a cut stack)
+                raise UnreadableImage(f"cannot read image {path}: damaged TIFF ({logged[0]})")
             if not compressed:
                 declared, size = int(np.prod(shape, dtype=np.int64)) * itemsize, path.stat().st_size
                 if declared > size:
@@ -100,6 +102,26 @@ def inspect_image(path: str | os.PathLike, budget: bool = True) -> tuple[int, ..
             "memory at once; predict it block by block with --zarr, crop it, or raise "
             "BTUNET_MAX_PLANE_PIXELS")
     return shape
+
+
+@contextlib.contextmanager
+def _tifffile_errors() -> Iterator[list[str]]:
+    """Collect the errors tifffile logs (instead of raising) while parsing a file, silently."""
+    import logging
+    logger, found = logging.getLogger("tifffile"), []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            found.append(record.getMessage())
+
+    handler, propagate = Collect(logging.ERROR), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield found
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def list_images(paths: Iterable[str | os.PathLike]) -> list[Path]:

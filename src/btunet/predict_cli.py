@@ -50,6 +50,7 @@ def cmd_predict(a) -> None:
     probe_writable(a.out)
     client = connect(a.scheduler) if chunked else None
     out = Path(a.out)
+    created = not out.exists()
     written, failed = [], []
     from tqdm import tqdm
     bar = tqdm(total=len(targets), desc="predict", unit="image", file=sys.stderr)
@@ -71,6 +72,8 @@ def cmd_predict(a) -> None:
         if client is not None:
             client.close()
     if not written:
+        if created and not any(out.iterdir()):
+            out.rmdir()
         raise BTUnetError(f"none of the {len(targets)} input(s) could be predicted; nothing written")
     print(f"wrote {len(written)} prediction(s) to {out}"
           + (f"; skipped (could not read): {', '.join(failed)}" if failed else ""))
