@@ -17,10 +17,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix + ".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
+    try:  # from here on, any exit (errors, Ctrl-C, SIGTERM turned into KeyboardInterrupt) removes tmp
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)

@@ -19,7 +19,7 @@ import os
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
@@ -297,107 +297,4 @@ def predict_chunked(model, array, *, chunks: int = DEFAULT_CHUNK, depth: int = D
     return Path(out)
 
 
-# --------------------------------------------------------------------------- command line
-
-def add_arguments(parser) -> None:
-    """The ``btunet predict`` options for chunked (zarr, cluster) prediction."""
-    parser.add_argument("--zarr", action="store_true",
-                        help="write zarr arrays (NAME.zarr, NAME_prob.zarr) and predict block by block; "
-                             "zarr / OME-Zarr inputs always are")
-    parser.add_argument("--scheduler", metavar="ADDRESS",
-                        help="dask.distributed scheduler to run the blocks on (default: local threads)")
-    parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
-                        help=f"block side in pixels for chunked prediction (default {DEFAULT_CHUNK})")
-    parser.add_argument("--depth", type=int, default=DEFAULT_DEPTH,
-                        help=f"overlap between blocks in pixels (default {DEFAULT_DEPTH})")
-
-
-def wants_chunked(args) -> bool:
-    """zarr inputs (or folders holding zarr arrays), ``--zarr`` or ``--scheduler``."""
-    def has_zarr(p: Path) -> bool:
-        return is_zarr(p) or (p.is_dir() and any(c.is_dir() and is_zarr(c) for c in p.iterdir()))
-    return bool(getattr(args, "zarr", False) or getattr(args, "scheduler", None)
-                or any(has_zarr(Path(p)) for p in args.inputs))
-
-
-def _inputs(paths: Sequence[str]) -> list[Path]:
-    from .imageio import list_images
-    found: list[Path] = []
-    for raw in paths:
-        p = Path(raw)
-        if is_zarr(p):
-            found.append(p)
-        elif p.is_dir():
-            found += sorted(c for c in p.iterdir() if c.is_dir() and is_zarr(c))
-            found += list_images([p]) if any(c.is_file() for c in p.iterdir()) else []
-        else:
-            found += list_images([p])
-    if not found:
-        raise BTUnetError("no images or zarr arrays found in " + ", ".join(paths))
-    return found
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".ome.zarr", ".zarr", ".ome.tif", ".ome.tiff"):
-        if name.lower().endswith(suffix):
-            return name[:-len(suffix)]
-    return path.stem
-
-
-def run_cli(args) -> None:
-    """``btunet predict`` with zarr inputs, ``--zarr`` or ``--scheduler``."""
-    import sys
-    import warnings
-
-    from .imageio import write_image_atomic, write_labels
-    if args.instances:
-        raise BTUnetError("--instances needs whole-image labelling and is not available for chunked "
-                          "(zarr / --scheduler) prediction; label the written mask afterwards")
-    inputs = _inputs(args.inputs)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ref = ModelRef(args.model)
-    fast = not args.exact
-    written, failed = [], []
-    for path in inputs:
-        as_zarr = args.zarr or is_zarr(path)
-        try:
-            image = open_image(path)
-        except BTUnetError as exc:
-            warnings.warn(f"skipping {path.name}: {exc}")
-            failed.append(path.name)
-            continue
-        common = dict(chunks=args.chunk, depth=args.depth, threshold=args.threshold, device=args.device,
-                      fast=fast, overwrite=args.overwrite)
-        if as_zarr:
-            target = out / f"{_stem(path)}.zarr"
-            prob_target = out / f"{_stem(path)}_prob.zarr" if args.probabilities else None
-            predict_chunked(ref, image, out=target, probabilities_out=prob_target, scheduler=args.scheduler,
-                            progress=True, **common)
-        else:  # a TIFF/PNG computed block-wise (e.g. on a cluster), written like `btunet predict`
-            target = out / path.name
-            if (target.exists() or target.with_suffix(".png").exists()) and not args.overwrite:
-                raise BTUnetError(f"{target} exists; use --overwrite or another --out")
-            lazy = predict_chunked(ref, image, output="probabilities", **{k: v for k, v in common.items()
-                                                                          if k != "overwrite"})
-            prob = _gather(lazy, args.scheduler)
-            threshold = ref.threshold if args.threshold is None else args.threshold
-            target = write_labels(target, (prob > threshold).astype(np.uint8))
-            if args.probabilities:
-                write_image_atomic(out / f"{path.stem}_prob.tif", prob)
-        written.append(target)
-        print(f"{path.name} -> {target}", file=sys.stderr)
-    print(f"wrote {len(written)} prediction(s) to {out}" + (f"; could not read: {', '.join(failed)}" if failed else ""))
-
-
-def _gather(lazy, scheduler) -> np.ndarray:
-    if scheduler is None:
-        return lazy.compute(scheduler="threads", num_workers=1)
-    from distributed import Client
-    with Client(scheduler, timeout="30s") as client:
-        return client.compute(lazy).result()
-
-
-__all__ = ["ModelRef", "add_arguments", "axis_chunks", "is_zarr", "open_image", "open_zarr",
-           "predict_chunked", "run_cli", "wants_chunked"]
+__all__ = ["ModelRef", "axis_chunks", "is_zarr", "open_image", "open_zarr", "predict_chunked"]

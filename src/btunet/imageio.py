@@ -20,6 +20,108 @@ from .atomic import atomic_path
 from .errors import BTUnetError, Cancelled
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+# Planes are read whole into memory (and several float copies are made of them): refuse larger
+# ones before reading any pixel data. BTUNET_MAX_PLANE_PIXELS raises the limit; --zarr streams.
+MAX_PLANE_PIXELS = 8192 * 8192
+
+
+class UnreadableImage(BTUnetError):
+    """One input cannot be read (damaged, empty, too large to hold): skip it, keep the others."""
+
+
+def max_plane_pixels() -> int:
+    """The per-plane pixel budget of the in-memory readers (``BTUNET_MAX_PLANE_PIXELS`` overrides)."""
+    raw = os.environ.get("BTUNET_MAX_PLANE_PIXELS")
+    if raw is None:
+        return MAX_PLANE_PIXELS
+    try:
+        value = int(float(raw))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise BTUnetError(f"BTUNET_MAX_PLANE_PIXELS must be a positive number of pixels, got {raw!r}")
+    return value
+
+
+def is_decode_error(exc: BaseException) -> bool:
+    """Raised by an image or array decoder (tifffile, imagecodecs, PIL, zarr, zlib), not by btunet."""
+    import zlib
+    if isinstance(exc, (tifffile.TiffFileError, zlib.error, EOFError)):
+        return True
+    if type(exc).__module__.split(".")[0] in ("imagecodecs", "PIL", "numcodecs"):
+        return True
+    tb, module = exc.__traceback__, ""
+    while tb is not None:  # where it was raised: a plain ValueError from inside a decoder
+        module, tb = tb.tb_frame.f_globals.get("__name__", ""), tb.tb_next
+    return isinstance(exc, Exception) and module.split(".")[0] in (
+        "tifffile", "imagecodecs", "PIL", "zarr", "numcodecs", "imageio")
+
+
+def _plane_yx(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(Y, X) of one plane of ``shape`` (a trailing RGB axis is not spatial)."""
+    rgb = len(shape) >= 3 and shape[-1] in (3, 4) and min(shape[-3:-1]) > 4
+    y, x = shape[-3:-1] if rgb else shape[-2:]
+    return int(y), int(x)
+
+
+def inspect_image(path: str | os.PathLike, budget: bool = True) -> tuple[int, ...]:
+    """The declared shape, from the file header only; UnreadableImage when the file cannot be used.
+
+    Refuses empty images, uncompressed TIFFs that declare more pixel bytes than the file holds
+    (truncated or damaged), and, with ``budget``, planes above :func:`max_plane_pixels`, so a
+    tiny file that declares a huge image never allocates its memory.
+    """
+    path = Path(path)
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            with _tifffile_errors() as logged, tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                shape, itemsize = tuple(int(n) for n in series.shape), np.dtype(series.dtype).itemsize
+                compressed = int(tif.pages[0].compression) != 1
+            if logged:  # tifffile reads around damage (e.g. keeps the first page of a cut stack)
+                raise UnreadableImage(f"cannot read image {path}: damaged TIFF ({logged[0]})")
+            if not compressed:
+                declared, size = int(np.prod(shape, dtype=np.int64)) * itemsize, path.stat().st_size
+                if declared > size:
+                    raise UnreadableImage(f"cannot read image {path}: it declares {declared:,} bytes of "
+                                          f"pixels but the file holds {size:,} (truncated or damaged)")
+        else:
+            from PIL import Image
+            with Image.open(path) as im:
+                shape = (im.size[1], im.size[0]) + ((len(im.getbands()),) if len(im.getbands()) > 1 else ())
+    except UnreadableImage:
+        raise
+    except Exception as exc:  # the readers raise many types for corrupt files
+        raise UnreadableImage(f"cannot read image {path}: {exc}") from exc
+    if len(shape) < 2 or 0 in shape:
+        raise UnreadableImage(f"cannot read image {path}: it is empty (shape {shape})")
+    y, x = _plane_yx(shape)
+    if budget and y * x > max_plane_pixels():
+        raise UnreadableImage(
+            f"{path.name} has planes of {y} x {x} pixels, more than the {max_plane_pixels():,} read into "
+            "memory at once; predict it block by block with --zarr, crop it, or raise "
+            "BTUNET_MAX_PLANE_PIXELS")
+    return shape
+
+
+@contextlib.contextmanager
+def _tifffile_errors() -> Iterator[list[str]]:
+    """Collect the errors tifffile logs (instead of raising) while parsing a file, silently."""
+    import logging
+    logger, found = logging.getLogger("tifffile"), []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            found.append(record.getMessage())
+
+    handler, propagate = Collect(logging.ERROR), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield found
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def list_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -38,15 +140,16 @@ def list_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read one TIFF/PNG/JPEG into a numpy array; unreadable files raise BTUnetError."""
+    """Read one TIFF/PNG/JPEG into a numpy array; unreadable or too large files raise UnreadableImage."""
     path = Path(path)
+    inspect_image(path)
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             return tifffile.imread(path)
         from skimage.io import imread
         return np.asarray(imread(path))
     except Exception as exc:  # the readers raise many types for corrupt files
-        raise BTUnetError(f"cannot read image {path}: {exc}") from exc
+        raise UnreadableImage(f"cannot read image {path}: {exc}") from exc
 
 
 def read_images(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, np.ndarray]]:
@@ -118,6 +221,7 @@ class TiffPages:
     """
 
     def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
         self._tif = tifffile.TiffFile(path)
         series = self._tif.series[0]
         self._pages = series.pages
@@ -144,11 +248,18 @@ class TiffPages:
         index = index if isinstance(index, tuple) else (index,)
         if len(index) == len(self._leading) and all(isinstance(i, (int, np.integer)) for i in index):
             flat = int(np.ravel_multi_index(index, self._leading)) if self._leading else 0
-            return self._pages[flat].asarray()
+            return self._decode(self._pages[flat].asarray)
         return self.read()[index]
 
     def read(self) -> np.ndarray:
-        return self._tif.series[0].asarray()
+        return self._decode(self._tif.series[0].asarray)
+
+    def _decode(self, read: Callable[[], np.ndarray]) -> np.ndarray:
+        """Damaged data surfaces only when a page is decoded: report it as this file's fault."""
+        try:
+            return read()
+        except Exception as exc:  # tifffile and its codecs raise many types for damaged data
+            raise UnreadableImage(f"cannot read image {self.path}: {exc}") from exc
 
     def __array__(self, dtype=None, copy=None):
         array = self.read()
@@ -214,8 +325,12 @@ def stack_writer(path: str | os.PathLike, shape: tuple[int, ...], dtype) -> Iter
 
 
 def read_lazy(path: str | os.PathLike):
-    """Open an image without loading it whole where possible: TIFF stacks are read page by page."""
+    """Open an image without loading it whole where possible: TIFF stacks are read page by page.
+
+    Planes above the in-memory budget are refused (UnreadableImage) before any pixel is read.
+    """
     path = Path(path)
+    inspect_image(path)
     if path.suffix.lower() in (".tif", ".tiff"):
         stack = TiffPages.open(path)
         if stack is not None:
@@ -238,10 +353,34 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray) -> Path:
 
 
 def pair_by_name(images: list[Path], masks: list[Path]) -> list[tuple[Path, Path]]:
-    """Match masks to images by file name (without extension)."""
+    """Match masks to images by file name (without extension); a name given twice is refused."""
+    for kind, paths in (("images", images), ("masks", masks)):
+        seen: dict[str, Path] = {}
+        for p in paths:
+            if p.stem in seen:
+                raise BTUnetError(f"two {kind} are named {p.stem!r} ({seen[p.stem]} and {p}), so pairing by "
+                                  "name is ambiguous; rename one or leave one out")
+            seen[p.stem] = p
     by_stem = {m.stem: m for m in masks}
     missing = [i.name for i in images if i.stem not in by_stem]
     if missing:
         raise BTUnetError(f"no mask with the same name for: {', '.join(missing[:5])}"
                           + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
     return [(i, by_stem[i.stem]) for i in images]
+
+
+def readable_pairs(pairs: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
+    """The (image, mask) pairs whose two files both read; a pair with an unreadable side is dropped
+    whole, with a warning, so every image keeps the mask of its own name."""
+    kept = []
+    for image, mask in pairs:
+        try:
+            for path in (image, mask):
+                read_image(path)
+        except UnreadableImage as exc:
+            warnings.warn(f"skipping the pair {image.stem}: {exc}", stacklevel=2)
+            continue
+        kept.append((image, mask))
+    if not kept:
+        raise BTUnetError("none of the image/mask pairs could be read")
+    return kept

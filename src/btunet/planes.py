@@ -24,16 +24,12 @@ from scipy.special import expit
 from .config import OVERLAP, TILE
 from .device import autocast
 from .errors import BTUnetError
-from .imageio import is_rgb, to_channels
+from .imageio import is_rgb, max_plane_pixels, to_channels
 from .models import SIZE_MULTIPLE, SegmentationModel
 from .models.base import pad_to_multiple
 from .models.fuse import fuse_batchnorm
 from .normalize import DEFAULT_NORMALIZATION, normalize_plane, percentile_range
 
-#: The most pixels (Y x X) of one plane read whole into memory: training, ``predict``, the
-#: preview. 64 Mi pixels (8192 x 8192) are 256 MB per channel as float32, before the network's
-#: own buffers; larger planes go block by block (``btunet predict --zarr``, ``btunet.chunked``).
-MAX_PLANE_PIXELS = 64 * 2**20
 
 
 #: Test-time flips of the uncertainty map: identity, left-right, up-down, both.
@@ -51,11 +47,17 @@ def spatial_of(shape: tuple, rgb: bool) -> tuple[int, ...]:
 
 
 def check_budget(shape: tuple, rgb: bool) -> None:
-    """Refuse, from the declared shape alone, planes too large to hold in memory whole."""
+    """Refuse, from the declared shape alone, planes too large to hold in memory whole.
+
+    The budget is ``imageio.max_plane_pixels()`` (8192 x 8192 unless ``BTUNET_MAX_PLANE_PIXELS``
+    says otherwise): 256 MB per channel as float32 before the network's own buffers; larger
+    planes go block by block (``btunet predict --zarr``, ``btunet.chunked``).
+    """
     h, w = spatial_of(shape, rgb)[-2:]
-    if h * w > MAX_PLANE_PIXELS:
+    budget = max_plane_pixels()
+    if h * w > budget:
         raise BTUnetError(
-            f"a plane of {h} x {w} pixels is over the in-memory limit of {MAX_PLANE_PIXELS:,} pixels; "
+            f"a plane of {h} x {w} pixels is over the in-memory limit of {budget:,} pixels; "
             "predict it block by block with `btunet predict --zarr` (btunet.chunked.predict_chunked), "
             "or crop it for training")
 
@@ -112,7 +114,7 @@ def plane_layout(source, channels: int, *, rgb: Optional[bool] = None, normaliza
 
     ``source``: anything with ``shape`` and indexing (numpy, memmap, dask, zarr,
     ``imageio.TiffPages``, ``chunked.LazyTiff``). The plane size is checked against
-    ``MAX_PLANE_PIXELS`` from the declared shape before anything is read. ``norm_range``
+    the plane budget (``check_budget``) from the declared shape before anything is read. ``norm_range``
     (lo, hi) skips the percentile pass (it reads up to 16 planes).
     """
     if not hasattr(source, "shape"):
@@ -269,6 +271,6 @@ def predict_planes(model: SegmentationModel, source, layout: PlaneLayout, *, til
     return out
 
 
-__all__ = ["FLIPS", "MAX_PLANE_PIXELS", "OVERLAP", "PlaneLayout", "TILE", "as_model", "check_budget",
+__all__ = ["FLIPS", "OVERLAP", "PlaneLayout", "TILE", "as_model", "check_budget",
            "model_planes", "plane_layout", "predict_logits", "predict_plane", "predict_planes",
            "stack_range", "uncertainty_map"]

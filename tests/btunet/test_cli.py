@@ -105,7 +105,7 @@ def test_finetune_errors(trained, small_sample, tmp_path, capsys):
     assert "pre-trained for 'unet'" in capsys.readouterr().err
     assert main(base + ["--masks", str(small_sample / "masks"), "--encoder", str(trained / "enc.safetensors"),
                         "--encoder-lr-scale", "-0.5"]) == 2
-    assert "encoder_lr_scale must be a finite number at least 0" in capsys.readouterr().err
+    assert "--encoder-lr-scale must be a number >= 0" in capsys.readouterr().err
     assert not (tmp_path / "m.safetensors").exists()
 
 

@@ -11,7 +11,6 @@ from scipy.special import expit
 
 import btunet
 from btunet import BTUnetError, Previewer, create_model, predict
-from btunet import planes as planes_module
 from btunet.chunked import LazyTiff, predict_chunked
 from btunet.data import image_planes
 from btunet.finetune import annotated_planes
@@ -247,9 +246,9 @@ def test_planes_over_the_budget_are_refused_before_anything_is_read(tmp_path, fa
 
 def test_the_budget_is_one_constant_and_blocks_are_not_bound_by_it(monkeypatch):
     array = RNG.integers(0, 255, (2, 32, 48)).astype(np.uint8)
-    monkeypatch.setattr(planes_module, "MAX_PLANE_PIXELS", 32 * 48)
+    monkeypatch.setenv("BTUNET_MAX_PLANE_PIXELS", str(32 * 48))
     assert len(image_planes("fits", array, 1)) == 2  # exactly at the budget
-    monkeypatch.setattr(planes_module, "MAX_PLANE_PIXELS", 32 * 48 - 1)
+    monkeypatch.setenv("BTUNET_MAX_PLANE_PIXELS", str(32 * 48 - 1))
     for attempt in (lambda: image_planes("over", array, 1), lambda: predict(tiny_model(), array, device="cpu")):
         with pytest.raises(BTUnetError, match="1,535 pixels"):
             attempt()

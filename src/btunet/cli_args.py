@@ -1,0 +1,189 @@
+"""The ``btunet`` argument parser, and the checks of its numbers before any work starts."""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+from . import __version__
+from .config import FinetuneConfig, PretrainConfig
+from .device import DEVICES
+from .errors import BTUnetError
+from .models import MODELS
+
+EPILOG = """examples:
+  btunet pretrain unlabelled/ --out encoder.safetensors --epochs 50
+  btunet finetune --images train/images --masks train/masks --encoder encoder.safetensors --out model.safetensors
+  btunet predict model.safetensors test/images --out predictions/ --instances
+  btunet evaluate --pred predictions/ --truth test/masks
+  btunet info model.safetensors
+
+exit status: 0 done, 2 bad input or nothing could be done (one line on stderr), 130 interrupted
+"""
+
+# option -> (smallest allowed, whether the smallest itself is allowed); whole numbers are ints
+LIMITS = {"epochs": (1, True), "batch_size": (1, True), "patch_size": (16, True), "steps_per_epoch": (1, True),
+          "lr": (0, False), "time_budget": (0, False), "threads": (1, True), "chunk": (16, True),
+          "depth": (0, True), "threshold": (0, True), "intensity_augment": (0, True),
+          "encoder_lr_scale": (0, True)}
+AT_MOST = {"threshold": 1, "intensity_augment": 1}
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line (``btunet: error: ...``) and exit status 2, like other bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"btunet: error: {message} (see {self.prog} --help)\n")
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Refuse zero, negative, NaN and infinite settings up front, with the option's name."""
+    for name, (low, inclusive) in LIMITS.items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        option = "--" + name.replace("_", "-")
+        high = AT_MOST.get(name, math.inf)
+        ok = math.isfinite(value) and (value >= low if inclusive else value > low) and value <= high
+        if not ok:
+            if name in AT_MOST:
+                need = f"between {low} and {high}"
+            elif isinstance(value, int):
+                need = f"at least {low}"
+            else:
+                need = f"a number {'>=' if inclusive else '>'} {low}"
+            raise BTUnetError(f"{option} must be {need}, got {value}")
+    if getattr(args, "chunk", None) is not None and args.depth > args.chunk:
+        raise BTUnetError(f"--depth ({args.depth}) must not exceed --chunk ({args.chunk}): a block cannot "
+                          "be thinner than its overlap")
+
+
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for torch (default: one per core; use fewer when other jobs "
+                        "share the machine, as oversubscribed cores slow torch down many times)")
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="compute device (auto: CUDA, then Apple MPS, then CPU)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    _add_threads(p)
+
+
+def _add_model_output(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--out", required=True, metavar="FILE", help=f"{what} checkpoint to write (.safetensors)")
+    p.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
+
+
+def _add_chunked(parser: argparse.ArgumentParser) -> None:
+    """The ``btunet predict`` options for chunked (zarr, cluster) prediction."""
+    from .chunked import DEFAULT_CHUNK, DEFAULT_DEPTH
+    parser.add_argument("--zarr", action="store_true",
+                        help="write zarr arrays (NAME.zarr, NAME_prob.zarr) and predict block by block; "
+                             "zarr / OME-Zarr inputs always are")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="dask.distributed scheduler to run the blocks on (default: local threads)")
+    parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
+                        help=f"block side in pixels for chunked prediction (default {DEFAULT_CHUNK})")
+    parser.add_argument("--depth", type=int, default=DEFAULT_DEPTH,
+                        help=f"overlap between blocks in pixels (default {DEFAULT_DEPTH})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="btunet", description="Self-supervised (Barlow Twins) U-Net segmentation from few annotations.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"btunet {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+    models = ", ".join(MODELS)
+    pd, fd = PretrainConfig(), FinetuneConfig()
+
+    p = sub.add_parser("pretrain", help="Barlow Twins pre-training of an encoder on unlabelled images",
+                       description="Pre-train a U-Net encoder with Barlow Twins on unlabelled images "
+                                   "(files or folders; every plane of a stack is a sample). The first "
+                                   "Ctrl-C (or SIGTERM) stops after the current step and saves the "
+                                   "encoder; a second one aborts without saving.")
+    p.add_argument("images", nargs="+", metavar="IMAGES", help="image files or folders (tif, png, jpg)")
+    _add_model_output(p, "encoder")
+    p.add_argument("--model", default="unet", help=f"variant: {models} (default unet)")
+    p.add_argument("--channels", type=int, choices=(1, 3), default=1,
+                   help="model input channels; images are converted to it (default 1)")
+    p.add_argument("--epochs", type=int, default=pd.epochs, help=f"default {pd.epochs}")
+    p.add_argument("--batch-size", type=int, default=pd.batch_size, help=f"default {pd.batch_size}")
+    p.add_argument("--patch-size", type=int, default=pd.patch_size, help=f"default {pd.patch_size}")
+    p.add_argument("--lr", type=float, default=pd.lr, help=f"peak learning rate (default {pd.lr})")
+    p.add_argument("--resume", metavar="FILE", help="continue from this encoder checkpoint")
+    _add_device(p)
+
+    f = sub.add_parser("finetune", help="train a segmentation model on annotated images",
+                       description="Fine-tune a U-Net variant on masks (paired with images by file name). "
+                                   "The first Ctrl-C (or SIGTERM) stops after the current step and saves "
+                                   "the best model so far; a second one aborts without saving.")
+    f.add_argument("--images", nargs="+", required=True, metavar="PATH", help="image files or folders")
+    f.add_argument("--masks", nargs="+", required=True, metavar="PATH",
+                   help="mask files or folders; a mask pairs with the image of the same name")
+    _add_model_output(f, "model")
+    f.add_argument("--model", help=f"variant: {models} (default: the encoder's, else unet)")
+    f.add_argument("--encoder", metavar="FILE", help="pre-trained encoder from `btunet pretrain`")
+    f.add_argument("--mask-mode", choices=("dense", "sparse"), default=None,
+                   help="dense: 0 = background, >0 = object; sparse: 0 = ignore, 1 = background, "
+                        "2 = object (default dense; with --init, the mode the model was trained with)")
+    f.add_argument("--init", metavar="MODEL",
+                   help="continue from this fine-tuned model (variant and channels taken from it) with the "
+                        "short continuation schedule; the output is a new file")
+    f.add_argument("--epochs", type=int, default=None,
+                   help="maximum epochs (default: 60 dense, 12 sparse, "
+                        f"{fd.continue_epochs} when continuing with --init)")
+    f.add_argument("--steps-per-epoch", type=int, default=fd.steps_per_epoch, help=f"default {fd.steps_per_epoch}")
+    f.add_argument("--batch-size", type=int, default=fd.batch_size, help=f"default {fd.batch_size}")
+    f.add_argument("--patch-size", type=int, default=fd.patch_size, help=f"default {fd.patch_size}")
+    f.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this many seconds")
+    f.add_argument("--intensity-augment", type=float, default=fd.intensity_augment, metavar="STRENGTH",
+                   help="gamma/contrast/brightness jitter, 0-1 (default 0: off, because jitter shifts the "
+                        "intensity at which masks were drawn; raise it when test images vary in brightness "
+                        "more than percentile normalisation evens out)")
+    f.add_argument("--encoder-lr-scale", type=float, default=fd.encoder_lr_scale, metavar="FACTOR",
+                   help="learning rate of the pre-trained encoder relative to the rest (default "
+                        f"{fd.encoder_lr_scale:g}; 0 keeps the encoder frozen)")
+    _add_device(f)
+
+    r = sub.add_parser("predict", help="segment images and stacks with a fine-tuned model",
+                       description="Write one label image per input, with the input's name, into DIR. "
+                                   "Inputs that cannot be read are skipped with a warning.")
+    r.add_argument("model", metavar="MODEL", help="model checkpoint from `btunet finetune`")
+    r.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    r.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    r.add_argument("--threshold", type=float, default=None,
+                   help="probability threshold (default: the one saved with the model, usually 0.5)")
+    r.add_argument("--instances", action="store_true",
+                   help="label separate objects (connected components, touching ones split by watershed)")
+    r.add_argument("--probabilities", action="store_true", help="also write NAME_prob.tif (float32)")
+    r.add_argument("--uncertainty", action="store_true",
+                   help="also write NAME_uncertainty.tif (float32, 0 = certain, 1 = a coin toss; from four "
+                        "test-time flips, 4x the time): where to paint next")
+    r.add_argument("--exact", action="store_true", help="fp32 instead of the bf16 fast path")
+    r.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    r.add_argument("--device", choices=DEVICES, default="auto", help="compute device (default auto)")
+    _add_threads(r)
+    _add_chunked(r)  # --zarr, --scheduler, --chunk, --depth
+
+    e = sub.add_parser("evaluate", help="score predicted label images against ground truth",
+                       description="Pair files by name; print per-image and mean Dice, IoU, precision, recall.")
+    e.add_argument("--pred", required=True, metavar="DIR", help="predicted label images")
+    e.add_argument("--truth", required=True, metavar="DIR", help="ground-truth label images")
+    e.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+    i = sub.add_parser("info", help="print a checkpoint's metadata",
+                       description="Print what a checkpoint holds: variant, channels, training provenance.")
+    i.add_argument("file", metavar="FILE")
+    return parser
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace | int:
+    """The parsed arguments, or the exit status when parsing ended the run (--help, a usage error)."""
+    try:
+        return build_parser().parse_args(argv)
+    except SystemExit as stop:
+        sys.stdout.flush()
+        return stop.code if isinstance(stop.code, int) else 2

@@ -1,0 +1,195 @@
+"""``btunet predict``: one output plan for every input, then the in-memory or the block-wise engine.
+
+Every output path is computed and checked before the first prediction (``outputs``); an input is
+predicted block by block with dask when it is a zarr array or ``--zarr``/``--scheduler`` is given,
+else in memory (TIFF stacks streamed plane by plane). An input that cannot be read is skipped
+with a one-line warning; when none could be predicted the command fails.
+"""
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .errors import BTUnetError
+from .imageio import UnreadableImage
+from .outputs import Target
+
+LOCAL_SCHEDULERS = ("threads", "threading", "sync", "synchronous", "processes")
+_MULTIPLE = 16  # the models' down-sampling grid (chunk and depth are rounded up to it)
+
+
+def is_chunked(args, path: Path) -> bool:
+    """Whether this input runs block by block: zarr inputs, ``--zarr``, ``--scheduler``."""
+    from .chunked import is_zarr
+    return bool(args.zarr or args.scheduler or is_zarr(path))
+
+
+def cmd_predict(a) -> None:
+    from .checkpoint import read_metadata
+    from .outputs import find_inputs, plan_predictions, probe_writable
+    if read_metadata(a.model)["kind"] != "model":  # the header only: a wrong file is refused first
+        raise BTUnetError(f"{a.model} is a pre-trained encoder, not a fine-tuned model; fine-tune it "
+                          "first (btunet finetune --encoder ...)")
+    inputs = find_inputs(a.inputs)
+    targets = plan_predictions(inputs, a.out, chunked=lambda p: is_chunked(a, p), zarr=a.zarr,
+                               probabilities=a.probabilities, uncertainty=a.uncertainty,
+                               overwrite=a.overwrite, given=a.inputs, protected=[a.model])
+    chunked = [t for t in targets if t.chunked]
+    if chunked and a.instances:
+        raise BTUnetError("--instances needs whole-image labelling and is not available for chunked "
+                          f"(zarr / --zarr / --scheduler) prediction ({chunked[0].source.name}); "
+                          "label the written mask afterwards")
+    if chunked and a.uncertainty:
+        raise BTUnetError("--uncertainty works on TIFF/PNG inputs, not with zarr, --zarr or --scheduler")
+    model = _load(a, in_memory=len(chunked) < len(targets))
+    ref = _model_ref(a.model) if chunked else None
+    probe_writable(a.out)
+    client = connect(a.scheduler) if chunked else None
+    out = Path(a.out)
+    created = not out.exists()
+    written, failed = [], []
+    from tqdm import tqdm
+    bar = tqdm(total=len(targets), desc="predict", unit="image", file=sys.stderr)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for target in targets:
+            try:
+                if target.chunked:
+                    predict_target(ref, target, a, client)
+                else:
+                    _predict_in_memory(model, target, a, bar)
+                written.append(target.labels)
+            except UnreadableImage as exc:
+                warnings.warn(f"skipping {target.source.name}: {exc}")
+                failed.append(target.source.name)
+            bar.update(1)
+    finally:
+        bar.close()
+        if client is not None:
+            client.close()
+    if not written:
+        if created and not any(out.iterdir()):
+            out.rmdir()
+        raise BTUnetError(f"none of the {len(targets)} input(s) could be predicted; nothing written")
+    print(f"wrote {len(written)} prediction(s) to {out}"
+          + (f"; skipped (could not read): {', '.join(failed)}" if failed else ""))
+
+
+def _load(a, in_memory: bool):
+    if not in_memory:
+        return None
+    from .checkpoint import load_model
+    from .device import resolve_device
+    return load_model(a.model, resolve_device(a.device))
+
+
+def _model_ref(path: str):
+    from .chunked import ModelRef
+    return ModelRef(path)
+
+
+def _predict_in_memory(model, target: Target, a, bar) -> None:
+    from .imageio import read_lazy, write_image_atomic, write_labels
+    from .predict import predict, predict_to_tiff
+
+    def show_planes(done: int, n: int) -> None:  # stacks: which plane of the current image
+        if n > 1:
+            bar.set_postfix_str(f"plane {done}/{n}")
+
+    image = read_lazy(target.source)
+    options = dict(threshold=a.threshold, instances=a.instances, device=a.device, fast=not a.exact,
+                   on_progress=show_planes)
+    try:
+        if target.labels.suffix.lower() in (".tif", ".tiff"):  # streamed: memory stays one plane
+            predict_to_tiff(model, image, target.labels, target.probabilities,
+                            uncertainty_path=target.uncertainty, **options)
+        else:
+            result = predict(model, image, probabilities=target.probabilities is not None,
+                             uncertainty=target.uncertainty is not None, **options)
+            write_labels(target.labels, result.labels)
+            if target.probabilities is not None:
+                write_image_atomic(target.probabilities, result.probabilities.astype(np.float32))
+            if target.uncertainty is not None:
+                write_image_atomic(target.uncertainty, result.uncertainty)
+    finally:
+        if hasattr(image, "close"):
+            image.close()
+
+
+# --------------------------------------------------------------------------- block-wise engine
+
+def connect(address: Optional[str]):
+    """A ``dask.distributed`` client for ``--scheduler``, made before any work so an unreachable
+    address is one message, not a traceback after the first image; None for local schedulers."""
+    if address is None or address in LOCAL_SCHEDULERS:
+        return None
+    import dask
+    from distributed import Client
+    try:
+        return Client(address, timeout=dask.config.get("distributed.comm.timeouts.connect"))
+    except Exception as exc:  # bad address, refused, timed out, a foreign server: all one message
+        raise BTUnetError(f"cannot reach the dask scheduler at {address}: {str(exc).splitlines()[0]}; "
+                          "check the address (tcp://HOST:PORT) and that the scheduler runs") from exc
+
+
+def predict_target(ref, target: Target, args, client=None) -> Path:
+    """One input, block by block, into ``target``'s paths.
+
+    zarr outputs are written block-wise; a TIFF/PNG output (``--scheduler`` without ``--zarr``) is
+    gathered in memory, so it obeys the in-memory pixel budget. An input that cannot be read, or
+    is thinner than the block overlap, raises UnreadableImage (the caller skips it).
+    """
+    from .chunked import is_zarr, open_image, predict_chunked
+    from .imageio import inspect_image, is_decode_error, is_rgb, write_image_atomic, write_labels
+    path, to_zarr = target.source, target.labels.suffix == ".zarr"
+    try:
+        if not is_zarr(path):
+            inspect_image(path, budget=not to_zarr)
+        image = open_image(path)
+    except BTUnetError as exc:
+        raise exc if isinstance(exc, UnreadableImage) else UnreadableImage(str(exc)) from exc
+    shape = tuple(image.shape)
+    yx = (shape[:-1] if is_rgb(image) else shape)[-2:]
+    if len(yx) < 2 or 0 in shape:
+        raise UnreadableImage(f"cannot predict {path.name}: it is empty or has no Y and X axes (shape {shape})")
+    common = dict(chunks=args.chunk, depth=_depth(path, yx, args.chunk, args.depth), threshold=args.threshold,
+                  device=args.device, fast=not args.exact)
+    scheduler = client if client is not None else args.scheduler
+    try:
+        if to_zarr:
+            predict_chunked(ref, image, out=target.labels, probabilities_out=target.probabilities,
+                            scheduler=scheduler, progress=True, overwrite=args.overwrite, **common)
+            return target.labels
+        prob = _gather(predict_chunked(ref, image, output="probabilities", **common), scheduler)
+    except Exception as exc:
+        if is_decode_error(exc):  # damaged data surfaces only when its blocks are read
+            raise UnreadableImage(f"cannot read image {path}: {exc}") from exc
+        raise
+    threshold = ref.threshold if args.threshold is None else args.threshold
+    write_labels(target.labels, (prob > threshold).astype(np.uint8))
+    if target.probabilities is not None:
+        write_image_atomic(target.probabilities, prob)
+    return target.labels
+
+
+def _depth(path: Path, yx: Sequence[int], chunk: int, depth: int) -> int:
+    """The halo for one input: none when every plane is one block (it would change nothing);
+    an input thinner than the halo cannot be cut into blocks with it."""
+    chunk = max(_MULTIPLE, -(-int(chunk) // _MULTIPLE) * _MULTIPLE)
+    if all(side <= chunk for side in yx):
+        return 0
+    if min(yx) < depth:
+        thinnest = min(yx) // _MULTIPLE * _MULTIPLE
+        raise UnreadableImage(f"{path.name} is {yx[0]} x {yx[1]} pixels, thinner than the block overlap "
+                              f"(--depth {depth}); give --depth {thinnest} or predict it without --zarr")
+    return depth
+
+
+def _gather(lazy, scheduler) -> np.ndarray:
+    if scheduler is None or isinstance(scheduler, str):
+        return lazy.compute(scheduler=scheduler or "threads", num_workers=1)
+    return scheduler.compute(lazy).result()
