@@ -4,10 +4,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import SegmentationModel
 from .blocks import AttentionGate
-from .registry import register
-from .unet import ResidualSeparableBlock, UNetEncoder, level_widths
+from .registry import register_variant
+from .unet import ResidualSeparableBlock, UNetEncoder
 
 
 class AttentionUNetDecoder(nn.Module):
@@ -29,12 +28,4 @@ class AttentionUNetDecoder(nn.Module):
         return x
 
 
-@register("attention_unet")
-def build_attention_unet(in_channels: int = 1, out_channels: int = 1, base_filters: int = 16,
-                         dropout: float = 0.1) -> SegmentationModel:
-    widths = level_widths(base_filters)
-    return SegmentationModel(
-        UNetEncoder(in_channels, widths, dropout), AttentionUNetDecoder(widths, dropout),
-        nn.Conv2d(widths[0], out_channels, 1),
-        dict(name="attention_unet", in_channels=in_channels, out_channels=out_channels,
-             base_filters=base_filters, dropout=dropout))
+register_variant("attention_unet", UNetEncoder, AttentionUNetDecoder)

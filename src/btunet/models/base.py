@@ -53,3 +53,8 @@ class SegmentationModel(nn.Module):
         x, h, w = pad_to_multiple(x)
         skips, bottleneck = self.encoder(x)
         return self.head(self.decoder(skips, bottleneck))[..., :h, :w]
+
+
+def level_widths(base_filters: int, depth: int = 4) -> list[int]:
+    """Filters per level, the last one being the bottleneck (16 -> 16, 32, 64, 128, 256)."""
+    return [base_filters * 2**i for i in range(depth + 1)]

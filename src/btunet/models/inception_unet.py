@@ -2,15 +2,15 @@
 hybrid-pooling down-sampling and transposed-convolution up-sampling."""
 from __future__ import annotations
 
+from functools import partial
+
 from typing import Callable
 
 import torch
 from torch import nn
 
-from .base import SegmentationModel
 from .blocks import HybridPool2d, pointwise_bn_relu
-from .registry import register
-from .unet import level_widths
+from .registry import register_variant
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
@@ -83,13 +83,4 @@ class InceptionUNetDecoder(nn.Module):
         return x
 
 
-@register("inception_unet")
-def build_inception_unet(in_channels: int = 1, out_channels: int = 1, base_filters: int = 16,
-                         dropout: float = 0.1) -> SegmentationModel:
-    widths = level_widths(base_filters)
-    return SegmentationModel(
-        HybridPoolEncoder(in_channels, widths, dropout, InceptionBlock),
-        InceptionUNetDecoder(widths, dropout),
-        nn.Conv2d(widths[0], out_channels, 1),
-        dict(name="inception_unet", in_channels=in_channels, out_channels=out_channels,
-             base_filters=base_filters, dropout=dropout))
+register_variant("inception_unet", partial(HybridPoolEncoder, block=InceptionBlock), InceptionUNetDecoder)

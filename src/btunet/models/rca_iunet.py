@@ -2,14 +2,14 @@
 hybrid-pooling down-sampling and cross-spatial attention on the skip connections."""
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
-from .base import SegmentationModel
 from .blocks import CrossSpatialAttention, HybridPool2d, separable_bn_relu
 from .inception_unet import HybridPoolEncoder
-from .registry import register
-from .unet import level_widths
+from .registry import register_variant
 
 
 def _hybrid_branch(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -77,13 +77,4 @@ class RCAIUNetDecoder(nn.Module):
         return x
 
 
-@register("rca_iunet")
-def build_rca_iunet(in_channels: int = 1, out_channels: int = 1, base_filters: int = 16,
-                    dropout: float = 0.1) -> SegmentationModel:
-    widths = level_widths(base_filters)
-    return SegmentationModel(
-        HybridPoolEncoder(in_channels, widths, dropout, ResidualInceptionBlock),
-        RCAIUNetDecoder(widths, dropout),
-        nn.Conv2d(widths[0], out_channels, 1),
-        dict(name="rca_iunet", in_channels=in_channels, out_channels=out_channels,
-             base_filters=base_filters, dropout=dropout))
+register_variant("rca_iunet", partial(HybridPoolEncoder, block=ResidualInceptionBlock), RCAIUNetDecoder)

@@ -1,11 +1,14 @@
 """Name -> builder registry (as in segmentation_models_pytorch)."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
+
+from torch import nn
 
 from .. import fields
 from ..errors import BTUnetError
-from .base import SegmentationModel
+from .base import SegmentationModel, level_widths
 
 Builder = Callable[..., SegmentationModel]
 #: name -> builder(in_channels=, out_channels=, base_filters=, dropout=) -> SegmentationModel
@@ -20,7 +23,24 @@ MAX_OUT_CHANNELS = 16
 MAX_BASE_FILTERS = 128
 
 
+def build(name: str, encoder: Callable[..., nn.Module], decoder: Callable[..., nn.Module],
+          in_channels: int = 1, out_channels: int = 1, base_filters: int = 16,
+          dropout: float = 0.1) -> SegmentationModel:
+    """Every variant is built the same way: encoder -> decoder over the same level widths -> 1x1 head."""
+    widths = level_widths(base_filters)
+    return SegmentationModel(
+        encoder(in_channels, widths, dropout), decoder(widths, dropout), nn.Conv2d(widths[0], out_channels, 1),
+        dict(name=name, in_channels=in_channels, out_channels=out_channels, base_filters=base_filters,
+             dropout=dropout))
+
+
+def register_variant(name: str, encoder: Callable[..., nn.Module], decoder: Callable[..., nn.Module]) -> None:
+    """Add a variant: ``encoder(in_channels, widths, dropout)`` and ``decoder(widths, dropout)``."""
+    MODELS[name] = partial(build, name, encoder, decoder)
+
+
 def register(name: str) -> Callable[[Builder], Builder]:
+    """Add a builder that does not follow the encoder -> decoder -> head pattern."""
     def add(builder: Builder) -> Builder:
         MODELS[name] = builder
         return builder

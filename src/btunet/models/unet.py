@@ -4,9 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import SegmentationModel
 from .blocks import conv_bn_relu
-from .registry import register
+from .registry import register_variant
 
 
 class ResidualSeparableBlock(nn.Module):
@@ -24,11 +23,6 @@ class ResidualSeparableBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x) + self.shortcut(x)
-
-
-def level_widths(base_filters: int, depth: int = 4) -> list[int]:
-    """Filters per level, the last one being the bottleneck (16 -> 16, 32, 64, 128, 256)."""
-    return [base_filters * 2**i for i in range(depth + 1)]
 
 
 class UNetEncoder(nn.Module):
@@ -64,12 +58,4 @@ class UNetDecoder(nn.Module):
         return x
 
 
-@register("unet")
-def build_unet(in_channels: int = 1, out_channels: int = 1, base_filters: int = 16,
-               dropout: float = 0.1) -> SegmentationModel:
-    widths = level_widths(base_filters)
-    return SegmentationModel(
-        UNetEncoder(in_channels, widths, dropout), UNetDecoder(widths, dropout),
-        nn.Conv2d(widths[0], out_channels, 1),
-        dict(name="unet", in_channels=in_channels, out_channels=out_channels,
-             base_filters=base_filters, dropout=dropout))
+register_variant("unet", UNetEncoder, UNetDecoder)
