@@ -105,7 +105,7 @@ def test_cli_names_the_bad_setting_in_one_line(tmp_path, capsys):
     assert main(["finetune", "--images", str(tmp_path), "--masks", str(tmp_path), "--out",
                  str(tmp_path / "m.safetensors"), "--patch-size", "8"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "patch_size" in err and "\n" not in err
+    assert "patch-size" in err and "\n" not in err
 
 
 # --------------------------------------------------------------------------- the threshold
