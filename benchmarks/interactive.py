@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import headlines  # noqa: E402
 from _report import DEFAULT_DATA, DOCS, load_average, machine, stamp, table, write_section  # noqa: E402
 from quality import get_encoder, load_dataset, rf_features  # noqa: E402
 
@@ -247,38 +248,6 @@ def plot(records: list[dict]) -> None:
         plt.close(fig)
 
 
-README = DOCS.parent / "README.md"
-START, END = "<!-- painting-loop:start -->", "<!-- painting-loop:end -->"
-
-
-def readme_block(records: list[dict]) -> str:
-    """The README's painting-loop headline, made from the records (never typed by hand)."""
-    lines = []
-    for ds_name in DATASETS:
-        def dice(method: str, rnd: int) -> str:
-            d = [r["dice"] for r in records if r["dataset"] == ds_name and r["method"] == method and r["round"] == rnd]
-            return f"{np.mean(d):.3f}" if d else "—"
-        if not any(r["dataset"] == ds_name for r in records):
-            continue
-        last = max((r["round"] for r in records if r["dataset"] == ds_name and r["method"] == "scratch"), default=0)
-        seeds = len({r["seed"] for r in records if r["dataset"] == ds_name and r["method"] == "scratch"})
-        lines.append(f"  * `{ds_name}` ({seeds} seed{'s' if seeds > 1 else ''}): strokes only {dice('scratch', 0)} "
-                     f"(forest {dice('rf', 0)}); after {last} correction rounds {dice('scratch', last)} "
-                     f"(forest {dice('rf', last)}; forest on one full mask {dice('rf_full', 0)}).")
-    return "\n".join([START, "* **The painting loop** (U-Net from scratch, mean test Dice; "
-                       "[docs/results_interactive.md](docs/results_interactive.md)):"] + lines + [END])
-
-
-def update_readme(records: list[dict]) -> None:
-    text = README.read_text()
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + readme_block(records) + rest.split(END, 1)[1]
-        tmp = README.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(README)
-
-
 # ---------------------------------------------------------------------------------------- main
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -336,7 +305,7 @@ def main(argv=None) -> int:
                     add(run_loop(ds_name, ds, method, seed, args, encoder))
     plot(records)
     write_section("results_interactive.md", summary(records, args))
-    update_readme(records)
+    headlines.update()  # the README's painting-loop headline, from the records just written
     print(summary(records, args))
     return 0
 

@@ -22,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from btunet.simulate import scribbles  # noqa: E402
+import headlines  # noqa: E402
 from _report import DEFAULT_DATA, DOCS, ROOT, load_average, machine, stamp, table, write_section  # noqa: E402
 
 LEVELS = ("1", "2", "4", "sparse")
@@ -148,7 +149,8 @@ def run_btunet(ds: dict, level: str, variant: str, seed: int, encoder, args,
     train_s = time.perf_counter() - t
     scores, pred_s = score_model(model, ds)
     dice_hist = [d for d in model.metadata["val_dice_history"] if d is not None]
-    return {**scores, "train_s": train_s, "predict_s": pred_s, "epochs": model.metadata["epochs"],
+    return {**scores, "train_s": train_s, "predict_s": pred_s, "finetune_budget_s": args.finetune_seconds,
+            "epochs": model.metadata["epochs"],
             "best_epoch": model.metadata["best_epoch"], "val_dice_final": dice_hist[-1] if dice_hist else None,
             "annotated_pixels": annotated_pixels(labels, mode)}
 
@@ -507,6 +509,7 @@ def main(argv=None) -> int:
 
     def report() -> None:
         write_section("results_quality.md", summary(records, args, pretrain_meta, datasets))
+        headlines.update()  # the README's quality headline and the generated tables of the notes
 
     def unit(ds_name: str, seed: int, level: str, methods: tuple[str, ...]) -> None:
         """All requested methods for one dataset x seed x annotation level (finished ones skipped)."""
@@ -523,6 +526,8 @@ def main(argv=None) -> int:
                     encoder, meta = get_encoder(ds_name, ds, variant, args, data)
                     pretrain_meta[f"{ds_name}:{variant}"] = meta
                 rec = run_btunet(ds, level, variant, seed, encoder, args)
+                if init == "bt":
+                    rec["pretrain_budget_s"] = args.pretrain_seconds
                 add({"dataset": ds_name, "method": key[1], "level": level, "seed": seed,
                      "variant": variant, "init": init, **rec})
         if "rf" in methods and (ds_name, "random_forest", level, seed) not in done:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import headlines  # noqa: E402
 from _report import DEFAULT_DATA, ROOT, load_average, machine, stamp, table, write_section  # noqa: E402
 
 import torch  # noqa: E402
@@ -89,7 +90,7 @@ def count_bytes(model, x) -> int:
 
 def inference(variants: list[str], size: int, repeat: int) -> list[dict]:
     import btunet
-    from btunet.predict import as_model, predict_logits
+    from btunet.planes import as_model, predict_logits
     rows = []
     plane = np.random.default_rng(0).random((1, size, size), dtype=np.float32)
     for name in variants:
@@ -98,7 +99,7 @@ def inference(variants: list[str], size: int, repeat: int) -> list[dict]:
         model = btunet.create_model(name).eval()
         flops = count_flops(model, torch.from_numpy(plane)[None])
         moved = count_bytes(model, torch.from_numpy(plane)[None])
-        # what `btunet predict` runs: BatchNorm folded into the convolutions (predict.as_model)
+        # what `btunet predict` runs: BatchNorm folded into the convolutions (planes.as_model)
         fused = as_model(model, torch.device("cpu"))
         t32 = timed(lambda: predict_logits(fused.to(memory_format=torch.contiguous_format), plane, fast=False),
                     repeat)
@@ -119,7 +120,7 @@ def profile_unet(size: int) -> str:
     """Top operators of the fast path of `unet` as `btunet predict` runs it (BatchNorm folded)."""
     import btunet
     from btunet.device import autocast
-    from btunet.predict import as_model
+    from btunet.planes import as_model
     model = as_model(btunet.create_model("unet"), torch.device("cpu")).to(memory_format=torch.channels_last)
     x = torch.randn(1, 1, size, size).contiguous(memory_format=torch.channels_last)
     with torch.no_grad(), autocast(torch.device("cpu")):
@@ -237,7 +238,6 @@ def cli_overhead(model_path: Path, data: Path, planes: int, repeat: int) -> dict
     import btunet
     from btunet.cli import main as cli
     from btunet.models.base import pad_to_multiple
-    from btunet.planes import _origins
     stack = make_stack(data, planes, 700, 1100, np.uint8)
     model = btunet.load_model(model_path).to(memory_format=torch.channels_last)
     with tempfile.TemporaryDirectory() as tmp:
@@ -251,12 +251,11 @@ def cli_overhead(model_path: Path, data: Path, planes: int, repeat: int) -> dict
             assert rc == 0
     # pure network: the same (BatchNorm-folded) model, tiles, batches and fast path that
     # predict_logits uses, with the inputs ready
-    from btunet.planes import OVERLAP, TILE, _tile_length, as_model
+    from btunet.planes import as_model, tile_boxes
     model = as_model(model, torch.device("cpu")).to(memory_format=torch.channels_last)
     x, _, _ = pad_to_multiple(torch.zeros(1, 1, 700, 1100))
     hp, wp = x.shape[-2:]
-    th, tw = _tile_length(hp, TILE, OVERLAP), _tile_length(wp, TILE, OVERLAP)
-    boxes = [(y, xx) for y in _origins(hp, th, th - OVERLAP) for xx in _origins(wp, tw, tw - OVERLAP)]
+    th, tw, boxes = tile_boxes(hp, wp)
     batches = [torch.randn(len(boxes[i:i + 4]), 1, th, tw).contiguous(memory_format=torch.channels_last)
                for i in range(0, len(boxes), 4)]
     from btunet.device import autocast
@@ -534,6 +533,7 @@ def main(argv=None) -> int:
     if args.report_only:
         r = json.loads(Path(args.json).read_text())
         write_section("results_speed.md", report(r, args))
+        headlines.update()
         print(report(r, args))
         return 0
     r: dict = {"when": stamp(), "machine": machine(), "command": args.command_line}
@@ -597,6 +597,7 @@ def main(argv=None) -> int:
     Path(args.json).write_text(json.dumps(r, indent=1, default=str))
     text = report(r, args)
     write_section("results_speed.md", text)
+    headlines.update()  # the README's speed headline, from the record just written
     print(text)
     return 0
 

@@ -196,6 +196,18 @@ def _origins(size: int, tile: int, stride: int) -> list[int]:
     return sorted(set(list(range(0, last + 1, stride)) + [last]))
 
 
+def tile_boxes(height: int, width: int, tile: Optional[int] = TILE,
+               overlap: int = OVERLAP) -> tuple[int, int, list[tuple[int, int]]]:
+    """(tile height, tile width, top-left corners) that ``predict_logits`` uses on a padded plane.
+
+    Public so that a benchmark can time the network on exactly the tiles a prediction runs.
+    """
+    th, tw = (height, width) if tile is None else (_tile_length(height, tile, overlap),
+                                                   _tile_length(width, tile, overlap))
+    rows, cols = _origins(height, th, th - overlap), _origins(width, tw, tw - overlap)
+    return th, tw, [(y, x) for y in rows for x in cols]
+
+
 @torch.no_grad()
 def predict_logits(model: SegmentationModel, pixels: np.ndarray, tile: Optional[int] = TILE,
                    overlap: int = OVERLAP, fast: bool = True, tile_batch: int = 4) -> np.ndarray:
@@ -210,8 +222,7 @@ def predict_logits(model: SegmentationModel, pixels: np.ndarray, tile: Optional[
     x = torch.from_numpy(np.ascontiguousarray(pixels, np.float32))[None].to(device)
     x, h, w = pad_to_multiple(x)
     hp, wp = x.shape[-2:]
-    th, tw = (hp, wp) if tile is None else (_tile_length(hp, tile, overlap), _tile_length(wp, tile, overlap))
-    boxes = [(y, xx) for y in _origins(hp, th, th - overlap) for xx in _origins(wp, tw, tw - overlap)]
+    th, tw, boxes = tile_boxes(hp, wp, tile, overlap)
     memory = torch.channels_last if fast else torch.contiguous_format
     if len(boxes) == 1:  # the whole plane is one tile: nothing to blend
         with autocast(device, fast):
@@ -273,4 +284,4 @@ def predict_planes(model: SegmentationModel, source, layout: PlaneLayout, *, til
 
 __all__ = ["FLIPS", "OVERLAP", "PlaneLayout", "TILE", "as_model", "check_budget",
            "model_planes", "plane_layout", "predict_logits", "predict_plane", "predict_planes",
-           "stack_range", "uncertainty_map"]
+           "stack_range", "tile_boxes", "uncertainty_map"]
