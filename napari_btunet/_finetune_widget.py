@@ -24,6 +24,7 @@ from . import _common
 from ._common import (Job, LayerCombo, LivePlot, Outcome, PathField, PlaneTracker, ProgressPanel,
                       hint, layer_array, sentence,
                       snapshot, spatial_shape, upsert_output, watch_layers)
+from ._export_button import export_button
 from ._session import session
 
 ENCODER_CHOICES = ("last pre-trained", "from file", "none")
@@ -326,6 +327,8 @@ class FinetuneWidget(_common.JobWidget):
         self.save_button = QPushButton("Save model…")
         self.save_button.clicked.connect(self._save_clicked)
         buttons.addWidget(self.save_button)
+        self.export_button = export_button(self, lambda: session.model)
+        buttons.addWidget(self.export_button)
         self.progress = ProgressPanel()
         layout.addWidget(self.progress)
         self.plot = LivePlot(right_label="val Dice")

@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 from .checkpoint import load_model, read_metadata, save_model  # noqa: E402
 from .config import FinetuneConfig, PretrainConfig, Progress  # noqa: E402
 from .errors import BTUnetError, Cancelled, CheckpointError  # noqa: E402
+from .export import export, load_package  # noqa: E402
 from .finetune import finetune  # noqa: E402
 from .metrics import evaluate  # noqa: E402
 from .models import MODELS, create_model  # noqa: E402
@@ -15,6 +16,6 @@ from .pretrain import PretrainedEncoder, pretrain  # noqa: E402
 
 __all__ = [
     "BTUnetError", "Cancelled", "CheckpointError", "FinetuneConfig", "MODELS", "Prediction",
-    "PretrainConfig", "PretrainedEncoder", "Progress", "create_model", "evaluate", "finetune",
-    "load_model", "predict", "pretrain", "read_metadata", "save_model",
+    "PretrainConfig", "PretrainedEncoder", "Progress", "create_model", "evaluate", "export", "finetune",
+    "load_model", "load_package", "predict", "pretrain", "read_metadata", "save_model",
 ]

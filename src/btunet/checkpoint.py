@@ -52,6 +52,9 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The JSON metadata of a btunet checkpoint (CheckpointError for anything else)."""
+    from .bioimageio_package import is_package, package_metadata
+    if is_package(path):  # a bioimage.io package from `btunet export`
+        return package_metadata(path)
     return _open(path, tensors=False)[1]
 
 
@@ -100,6 +103,9 @@ def save_model(model: SegmentationModel, path: str | os.PathLike, **metadata: An
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> SegmentationModel:
     """Rebuild a fine-tuned model from its checkpoint (eval mode, metadata attached)."""
+    from .bioimageio_package import is_package, load_package
+    if is_package(path):  # a bioimage.io package from `btunet export`
+        return load_package(path, device)
     tensors, meta = load_checkpoint(path, kind="model")
     model = model_from_config(meta["model"])
     try:

@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="print a checkpoint's metadata",
                        description="Print what a checkpoint holds: variant, channels, training provenance.")
     i.add_argument("file", metavar="FILE")
+
+    from .export import add_export_command
+    add_export_command(sub)
     return parser
 
 
@@ -287,6 +290,11 @@ def cmd_info(a) -> None:
     print(json.dumps(read_metadata(a.file), indent=1))
 
 
+def cmd_export(a) -> None:
+    from .export import cmd_export as run  # the command and its arguments live in export.py
+    run(a)
+
+
 def _load_init(path: str):
     """The fine-tuned model that ``--init`` continues; a pre-trained encoder is refused with a hint."""
     from .checkpoint import load_model, read_metadata
@@ -312,7 +320,7 @@ def _check_model(name: str) -> None:
 
 
 COMMANDS = {"pretrain": cmd_pretrain, "finetune": cmd_finetune, "predict": cmd_predict,
-            "evaluate": cmd_evaluate, "info": cmd_info}
+            "evaluate": cmd_evaluate, "info": cmd_info, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,395 @@
+"""bioimage.io model packages (model spec 0.5) from ``btunet export``, and reading them back.
+
+A package holds the probability network as TorchScript and ONNX weights, test tensors from the
+bundled BBBC007 sample, a cover, generated documentation and, as an attachment, the btunet
+checkpoint itself. btunet restores a model from that attachment, so the model it predicts with
+is exactly the one exported; packages from other tools lack it and are refused with a pointer to
+bioimageio.core. Reading needs none of the optional packages; writing needs bioimageio.spec.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import CheckpointError
+from .models import SegmentationModel
+
+CHECKPOINT = "btunet_model.safetensors"
+YAML_NAMES = ("bioimageio.yaml", "rdf.yaml")
+THRESHOLD = 0.5
+#: ``scale_range`` divides by (upper - lower + eps); this eps vanishes next to any real range in
+#: float32, so the package's pre-processing is btunet's (x - lower) / (upper - lower).
+EPS = 1e-10
+TEST_SIZE = 256
+BT_UNET = ("Punn & Agarwal (2022): BT-Unet: a self-supervised learning framework for biomedical image "
+           "segmentation using Barlow Twins with U-Net models. Machine Learning 111, arXiv:2112.03916",
+           "10.48550/arXiv.2112.03916")
+BBBC = ("Ljosa, Sokolnicki & Carpenter (2012): Annotated high-throughput microscopy image sets for "
+        "validation (BBBC007v1: Jones et al., ICCV Workshop CVBIA 2005). Nature Methods 9, 637",
+        "10.1038/nmeth.2083")
+
+
+# ----------------------------------------------------------------------------- reading
+
+def is_package(path: "str | os.PathLike") -> bool:
+    """A bioimage.io package: a .zip file, a folder with a bioimage.io yaml, or that yaml."""
+    p = Path(path)
+    if p.is_dir():
+        return any((p / name).is_file() for name in YAML_NAMES) or any(p.glob("*.bioimageio.yaml"))
+    return p.suffix.lower() == ".zip" or p.name.endswith(YAML_NAMES)
+
+
+def load_package(path: "str | os.PathLike", device: str = "cpu") -> SegmentationModel:
+    """The btunet model a package from ``btunet export`` carries (eval mode, metadata attached)."""
+    from .checkpoint import load_model
+    with _checkpoint_file(path) as checkpoint:
+        return load_model(checkpoint, device)
+
+
+def package_metadata(path: "str | os.PathLike") -> dict[str, Any]:
+    """The btunet metadata of the checkpoint inside a package."""
+    from .checkpoint import read_metadata
+    with _checkpoint_file(path) as checkpoint:
+        return read_metadata(checkpoint)
+
+
+class _checkpoint_file:
+    """Context manager: a path to the package's btunet checkpoint (extracted from a zip)."""
+
+    def __init__(self, path: "str | os.PathLike"):
+        self.path, self.tmp = Path(path), None
+
+    def __enter__(self) -> Path:
+        p = self.path
+        if not p.exists():
+            raise CheckpointError(f"model not found: {p}")
+        root = p.parent if p.is_file() and p.name.endswith(YAML_NAMES) else p
+        if root.is_dir():
+            if not any((root / n).is_file() for n in YAML_NAMES) and not any(root.glob("*.bioimageio.yaml")):
+                raise CheckpointError(f"{p} is a folder but not a bioimage.io package (no bioimage.io yaml in it)")
+            if not (root / CHECKPOINT).is_file():
+                raise _foreign(p)
+            return root / CHECKPOINT
+        try:
+            with zipfile.ZipFile(p) as archive:
+                names = set(archive.namelist())
+                if not names & set(YAML_NAMES) and not any(n.endswith(".bioimageio.yaml") for n in names):
+                    raise CheckpointError(f"{p.name} is a zip file but not a bioimage.io package "
+                                      "(no bioimageio.yaml inside)")
+                if CHECKPOINT not in names:
+                    raise _foreign(p)
+                fd, tmp = tempfile.mkstemp(suffix=".safetensors", prefix=".btunet-package-")
+                self.tmp = Path(tmp)
+                with os.fdopen(fd, "wb") as out, archive.open(CHECKPOINT) as src:
+                    shutil.copyfileobj(src, out)
+        except zipfile.BadZipFile as exc:
+            raise CheckpointError(f"{p.name} is not a readable zip file ({exc})") from exc
+        return self.tmp
+
+    def __exit__(self, *exc) -> None:
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
+
+
+def _foreign(path: Path) -> CheckpointError:
+    return CheckpointError(f"{path.name} is a bioimage.io package but not one exported by btunet (it holds no "
+                       f"{CHECKPOINT}); run it with bioimageio.core (`bioimageio predict`), deepImageJ or "
+                       "ilastik instead")
+
+
+# ----------------------------------------------------------------------------- writing
+
+def write_package(model: SegmentationModel, target: Path, *, authors: list[str], license: str) -> Path:
+    """Write and validate a package: ``target`` ending in .zip is a zip file, otherwise a folder.
+
+    Files are staged in a temporary folder beside ``target`` and moved into place only after
+    bioimage.io validation passed, so a failure leaves any earlier output untouched.
+    """
+    from .export import tiling
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as work:
+        work = Path(work)
+        staged = _stage(model, work / "files", tiling(model))
+        descr = _describe(model, staged, tiling(model), authors, license)
+        built = work / ("package.zip" if target.suffix.lower() == ".zip" else "package")
+        _save(descr, built)
+        _validate(built)
+        _replace(built, target)
+    return target
+
+
+def _stage(model: SegmentationModel, folder: Path, tile) -> dict[str, Path]:
+    from skimage.io import imsave
+
+    from .checkpoint import save_model
+    from .export import inference_network, write_onnx, write_torchscript
+    folder.mkdir(parents=True)
+    files = {"checkpoint": save_model(model, folder / CHECKPOINT),
+             "torchscript": write_torchscript(model, folder / "weights_torchscript.pt"),
+             "onnx": write_onnx(model, folder / "weights.onnx")}
+    raw = sample_tensor(model.in_channels, max(TEST_SIZE, tile.min_size))
+    import torch
+    with torch.no_grad():
+        prob = inference_network(model)(torch.from_numpy(scale_range(raw))).numpy()
+    for name, array in (("test_input", raw), ("test_output", prob)):
+        files[name] = folder / f"{name}.npy"
+        np.save(files[name], array)
+    files["cover"] = folder / "cover.png"
+    imsave(files["cover"], _cover(scale_range(raw)[0], prob[0, 0]), check_contrast=False)
+    files["documentation"] = folder / "README.md"
+    files["documentation"].write_text(documentation(model, tile), encoding="utf-8")
+    return files
+
+
+def sample_tensor(channels: int, size: int) -> np.ndarray:
+    """(1, C, size, size) float32 raw intensities: the centre of the first BBBC007 sample image;
+    3 channels are an RGB rendering of it (different gains per channel)."""
+    from .demo import sample_paths
+    from .imageio import read_image
+    image = read_image(sample_paths()[0][0]).astype(np.float32)
+    h, w = image.shape
+    if min(h, w) < size:
+        image = np.pad(image, ((0, max(0, size - h)), (0, max(0, size - w))), mode="reflect")
+        h, w = image.shape
+    y, x = (h - size) // 2, (w - size) // 2
+    crop = image[y:y + size, x:x + size]
+    planes = [crop] if channels == 1 else [crop * 0.3, crop * 0.7, crop]
+    return np.stack(planes)[None].astype(np.float32)
+
+
+def scale_range(raw: np.ndarray) -> np.ndarray:
+    """The package's pre-processing: btunet's percentile normalisation per sample, jointly over
+    channels, y and x (``scale_range`` with percentiles 1 and 99.8)."""
+    from .normalize import DEFAULT_NORMALIZATION as norm
+    out = np.empty_like(raw, dtype=np.float32)
+    for i, sample in enumerate(raw):
+        lo, hi = np.percentile(sample, [norm["low"], norm["high"]])
+        out[i] = (sample - np.float32(lo)) / np.float32(hi - lo + EPS)
+    return out
+
+
+def _cover(pixels: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    """uint8 RGB: the normalised input | the probability, side by side (2:1)."""
+    image = np.clip(pixels, 0, 1)
+    image = np.repeat(image, 3, axis=0) if image.shape[0] == 1 else image
+    left = np.moveaxis(image, 0, -1)
+    right = np.stack([prob, prob, prob], axis=-1)
+    return (np.concatenate([left, right], axis=1) * 255).round().astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- description
+
+def _describe(model: SegmentationModel, files: dict[str, Path], tile, authors: list[str], license: str):
+    import torch
+    from bioimageio.spec.model import v0_5 as spec
+
+    from . import __version__
+    meta = getattr(model, "metadata", {}) or {}
+    channels = ["gray"] if model.in_channels == 1 else ["red", "green", "blue"]
+    size = spec.ParameterizedSize(min=tile.min_size, step=tile.step)
+    norm = meta.get("normalization") or {"low": 1.0, "high": 99.8}
+    preprocessing = [spec.ScaleRangeDescr(kwargs=spec.ScaleRangeKwargs(
+        axes=[spec.AxisId("channel"), spec.AxisId("y"), spec.AxisId("x")],
+        min_percentile=norm["low"], max_percentile=norm["high"], eps=EPS))]
+    image = spec.InputTensorDescr(
+        id=spec.TensorId("raw"), description="image (raw intensities; percentile-normalised by the package)",
+        axes=[spec.BatchAxis(), spec.ChannelAxis(channel_names=[spec.Identifier(c) for c in channels]),
+              spec.SpaceInputAxis(id=spec.AxisId("y"), size=size),
+              spec.SpaceInputAxis(id=spec.AxisId("x"), size=size)],
+        test_tensor=spec.FileDescr(source=files["test_input"]),
+        data=spec.IntervalOrRatioDataDescr(type="float32"), preprocessing=preprocessing)
+    ref = {axis: spec.SizeReference(tensor_id=spec.TensorId("raw"), axis_id=spec.AxisId(axis)) for axis in "yx"}
+    output = spec.OutputTensorDescr(
+        id=spec.TensorId("probability"),
+        description=f"object probability; threshold at {THRESHOLD} for the mask",
+        axes=[spec.BatchAxis(), spec.ChannelAxis(channel_names=[spec.Identifier("object")]),
+              spec.SpaceOutputAxisWithHalo(id=spec.AxisId("y"), size=ref["y"], halo=tile.halo),
+              spec.SpaceOutputAxisWithHalo(id=spec.AxisId("x"), size=ref["x"], halo=tile.halo)],
+        test_tensor=spec.FileDescr(source=files["test_output"]),
+        data=spec.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)))
+    version = spec.Version(torch.__version__.split("+")[0])
+    weights = spec.WeightsDescr(
+        torchscript=spec.TorchscriptWeightsDescr(
+            source=files["torchscript"], pytorch_version=version,
+            comment=f"traced from {CHECKPOINT} (attached) with BatchNorm folded and the sigmoid inside"),
+        onnx=spec.OnnxWeightsDescr(source=files["onnx"], opset_version=17, parent="torchscript",
+                                   comment="exported from the same network; spectral pooling as ONNX DFT"))
+    cite = [spec.CiteEntry(text=BT_UNET[0], doi=spec.Doi(BT_UNET[1]))]
+    if _trained_on_bbbc007(meta):
+        cite.append(spec.CiteEntry(text=BBBC[0], doi=spec.Doi(BBBC[1])))
+    name = f"BT-Unet {model.name} {len(channels)}-channel"
+    return spec.ModelDescr(
+        name=name,
+        description=(f"{model.name} ({_VARIANTS.get(model.name, model.name)}) for binary segmentation of 2-D "
+                     f"{'grayscale' if len(channels) == 1 else 'RGB'} images, fine-tuned with napari-btunet "
+                     "(Barlow Twins pre-training, few-label fine-tuning)"),
+        authors=[spec.Author(name=a) for a in (authors or ["unknown (exported with napari-btunet)"])],
+        cite=cite, license=license, documentation=spec.FileDescr(source=files["documentation"]),
+        covers=[spec.FileDescr(source=files["cover"])], attachments=[spec.FileDescr(source=files["checkpoint"])],
+        tags=["segmentation", "2d", "unet", "barlow-twins", "self-supervised", "napari-btunet", model.name],
+        inputs=[image], outputs=[output], weights=weights,
+        **({"timestamp": meta["date"]} if meta.get("date") else {}),
+        config={"btunet": {"version": __version__, "checkpoint": CHECKPOINT, "model": model.config,
+                           "normalization": norm, "threshold": THRESHOLD,
+                           "receptive_field": {"radius": tile.radius, "halo": tile.halo, "step": tile.step,
+                                               "global": tile.global_field}}})
+
+
+_VARIANTS = {"unet": "U-Net with residual separable blocks", "attention_unet": "Attention U-Net",
+             "inception_unet": "Inception U-Net with hybrid pooling",
+             "rca_iunet": "RCA-IUNet: residual cross-spatial attention inception U-Net"}
+
+
+def _trained_on_bbbc007(meta: dict) -> bool:
+    from .demo import sample_paths
+    names = {p.name for p in sample_paths()[0]}
+    trained, seen = meta.get("trained_on") or {}, meta
+    images = set(trained.get("images", []))
+    while (seen := seen.get("continued_from") or {}):
+        images |= set((seen.get("trained_on") or {}).get("images", []))
+    return bool(images & names)
+
+
+def _save(descr, path: Path) -> None:
+    from bioimageio.spec import save_bioimageio_package, save_bioimageio_package_as_folder
+    if path.suffix == ".zip":
+        save_bioimageio_package(descr, output_path=path)
+    else:
+        save_bioimageio_package_as_folder(descr, output_path=path)
+
+
+def _validate(path: Path) -> None:
+    """Validate the written package with bioimageio.spec (local files only, no network)."""
+    from bioimageio.spec import InvalidDescr, load_model_description
+    try:
+        descr = load_model_description(path, perform_io_checks=True)
+    except ValueError as exc:
+        raise RuntimeError(f"the bioimage.io package does not validate: {exc}") from exc
+    if isinstance(descr, InvalidDescr):
+        raise RuntimeError(f"the bioimage.io package does not validate: {descr.validation_summary}")
+
+
+def _replace(built: Path, target: Path) -> None:
+    """Move ``built`` to ``target``, replacing a file or folder there (checked by the caller)."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        if old.exists():
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        os.replace(target, old)
+    os.replace(built, target)
+    if old is not None:
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+
+
+def documentation(model: SegmentationModel, tile) -> str:
+    """Markdown for the package, generated from the model's metadata."""
+    from . import __version__
+    meta = getattr(model, "metadata", {}) or {}
+    trained = meta.get("trained_on") or {}
+    channels = "1 (grayscale)" if model.in_channels == 1 else "3 (RGB)"
+    dice = [d for d in meta.get("val_dice_history") or [] if d is not None]
+    best = meta.get("best_epoch")
+    rows = [("variant", f"`{model.name}`: {_VARIANTS.get(model.name, model.name)}"),
+            ("input channels", channels),
+            ("configuration", ", ".join(f"{k}={v}" for k, v in model.config.items() if k != "name")),
+            ("trained on", ", ".join(trained.get("images", [])) or "not recorded"),
+            ("planes / mask mode", f"{trained.get('planes', '?')} / {trained.get('mask_mode', '?')}"),
+            ("annotated pixels", _pixels(trained.get("annotated_pixels"))),
+            ("epochs (best)", f"{meta.get('epochs', '?')} ({best if best is not None else '?'})"),
+            ("validation Dice at the best epoch",
+             f"{dice[best - 1]:.3f}" if dice and best and best <= len(dice) else "not measured"),
+            ("pre-trained encoder", _encoder(meta.get("encoder"))),
+            ("continued from", _continued(meta.get("continued_from"))),
+            ("trained", f"{meta.get('date', '?')} on {meta.get('device', '?')} in {meta.get('seconds', '?')} s"),
+            ("library versions", ", ".join(f"{k} {v}" for k, v in (meta.get("versions") or {}).items()))]
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    field = ("Spectral pooling gives this variant a global receptive field: every output pixel depends "
+             "a little on the whole image, so tiled prediction is close to, not equal to, whole-image "
+             f"prediction. The halo of {tile.halo} px covers the convolutions' reach ({tile.radius} px); "
+             "predict whole images where memory allows." if tile.global_field else
+             f"The receptive field reaches {tile.radius} px to each side, so tiles that overlap by the "
+             f"halo of {tile.halo} px and start on multiples of {tile.step} px give exactly the "
+             "whole-image output.")
+    return f"""# BT-Unet {model.name}, {channels} channel input
+
+Binary segmentation of 2-D images: the network outputs the probability that a pixel belongs to
+an object; threshold it at {THRESHOLD} for the mask (as napari-btunet does), and label connected
+components for instances. Fine-tuned from a few painted labels with napari-btunet {__version__}
+(Barlow Twins pre-training, BT-Unet: Punn & Agarwal 2022, arXiv:2112.03916).
+
+## Training
+
+| | |
+|---|---|
+{table}
+
+## Input and output
+
+- input `raw`: axes (batch, channel, y, x), {channels} channel(s), float32 raw intensities.
+  Y and X must be multiples of {tile.step} (the network down-samples four times) and at least
+  {tile.min_size} for tiling; consumers pad smaller images.
+- output `probability`: axes (batch, channel, y, x), one channel, values 0-1, same Y and X.
+- {field}
+
+## Pre-processing
+
+`scale_range` with percentiles {_norm(meta)} computed per sample, jointly over channel, y and x:
+`(x - p_low) / (p_high - p_low)`, not clipped, as napari-btunet normalises for training and
+prediction. The epsilon is {EPS:g}, which vanishes in float32, so for a single 2-D image this is
+exactly btunet's normalisation. Differences: btunet computes the percentiles once per stack
+(every plane of a 3-D or time series shares them) and from a subsample when an image has more
+than 2 million pixels or 16 planes, while this package computes them per 2-D sample; consumers that
+tile may compute them per tile. btunet treats NaN/inf as 0.
+
+## Use
+
+- napari-btunet: `btunet predict package.zip images/ --out labels/` (btunet reads the attached
+  `{CHECKPOINT}`, the exact model), or `btunet finetune --init package.zip ...` to continue training.
+- bioimageio.core: `bioimageio predict --weight-format onnx package.zip` (see its help for inputs),
+  or in Python `bioimageio.core.predict(model="package.zip", inputs=image)`.
+- deepImageJ (Fiji) and ilastik: install the .zip as a bioimage.io model; they run the
+  TorchScript or ONNX weights and apply the pre-processing above.
+
+## Weights
+
+TorchScript and ONNX (opset 17) hold the same network: BatchNorm folded into the convolutions,
+fp32, the sigmoid inside. There is no `pytorch_state_dict` entry: that format is read with
+`torch.load` (pickle) and needs the architecture's Python source, while napari-btunet stores
+weights only as safetensors; the safetensors checkpoint is attached instead.
+
+## Citation
+
+{BT_UNET[0]}. doi:{BT_UNET[1]}
+"""
+
+
+def _norm(meta: dict) -> str:
+    norm = meta.get("normalization") or {"low": 1.0, "high": 99.8}
+    return f"{norm['low']:g} and {norm['high']:g}"
+
+
+def _pixels(counts) -> str:
+    return ", ".join(f"{v} {k}" for k, v in counts.items()) if counts else "not recorded"
+
+
+def _encoder(encoder) -> str:
+    if not encoder:
+        return "none (trained from random initialisation)"
+    trained = encoder.get("trained_on") or {}
+    return f"Barlow Twins, {encoder.get('epochs', '?')} epochs on {trained.get('planes', '?')} planes"
+
+
+def _continued(previous) -> str:
+    if not previous:
+        return "-"
+    names = ", ".join((previous.get("trained_on") or {}).get("images", []))
+    return f"a model trained {previous.get('epochs', '?')} epochs on {names or '?'}"
