@@ -8,7 +8,6 @@ bioimageio.core. Reading needs none of the optional packages; writing needs bioi
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -20,6 +19,7 @@ import numpy as np
 
 from .errors import CheckpointError
 from .models import SegmentationModel
+from .package_docs import BT_UNET, VARIANTS, documentation
 
 CHECKPOINT = "btunet_model.safetensors"
 YAML_NAMES = ("bioimageio.yaml", "rdf.yaml")
@@ -28,9 +28,6 @@ THRESHOLD = 0.5
 #: float32, so the package's pre-processing is btunet's (x - lower) / (upper - lower).
 EPS = 1e-10
 TEST_SIZE = 256
-BT_UNET = ("Punn & Agarwal (2022): BT-Unet: a self-supervised learning framework for biomedical image "
-           "segmentation using Barlow Twins with U-Net models. Machine Learning 111, arXiv:2112.03916",
-           "10.48550/arXiv.2112.03916")
 BBBC = ("Ljosa, Sokolnicki & Carpenter (2012): Annotated high-throughput microscopy image sets for "
         "validation (BBBC007v1: Jones et al., ICCV Workshop CVBIA 2005). Nature Methods 9, 637",
         "10.1038/nmeth.2083")
@@ -145,7 +142,7 @@ def _stage(model: SegmentationModel, folder: Path, tile) -> dict[str, Path]:
     files["cover"] = folder / "cover.png"
     imsave(files["cover"], _cover(scale_range(raw)[0], prob[0, 0]), check_contrast=False)
     files["documentation"] = folder / "README.md"
-    files["documentation"].write_text(documentation(model, tile), encoding="utf-8")
+    files["documentation"].write_text(documentation(model, tile, THRESHOLD, EPS, CHECKPOINT), encoding="utf-8")
     return files
 
 
@@ -221,14 +218,14 @@ def _describe(model: SegmentationModel, files: dict[str, Path], tile, authors: l
             source=files["torchscript"], pytorch_version=version,
             comment=f"traced from {CHECKPOINT} (attached) with BatchNorm folded and the sigmoid inside"),
         onnx=spec.OnnxWeightsDescr(source=files["onnx"], opset_version=17, parent="torchscript",
-                                   comment="exported from the same network; spectral pooling as ONNX DFT"))
+                                   comment="exported from the same network; spectral pooling as DFT-matrix products"))
     cite = [spec.CiteEntry(text=BT_UNET[0], doi=spec.Doi(BT_UNET[1]))]
     if _trained_on_bbbc007(meta):
         cite.append(spec.CiteEntry(text=BBBC[0], doi=spec.Doi(BBBC[1])))
     name = f"BT-Unet {model.name} {len(channels)}-channel"
     return spec.ModelDescr(
         name=name,
-        description=(f"{model.name} ({_VARIANTS.get(model.name, model.name)}) for binary segmentation of 2-D "
+        description=(f"{model.name} ({VARIANTS.get(model.name, model.name)}) for binary segmentation of 2-D "
                      f"{'grayscale' if len(channels) == 1 else 'RGB'} images, fine-tuned with napari-btunet "
                      "(Barlow Twins pre-training, few-label fine-tuning)"),
         authors=[spec.Author(name=a) for a in (authors or ["unknown (exported with napari-btunet)"])],
@@ -241,11 +238,6 @@ def _describe(model: SegmentationModel, files: dict[str, Path], tile, authors: l
                            "normalization": norm, "threshold": THRESHOLD,
                            "receptive_field": {"radius": tile.radius, "halo": tile.halo, "step": tile.step,
                                                "global": tile.global_field}}})
-
-
-_VARIANTS = {"unet": "U-Net with residual separable blocks", "attention_unet": "Attention U-Net",
-             "inception_unet": "Inception U-Net with hybrid pooling",
-             "rca_iunet": "RCA-IUNet: residual cross-spatial attention inception U-Net"}
 
 
 def _trained_on_bbbc007(meta: dict) -> bool:
@@ -288,108 +280,3 @@ def _replace(built: Path, target: Path) -> None:
     os.replace(built, target)
     if old is not None:
         shutil.rmtree(old) if old.is_dir() else old.unlink()
-
-
-def documentation(model: SegmentationModel, tile) -> str:
-    """Markdown for the package, generated from the model's metadata."""
-    from . import __version__
-    meta = getattr(model, "metadata", {}) or {}
-    trained = meta.get("trained_on") or {}
-    channels = "1 (grayscale)" if model.in_channels == 1 else "3 (RGB)"
-    dice = [d for d in meta.get("val_dice_history") or [] if d is not None]
-    best = meta.get("best_epoch")
-    rows = [("variant", f"`{model.name}`: {_VARIANTS.get(model.name, model.name)}"),
-            ("input channels", channels),
-            ("configuration", ", ".join(f"{k}={v}" for k, v in model.config.items() if k != "name")),
-            ("trained on", ", ".join(trained.get("images", [])) or "not recorded"),
-            ("planes / mask mode", f"{trained.get('planes', '?')} / {trained.get('mask_mode', '?')}"),
-            ("annotated pixels", _pixels(trained.get("annotated_pixels"))),
-            ("epochs (best)", f"{meta.get('epochs', '?')} ({best if best is not None else '?'})"),
-            ("validation Dice at the best epoch",
-             f"{dice[best - 1]:.3f}" if dice and best and best <= len(dice) else "not measured"),
-            ("pre-trained encoder", _encoder(meta.get("encoder"))),
-            ("continued from", _continued(meta.get("continued_from"))),
-            ("trained", f"{meta.get('date', '?')} on {meta.get('device', '?')} in {meta.get('seconds', '?')} s"),
-            ("library versions", ", ".join(f"{k} {v}" for k, v in (meta.get("versions") or {}).items()))]
-    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    field = ("Spectral pooling gives this variant a global receptive field: every output pixel depends "
-             "a little on the whole image, so tiled prediction is close to, not equal to, whole-image "
-             f"prediction. The halo of {tile.halo} px covers the convolutions' reach ({tile.radius} px); "
-             "predict whole images where memory allows." if tile.global_field else
-             f"The receptive field reaches {tile.radius} px to each side, so tiles that overlap by the "
-             f"halo of {tile.halo} px and start on multiples of {tile.step} px give exactly the "
-             "whole-image output.")
-    return f"""# BT-Unet {model.name}, {channels} channel input
-
-Binary segmentation of 2-D images: the network outputs the probability that a pixel belongs to
-an object; threshold it at {THRESHOLD} for the mask (as napari-btunet does), and label connected
-components for instances. Fine-tuned from a few painted labels with napari-btunet {__version__}
-(Barlow Twins pre-training, BT-Unet: Punn & Agarwal 2022, arXiv:2112.03916).
-
-## Training
-
-| | |
-|---|---|
-{table}
-
-## Input and output
-
-- input `raw`: axes (batch, channel, y, x), {channels} channel(s), float32 raw intensities.
-  Y and X must be multiples of {tile.step} (the network down-samples four times) and at least
-  {tile.min_size} for tiling; consumers pad smaller images.
-- output `probability`: axes (batch, channel, y, x), one channel, values 0-1, same Y and X.
-- {field}
-
-## Pre-processing
-
-`scale_range` with percentiles {_norm(meta)} computed per sample, jointly over channel, y and x:
-`(x - p_low) / (p_high - p_low)`, not clipped, as napari-btunet normalises for training and
-prediction. The epsilon is {EPS:g}, which vanishes in float32, so for a single 2-D image this is
-exactly btunet's normalisation. Differences: btunet computes the percentiles once per stack
-(every plane of a 3-D or time series shares them) and from a subsample when an image has more
-than 2 million pixels or 16 planes, while this package computes them per 2-D sample; consumers that
-tile may compute them per tile. btunet treats NaN/inf as 0.
-
-## Use
-
-- napari-btunet: `btunet predict package.zip images/ --out labels/` (btunet reads the attached
-  `{CHECKPOINT}`, the exact model), or `btunet finetune --init package.zip ...` to continue training.
-- bioimageio.core: `bioimageio predict --weight-format onnx package.zip` (see its help for inputs),
-  or in Python `bioimageio.core.predict(model="package.zip", inputs=image)`.
-- deepImageJ (Fiji) and ilastik: install the .zip as a bioimage.io model; they run the
-  TorchScript or ONNX weights and apply the pre-processing above.
-
-## Weights
-
-TorchScript and ONNX (opset 17) hold the same network: BatchNorm folded into the convolutions,
-fp32, the sigmoid inside. There is no `pytorch_state_dict` entry: that format is read with
-`torch.load` (pickle) and needs the architecture's Python source, while napari-btunet stores
-weights only as safetensors; the safetensors checkpoint is attached instead.
-
-## Citation
-
-{BT_UNET[0]}. doi:{BT_UNET[1]}
-"""
-
-
-def _norm(meta: dict) -> str:
-    norm = meta.get("normalization") or {"low": 1.0, "high": 99.8}
-    return f"{norm['low']:g} and {norm['high']:g}"
-
-
-def _pixels(counts) -> str:
-    return ", ".join(f"{v} {k}" for k, v in counts.items()) if counts else "not recorded"
-
-
-def _encoder(encoder) -> str:
-    if not encoder:
-        return "none (trained from random initialisation)"
-    trained = encoder.get("trained_on") or {}
-    return f"Barlow Twins, {encoder.get('epochs', '?')} epochs on {trained.get('planes', '?')} planes"
-
-
-def _continued(previous) -> str:
-    if not previous:
-        return "-"
-    names = ", ".join((previous.get("trained_on") or {}).get("images", []))
-    return f"a model trained {previous.get('epochs', '?')} epochs on {names or '?'}"

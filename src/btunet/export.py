@@ -219,7 +219,12 @@ def export(model_or_path: "SegmentationModel | str | os.PathLike", out: "str | o
         target = target / f"{model.name}{SUFFIX[format]}"
     if source is not None and target.resolve() == source.resolve():
         raise BTUnetError(f"--out {out} is the model itself; write the export to another path")
-    if target.exists() and not overwrite:
+    occupied = target.exists() and not (target.is_dir() and not any(target.iterdir()))
+    if format == "bioimageio" and occupied and target.is_dir():
+        from .bioimageio_package import is_package
+        if not is_package(target):  # never replace a folder of other files, even with --overwrite
+            raise BTUnetError(f"--out {out} is a folder of other files; give a new folder or a .zip file")
+    if occupied and not overwrite:
         raise BTUnetError(f"{target} already exists; use --overwrite or another --out")
     if format == "torchscript":
         return write_torchscript(model, target)

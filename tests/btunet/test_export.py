@@ -137,13 +137,28 @@ def test_round_trip_predicts_the_same_labels(packages, image, name, channels):
     for key, value in model.state_dict().items():
         assert torch.equal(restored.state_dict()[key], value)
     pixels = image if channels == 1 else np.stack([image, image // 2, image], axis=-1)
-    # an untrained model is unsure everywhere: its median probability splits the image in two
-    threshold = float(np.median(predict(model, pixels, device="cpu").probabilities))
-    original = predict(model, pixels, device="cpu", threshold=threshold)
+    original = predict(model, pixels, device="cpu")
+    # an untrained model is unsure everywhere: its median probability splits the image
+    threshold = float(np.median(original.probabilities))
+    expected = (original.probabilities > threshold).astype(np.uint8)
+    assert 0 < expected.mean() < 1  # both classes present
     again = predict(package, pixels, device="cpu", threshold=threshold)
-    assert 0 < original.labels.mean() < 1  # both classes present
-    assert np.array_equal(original.labels, again.labels)
-    assert np.array_equal(original.probabilities, again.probabilities)
+    assert np.array_equal(again.labels, expected)
+    assert np.array_equal(again.probabilities, original.probabilities)
+
+
+def test_bioimageio_core_tiles_reproduce_btunet_away_from_the_border(packages, image):
+    """bioimageio.core's block-wise prediction (tiles with the package's halo, its own
+    scale_range) gives btunet's probabilities wherever the halo reaches no image border."""
+    import bioimageio.core
+    model, package = packages["unet", 1]
+    assert image.shape == (400, 400)  # 208 + 12 * 16: a valid size for the package
+    result = bioimageio.core.predict(model=package, inputs=image[None, None].astype(np.float32),
+                                     blocksize_parameter=2)
+    theirs = np.asarray(result.members["probability"].data)[0, 0]
+    ours = predict(model, image, device="cpu", fast=False).probabilities
+    inner = (slice(tiling(model).halo, -tiling(model).halo),) * 2
+    assert np.abs(theirs - ours)[inner].max() < 1e-5
 
 
 @pytest.mark.parametrize("name", ["unet", "attention_unet"])
@@ -248,6 +263,15 @@ def test_cli_export_refuses_existing_output_and_packages_predict_and_continue(
     assert main(args + ["--overwrite"]) == 0
     assert main(["export", str(trained), "--out", str(trained)]) == 2
     assert "is the model itself" in capsys.readouterr().err
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "cell.tif").write_bytes(b"not mine")
+    assert main(["export", str(trained), "--out", str(photos), "--overwrite"]) == 2
+    assert "folder of other files" in capsys.readouterr().err and (photos / "cell.tif").exists()
+    assert main(["export", str(trained), "--out", str(tmp_path / "package")]) == 0  # a folder package
+    assert main(["export", str(trained), "--out", str(tmp_path / "package")]) == 2
+    assert main(["export", str(trained), "--out", str(tmp_path / "package"), "--overwrite"]) == 0
+    assert read_metadata(tmp_path / "package") == read_metadata(trained)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
     pred = tmp_path / "pred"
     assert main(["predict", str(out), str(small_sample / "images"), "--out", str(pred), "--device", "cpu"]) == 0
