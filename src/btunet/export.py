@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .atomic import atomic_path
+from .bioimageio_package import is_package, load_package
 from .errors import BTUnetError
 from .models import SIZE_MULTIPLE, SegmentationModel, create_model
 from .models.fuse import fuse_batchnorm
@@ -221,7 +222,6 @@ def export(model_or_path: "SegmentationModel | str | os.PathLike", out: "str | o
         raise BTUnetError(f"--out {out} is the model itself; write the export to another path")
     occupied = target.exists() and not (target.is_dir() and not any(target.iterdir()))
     if format == "bioimageio" and occupied and target.is_dir():
-        from .bioimageio_package import is_package
         if not is_package(target):  # never replace a folder of other files, even with --overwrite
             raise BTUnetError(f"--out {out} is a folder of other files; give a new folder or a .zip file")
     if occupied and not overwrite:
@@ -259,12 +259,6 @@ def add_export_command(subparsers) -> argparse.ArgumentParser:
 def cmd_export(a) -> None:
     path = export(a.model, a.out, a.format, overwrite=a.overwrite, authors=a.author, license=a.license)
     print(f"wrote {a.format} export of {a.model} to {path}")
-
-
-def load_package(path: "str | os.PathLike") -> SegmentationModel:
-    """The btunet model inside a bioimage.io package from ``btunet export`` (see bioimageio_package)."""
-    from .bioimageio_package import load_package as load
-    return load(path)
 
 
 __all__ = ["FORMATS", "ProbabilityNet", "Tiling", "export", "inference_network", "load_package",
