@@ -19,6 +19,7 @@ from btunet import BTUnetError, FinetuneConfig
 from . import _messages
 from ._controls import LivePlot, ProgressPanel
 from ._finetune_pairs import PairRow, matching_labels
+from ._export_button import export_button
 from ._finetune_settings import FinetuneSettings
 from ._job_widget import JobWidget
 from ._jobs import Job, Outcome, snapshot
@@ -87,6 +88,8 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
         self.save_button = QPushButton("Save model…")
         self.save_button.clicked.connect(self._save_clicked)
         buttons.addWidget(self.save_button)
+        self.export_button = export_button(self, lambda: session.model)
+        buttons.addWidget(self.export_button)
         self.progress = ProgressPanel()
         layout.addWidget(self.progress)
         self.plot = LivePlot(right_label="val Dice")

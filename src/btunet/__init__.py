@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 from .checkpoint import inspect_checkpoint, load_model, model_metadata, read_metadata, save_model  # noqa: E402
 from .config import FinetuneConfig, PredictConfig, PretrainConfig, Progress  # noqa: E402
 from .errors import BTUnetError, Cancelled, CheckpointError  # noqa: E402
+from .export import export, load_package  # noqa: E402
 from .finetune import finetune  # noqa: E402
 from .metadata import CheckpointMetadata  # noqa: E402
 from .metrics import evaluate  # noqa: E402
@@ -18,6 +19,6 @@ from .preview import Previewer, preview  # noqa: E402
 __all__ = [
     "BTUnetError", "Cancelled", "CheckpointError", "CheckpointMetadata", "FinetuneConfig", "MODELS",
     "PredictConfig", "Prediction", "PretrainConfig", "PretrainedEncoder", "Previewer", "Progress", "create_model",
-    "evaluate", "finetune", "inspect_checkpoint", "load_model", "model_metadata", "predict", "pretrain",
+    "evaluate", "export", "finetune", "inspect_checkpoint", "load_model", "load_package", "model_metadata", "predict", "pretrain",
     "preview", "read_metadata", "save_model",
 ]

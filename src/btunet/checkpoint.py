@@ -28,6 +28,7 @@ from .atomic import atomic_path
 from .errors import BTUnetError, CheckpointError
 from .metadata import FORMAT, FORMAT_VERSION, KINDS, CheckpointMetadata, ModelSpec
 from .models import SegmentationModel
+from .package_reader import checkpoint_file, is_package
 from .projector import Projector
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "KINDS", "CheckpointMetadata", "TensorInfo", "inspect_checkpoint",
@@ -66,8 +67,9 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
     """
     path = Path(path)
     meta = CheckpointMetadata.from_dict({**metadata, "format": FORMAT, "format_version": FORMAT_VERSION})
-    meta_dict = {**meta.to_dict(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                 "versions": library_versions()}
+    stamp = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+             "versions": library_versions()}
+    meta_dict = {**stamp, **meta.to_dict()}  # a model's own date and versions survive a re-save
     blob = _serialize({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
                       metadata={FORMAT: json.dumps(meta_dict)})
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
@@ -113,6 +115,9 @@ def inspect_checkpoint(path: str | os.PathLike, kind: str | None = None) -> Chec
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The metadata of a btunet checkpoint as plain JSON (what ``btunet info`` prints)."""
+    if is_package(path):  # a bioimage.io package from `btunet export`: its attached checkpoint
+        with checkpoint_file(path) as attached:
+            return inspect_checkpoint(attached).to_dict()
     return inspect_checkpoint(path).to_dict()
 
 
@@ -147,6 +152,9 @@ def save_model(model: SegmentationModel, path: str | os.PathLike, **metadata: An
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> SegmentationModel:
     """Rebuild a fine-tuned model from its checkpoint (eval mode, metadata attached)."""
+    if is_package(path):  # a bioimage.io package from `btunet export`: its attached checkpoint
+        with checkpoint_file(path) as attached:
+            return load_model(attached, device)
     tensors, meta = load_checkpoint(path, kind="model")
     model = meta.model.build()
     try:

@@ -198,8 +198,9 @@ def cmd_info(a) -> None:
 
 def _load_init(path: str):
     """The fine-tuned model that ``--init`` continues; a pre-trained encoder is refused with a hint."""
+    from .package_reader import is_package
     from .checkpoint import inspect_checkpoint, load_model
-    if inspect_checkpoint(path).kind == "encoder":
+    if not is_package(path) and inspect_checkpoint(path).kind == "encoder":
         raise BTUnetError(f"{path} is a pre-trained encoder, not a fine-tuned model; "
                           "start from it with --encoder instead of --init")
     return load_model(path)
@@ -210,8 +211,13 @@ def _check_model(name: str) -> None:
         raise BTUnetError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
 
 
+def cmd_export(a) -> None:
+    from .export import cmd_export as run  # the command and its arguments live in export.py
+    run(a)
+
+
 COMMANDS = {"pretrain": cmd_pretrain, "finetune": cmd_finetune, "predict": cmd_predict,
-            "evaluate": cmd_evaluate, "info": cmd_info}
+            "evaluate": cmd_evaluate, "info": cmd_info, "export": cmd_export}
 
 _OS_HINTS = {
     errno.ENOSPC: "free some space or write to another disk",

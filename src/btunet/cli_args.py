@@ -177,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="print a checkpoint's metadata",
                        description="Print what a checkpoint holds: variant, channels, training provenance.")
     i.add_argument("file", metavar="FILE")
+
+    from .export import add_export_command
+    add_export_command(sub)
     return parser
 
 

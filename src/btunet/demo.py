@@ -9,19 +9,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 
-SAMPLE = files("btunet") / "data" / "bbbc007"
-
-
-def sample_paths() -> tuple[list[Path], list[Path]]:
-    """The shipped BBBC007 images and masks, sorted by name."""
-    images = sorted(Path(str(SAMPLE / "images")).glob("*.tif"))
-    return images, [Path(str(SAMPLE / "masks")) / p.name for p in images]
-
+from .sample import sample_paths  # noqa: F401  (the demo's data; also imported from here by the tests)
 
 def forest_dice(image, strokes, tests, test_features) -> float:
     """Dice on ``tests`` of a random forest on multiscale features trained on the same strokes."""
