@@ -7,6 +7,7 @@ happens on the GUI thread, and ``Cancel`` only sets a flag that the engine's ``s
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -134,6 +135,24 @@ class Job:
         self.task = None  # drop the captured request (arrays, layers) now
         self.finished_at = time.perf_counter()
         self.on_done(outcome)
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def leave_a_core_to_the_gui() -> int:
+    """Let torch use one core fewer than the machine has (and at least one), so the GUI thread
+    finds a free core to paint on while training runs; a lower thread count set by the user is
+    kept. Returns torch's thread count."""
+    import torch
+    wanted = max(1, available_cores() - 1)
+    if torch.get_num_threads() > wanted:
+        torch.set_num_threads(wanted)
+    return torch.get_num_threads()
 
 
 def snapshot(progress) -> Any:

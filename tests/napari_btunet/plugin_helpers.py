@@ -5,8 +5,19 @@ import numpy as np
 
 
 def dock(viewer, name):
+    from qtpy.QtWidgets import QApplication
     _, widget = viewer.window.add_plugin_dock_widget("napari-btunet", name)
+    QApplication.processEvents()  # the dock settles (joins the plugin's other docks as a tab)
     return widget
+
+
+def open_from_menu(viewer, name):
+    """Open a widget as the user does: Plugins -> BT-Unet -> ``name``; returns the widget."""
+    from qtpy.QtWidgets import QApplication
+    menu = next(a.menu() for a in viewer.window.plugins_menu.actions() if a.text() == "BT-Unet")
+    next(a for a in menu.actions() if a.text() == name).trigger()
+    QApplication.processEvents()
+    return viewer.window.dock_widgets[f"{name} (BT-Unet)"]
 
 
 def wait_job(qtbot, job, timeout_s=120.0):
@@ -51,6 +62,10 @@ class Heartbeat:
 
     def stop(self):
         self.timer.stop()
+
+    @property
+    def p99_s(self):
+        return float(np.percentile(self.gaps, 99)) if self.gaps else float("nan")
 
     @property
     def max_blocked_s(self):
