@@ -30,7 +30,7 @@ class ProgressPanel(QWidget):
     in the middle; the tooltip has the whole text.
     """
 
-    def __init__(self, parent: Optional[QWidget] = None, min_interval_s: float = 0.25):
+    def __init__(self, parent: Optional[QWidget] = None, min_interval_s: float = 0.5):
         super().__init__(parent)
         self.bar = QProgressBar()
         self.bar.setRange(0, 1000)
@@ -78,8 +78,12 @@ class ProgressPanel(QWidget):
 
     def _apply(self, fraction: float, text: str) -> None:
         fraction = min(1.0, max(0.0, float(fraction)))
+        # QProgressBar.setValue repaints at once; with updates held, the bar and the line below
+        # are painted together in one pass (each pass redraws the window, the canvas included)
+        self.bar.setUpdatesEnabled(False)
         self.bar.setValue(int(round(1000 * fraction)))
         self.bar.setFormat(f"{100 * fraction:.0f} %")
+        self.bar.setUpdatesEnabled(True)
         if text:
             self._set_label(text)
 

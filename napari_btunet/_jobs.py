@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -84,6 +85,7 @@ class Job:
 
     def _run(self) -> Outcome:
         from btunet import Cancelled
+        yield_to_the_gui()
         try:
             return Outcome(result=self.task(self), cancelled=self.should_stop())
         except Cancelled as exc:
@@ -142,6 +144,33 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
         return os.cpu_count() or 1
+
+
+#: how much lower than the GUI thread a worker thread runs (Linux "nice" steps)
+WORKER_NICE = 5
+
+
+def yield_to_the_gui() -> None:
+    """Run this (worker) thread below the GUI thread, so painting the window never waits for a
+    core behind training. Linux only (there a thread can be given its own priority); with the
+    kernel's autogroups, the default on desktops, it reorders this process's threads only. The
+    thread stays lowered (it is a pool thread that only runs background work)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        tid = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        if current < WORKER_NICE:
+            os.setpriority(os.PRIO_PROCESS, tid, WORKER_NICE)
+    except OSError:
+        pass
+
+
+def warm_up_torch() -> None:
+    """Import now what torch imports lazily on its first optimiser (``torch._dynamo``, ~1.5 s,
+    holding the interpreter lock for up to ~0.2 s at a time): opening a dock waits for it once,
+    instead of the GUI stuttering through the first seconds of the first training run."""
+    import torch._dynamo  # noqa: F401
 
 
 def leave_a_core_to_the_gui() -> int:

@@ -278,18 +278,19 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     best, best_state, best_epoch, stop_reason = float("inf"), None, 0, None
     epochs = cfg.total_epochs()
     total = epochs * cfg.steps_per_epoch
-    step, first_step_at = 0, time.perf_counter()
+    step, step_began = 0, time.perf_counter()
     for epoch in range(epochs):
         losses = []
         for _ in range(cfg.steps_per_epoch):
             if should_stop is not None and should_stop():
                 stop_reason = "cancelled"
                 break
-            if step and cfg.time_budget_s is not None:  # end within the budget, not one step past it
-                now = time.perf_counter()
-                if now - start + (now - first_step_at) / step > cfg.time_budget_s:
+            now = time.perf_counter()
+            if step and cfg.time_budget_s is not None:  # end within the budget: no step that would overrun it
+                if now - start + (now - step_began) > cfg.time_budget_s:
                     stop_reason = "time_budget"
                     break
+            step_began = now  # a step's time includes its progress callback (e.g. a preview)
             if cosine:  # decays to 0 at the end of the run (by steps or by the time budget)
                 done = step / total
                 if cfg.time_budget_s:

@@ -83,3 +83,20 @@ def errors_of(messages):
 
 def labels_inside(labels, mask):
     return np.all(mask[labels == 2] > 0) and np.all(mask[labels == 1] == 0)
+
+
+def painted_colours():
+    """How napari shows painted labels by default: 1 = background, 2 = object (RGB)."""
+    from napari.layers import Labels
+    painted = Labels(np.zeros((2, 2), np.uint8))
+    return [np.asarray(painted.get_color(v))[:3] for v in (1, 2)]
+
+
+def closest_to_painted(layer, values=None):
+    """The smallest RGB distance between a predicted object's colour (of ``values``, default:
+    those in the layer) and a painted label's."""
+    if values is None:
+        values = np.unique(np.asarray(layer.data))
+        values = values[values > 0][:200]
+    colours = [np.asarray(layer.get_color(v))[:3] for v in values]
+    return min(np.linalg.norm(c - p) for c in colours for p in painted_colours())
