@@ -1,13 +1,13 @@
-"""Qt building blocks of the widgets: progress, live loss plot, file fields, device choice,
-hints, and the scrollable, collapsible layout."""
+"""Qt building blocks of the widgets: progress, file fields and what a checkpoint file holds,
+device choice, hints, and the dock layout (a fixed header over a scrolling, collapsible body)."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional
 
-from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
-                            QPushButton, QVBoxLayout, QWidget)
+from qtpy.QtCore import QEvent, QSize, Qt, QTimer, Signal
+from qtpy.QtWidgets import (QComboBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QLineEdit,
+                            QProgressBar, QPushButton, QScrollArea, QVBoxLayout, QWidget)
 
 from ._messages import sentence
 
@@ -22,128 +22,101 @@ def format_seconds(seconds: float) -> str:
 
 
 class ProgressPanel(QWidget):
-    """A progress bar with a one-line status: epoch, step, loss and ETA."""
+    """A progress bar with a one-line status: what runs, how far, the loss and the time left.
 
-    def __init__(self, parent: Optional[QWidget] = None):
+    Training reports arrive after every step; the panel shows at most ``min_interval_s`` apart
+    (each change repaints the window, which can cost tens of milliseconds on the GUI thread), and
+    at once for outcomes (``set_fraction`` / ``set_text``). Long paths in the line are shortened
+    in the middle; the tooltip has the whole text.
+    """
+
+    def __init__(self, parent: Optional[QWidget] = None, min_interval_s: float = 0.5):
         super().__init__(parent)
         self.bar = QProgressBar()
         self.bar.setRange(0, 1000)
         self.bar.setValue(0)
         self.bar.setTextVisible(True)
+        self.bar.setMaximumHeight(18)
         self.label = QLabel("idle")
         self.label.setWordWrap(True)
+        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self._pending: Optional[tuple[float, str]] = None
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(int(1000 * min_interval_s))
+        self._timer.timeout.connect(self._show_pending)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
         layout.addWidget(self.bar)
         layout.addWidget(self.label)
 
     def set_fraction(self, fraction: float, text: str = "") -> None:
-        fraction = min(1.0, max(0.0, float(fraction)))
-        self.bar.setValue(int(round(1000 * fraction)))
-        self.bar.setFormat(f"{100 * fraction:.0f} %")
-        if text:
-            self.label.setText(text)
+        """Show this now (an outcome); a report still waiting is dropped."""
+        self._pending = None
+        self._timer.stop()
+        self._apply(fraction, text)
 
     def set_text(self, text: str) -> None:
-        self.label.setText(text)
+        self._pending = None
+        self._timer.stop()
+        self._set_label(text)
 
-    def show_training(self, p, time_budget_s: Optional[float] = None) -> None:
-        fraction, eta = p.fraction, p.eta_s
-        if time_budget_s:
-            fraction = max(fraction, p.elapsed_s / time_budget_s)
-            eta = min(eta, max(0.0, time_budget_s - p.elapsed_s))
-        text = (f"epoch {p.epoch}/{p.epochs} · step {p.step}/{p.total_steps} · loss {p.loss:.3f}"
-                + (f" · val Dice {p.val_dice:.2f}" if p.val_dice is not None else "")
-                + f" · {format_seconds(p.elapsed_s)} elapsed · ETA {format_seconds(eta)}")
-        self.set_fraction(fraction, text)
+    def report(self, fraction: float, text: str) -> None:
+        """A running job's report: shown now if the last one is old enough, else soon."""
+        if self._timer.isActive():
+            self._pending = (fraction, text)
+            return
+        self._apply(fraction, text)
+        self._timer.start()
 
-
-class LivePlot(QWidget):
-    """A small matplotlib plot in the dock: training loss (left axis), optional Dice (right axis).
-
-    Points are added on every progress signal; the canvas redraws at most every
-    ``min_interval_s`` seconds, so a fast stream of steps never floods the GUI thread.
-    """
-
-    def __init__(self, right_label: Optional[str] = None, min_interval_s: float = 1.0,
-                 parent: Optional[QWidget] = None):
-        super().__init__(parent)
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-        fg, bg = "#d0d3d8", "#262930"
-        # fixed margins, few ticks: a redraw costs a few ms on the GUI thread (a "tight" layout
-        # would lay the text out twice per draw)
-        self.figure = Figure(figsize=(3.2, 1.9), dpi=90, facecolor=bg)
-        self.figure.subplots_adjust(left=0.17, right=0.85 if right_label else 0.96, bottom=0.2, top=0.95)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(150)
-        self.ax = self.figure.add_subplot()
-        self.ax2 = self.ax.twinx() if right_label else None
-        for ax in filter(None, (self.ax, self.ax2)):
-            ax.set_facecolor(bg)
-            ax.tick_params(colors=fg, labelsize=7)
-            ax.locator_params(nbins=4)
-            for spine in ax.spines.values():
-                spine.set_color("#5a5f69")
-        self.ax.set_xlabel("step", color=fg, fontsize=7)
-        self.ax.set_ylabel("loss", color="#5fb3f9", fontsize=7)
-        (self.loss_line,) = self.ax.plot([], [], color="#5fb3f9", lw=1.2)
-        self.right_line = None
-        if self.ax2 is not None:
-            self.ax2.set_ylabel(right_label, color="#f9a65f", fontsize=7)
-            self.ax2.set_ylim(0, 1)
-            (self.right_line,) = self.ax2.plot([], [], color="#f9a65f", lw=1.2, marker="o", ms=3)
-        self.loss: tuple[list, list] = ([], [])
-        self.right: tuple[list, list] = ([], [])
-        self.redraws = 0
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(int(1000 * min_interval_s))
-        self._timer.timeout.connect(self._redraw)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.canvas)
-
-    def clear(self) -> None:
-        self.loss, self.right = ([], []), ([], [])
-        self._redraw()
-
-    def add_loss(self, step: float, value: float) -> None:
-        self.loss[0].append(step)
-        self.loss[1].append(value)
-        self._schedule()
-
-    def add_right(self, step: float, value: float) -> None:
-        self.right[0].append(step)
-        self.right[1].append(value)
-        self._schedule()
-
-    def _schedule(self) -> None:
-        if not self._timer.isActive():
+    def _show_pending(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self._apply(*pending)
             self._timer.start()
 
-    def flush(self) -> None:
-        self._timer.stop()
-        self._redraw()
+    def _apply(self, fraction: float, text: str) -> None:
+        fraction = min(1.0, max(0.0, float(fraction)))
+        # QProgressBar.setValue repaints at once; with updates held, the bar and the line below
+        # are painted together in one pass (each pass redraws the window, the canvas included)
+        self.bar.setUpdatesEnabled(False)
+        self.bar.setValue(int(round(1000 * fraction)))
+        self.bar.setFormat(f"{100 * fraction:.0f} %")
+        self.bar.setUpdatesEnabled(True)
+        if text:
+            self._set_label(text)
 
-    def showEvent(self, event) -> None:  # catch up after being hidden (e.g. another dock tab)
-        super().showEvent(event)
-        self._schedule()
+    def _set_label(self, text: str) -> None:
+        from ._messages import shorten_paths
+        self.label.setText(shorten_paths(text))
+        self.label.setToolTip(text if shorten_paths(text) != text else "")
 
-    def _redraw(self) -> None:
-        if not self.isVisible():
-            return  # drawing costs GUI time; showEvent redraws
-        self.loss_line.set_data(*self.loss)
-        if self.right_line is not None:
-            self.right_line.set_data(*self.right)
-        self.ax.relim()
-        self.ax.autoscale_view()  # the Dice axis shares x (twinx) and keeps its 0..1 range
-        self.canvas.draw_idle()
-        self.redraws += 1
+    def show_training(self, p) -> None:
+        """One engine ``Progress``: epochs and steps, or the time spent of a time budget."""
+        self.report(p.fraction, training_text(p))
+
+
+def training_text(p) -> str:
+    """'epoch 2/12 · step 40/300 · loss 0.213 · 0:05 elapsed · ETA 0:32', or with a time budget
+    '1:23 of 2:00 · epoch 14 · loss 0.213 · ETA 0:37' (the ETA is what is left of the budget)."""
+    dice = f" · val Dice {p.val_dice:.2f}" if p.val_dice is not None else ""
+    budget = getattr(p, "time_budget_s", None)
+    if budget:
+        return (f"{format_seconds(p.elapsed_s)} of {format_seconds(budget)} · epoch {p.epoch} · "
+                f"loss {p.loss:.3f}{dice} · ETA {format_seconds(p.eta_s)}")
+    return (f"epoch {p.epoch}/{p.epochs} · step {p.step}/{p.total_steps} · loss {p.loss:.3f}{dice}"
+            f" · {format_seconds(p.elapsed_s)} elapsed · ETA {format_seconds(p.eta_s)}")
 
 
 class PathField(QWidget):
-    """A line edit with a browse button for a file (open or save) or a folder."""
+    """A line edit with a browse button for a file (open or save) or a folder.
+
+    ``changed`` is emitted when a path is chosen in the dialog, typed (editing finished) or set
+    in code, so descriptions that depend on the file stay current.
+    """
+
+    changed = Signal()
 
     def __init__(self, mode: str = "open", filter: str = "Checkpoints (*.safetensors)",
                  placeholder: str = "", parent: Optional[QWidget] = None):
@@ -151,8 +124,10 @@ class PathField(QWidget):
         self.mode, self.filter = mode, filter
         self.edit = QLineEdit()
         self.edit.setPlaceholderText(placeholder)
+        self.edit.editingFinished.connect(self.changed)
         self.button = QPushButton("…")
         self.button.setFixedWidth(28)
+        self.button.setToolTip("choose in a file dialog")
         self.button.clicked.connect(self._browse)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -165,6 +140,7 @@ class PathField(QWidget):
 
     def set_path(self, path: "str | Path | None") -> None:
         self.edit.setText("" if path is None else str(path))
+        self.changed.emit()
 
     def _browse(self) -> None:
         start = self.edit.text() or str(Path.home())
@@ -179,7 +155,33 @@ class PathField(QWidget):
         else:
             chosen, _ = QFileDialog.getOpenFileName(self, "Open", start, self.filter)
         if chosen:
-            self.edit.setText(chosen)
+            self.set_path(chosen)
+
+
+def describe_checkpoint(path: Optional[Path], wanted: str) -> tuple[str, Optional[dict]]:
+    """What a checkpoint file holds, in a line, and its metadata (None if unreadable):
+    'unet model (fine-tuned, 1 channel) from nuclei.safetensors' or
+    'unet encoder (pre-trained, 3 channels) from enc.safetensors'; ``wanted`` ('model' or
+    'encoder') adds what to do with the other kind."""
+    from btunet import BTUnetError
+    from btunet.checkpoint import read_metadata
+    if path is None:
+        return f"choose {'a model' if wanted == 'model' else 'an encoder'} file", None
+    if not path.is_file():
+        return f"{path.name} does not exist", None
+    try:
+        meta = read_metadata(path)
+    except BTUnetError as exc:
+        return sentence(exc), None
+    kind = meta.get("kind")
+    channels = meta.get("channels", meta["model"].get("in_channels", "?"))
+    how = "fine-tuned" if kind == "model" else "pre-trained"
+    text = (f"{meta['model']['name']} {kind} ({how}, {channels} channel{'' if channels == 1 else 's'}) "
+            f"from {path.name}")
+    if kind != wanted:
+        text += (" — an encoder: fine-tune it first" if kind == "encoder"
+                 else " — a fine-tuned model, not an encoder")
+    return text, meta
 
 
 def device_combo() -> QComboBox:
@@ -194,7 +196,7 @@ def add_device_row(form) -> tuple[QComboBox, QLabel]:
     label = hint(describe_device_choice(combo.currentText()))
     combo.currentTextChanged.connect(lambda choice: label.setText(describe_device_choice(choice)))
     form.addRow("device", combo)
-    form.addRow("", label)
+    form.addRow(label)
     return combo, label
 
 
@@ -217,26 +219,46 @@ def hint(text: str) -> QLabel:
     return label
 
 
-def scroll_layout(widget: QWidget) -> QVBoxLayout:
-    """Give ``widget`` a scroll area and return the layout to fill (a tall dock never squashes rows)."""
-    from qtpy.QtWidgets import QFrame, QScrollArea
+class BodyArea(QScrollArea):
+    """A vertical-only scroll area whose minimum width is its content's: the dock is never
+    narrower than what it holds, so nothing is cut at the right and nothing scrolls sideways."""
+
+    def __init__(self, parent: Optional[QWidget] = None):
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setWidget(QWidget())
+        self.widget().installEventFilter(self)
+
+    def minimumSizeHint(self) -> QSize:
+        hint = super().minimumSizeHint()
+        bar = max(self.verticalScrollBar().sizeHint().width(), self.verticalScrollBar().width())
+        width = self.widget().minimumSizeHint().width() + bar + 2 * self.frameWidth() + 4
+        return QSize(width, hint.height())
+
+    def eventFilter(self, watched, event) -> bool:
+        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()  # the content's minimum width may have changed
+        return super().eventFilter(watched, event)
+
+
+def header_and_body(widget: QWidget) -> tuple[QVBoxLayout, QVBoxLayout]:
+    """Give ``widget`` a fixed header (the action buttons and progress: always visible, however
+    short the dock) over a vertically scrolling body; returns both layouts to fill."""
     outer = QVBoxLayout(widget)
     outer.setContentsMargins(0, 0, 0, 0)
-    area = QScrollArea()
-    area.setWidgetResizable(True)
-    area.setFrameShape(QFrame.Shape.NoFrame)
-    inner = QWidget()
-    area.setWidget(inner)
-    outer.addWidget(area)
+    outer.setSpacing(4)
+    header = QVBoxLayout()
+    header.setContentsMargins(4, 4, 4, 0)
+    header.setSpacing(3)
+    outer.addLayout(header)
+    area = BodyArea()
+    outer.addWidget(area, 1)
     widget._scroll_area = area
-    return QVBoxLayout(inner)
-
-
-def fit_width(widget: QWidget) -> None:
-    """Make the dock at least as wide as the content of ``scroll_layout`` (no clipped rows)."""
-    area = widget._scroll_area
-    needed = area.widget().minimumSizeHint().width() + area.verticalScrollBar().sizeHint().width() + 4
-    area.setMinimumWidth(needed)
+    body = QVBoxLayout(area.widget())
+    body.setContentsMargins(4, 0, 4, 4)
+    return header, body
 
 
 def collapsible(title: str):

@@ -19,17 +19,18 @@ class PairRow(QWidget):
         self.image = LayerCombo(viewer, Image)
         self.labels = LayerCombo(viewer, Labels)
         self.remove = QPushButton("✕")
-        self.remove.setFixedWidth(26)
+        self.remove.setFixedWidth(REMOVE_WIDTH)
         self.remove.setToolTip("remove this pair")
         self.remove.clicked.connect(lambda: on_remove(self))
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.status.setStyleSheet("color: #f0a050")
-        row = QHBoxLayout()
+        self.image.setToolTip("the image layer to train on")
+        self.labels.setToolTip("its painted labels layer (same shape)")
+        row = QHBoxLayout()  # under the column titles of ``pair_titles``
         row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(QLabel("image"))
+        row.setSpacing(4)
         row.addWidget(self.image, 1)
-        row.addWidget(QLabel("labels"))
         row.addWidget(self.labels, 1)
         row.addWidget(self.remove)
         layout = QVBoxLayout(self)
@@ -75,6 +76,20 @@ class PairRow(QWidget):
         problem = self.problem()
         self.status.setText(problem or "")
         self.status.setVisible(bool(problem))
+
+
+def pair_titles() -> QHBoxLayout:
+    """The column titles over the pair rows: 'image', 'labels'."""
+    row = QHBoxLayout()
+    row.setContentsMargins(0, 0, 0, 0)
+    row.setSpacing(4)
+    row.addWidget(QLabel("image"), 1)
+    row.addWidget(QLabel("labels"), 1)
+    row.addSpacing(REMOVE_WIDTH)
+    return row
+
+
+REMOVE_WIDTH = 26
 
 
 def matching_labels(viewer, image):

@@ -13,11 +13,10 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, Q
                             QHBoxLayout, QSpinBox)
 
 import btunet
-from btunet import BTUnetError, FinetuneConfig
+from btunet import FinetuneConfig
 from btunet.annotations import CONVENTIONS, MASK_MODES
 
-from ._controls import PathField, add_device_row, collapsible, hint
-from ._messages import sentence
+from ._controls import PathField, add_device_row, collapsible, describe_checkpoint, hint
 from ._session import session
 
 ENCODER_CHOICES = ("last pre-trained", "from file", "none")
@@ -54,10 +53,10 @@ class FinetuneSettings:
         self.encoder_combo.currentTextChanged.connect(self._sync_encoder)
         form.addRow("encoder", self.encoder_combo)
         self.encoder_file = PathField("open", placeholder="pre-trained encoder (.safetensors)")
-        self.encoder_file.edit.editingFinished.connect(self._sync_encoder)
-        form.addRow("", self.encoder_file)
+        self.encoder_file.changed.connect(self._sync_encoder)
+        form.addRow(self.encoder_file)
         self.encoder_label = hint("")
-        form.addRow("", self.encoder_label)
+        form.addRow(self.encoder_label)
         self.variant_combo = QComboBox()
         self.variant_combo.addItems(list(btunet.MODELS))
         form.addRow("variant", self.variant_combo)
@@ -67,9 +66,9 @@ class FinetuneSettings:
                                      "variant) at half the learning rate, focused on painted "
                                      "pixels the model gets wrong")
         self.resume_check.toggled.connect(self._show_epochs)
-        form.addRow("", self.resume_check)
+        form.addRow(self.resume_check)
         self.model_label = hint("")
-        form.addRow("", self.model_label)
+        form.addRow(self.model_label)
         layout.addWidget(model_box)
 
     def _build_training_box(self, layout) -> None:
@@ -92,7 +91,7 @@ class FinetuneSettings:
         length.addWidget(self.budget_spin)
         form.addRow("train for", length)
         self.length_label = hint("")
-        form.addRow("", self.length_label)
+        form.addRow(self.length_label)
         self.output_file = PathField("save", placeholder="optional: save the model here")
         form.addRow("model file", self.output_file)
         self.device_combo, self.device_label = add_device_row(form)
@@ -122,7 +121,7 @@ class FinetuneSettings:
             "the live preview also shows how unsure the model is (bright = unsure, from four "
             "flipped predictions) in '<image> uncertainty [btunet]'; paint corrections where it "
             "is bright and the preview is wrong, then Start again to continue")
-        form.addRow("", self.uncertainty_check)
+        form.addRow(self.uncertainty_check)
         # the map is computed by the live preview: nothing to show while the preview is off
         self.preview_spin.valueChanged.connect(lambda value: self.uncertainty_check.setEnabled(value > 0))
         form.addRow(self.advanced)
@@ -192,19 +191,18 @@ class FinetuneSettings:
             self.encoder_label.setText(session.describe_encoder())
             variant = session.encoder.variant if session.encoder is not None else None
         elif choice == "from file":
-            path = self.encoder_file.path()
-            text, variant = "choose an encoder file", None
-            if path is not None and path.is_file():
-                try:
-                    variant = btunet.inspect_checkpoint(path).model.name
-                    text = f"{variant} encoder from {path.name}"
-                except BTUnetError as exc:
-                    text = sentence(exc)
+            text, meta = describe_checkpoint(self.encoder_file.path(), "encoder")
+            if meta is not None and meta.get("kind") == "encoder":
+                variant = meta["model"]["name"]
             self.encoder_label.setText(text)
         else:
             self.encoder_label.setText("training starts from random weights")
         if variant in btunet.MODELS:
             self.variant_combo.setCurrentText(variant)
+        # an encoder fixes the variant: its weights only fit that architecture
+        self.variant_combo.setEnabled(variant not in btunet.MODELS)
+        self.variant_combo.setToolTip(f"follows the encoder ({variant})" if variant in btunet.MODELS
+                                      else "the U-Net variant to train")
 
     def _sync_session_model(self) -> None:
         self.resume_check.setEnabled(session.model is not None)

@@ -17,11 +17,11 @@ import btunet
 from btunet import BTUnetError, FinetuneConfig
 
 from . import _messages
-from ._controls import LivePlot, ProgressPanel
-from ._finetune_pairs import PairRow, matching_labels
+from ._finetune_pairs import PairRow, matching_labels, pair_titles
 from ._export_button import export_button
 from ._finetune_settings import FinetuneSettings
 from ._job_widget import JobWidget
+from ._plot import LivePlot
 from ._jobs import Job, Outcome, snapshot
 from ._layers import layer_array, spatial_shape, watch_layers
 from ._live_preview import PREVIEW_KIND, LivePreview, PreviewLayers
@@ -44,13 +44,14 @@ class Request:
 class FinetuneWidget(FinetuneSettings, JobWidget):
     """Train a U-Net variant on painted labels, preview it live, keep it in the session."""
 
+    activity = "Fine-tuning"
+
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
         self.pairs: list[PairRow] = []
         self.preview_layers: Optional[PreviewLayers] = None  # those of the latest run with a preview
         self.last_outcome: Optional[Outcome] = None
         self.last_progress = None  # the latest engine Progress (without the model)
-        self._budget: Optional[float] = None
         self.previewed: list[tuple] = []
         self.uncertainty_shown: list[tuple] = []
         self._init_settings()
@@ -63,16 +64,27 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
+        self.start_button = self.add_start_cancel("Start")
+        self.save_button = QPushButton("Save model…")
+        self.save_button.setToolTip("write the current model to a .safetensors file")
+        self.save_button.clicked.connect(self._save_clicked)
+        self.actions.addWidget(self.save_button)
+        self.export_button = export_button(self, lambda: session.model)
+        self.actions.addWidget(self.export_button)
         layout = self.body
 
         data = QGroupBox("Training data")
         data_layout = QVBoxLayout(data)
+        data_layout.setSpacing(3)
+        data_layout.addLayout(pair_titles())
         self.pairs_box = QVBoxLayout()
+        self.pairs_box.setSpacing(3)
         data_layout.addLayout(self.pairs_box)
         buttons = QHBoxLayout()
         self.add_pair_button = QPushButton("Add pair")
+        self.add_pair_button.setToolTip("train on another (image, labels) pair too")
         self.add_pair_button.clicked.connect(lambda: self.add_pair())
-        self.new_labels_button = QPushButton("New annotation layer")
+        self.new_labels_button = QPushButton("New annotation")
         self.new_labels_button.setToolTip("an empty labels layer for the first pair's image, "
                                           "ready to paint 2 = object, 1 = background")
         self.new_labels_button.clicked.connect(self.new_annotation_layer)
@@ -83,15 +95,6 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
         layout.addWidget(data)
         self._build_model_box(layout)
         self._build_training_box(layout)
-
-        buttons, self.start_button = self.add_start_cancel(layout, "Start")
-        self.save_button = QPushButton("Save model…")
-        self.save_button.clicked.connect(self._save_clicked)
-        buttons.addWidget(self.save_button)
-        self.export_button = export_button(self, lambda: session.model)
-        buttons.addWidget(self.export_button)
-        self.progress = ProgressPanel()
-        layout.addWidget(self.progress)
         self.plot = LivePlot(right_label="val Dice")
         layout.addWidget(self.plot)
         layout.addStretch(1)
@@ -155,6 +158,8 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
             problem = row.problem()
             if problem:
                 raise BTUnetError(problem)
+        if self.encoder_combo.currentText() == "from file":
+            self._sync_encoder()  # the variant follows the file, even one typed without Enter
         config = self.config()
         images = [layer_array(row.image.layer()) for row in self.pairs]
         # the labels are copied: the user may keep painting while training runs
@@ -184,17 +189,16 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
         try:
             request = self._request()
         except BTUnetError as exc:
-            _messages.show_error(f"Fine-tuning cannot start: {sentence(exc)}")
+            self.refuse(exc)
             return None
         except Declined as exc:
-            _messages.show_warning(f"Fine-tuning not started: {sentence(exc)}")
+            self.declined(exc)
             return None
         request.preview = self._make_preview(request.config.threshold)
         self.previewed: list[tuple] = []  # plane indices previewed in this run
         self.uncertainty_shown: list[tuple] = []  # ... and given an uncertainty map
         self.plot.clear()
         self.progress.set_fraction(0, "starting…")
-        self._budget = request.config.time_budget_s
         self._set_running(True)
         return self.run_job(Job(lambda job: self._train(job, request), self._done,
                                 on_progress=self._on_progress, on_item=self._on_item))
@@ -215,7 +219,7 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
         model = copy.deepcopy(request.resume) if request.resume is not None else None
         preview = request.preview
         if preview is not None:
-            preview.prepare()
+            preview.prepare(request.config.time_budget_s)
 
         def on_progress(p) -> None:
             job.progress(snapshot(p))
@@ -225,13 +229,19 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
         net = btunet.finetune(request.images, request.labels, request.config, encoder=request.encoder,
                               on_progress=on_progress, should_stop=job.should_stop, model=model)
         if preview is not None:
+            job.progress("showing the final model in the preview…")
             preview.run(net, job)  # the returned (best) weights
+        if request.path is not None:
+            job.progress("saving the model…")
         saved = btunet.save_model(net, request.path) if request.path is not None else None
         return net, saved
 
     def _on_progress(self, p) -> None:
+        if isinstance(p, str):  # the worker's last steps after training
+            self.progress.set_text(p)
+            return
         self.last_progress = p
-        self.progress.show_training(p, self._budget)
+        self.progress.show_training(p)
         self.plot.add_loss(p.step, p.loss)
         if p.epoch_end and p.val_dice is not None:
             self.plot.add_right(p.step, p.val_dice)
@@ -258,10 +268,9 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
         if self.preview_layers is not None:
             self.preview_layers.stop_tracking()
         if outcome.error is not None:
-            self.progress.set_text(f"failed: {sentence(outcome.error)}")
             if self.preview_layers is not None:
                 self.preview_layers.remove_empty()  # nothing was previewed
-            _messages.report_failure("Fine-tuning", outcome.error)
+            self.failed(outcome.error)
             return
         net, saved = outcome.result
         session.set_model(net, saved)
@@ -296,8 +305,10 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
         try:
             saved = btunet.save_model(session.model, path)
         except (OSError, BTUnetError) as exc:
+            self.progress.set_text(f"not saved: {sentence(exc)}")
             _messages.show_error(f"Could not save the model: {sentence(exc)}")
             return None
         session.set_model(session.model, saved)
+        self.progress.set_text(f"model saved to {saved}")
         _messages.show_info(f"Model saved to {saved}")
         return saved

@@ -7,6 +7,8 @@ happens on the GUI thread, and ``Cancel`` only sets a flag that the engine's ``s
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -83,6 +85,7 @@ class Job:
 
     def _run(self) -> Outcome:
         from btunet import Cancelled
+        yield_to_the_gui()
         try:
             return Outcome(result=self.task(self), cancelled=self.should_stop())
         except Cancelled as exc:
@@ -134,6 +137,51 @@ class Job:
         self.task = None  # drop the captured request (arrays, layers) now
         self.finished_at = time.perf_counter()
         self.on_done(outcome)
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+#: how much lower than the GUI thread a worker thread runs (Linux "nice" steps)
+WORKER_NICE = 5
+
+
+def yield_to_the_gui() -> None:
+    """Run this (worker) thread below the GUI thread, so painting the window never waits for a
+    core behind training. Linux only (there a thread can be given its own priority); with the
+    kernel's autogroups, the default on desktops, it reorders this process's threads only. The
+    thread stays lowered (it is a pool thread that only runs background work)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        tid = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        if current < WORKER_NICE:
+            os.setpriority(os.PRIO_PROCESS, tid, WORKER_NICE)
+    except OSError:
+        pass
+
+
+def warm_up_torch() -> None:
+    """Import now what torch imports lazily on its first optimiser (``torch._dynamo``, ~1.5 s,
+    holding the interpreter lock for up to ~0.2 s at a time): opening a dock waits for it once,
+    instead of the GUI stuttering through the first seconds of the first training run."""
+    import torch._dynamo  # noqa: F401
+
+
+def leave_a_core_to_the_gui() -> int:
+    """Let torch use one core fewer than the machine has (and at least one), so the GUI thread
+    finds a free core to paint on while training runs; a lower thread count set by the user is
+    kept. Returns torch's thread count."""
+    import torch
+    wanted = max(1, available_cores() - 1)
+    if torch.get_num_threads() > wanted:
+        torch.set_num_threads(wanted)
+    return torch.get_num_threads()
 
 
 def snapshot(progress) -> Any:

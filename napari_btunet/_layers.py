@@ -14,6 +14,26 @@ SOURCE_KEY = "btunet_source"
 SUFFIX = "[btunet]"
 
 
+#: the colour of predicted objects (binary masks and the live preview): a yellow that painted
+#: labels never have in napari's default colours (1 = background is a dark red, 2 = object a cyan)
+OBJECT_COLOUR = (1.0, 0.85, 0.1, 1.0)
+#: instance colours: warm yellows, oranges, greens, magentas and a deep blue, all far from the
+#: painted red and cyan, so a prediction never looks like a painted stroke
+INSTANCE_COLOURS = ((1.0, 0.85, 0.1), (0.55, 0.95, 0.2), (0.95, 0.3, 0.85), (1.0, 0.55, 0.1),
+                    (0.6, 0.4, 1.0), (0.2, 0.8, 0.35), (1.0, 0.6, 0.75), (0.85, 0.75, 0.3),
+                    (0.95, 0.95, 0.75), (0.25, 0.4, 1.0), (0.75, 1.0, 0.55), (0.8, 0.2, 0.55))
+
+
+def prediction_colormap(instances: bool):
+    """The colormap of a predicted labels layer: one yellow for a binary mask, a cycle of
+    non-painted colours for instances; 0 is transparent."""
+    from napari.utils.colormaps import CyclicLabelColormap, DirectLabelColormap
+    if not instances:
+        return DirectLabelColormap(color_dict={None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: OBJECT_COLOUR})
+    colours = np.array([(0, 0, 0, 0)] + [(*c, 1.0) for c in INSTANCE_COLOURS], np.float32)
+    return CyclicLabelColormap(colors=colours, background_value=0)
+
+
 def layer_array(layer) -> Any:
     """The full-resolution data of a layer (level 0 of a multiscale layer)."""
     return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
@@ -57,8 +77,9 @@ def upsert_output(viewer, source, kind: str, data: np.ndarray, layer_type: str, 
     if layer is not None and isinstance(layer, cls) and layer.ndim == data.ndim:
         layer.data = data
         layer.scale, layer.translate = geometry["scale"], geometry["translate"]
-        if layer_type == "image" and "contrast_limits" in kwargs:
-            layer.contrast_limits = kwargs["contrast_limits"]
+        for key in ("colormap", "contrast_limits"):  # e.g. binary mask -> instances
+            if key in kwargs:
+                setattr(layer, key, kwargs[key])
         return layer
     if layer is not None:
         viewer.layers.remove(layer)

@@ -12,7 +12,7 @@ import btunet
 from btunet.metadata import DEFAULT_THRESHOLD
 
 from ._jobs import Job
-from ._layers import PlaneTracker, layer_array, spatial_shape, upsert_output
+from ._layers import PlaneTracker, layer_array, prediction_colormap, spatial_shape, upsert_output
 
 PREVIEW_KIND = "preview"
 UNCERTAINTY_KIND = "uncertainty"
@@ -39,23 +39,33 @@ class LivePreview:
         self.uncertainty, self.threshold = uncertainty, threshold
         self.previewer = btunet.Previewer(image, rgb)
         self._next = 0.0
+        self._deadline: Optional[float] = None
+        self._cost = 0.0  # the last preview's duration
         self.count = 0
         self.seconds = 0.0
 
-    def prepare(self) -> None:
+    def prepare(self, time_budget_s: Optional[float] = None) -> None:
+        """Read what the previews need now; with a time budget, previews stop in time for the
+        run to end within it."""
         self.previewer.prepare()
-        self._next = time.perf_counter() + self.interval_s
+        now = time.perf_counter()
+        self._next = now + self.interval_s
+        self._deadline = now + time_budget_s if time_budget_s else None
 
     def maybe(self, model, job: Job) -> None:
-        if model is not None and time.perf_counter() >= self._next and not job.should_stop():
-            self.run(model, job)
+        now = time.perf_counter()
+        if model is None or now < self._next or job.should_stop():
+            return
+        if self._deadline is not None and now + self._cost > self._deadline:
+            return  # it would run past the budget; the final model is previewed after training
+        self.run(model, job)
 
     def run(self, model, job: Job) -> None:
         start = time.perf_counter()
         index = self.tracker.index
         result = self.previewer(model, index, threshold=self.threshold, uncertainty=self.uncertainty)
         job.item((PREVIEW_KIND, index, result.labels, result.uncertainty))
-        cost = time.perf_counter() - start
+        cost = self._cost = time.perf_counter() - start
         self.count += 1
         self.seconds += cost
         self._next = time.perf_counter() + max(self.interval_s, 3 * cost)
@@ -72,11 +82,9 @@ class PreviewLayers:
     def __init__(self, viewer, image, uncertainty: bool):
         self.viewer, self.image, self.uncertainty = viewer, image, uncertainty
         keep_active = viewer.layers.selection.active
-        from napari.utils.colormaps import DirectLabelColormap
-        colormap = DirectLabelColormap(color_dict={None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: (1.0, 0.85, 0.1, 1)})
         self.preview_layer = upsert_output(
             viewer, image, PREVIEW_KIND, np.zeros(spatial_shape(image), np.uint8), "labels",
-            opacity=0.45, colormap=colormap)
+            opacity=0.45, colormap=prediction_colormap(instances=False))
         self.uncertainty_layer = None
         if uncertainty:
             self.uncertainty_layer = upsert_output(

@@ -14,11 +14,10 @@ from btunet import BTUnetError
 from btunet.metadata import DEFAULT_THRESHOLD
 
 from . import _messages
-from ._controls import PathField, ProgressPanel, add_device_row, hint
+from ._controls import PathField, add_device_row, describe_checkpoint, hint
 from ._job_widget import JobWidget
 from ._jobs import Job, Outcome
-from ._layers import SOURCE_KEY, layer_array, upsert_output, watch_layers
-from ._messages import sentence
+from ._layers import SOURCE_KEY, layer_array, prediction_colormap, upsert_output, watch_layers
 from ._pickers import LayerChecklist
 from ._session import session
 
@@ -48,17 +47,20 @@ class PredictWidget(JobWidget):
     """Segment every ticked image layer with the current (or a saved) model."""
 
     stopping_text = "stopping after this plane…"
+    activity = "Prediction"
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
         self.written: list = []
         self._sources: list = []
+        self._instances = False
         self._build()
         self._sync_model()
         self.follow_session(session, "_session_changed")
         self.on_close(watch_layers(self.viewer, self.layers_list.refresh))
 
     def _build(self) -> None:
+        self.run_button = self.add_start_cancel("Predict")
         layout = self.body
         model_box = QGroupBox("Model")
         form = QFormLayout(model_box)
@@ -67,16 +69,17 @@ class PredictWidget(JobWidget):
         self.model_combo.currentTextChanged.connect(self._sync_model)
         form.addRow("model", self.model_combo)
         self.model_file = PathField("open", placeholder="fine-tuned model (.safetensors)")
-        self.model_file.edit.editingFinished.connect(self._sync_model)
-        form.addRow("", self.model_file)
+        self.model_file.changed.connect(self._sync_model)
+        form.addRow(self.model_file)
         self.model_label = hint("")
-        form.addRow("", self.model_label)
+        form.addRow(self.model_label)
         layout.addWidget(model_box)
 
-        images = QGroupBox("Image layers (2-D, 2-D+t, 3-D, RGB; plane by plane)")
+        images = QGroupBox("Image layers")
         box = QVBoxLayout(images)
         self.layers_list = LayerChecklist(self.viewer, Image)
         box.addWidget(self.layers_list)
+        box.addWidget(hint("2-D, 2-D+t, 3-D or RGB; predicted plane by plane"))
         layout.addWidget(images)
 
         options = QGroupBox("Output")
@@ -90,13 +93,10 @@ class PredictWidget(JobWidget):
         self.output_combo.addItems(OUTPUT_CHOICES)
         form.addRow("labels", self.output_combo)
         self.probability_check = QCheckBox("also add the object probability")
-        form.addRow("", self.probability_check)
+        form.addRow(self.probability_check)
         self.device_combo, self.device_label = add_device_row(form)
         layout.addWidget(options)
 
-        _, self.run_button = self.add_start_cancel(layout, "Predict")
-        self.progress = ProgressPanel()
-        layout.addWidget(self.progress)
         layout.addStretch(1)
 
     # ------------------------------------------------------------------ state
@@ -117,19 +117,10 @@ class PredictWidget(JobWidget):
                     text = sentence(exc)
             self.model_label.setText(text)
             return
-        path = self.model_file.path()
-        text = "choose a model file"
-        if path is not None and path.is_file():
-            try:
-                meta = btunet.inspect_checkpoint(path)
-                text = f"{meta.model.name} {meta.kind} from {path.name}"
-                if meta.kind != "model":
-                    text += " (an encoder: fine-tune it first)"
-                else:
-                    self.threshold_spin.setValue(meta.threshold)
-            except BTUnetError as exc:
-                text = sentence(exc)
+        text, meta = describe_checkpoint(self.model_file.path(), "model")
         self.model_label.setText(text)
+        if meta is not None and meta.get("kind") == "model":  # the model's own threshold
+            self.threshold_spin.setValue(meta.get("threshold", DEFAULT_THRESHOLD))
 
     def _request(self) -> PredictRequest:
         if self.model_combo.currentText() == "current model":
@@ -156,10 +147,10 @@ class PredictWidget(JobWidget):
         try:
             request = self._request()
         except BTUnetError as exc:
-            _messages.show_error(f"Prediction cannot start: {sentence(exc)}")
+            self.refuse(exc)
             return None
         self.written = []
-        self._sources = request.sources
+        self._sources, self._instances = request.sources, request.instances
         self.progress.set_fraction(0, "loading the model…")
         self._set_running(True)
         return self.run_job(Job(lambda job: self._predict(job, request), self._done,
@@ -187,15 +178,16 @@ class PredictWidget(JobWidget):
 
     def _on_progress(self, value) -> None:
         k, n, done, total, name = value
-        self.progress.set_fraction((k + done / max(1, total)) / n,
-                                   f"layer {k + 1}/{n} ({name}): plane {done}/{total}")
+        self.progress.report((k + done / max(1, total)) / n,
+                             f"layer {k + 1}/{n} ({name}): plane {done}/{total}")
 
     def _on_item(self, item) -> None:
         k, result = item
         source = self._sources[k].layer
         if source not in self.viewer.layers:
             return  # the source was closed meanwhile
-        labels = upsert_output(self.viewer, source, "labels", result.labels, "labels", opacity=0.5)
+        labels = upsert_output(self.viewer, source, "labels", result.labels, "labels", opacity=0.5,
+                               colormap=prediction_colormap(self._instances))
         self.written.append(labels)
         if result.probabilities is not None:
             prob = upsert_output(self.viewer, source, "probability", result.probabilities, "image",
@@ -215,7 +207,6 @@ class PredictWidget(JobWidget):
             _messages.show_info(f"Prediction cancelled; {kept} finished layer(s) were kept.")
             return
         if outcome.error is not None:
-            self.progress.set_text(f"failed: {sentence(outcome.error)}")
-            _messages.report_failure("Prediction", outcome.error)
+            self.failed(outcome.error)
             return
         self.progress.set_fraction(1.0, f"done: {outcome.result} layer(s)")

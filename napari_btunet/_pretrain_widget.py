@@ -13,12 +13,13 @@ import btunet
 from btunet import BTUnetError, PretrainConfig
 
 from . import _messages
-from ._controls import LivePlot, PathField, ProgressPanel, add_device_row, collapsible, hint
+from ._controls import PathField, add_device_row, collapsible, hint
 from ._job_widget import JobWidget
 from ._jobs import Job, Outcome, snapshot
 from ._layers import layer_array, watch_layers
-from ._messages import Declined, sentence
+from ._messages import Declined
 from ._pickers import LayerChecklist
+from ._plot import LivePlot
 from ._session import session
 
 SOURCE_CHOICES = ("image layers", "folder")
@@ -37,6 +38,8 @@ class PretrainRequest:
 class PretrainWidget(JobWidget):
     """Barlow Twins pre-training of a U-Net encoder on unlabelled images."""
 
+    activity = "Pre-training"
+
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
         self.last_outcome: Optional[Outcome] = None
@@ -50,6 +53,7 @@ class PretrainWidget(JobWidget):
             self.encoder_label.setText(session.describe_encoder())
 
     def _build(self) -> None:
+        self.start_button = self.add_start_cancel("Start")
         layout = self.body
         data = QGroupBox("Unlabelled images")
         form = QFormLayout(data)
@@ -58,9 +62,9 @@ class PretrainWidget(JobWidget):
         self.source_combo.currentTextChanged.connect(self._source_changed)
         form.addRow("source", self.source_combo)
         self.folder = PathField("folder", placeholder="folder of .tif/.png/.jpg images")
-        form.addRow("", self.folder)
+        form.addRow(self.folder)
         self.layers_list = LayerChecklist(self.viewer, Image)
-        form.addRow("", self.layers_list)
+        form.addRow(self.layers_list)
         layout.addWidget(data)
 
         settings = QGroupBox("Pre-training")
@@ -90,9 +94,6 @@ class PretrainWidget(JobWidget):
         form.addRow(self.advanced)
         layout.addWidget(settings)
 
-        _, self.start_button = self.add_start_cancel(layout, "Start")
-        self.progress = ProgressPanel()
-        layout.addWidget(self.progress)
         self.plot = LivePlot()
         layout.addWidget(self.plot)
         self.encoder_label = hint(session.describe_encoder())
@@ -134,10 +135,10 @@ class PretrainWidget(JobWidget):
         try:
             request = self._request()
         except BTUnetError as exc:
-            _messages.show_error(f"Pre-training cannot start: {sentence(exc)}")
+            self.refuse(exc)
             return None
         except Declined as exc:
-            _messages.show_warning(f"Pre-training not started: {sentence(exc)}")
+            self.declined(exc)
             return None
         self.plot.clear()
         self.progress.set_fraction(0, "reading images…")
@@ -178,8 +179,7 @@ class PretrainWidget(JobWidget):
         self._set_running(False)
         self.plot.flush()
         if outcome.error is not None:
-            self.progress.set_text(f"failed: {sentence(outcome.error)}")
-            _messages.report_failure("Pre-training", outcome.error)
+            self.failed(outcome.error)
             return
         encoder, saved = outcome.result
         session.set_encoder(encoder, saved)

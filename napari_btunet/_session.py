@@ -41,7 +41,8 @@ class Session:
             return "no encoder pre-trained in this session"
         meta = enc.metadata
         planes = meta.get("trained_on", {}).get("planes", "?")
-        text = f"{enc.variant} encoder, {meta.get('epochs', '?')} epochs on {planes} planes"
+        text = (f"{enc.variant} encoder, {meta.get('epochs', '?')} epochs on {planes} "
+                f"plane{'' if planes == 1 else 's'}")
         return text + (f" ({self.encoder_path.name})" if self.encoder_path else "")
 
     def describe_model(self) -> str:

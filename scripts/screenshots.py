@@ -118,7 +118,7 @@ def main() -> int:
     predict.start()
     wait(lambda: not predict.job.running)
     labels = viewer.layers["BBBC007 nuclei labels [btunet]"]
-    for layer in (preview, annotation):
+    for layer in (preview, annotation, viewer.layers["BBBC007 nuclei uncertainty [btunet]"]):
         layer.visible = False
     labels.opacity = 0.55
     viewer.layers.selection.active = labels

@@ -216,10 +216,16 @@ class Progress:
     epoch_end: bool = False
     history: dict[str, list] = field(default_factory=dict)
     model: Any = field(default=None, repr=False)
+    time_budget_s: Optional[float] = None  # set when the run is limited by time: then ``epochs``
+    #                                        and ``total_steps`` are only upper bounds
 
     @property
     def fraction(self) -> float:
-        return self.step / max(1, self.total_steps)
+        """How far the run is: by steps, or by time spent of the time budget (if that is further)."""
+        done = self.step / max(1, self.total_steps)
+        if self.time_budget_s:
+            done = max(done, self.elapsed_s / self.time_budget_s)
+        return min(1.0, done)
 
 
 ProgressCallback = Callable[[Progress], None]

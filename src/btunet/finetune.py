@@ -237,6 +237,7 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     """
     cfg = config or FinetuneConfig()
     cfg.check()  # settings may have been changed since the config was made
+    start = time.perf_counter()  # reading the data and pseudo-labels count against a time budget too
     generator = seed_everything(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     device = resolve_device(cfg.device)
@@ -252,7 +253,6 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     has_val = hold_out_validation(planes, cfg.val_fraction, rng) if model is None else False
     for p in planes:
         p.painted = p.weight > 0
-    start = time.perf_counter()  # pseudo-labels count against a time budget too
     net.to(device)
     probs = model_probabilities(net, planes, cfg.fast) if model is not None else None
     n_wrong = focus_on_errors(planes, probs, cfg.threshold) if model is not None else None
@@ -277,13 +277,19 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     best, best_state, best_epoch, stop_reason = float("inf"), None, 0, None
     epochs = cfg.total_epochs()
     total = epochs * cfg.steps_per_epoch
-    step = 0
+    step, step_began = 0, time.perf_counter()
     for epoch in range(epochs):
         losses = []
         for _ in range(cfg.steps_per_epoch):
             if should_stop is not None and should_stop():
                 stop_reason = "cancelled"
                 break
+            now = time.perf_counter()
+            if step and cfg.time_budget_s is not None:  # end within the budget: no step that would overrun it
+                if now - start + (now - step_began) > cfg.time_budget_s:
+                    stop_reason = "time_budget"
+                    break
+            step_began = now  # a step's time includes its progress callback (e.g. a preview)
             if cosine:  # decays to 0 at the end of the run (by steps or by the time budget)
                 done = step / total
                 if cfg.time_budget_s:
@@ -318,7 +324,8 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
                     stage="finetune", epoch=epoch + 1, epochs=epochs, step=step, total_steps=total,
                     loss=float(np.mean(losses[-10:])), elapsed_s=elapsed,
                     eta_s=eta, lr=optimizer.param_groups[-1]["lr"],
-                    val_loss=val_loss, val_dice=val_dice, epoch_end=last, history=history, model=net))
+                    val_loss=val_loss, val_dice=val_dice, epoch_end=last, history=history, model=net,
+                    time_budget_s=cfg.time_budget_s))
             if cosine and cfg.time_budget_s is not None and time.perf_counter() - start > cfg.time_budget_s:
                 stop_reason = "time_budget"  # the decay has reached 0: the model is final
                 break

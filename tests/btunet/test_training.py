@@ -128,6 +128,28 @@ def test_finetune_stop_returns_a_usable_model(small_sample, fast_finetune_config
     assert predict(model, tifffile.imread(images[0]), device="cpu").labels.shape == (128, 128)
 
 
+def test_time_budget_ends_within_it_and_reports_time(small_sample, fast_finetune_config):
+    """A run limited by time stops before the step that would overrun it (also mid-epoch, with
+    the plateau schedule) and reports elapsed of budget, with the rest of the budget as ETA."""
+    import time
+    images = sorted((small_sample / "images").iterdir())[:1]
+    masks = sorted((small_sample / "masks").iterdir())[:1]
+    budget = 4.0
+    cfg = replace(fast_finetune_config, epochs=100000, steps_per_epoch=40, time_budget_s=budget)
+    reports = []
+    start = time.perf_counter()
+    model = finetune(images, masks, cfg, on_progress=lambda p: reports.append(replace(p, model=None)))
+    wall = time.perf_counter() - start
+    longest_step = max(b.elapsed_s - a.elapsed_s for a, b in zip(reports, reports[1:]))
+    assert model.metadata["stopped"] == "time_budget"
+    assert model.metadata["seconds"] <= budget
+    assert wall <= budget + longest_step + 0.5
+    for p in reports:
+        assert p.time_budget_s == budget
+        assert p.fraction == pytest.approx(min(1.0, p.elapsed_s / budget))
+        assert p.eta_s == pytest.approx(max(0.0, budget - p.elapsed_s))
+
+
 def test_finetune_continues_from_given_weights(small_sample, fast_finetune_config):
     images = sorted((small_sample / "images").iterdir())[:1]
     masks = sorted((small_sample / "masks").iterdir())[:1]

@@ -5,8 +5,19 @@ import numpy as np
 
 
 def dock(viewer, name):
+    from qtpy.QtWidgets import QApplication
     _, widget = viewer.window.add_plugin_dock_widget("napari-btunet", name)
+    QApplication.processEvents()  # the dock settles (joins the plugin's other docks as a tab)
     return widget
+
+
+def open_from_menu(viewer, name):
+    """Open a widget as the user does: Plugins -> BT-Unet -> ``name``; returns the widget."""
+    from qtpy.QtWidgets import QApplication
+    menu = next(a.menu() for a in viewer.window.plugins_menu.actions() if a.text() == "BT-Unet")
+    next(a for a in menu.actions() if a.text() == name).trigger()
+    QApplication.processEvents()
+    return viewer.window.dock_widgets[f"{name} (BT-Unet)"]
 
 
 def wait_job(qtbot, job, timeout_s=120.0):
@@ -53,6 +64,10 @@ class Heartbeat:
         self.timer.stop()
 
     @property
+    def p99_s(self):
+        return float(np.percentile(self.gaps, 99)) if self.gaps else float("nan")
+
+    @property
     def max_blocked_s(self):
         return max(self.gaps) if self.gaps else float("nan")
 
@@ -68,3 +83,20 @@ def errors_of(messages):
 
 def labels_inside(labels, mask):
     return np.all(mask[labels == 2] > 0) and np.all(mask[labels == 1] == 0)
+
+
+def painted_colours():
+    """How napari shows painted labels by default: 1 = background, 2 = object (RGB)."""
+    from napari.layers import Labels
+    painted = Labels(np.zeros((2, 2), np.uint8))
+    return [np.asarray(painted.get_color(v))[:3] for v in (1, 2)]
+
+
+def closest_to_painted(layer, values=None):
+    """The smallest RGB distance between a predicted object's colour (of ``values``, default:
+    those in the layer) and a painted label's."""
+    if values is None:
+        values = np.unique(np.asarray(layer.data))
+        values = values[values > 0][:200]
+    colours = [np.asarray(layer.get_color(v))[:3] for v in values]
+    return min(np.linalg.norm(c - p) for c in colours for p in painted_colours())

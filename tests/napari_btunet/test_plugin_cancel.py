@@ -1,8 +1,12 @@
 """Cancel stops training within seconds and leaves a model that predicts; cancelled prediction keeps what finished."""
+import re
+import time
+
 import numpy as np
 import pytest
 
 import btunet
+from napari_btunet._controls import format_seconds, training_text
 from napari_btunet._session import session
 from .plugin_helpers import dock, errors_of, small_training, wait_job
 
@@ -84,10 +88,27 @@ def test_time_budget_and_dense_masks(sample_viewer, qtbot, messages):
     finetune.length_combo.setCurrentText("time budget")
     finetune.budget_spin.setValue(0.1)  # 6 s
     assert finetune.config().time_budget_s == 6.0 and finetune.config().mask_mode == "dense"
-    outcome = wait_job(qtbot, finetune.start())
+    shown = []
+    show_line = finetune.progress._set_label
+    finetune.progress._set_label = lambda text: shown.append(text) or show_line(text)
+    start = time.perf_counter()
+    job = finetune.start()
+    outcome = wait_job(qtbot, job)
+    wall = job.finished_at - start
     assert outcome.error is None, outcome.error
     meta = session.model.metadata
     assert meta["stopped"] == "time_budget" and 1 <= meta["epochs"] < 1000
+    # progress is time spent of the budget, the ETA what is left of it; never epochs of 100000
+    running = [text for text in shown if " of 0:06 · " in text]
+    assert running and all(re.fullmatch(r"0:0\d of 0:06 · epoch \d+ · loss [\d.]+( · val Dice [\d.]+)? · ETA 0:0\d", text)
+                           for text in running), running
+    assert not any("100000" in text or "step" in text for text in shown)
+    last = finetune.last_progress
+    assert last.time_budget_s == 6.0 and last.eta_s == pytest.approx(max(0.0, 6.0 - last.elapsed_s))
+    assert training_text(last).endswith(f"ETA {format_seconds(6.0 - last.elapsed_s)}")
+    # the run ends within the budget (the engine stops before a step that would overrun it)
+    print(f"\n6 s budget: training {meta['seconds']} s, Start to done {wall:.1f} s")
+    assert meta["seconds"] <= 6.0 + 0.5 and wall <= 6.0 + 2.0
     assert meta["trained_on"]["mask_mode"] == "dense"
     assert meta["trained_on"]["annotated_pixels"]["object"] == int((viewer.layers["BBBC007 mask"].data > 0).sum())
     assert not errors_of(messages)

@@ -41,7 +41,7 @@ def test_no_labels_painted(sample_viewer, finetune, qtbot, messages):
     finetune.preview_spin.setValue(1.0)
     start_and_wait(qtbot, finetune)
     assert not [layer for layer in sample_viewer.layers if "[btunet]" in layer.name]
-    assert only_error(messages) == ("Fine-tuning failed: No annotated pixels found; paint object "
+    assert only_error(messages) == ("Fine-tuning failed: no annotated pixels found; paint object "
                                     "pixels with label 2 and background with label 1.")
     assert session.model is None
 
@@ -88,14 +88,14 @@ def test_corrupt_checkpoint_files(sample_viewer, finetune, qtbot, messages, tmp_
     finetune.encoder_combo.setCurrentText("from file")
     finetune.encoder_file.set_path(corrupt)
     start_and_wait(qtbot, finetune)
-    assert only_error(messages).startswith("Fine-tuning failed: Broken.safetensors is not a readable")
+    assert only_error(messages).startswith("Fine-tuning failed: broken.safetensors is not a readable")
     messages.clear()
     # as the model of a prediction
     predict = dock(sample_viewer, "Predict")
     predict.model_combo.setCurrentText("from file")
     predict.model_file.set_path(corrupt)
     wait_job(qtbot, predict.start())
-    assert only_error(messages).startswith("Prediction failed: Broken.safetensors is not a readable")
+    assert only_error(messages).startswith("Prediction failed: broken.safetensors is not a readable")
     assert not [layer for layer in sample_viewer.layers if "[btunet]" in layer.name]
 
 
@@ -123,7 +123,7 @@ def test_wrong_checkpoint_kind(sample_viewer, finetune, qtbot, messages, tmp_pat
 def test_missing_inputs_are_refused(viewer, qtbot, messages):
     predict = dock(viewer, "Predict")
     assert predict.start() is None
-    assert only_error(messages) == ("Prediction cannot start: There is no model in this session "
+    assert only_error(messages) == ("Prediction cannot start: there is no model in this session "
                                     "yet; fine-tune one or choose 'from file'.")
     messages.clear()
     finetune = dock(viewer, "Fine-tune")

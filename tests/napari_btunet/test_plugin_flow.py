@@ -7,14 +7,17 @@ import pytest
 import btunet
 from napari_btunet import _layers, _messages
 from napari_btunet._session import session
-from .plugin_helpers import Heartbeat, dock, errors_of, small_training, wait_job
+from .plugin_helpers import Heartbeat, closest_to_painted, dock, errors_of, small_training, wait_job
 
 pytestmark = pytest.mark.viewer
 
-#: while training runs in the worker, the GUI thread is never blocked this long at once ...
+#: while training runs in the worker, the GUI thread is never blocked this long at once (about
+#: 0.1 s on a 2-core machine shared with other jobs, with rare outliers to ~0.7 s under load) ...
 MAX_BLOCKED_S = 1.0
-#: ... and is blocked (no tick for more than 50 ms) less than this share of the time
-MAX_BLOCKED_SHARE = 0.2
+#: ... 99 % of its 10 ms ticks come within this ...
+MAX_P99_S = 0.1
+#: ... and it is blocked (no tick for more than 50 ms) less than this share of the time
+MAX_BLOCKED_SHARE = 0.1
 
 
 def test_finetune_predict_flow(shown_sample_viewer, qtbot, messages, tmp_path, monkeypatch):
@@ -43,9 +46,10 @@ def test_finetune_predict_flow(shown_sample_viewer, qtbot, messages, tmp_path, m
 
     # the GUI thread kept ticking while the worker trained
     print(f"\nfine-tune in the widget: {train_s:.1f} s; GUI heartbeat: {len(beat.gaps)} ticks, "
-          f"max blocked {1000 * beat.max_blocked_s:.0f} ms, blocked share {100 * beat.blocked_share():.1f} %")
+          f"max blocked {1000 * beat.max_blocked_s:.0f} ms, 99th percentile {1000 * beat.p99_s:.0f} ms, "
+          f"blocked share {100 * beat.blocked_share():.1f} %")
     assert len(beat.gaps) > train_s / 0.05
-    assert beat.max_blocked_s < MAX_BLOCKED_S
+    assert beat.max_blocked_s < MAX_BLOCKED_S and beat.p99_s < MAX_P99_S
     assert beat.blocked_share() < MAX_BLOCKED_SHARE
 
     # live progress, plot and preview reached the GUI
@@ -73,6 +77,8 @@ def test_finetune_predict_flow(shown_sample_viewer, qtbot, messages, tmp_path, m
     prob = viewer.layers["BBBC007 nuclei probability [btunet]"]
     assert labels.data.shape == prob.data.shape == image.data.shape
     assert labels.data.dtype == np.uint8 and prob.data.dtype == np.float32
+    # a predicted object (label 1) is shown yellow, unlike painted background (1) or object (2)
+    assert closest_to_painted(labels) > 0.3 and closest_to_painted(preview) > 0.3
     assert tuple(labels.scale) == tuple(prob.scale) == (0.5, 0.5)
     assert tuple(labels.translate) == (3.0, 4.0)
     dice = btunet.evaluate(labels.data, mask.data)["dice"]

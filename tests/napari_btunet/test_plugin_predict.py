@@ -6,7 +6,7 @@ import btunet
 from napari_btunet import _layers
 from napari_btunet._sample_data import load_sample
 from napari_btunet._session import session
-from .plugin_helpers import dock, errors_of, wait_job
+from .plugin_helpers import closest_to_painted, dock, errors_of, wait_job
 
 pytestmark = pytest.mark.viewer
 
@@ -49,6 +49,7 @@ def test_batch_predict_stacks(stacks, qtbot, messages):
         assert tuple(labels.scale) == tuple(prob.scale) == tuple(source.scale)
         assert tuple(labels.translate) == tuple(source.translate)
         assert labels.metadata[_layers.OUTPUT_KEY] and labels.metadata[_layers.SOURCE_KEY] == name
+        assert closest_to_painted(labels, range(1, 100)) > 0.3  # no instance in a painted colour
         np.testing.assert_array_equal(source.data, sources[name])  # sources untouched
     assert len(viewer.layers) == 3 + 6
     assert "done: 3 layer(s)" in predict.progress.label.text()
