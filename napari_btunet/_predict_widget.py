@@ -114,7 +114,7 @@ class PredictWidget(JobWidget):
                 try:
                     self.threshold_spin.setValue(btunet.model_metadata(session.model).threshold)
                 except BTUnetError as exc:
-                    text = sentence(exc)
+                    text = _messages.sentence(exc)
             self.model_label.setText(text)
             return
         text, meta = describe_checkpoint(self.model_file.path(), "model")
