@@ -9,6 +9,7 @@ from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
                             QPushButton, QVBoxLayout, QWidget)
 
+from ._classes import class_dice_text
 from ._messages import sentence
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
@@ -54,6 +55,7 @@ class ProgressPanel(QWidget):
             eta = min(eta, max(0.0, time_budget_s - p.elapsed_s))
         text = (f"epoch {p.epoch}/{p.epochs} · step {p.step}/{p.total_steps} · loss {p.loss:.3f}"
                 + (f" · val Dice {p.val_dice:.2f}" if p.val_dice is not None else "")
+                + class_dice_text(getattr(p, "val_class_dice", None))
                 + f" · {format_seconds(p.elapsed_s)} elapsed · ETA {format_seconds(eta)}")
         self.set_fraction(fraction, text)
 
