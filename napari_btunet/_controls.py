@@ -9,6 +9,7 @@ from qtpy.QtCore import QEvent, QSize, Qt, QTimer, Signal
 from qtpy.QtWidgets import (QComboBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QLineEdit,
                             QProgressBar, QPushButton, QScrollArea, QVBoxLayout, QWidget)
 
+from ._classes import class_dice_text
 from ._messages import sentence
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
@@ -100,7 +101,8 @@ class ProgressPanel(QWidget):
 def training_text(p) -> str:
     """'epoch 2/12 · step 40/300 · loss 0.213 · 0:05 elapsed · ETA 0:32', or with a time budget
     '1:23 of 2:00 · epoch 14 · loss 0.213 · ETA 0:37' (the ETA is what is left of the budget)."""
-    dice = f" · val Dice {p.val_dice:.2f}" if p.val_dice is not None else ""
+    dice = (f" · val Dice {p.val_dice:.2f}" if p.val_dice is not None else "") + class_dice_text(
+        getattr(p, "val_class_dice", None))
     budget = getattr(p, "time_budget_s", None)
     if budget:
         return (f"{format_seconds(p.elapsed_s)} of {format_seconds(budget)} · epoch {p.epoch} · "

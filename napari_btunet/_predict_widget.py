@@ -17,6 +17,7 @@ from . import _messages
 from ._controls import PathField, add_device_row, describe_checkpoint, hint
 from ._job_widget import JobWidget
 from ._jobs import Job, Outcome
+from ._classes import model_classes, show_classes
 from ._layers import SOURCE_KEY, layer_array, prediction_colormap, upsert_output, watch_layers
 from ._pickers import LayerChecklist
 from ._session import session
@@ -152,6 +153,7 @@ class PredictWidget(JobWidget):
             return None
         self.written = []
         self._sources, self._instances = request.sources, request.instances
+        self._classes = None if request.instances else model_classes(request.model)
         self.progress.set_fraction(0, "loading the model…")
         self._set_running(True)
         return self.run_job(Job(lambda job: self._predict(job, request), self._done,
@@ -189,6 +191,8 @@ class PredictWidget(JobWidget):
             return  # the source was closed meanwhile
         labels = upsert_output(self.viewer, source, "labels", result.labels, "labels", opacity=0.5,
                                colormap=prediction_colormap(self._instances))
+        if getattr(self, "_classes", None):
+            show_classes(labels, self._classes)
         self.written.append(labels)
         if result.probabilities is not None:
             prob = upsert_output(self.viewer, source, "probability", result.probabilities, "image",

@@ -1,44 +1,73 @@
 """What a painted Labels layer means, turned into per-pixel targets and loss weights.
 
 * ``sparse`` (default when painting, as in ilastik/APOC): 0 = not annotated (ignored),
-  1 = background, 2 = object.
-* ``dense`` (fully drawn masks): 0 = background, > 0 = object (instance ids allowed); with a
-  ``region`` mask only pixels inside it count.
+  1 = background, 2 = object; with several classes 2, 3, ..., K+1 = class 1 .. class K.
+* ``dense`` (fully drawn masks): 0 = background, > 0 = object (instance ids allowed: several ids
+  also teach the model where touching objects meet); with a ``region`` mask only pixels inside
+  it count.
+* ``classes`` (fully drawn class masks): 0 = background, k = class k.
+
+Targets hold class indices: 0 = background, k = class k (so 1 = object with one class).
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 import numpy as np
 
 from .errors import BTUnetError
+from .heads import MAX_CLASSES
 
-MaskMode = Literal["sparse", "dense"]
-MASK_MODES = ("sparse", "dense")
+MaskMode = Literal["sparse", "dense", "classes"]
+MASK_MODES = ("sparse", "dense", "classes")
 
 CONVENTIONS = {
-    "sparse": "sparse: 1 = background, 2 = object, 0 = not annotated (ignored)",
+    "sparse": "sparse: 1 = background, 2 = object (2..K+1 = classes 1..K), 0 = not annotated (ignored)",
     "dense": "dense: 0 = background, any other label = object (every pixel counts)",
+    "classes": "classes: 0 = background, k = class k (every pixel counts)",
 }
 
 
-def targets_and_weights(labels: np.ndarray, mode: MaskMode = "sparse",
-                        region: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Return float32 (target, weight): target 1 = object, weight 1 = pixel is annotated."""
+def _check_labels(labels: np.ndarray, mode: str) -> np.ndarray:
     if mode not in MASK_MODES:
         raise BTUnetError(f"unknown mask mode {mode!r}; choose one of: {', '.join(MASK_MODES)}")
     labels = np.asarray(labels)
     if not np.issubdtype(labels.dtype, np.integer) and not np.issubdtype(labels.dtype, np.bool_):
         if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
             raise BTUnetError("annotations must hold whole-number labels, got non-integer values")
+    if labels.size and labels.min() < 0:
+        raise BTUnetError("annotations must not hold negative labels")
+    return labels
+
+
+def infer_classes(labels: np.ndarray, mode: str) -> int:
+    """K, the number of classes the labels hold (max label - 1 for sparse, the max id for classes)."""
+    top = int(np.asarray(labels).max(initial=0))
+    k = top - 1 if mode == "sparse" else top if mode == "classes" else 1
+    return max(1, k)
+
+
+def targets_and_weights(labels: np.ndarray, mode: MaskMode = "sparse", region: np.ndarray | None = None,
+                        n_classes: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+    """Return float32 (target, weight): target = class index (0 = background, 1 = object or class 1,
+    ...), weight 1 = pixel is annotated. ``n_classes``: K (default: inferred from ``labels``)."""
+    labels = _check_labels(labels, mode)
+    top = int(labels.max(initial=0))
+    k = infer_classes(labels, mode) if n_classes is None else int(n_classes)
     if mode == "sparse":
-        unknown = set(np.unique(labels).tolist()) - {0, 1, 2}
-        if unknown:
+        if top > k + 1 or top > MAX_CLASSES + 1:
+            found = sorted(set(np.unique(labels).tolist()) - set(range(k + 2)))
             raise BTUnetError(
-                f"sparse annotations use 1 = background and 2 = object, but labels "
-                f"{sorted(unknown)[:5]} were found; use mask mode 'dense' for instance masks")
-        target = (labels == 2).astype(np.float32)
+                f"sparse annotations use 1 = background and 2..{k + 1} = classes, but labels "
+                f"{found[:5]} were found; use mask mode 'dense' for instance masks")
+        target = np.clip(labels.astype(np.float32) - 1, 0, None)
         weight = (labels > 0).astype(np.float32)
+    elif mode == "classes":
+        if top > k or top > MAX_CLASSES:
+            raise BTUnetError(f"class masks hold ids 0..{min(k, MAX_CLASSES)}, but id {top} was found; "
+                              "use mask mode 'dense' for instance masks")
+        target = labels.astype(np.float32)
+        weight = np.ones(labels.shape, np.float32)
     else:
         target = (labels > 0).astype(np.float32)
         weight = np.ones(labels.shape, np.float32)
@@ -49,7 +78,21 @@ def targets_and_weights(labels: np.ndarray, mode: MaskMode = "sparse",
     return target, weight
 
 
-def check_annotation_counts(n_object: int, n_background: int, mode: MaskMode) -> None:
+def has_instances(labels: np.ndarray) -> bool:
+    """Several object ids in one dense mask: the model can learn where objects meet."""
+    return int(np.asarray(labels).max(initial=0)) > 1
+
+
+def boundary_target(labels: np.ndarray) -> np.ndarray:
+    """float32 1 on the thin inner border of every object (pixels next to another id or to
+    background), 0 elsewhere."""
+    from skimage.segmentation import find_boundaries
+    labels = np.asarray(labels)
+    return find_boundaries(labels.astype(np.int64), connectivity=1, mode="inner").astype(np.float32)
+
+
+def check_annotation_counts(n_object: int, n_background: int, mode: MaskMode,
+                            per_class: Optional[list[int]] = None) -> None:
     """Refuse annotations that would train a constant (and useless) model."""
     hint = ("paint object pixels with label 2 and background with label 1" if mode == "sparse"
             else "the masks need both background (0) and object (> 0) pixels")
@@ -59,3 +102,9 @@ def check_annotation_counts(n_object: int, n_background: int, mode: MaskMode) ->
         raise BTUnetError(f"the annotations contain no object pixels; {hint}")
     if n_background == 0:
         raise BTUnetError(f"the annotations contain no background pixels; {hint}")
+    if per_class is not None and len(per_class) > 1:
+        missing = [k for k, n in enumerate(per_class, 1) if n == 0]
+        if missing:
+            label = missing[0] + 1 if mode == "sparse" else missing[0]
+            raise BTUnetError(f"class {missing[0]} (label {label}) has no annotated pixels; "
+                              f"annotate every class from 1 to {len(per_class)} or give fewer classes")

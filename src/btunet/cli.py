@@ -139,7 +139,8 @@ def cmd_finetune(a) -> int:
     cfg = FinetuneConfig(model=model, mask_mode=mask_mode, epochs=a.epochs, steps_per_epoch=a.steps_per_epoch,
                          batch_size=a.batch_size, patch_size=a.patch_size, time_budget_s=a.time_budget,
                          intensity_augment=a.intensity_augment, encoder_lr_scale=a.encoder_lr_scale,
-                         device=a.device, seed=a.seed)
+                         device=a.device, seed=a.seed, instances="auto" if a.boundary else "none",
+                         class_names=[n.strip() for n in a.class_names.split(",")] if a.class_names else None)
     if init is not None:
         cfg = cfg.continuation()
         cfg.threshold = stored.threshold  # a continued model keeps its threshold
@@ -177,7 +178,7 @@ def cmd_evaluate(a) -> None:
         except UnreadableImage as exc:
             warnings.warn(f"skipping {t.name}: {exc}")
             continue
-        rows.append({"name": t.name, **evaluate(pred, truth, objects=True)})
+        rows.append({"name": t.name, **evaluate(pred, truth, objects=not a.classes, classes=a.classes)})
     if not rows:
         raise BTUnetError("none of the prediction / ground-truth pairs could be read; nothing to score")
     mean = mean_scores([{k: v for k, v in r.items() if k != "name"} for r in rows])
@@ -188,7 +189,7 @@ def cmd_evaluate(a) -> None:
     width = max(len(r["name"]) for r in rows + [{"name": "mean"}])
     print(f"{'image':<{width}}  " + "  ".join(f"{k:>9}" for k in keys))
     for r in rows + [{"name": "mean", **mean}]:
-        print(f"{r['name']:<{width}}  " + "  ".join(f"{r[k]:9.4f}" for k in keys))
+        print(f"{r['name']:<{width}}  " + "  ".join(f"{r.get(k, float('nan')):9.4f}" for k in keys))
 
 
 def cmd_info(a) -> None:

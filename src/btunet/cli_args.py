@@ -126,9 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_output(f, "model")
     f.add_argument("--model", help=f"variant: {models} (default: the encoder's, else unet)")
     f.add_argument("--encoder", metavar="FILE", help="pre-trained encoder from `btunet pretrain`")
-    f.add_argument("--mask-mode", choices=("dense", "sparse"), default=None,
-                   help="dense: 0 = background, >0 = object; sparse: 0 = ignore, 1 = background, "
-                        "2 = object (default dense; with --init, the mode the model was trained with)")
+    f.add_argument("--mask-mode", choices=("dense", "sparse", "classes"), default=None,
+                   help="dense: 0 = background, >0 = object (instance ids also teach where touching objects "
+                        "meet); sparse: 0 = ignore, 1 = background, 2 = object (2..K+1 = K classes); classes: "
+                        "0 = background, k = class k (default dense; with --init, the mode the model was "
+                        "trained with)")
+    f.add_argument("--class-names", metavar="NAMES",
+                   help="comma-separated names of classes 1..K, e.g. nuclei,ring (K defaults to the labels': "
+                        "max label - 1 sparse, max id with --mask-mode classes)")
+    f.add_argument("--boundary", action="store_true",
+                   help="also learn object borders from instance masks (dense masks with several ids), "
+                        "used by `btunet predict --instances` to separate touching objects")
     f.add_argument("--init", metavar="MODEL",
                    help="continue from this fine-tuned model (variant and channels taken from it) with the "
                         "short continuation schedule; the output is a new file")
@@ -157,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threshold", type=float, default=None,
                    help="probability threshold (default: the one saved with the model, usually 0.5)")
     r.add_argument("--instances", action="store_true",
-                   help="label separate objects (connected components, touching ones split by watershed)")
+                   help="label separate objects: touching ones are split by the model's learnt borders "
+                        "when it has them, else by a distance-transform watershed")
     r.add_argument("--probabilities", action="store_true", help="also write NAME_prob.tif (float32)")
     r.add_argument("--uncertainty", action="store_true",
                    help="also write NAME_uncertainty.tif (float32, 0 = certain, 1 = a coin toss; from four "
@@ -169,10 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_chunked(r)  # --zarr, --scheduler, --chunk, --depth
 
     e = sub.add_parser("evaluate", help="score predicted label images against ground truth",
-                       description="Pair files by name; print per-image and mean Dice, IoU, precision, recall.")
+                       description="Pair files by name; print per-image and mean Dice, IoU, precision, recall, "
+                                   "object F1 at IoU 0.5, mean matched IoU and average precision at IoU "
+                                   "0.5:0.05:0.95 (ap; ap50, ap75); with --classes each class's Dice.")
     e.add_argument("--pred", required=True, metavar="DIR", help="predicted label images")
     e.add_argument("--truth", required=True, metavar="DIR", help="ground-truth label images")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    e.add_argument("--classes", action="store_true",
+                   help="the images hold class ids (0 = background): also report each class's Dice")
 
     i = sub.add_parser("info", help="print a checkpoint's metadata",
                        description="Print what a checkpoint holds: variant, channels, training provenance.")

@@ -103,6 +103,10 @@ class FinetuneConfig:
     fast: bool = True
     seed: int = 0
     threshold: float = DEFAULT_THRESHOLD  # probability above which a pixel is object; saved with the model
+    n_classes: Optional[int] = None  # K object classes; None: from the labels (max label - 1 sparse, max id classes)
+    class_names: Optional[list] = None  # names of classes 1..K (stored with the model)
+    instances: str = "none"          # "boundary": learn object borders; "auto": when dense masks hold instance ids
+    #                                  (opt-in: it has not yet beaten the distance watershed, docs/results_objects.md)
 
     def __post_init__(self) -> None:
         self.check()
@@ -133,6 +137,17 @@ class FinetuneConfig:
             fields.flag(name, getattr(self, name))
         fields.number("intensity_augment", self.intensity_augment, 0.0, 1.0)
         check_threshold("threshold", self.threshold)
+        from .heads import MAX_CLASSES
+        if self.n_classes is not None:
+            fields.whole("n_classes", self.n_classes, 1, MAX_CLASSES)
+        if self.class_names is not None:
+            names = self.class_names
+            if (not isinstance(names, (list, tuple)) or not names
+                    or not all(isinstance(n, str) and n.strip() for n in names)):
+                raise BTUnetError("class_names must be a list of non-empty names, e.g. ['nuclei', 'ring']")
+            if self.n_classes is not None and len(names) != self.n_classes:
+                raise BTUnetError(f"{len(names)} class names were given for n_classes={self.n_classes}")
+        fields.choice("instances", self.instances, ("auto", "boundary", "none"))
 
     def total_epochs(self) -> int:
         if self.epochs is not None:
@@ -159,6 +174,7 @@ class PredictConfig:
     split_touching: bool = True        # instances: split touching objects by a distance watershed
     min_distance: int = 5              # instances: least distance (px) between two objects' centres
     probabilities: bool = True         # also return the object probability
+    class_probabilities: bool = False  # a class model: also return each class's probability
     uncertainty: bool = False          # also return the uncertainty map (four test-time flips, 4x time)
     tile: int = TILE                   # tile side (multiple of 16); larger planes are tiled and blended
     overlap: int = OVERLAP             # overlap of neighbouring tiles (multiple of 16, below tile)
@@ -173,7 +189,7 @@ class PredictConfig:
         """Refuse any setting that is out of range or of the wrong type (BTUnetError naming it)."""
         if self.threshold is not None:
             check_threshold("threshold", self.threshold)
-        for name in ("instances", "split_touching", "probabilities", "uncertainty", "fast"):
+        for name in ("instances", "split_touching", "probabilities", "class_probabilities", "uncertainty", "fast"):
             fields.flag(name, getattr(self, name))
         fields.whole("min_distance", self.min_distance, 1)
         fields.whole("tile", self.tile, SIZE_MULTIPLE)
@@ -213,6 +229,7 @@ class Progress:
     lr: float = 0.0
     val_loss: Optional[float] = None
     val_dice: Optional[float] = None
+    val_class_dice: Optional[list] = None  # a class model: validation Dice of classes 1..K
     epoch_end: bool = False
     history: dict[str, list] = field(default_factory=dict)
     model: Any = field(default=None, repr=False)

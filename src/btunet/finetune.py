@@ -11,19 +11,23 @@ import numpy as np
 import torch
 from scipy.special import expit
 
-from .annotations import CONVENTIONS, check_annotation_counts, targets_and_weights
+from .annotations import (CONVENTIONS, boundary_target, check_annotation_counts, has_instances,
+                          infer_classes, targets_and_weights)
 from .augment import finetune_augment
 from .config import FinetuneConfig, Progress, ProgressCallback, StopCallback, config_dict, seed_everything
 from .data import ImageSource, load_sources, pad_to_min_size
 from .device import autocast, describe_device, resolve_device
 from .errors import BTUnetError
 from .imageio import is_rgb, spatial_shape
-from .losses import masked_bce_dice_loss
+from .heads import MAX_CLASSES, HeadSpec, default_classes, head_of
+from .losses import segmentation_loss
 from .metadata import DEFAULT_THRESHOLD
 from .models import SegmentationModel, create_model
 from .normalize import DEFAULT_NORMALIZATION
-from .planes import plane_layout, predict_logits
+from .planes import plane_layout, plane_outputs, predict_logits
 from .pretrain import PretrainedEncoder, as_encoder
+from .pseudo import (CORRECTION_RADIUS, add_pseudo_labels, focus_on_errors,  # noqa: F401  (re-exported)
+                     model_probabilities, predicted_class)
 
 VAL_BLOCK = 64  # validation pixels are held out in whole blocks, so they are not neighbours of training pixels
 
@@ -39,10 +43,33 @@ class AnnotatedPlane:
     painted: Optional[np.ndarray] = None  # (H, W) bool: the user's own training pixels
     size: Optional[tuple] = None          # (h, w) before padding to the patch size
     val_region: Optional[np.ndarray] = None  # (H, W) bool: the held-out blocks, whole
+    boundary: Optional[np.ndarray] = None    # (H, W) 1 = border of an object (instance masks)
 
 
-def annotated_planes(images, annotations, channels: int, mode: str, patch_size: int
-                     ) -> list[AnnotatedPlane]:
+def head_for(annotations, cfg: FinetuneConfig, model: Optional[SegmentationModel] = None) -> HeadSpec:
+    """The head the annotations ask for: K classes (given, the model's, or from the labels) and a
+    boundary channel when dense masks hold instance ids (or ``cfg.instances == "boundary"``)."""
+    if model is not None:
+        spec = head_of(model)
+    else:
+        k = cfg.n_classes or (len(cfg.class_names) if cfg.class_names else None)
+        if k is None:
+            k = max(infer_classes(np.asarray(labels), cfg.mask_mode) for _, labels in annotations)
+        boundary = cfg.instances == "boundary" or (
+            cfg.instances == "auto" and cfg.mask_mode == "dense"
+            and any(has_instances(np.asarray(labels)) for _, labels in annotations))
+        spec = HeadSpec(int(k), bool(boundary))
+    if spec.boundary and cfg.mask_mode != "dense":
+        raise BTUnetError("object borders are learnt from instance masks: use mask mode 'dense' "
+                          "with one id per object, or instances='none'")
+    if spec.n_classes > MAX_CLASSES:
+        raise BTUnetError(f"the labels ask for {spec.n_classes} classes, more than the {MAX_CLASSES} a model "
+                          "can hold; use mask mode 'dense' for instance masks")
+    return spec
+
+
+def annotated_planes(images, annotations, channels: int, mode: str, patch_size: int,
+                     head: HeadSpec = HeadSpec()) -> list[AnnotatedPlane]:
     """Pair images with annotations, check shapes, keep only planes with annotated pixels."""
     if len(images) != len(annotations):
         raise BTUnetError(f"got {len(images)} images but {len(annotations)} annotations")
@@ -54,16 +81,20 @@ def annotated_planes(images, annotations, channels: int, mode: str, patch_size: 
                               f"of shape {tuple(image.shape)}" + (" (RGB)" if rgb else ""))
         layout = plane_layout(image, channels, rgb=rgb)
         for index in layout.indices():
-            target, weight = targets_and_weights(np.asarray(labels[index]), mode)
+            plane_labels = np.asarray(labels[index])
+            target, weight = targets_and_weights(plane_labels, mode, n_classes=head.n_classes)
             if not weight.any():
                 continue
             pixels = layout.read(image, index)
             pad = lambda a: pad_to_min_size(a[None], patch_size, "constant")[0]
             planes.append(AnnotatedPlane(pad_to_min_size(pixels, patch_size), pad(target), pad(weight),
-                                         np.zeros_like(pad(weight)), name, size=target.shape))
-    n_obj = int(sum((p.target * p.weight).sum() for p in planes))
+                                         np.zeros_like(pad(weight)), name, size=target.shape,
+                                         boundary=pad(boundary_target(plane_labels)) if head.boundary else None))
+    n_obj = int(sum(((p.target > 0) * p.weight).sum() for p in planes))
     n_all = int(sum(p.weight.sum() for p in planes))
-    check_annotation_counts(n_obj, n_all - n_obj, mode)
+    per_class = [int(sum(((p.target == k) * p.weight).sum() for p in planes))
+                 for k in range(1, head.n_classes + 1)]
+    check_annotation_counts(n_obj, n_all - n_obj, mode, per_class)
     return planes
 
 
@@ -88,8 +119,8 @@ def hold_out_validation(planes: list[AnnotatedPlane], fraction: float, rng: np.r
         if planes[k].val_region is None:
             planes[k].val_region = np.zeros(planes[k].weight.shape, bool)
         planes[k].val_region[box] = True
-    counts = lambda attr: [sum(float((p.target * getattr(p, attr)).sum()) for p in planes),
-                           sum(float(((1 - p.target) * getattr(p, attr)).sum()) for p in planes)]
+    counts = lambda attr: [sum(float(((p.target > 0) * getattr(p, attr)).sum()) for p in planes),
+                           sum(float(((p.target == 0) * getattr(p, attr)).sum()) for p in planes)]
     if min(counts("weight") + counts("val_weight")) > 0:
         return True
     for p in planes:  # one side lost a class: train on everything instead
@@ -114,7 +145,8 @@ class PatchSampler:
     def batch(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         s = self.size
         c = self.planes[0].pixels.shape[0]
-        images, targets, weights = (np.empty((n, c, s, s), np.float32), np.empty((n, 1, s, s), np.float32),
+        nt = 1 + int(self.planes[0].boundary is not None)
+        images, targets, weights = (np.empty((n, c, s, s), np.float32), np.empty((n, nt, s, s), np.float32),
                                     np.empty((n, 1, s, s), np.float32))
         for i in range(n):
             k = self.rng.choice(len(self.planes), p=self.plane_p)
@@ -128,99 +160,44 @@ class PatchSampler:
                 y, x = int(self.rng.integers(0, h - s + 1)), int(self.rng.integers(0, w - s + 1))
             images[i] = p.pixels[:, y:y + s, x:x + s]
             targets[i, 0] = p.target[y:y + s, x:x + s]
+            if nt == 2:
+                targets[i, 1] = p.boundary[y:y + s, x:x + s]
             weights[i, 0] = p.weight[y:y + s, x:x + s]
         return images, targets, weights
 
 
-def add_pseudo_labels(planes: list[AnnotatedPlane], cfg: FinetuneConfig,
-                      model_probs: Optional[list[np.ndarray]] = None) -> int:
-    """Give confident pseudo-labels (weight ``cfg.pseudo_weight``) to unpainted pixels.
-
-    A fresh run takes them from a forest trained on the strokes. A continuation
-    (``model_probs``: the current model's probabilities) takes them from ``cfg.continue_teacher``:
-    the current model ("model": it keeps what it learnt, and the new strokes change it only
-    where they were painted), the new forest, or their mean ("both"). Around painted pixels
-    the current model gets wrong (corrections), the model's pseudo-labels are dropped within
-    ``CORRECTION_RADIUS`` px so they cannot outvote the correction. Painted pixels keep their
-    own label, held-out pixels stay out. Returns the number of pseudo-labelled pixels.
-    """
-    from scipy import ndimage as ndi
-    from .teacher import forest_probabilities, pseudo_targets
-    teacher = cfg.continue_teacher if model_probs is not None else "forest"
-    forest = (forest_probabilities([p.pixels for p in planes], [p.target for p in planes],
-                                   [p.weight for p in planes], cfg.seed) if teacher != "model" else None)
-    count = 0
-    for k, p in enumerate(planes):
-        painted = (p.weight > 0) | (p.val_weight > 0)
-        if teacher == "forest":
-            prob = forest[k]
-        else:
-            prob = model_probs[k] if teacher == "model" else 0.5 * (model_probs[k] + forest[k])
-        target, weight = pseudo_targets(prob, cfg.pseudo_confidence)
-        if teacher != "forest":
-            wrong = painted & ((model_probs[k] > cfg.threshold) != (p.target > 0.5))
-            if wrong.any():
-                weight[ndi.distance_transform_edt(~wrong) <= CORRECTION_RADIUS] = 0
-        weight[painted] = 0
-        if p.val_region is not None:  # no labels next to held-out pixels: they would leak into validation
-            weight[p.val_region] = 0
-        if p.size is not None:  # nor on the padding added to reach the patch size
-            weight[p.size[0]:] = 0
-            weight[:, p.size[1]:] = 0
-        p.painted = p.weight > 0
-        if p.focus is None:
-            p.focus = p.painted
-        p.target = np.where(painted, p.target, target).astype(np.float32)
-        p.weight = (p.weight + cfg.pseudo_weight * weight).astype(np.float32)
-        count += int(weight.sum())
-    return count
-
-
-CORRECTION_RADIUS = 12
-
-
-def model_probabilities(net: SegmentationModel, planes: list[AnnotatedPlane], fast: bool) -> list[np.ndarray]:
-    net.eval()
-    probs = [expit(predict_logits(net, p.pixels, fast=fast)) for p in planes]
-    net.train()
-    return probs
-
-
-def focus_on_errors(planes: list[AnnotatedPlane], probs: list[np.ndarray],
-                    threshold: float = DEFAULT_THRESHOLD) -> int:
-    """Centre continuation patches on painted pixels the current model gets wrong (new strokes).
-
-    Returns how many painted pixels are wrong; with none, patches stay on all painted pixels.
-    """
-    wrong_total = 0
-    for p, prob in zip(planes, probs):
-        painted = p.painted if p.painted is not None else p.weight > 0
-        wrong = painted & ((prob > threshold) != (p.target > 0.5))
-        wrong_total += int(wrong.sum())
-        p.focus = wrong
-    if wrong_total == 0:
-        for p in planes:
-            p.focus = p.painted if p.painted is not None else p.weight > 0
-    return wrong_total
-
-
 @torch.no_grad()
 def validate(model: SegmentationModel, planes: list[AnnotatedPlane], fast: bool,
-             threshold: float = DEFAULT_THRESHOLD) -> tuple[float, float]:
-    """Loss and Dice (at the model's ``threshold``) over the held-out pixels of whole planes."""
+             threshold: float = DEFAULT_THRESHOLD, head: Optional[HeadSpec] = None
+             ) -> tuple[float, float, Optional[list[float]]]:
+    """Loss, object Dice (at the model's ``threshold``) and, for a class model, the Dice of each
+    class 1..K over the held-out pixels of whole planes."""
+    head = head or HeadSpec()
     model.eval()
     logits, targets, weights = [], [], []
     for p in planes:
         if p.val_weight.any():
-            logits.append(torch.from_numpy(predict_logits(model, p.pixels, fast=fast)).flatten())
-            targets.append(torch.from_numpy(p.target).flatten())
-            weights.append(torch.from_numpy(p.val_weight).flatten())
+            lg = predict_logits(model, p.pixels, fast=fast, all_channels=True)
+            keep = p.val_weight > 0
+            logits.append(torch.from_numpy(lg[:, keep]))
+            target = [p.target[keep]] + ([p.boundary[keep]] if head.boundary else [])
+            targets.append(torch.from_numpy(np.stack(target)))
+            weights.append(torch.from_numpy(p.val_weight[keep][None]))
     model.train()
-    lg, t, w = torch.cat(logits), torch.cat(targets), torch.cat(weights)
-    loss = masked_bce_dice_loss(lg, t, w).item()
-    pred = (torch.sigmoid(lg) > threshold).float() * w
-    dice = (2 * (pred * t).sum() + 1) / (pred.sum() + (t * w).sum() + 1)
-    return loss, dice.item()
+    # (C, N) -> (1, C, N, 1): the loss's (batch, channel, H, W) layout
+    lg, t, w = (torch.cat(a, dim=1)[None, :, :, None] for a in (logits, targets, weights))
+    loss = segmentation_loss(lg, t, w, head.n_classes, head.boundary).item()
+    index = t[0, 0, :, 0].long()
+    if head.n_classes == 1:
+        pred = (torch.sigmoid(lg[0, 0, :, 0]) > threshold).long()
+    else:
+        prob = torch.softmax(lg[0, :head.class_channels, :, 0], dim=0)
+        pred = (torch.argmax(prob[1:], dim=0) + 1) * (1 - prob[0] > threshold)
+    dice_of = lambda a, b: float((2 * (a & b).sum() + 1) / (a.sum() + b.sum() + 1))
+    obj = dice_of(pred > 0, index > 0)
+    per_class = ([dice_of(pred == k, index == k) for k in range(1, head.n_classes + 1)]
+                 if head.n_classes > 1 else None)
+    return loss, obj, per_class
 
 
 def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSource | Sequence[ImageSource],
@@ -245,9 +222,17 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     sources, labels = load_sources(images), load_sources(annotations)
     channels = (model.in_channels if model is not None else enc.channels if enc is not None
                 else 3 if is_rgb(sources[0][1]) else 1)
-    net = model if model is not None else build_from_encoder(cfg, enc, channels)
+    head = head_for(labels, cfg, model)
+    classes = ([c.as_dict() for c in default_classes(head.n_classes, cfg.class_names)]
+               if model is None else (model.metadata or {}).get("classes"))
+    if classes is not None and head.n_classes == 1 and not cfg.class_names and model is None:
+        classes = None  # one unnamed class: today's object model
+    net = model if model is not None else build_from_encoder(cfg, enc, channels, head.channels)
     previous = dict(getattr(model, "metadata", None) or {})
-    planes = annotated_planes(sources, labels, channels, cfg.mask_mode, cfg.patch_size)
+    planes = annotated_planes(sources, labels, channels, cfg.mask_mode, cfg.patch_size, head)
+    head_meta = {"classes": classes, "instances": "boundary" if head.boundary else None}
+    if model is None:  # what the channels mean, for previews while training
+        net.metadata = dict(head_meta)
     # a continuation keeps every painted pixel for training (a held-out correction would never be
     # learnt) and ends at the end of its schedule
     has_val = hold_out_validation(planes, cfg.val_fraction, rng) if model is None else False
@@ -273,7 +258,7 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     cosine = cfg.uses_cosine()
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=cfg.lr_patience)
-    history: dict[str, list] = {"loss": [], "val_loss": [], "val_dice": []}
+    history: dict[str, list] = {"loss": [], "val_loss": [], "val_dice": [], "val_class_dice": []}
     best, best_state, best_epoch, stop_reason = float("inf"), None, 0, None
     epochs = cfg.total_epochs()
     total = epochs * cfg.steps_per_epoch
@@ -303,18 +288,20 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(device, cfg.fast):
                 logits = net(x)
-            loss = masked_bce_dice_loss(logits, t, w)
+            loss = segmentation_loss(logits, t, w, head.n_classes, head.boundary)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             step += 1
             losses.append(loss.item())
             last = len(losses) == cfg.steps_per_epoch
-            val_loss, val_dice = validate(net, planes, cfg.fast, cfg.threshold) if (last and has_val) else (None, None)
+            val_loss, val_dice, val_classes = (validate(net, planes, cfg.fast, cfg.threshold, head)
+                                               if (last and has_val) else (None, None, None))
             if last:
                 history["loss"].append(float(np.mean(losses)))
                 history["val_loss"].append(val_loss)
                 history["val_dice"].append(val_dice)
+                history["val_class_dice"].append(val_classes)
             if on_progress is not None:
                 elapsed = time.perf_counter() - start
                 eta = elapsed / step * (total - step)
@@ -324,8 +311,8 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
                     stage="finetune", epoch=epoch + 1, epochs=epochs, step=step, total_steps=total,
                     loss=float(np.mean(losses[-10:])), elapsed_s=elapsed,
                     eta_s=eta, lr=optimizer.param_groups[-1]["lr"],
-                    val_loss=val_loss, val_dice=val_dice, epoch_end=last, history=history, model=net,
-                    time_budget_s=cfg.time_budget_s))
+                    val_loss=val_loss, val_dice=val_dice, val_class_dice=val_classes, epoch_end=last,
+                    history=history, model=net, time_budget_s=cfg.time_budget_s))
             if cosine and cfg.time_budget_s is not None and time.perf_counter() - start > cfg.time_budget_s:
                 stop_reason = "time_budget"  # the decay has reached 0: the model is final
                 break
@@ -354,6 +341,7 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     n_obj = int(sum((p.target[m] > 0.5).sum() for p, m in zip(planes, painted)))
     n_all = int(sum(m.sum() for m in painted))
     net.metadata = {
+        **{k: v for k, v in head_meta.items() if v is not None},
         "normalization": DEFAULT_NORMALIZATION, "threshold": cfg.threshold,
         "trained_on": {"images": [name for name, _ in sources], "planes": len(planes),
                        "mask_mode": cfg.mask_mode, "convention": CONVENTIONS[cfg.mask_mode],
@@ -366,19 +354,24 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
                            if model is not None else None),
         "epochs": len(history["loss"]), "best_epoch": best_epoch, "stopped": stop_reason,
         "loss_history": history["loss"], "val_loss_history": history["val_loss"],
-        "val_dice_history": history["val_dice"], "finetune_config": config_dict(cfg),
+        "val_dice_history": history["val_dice"], "val_class_dice_history": history["val_class_dice"],
+        "finetune_config": config_dict(cfg),
         "device": describe_device(device), "seconds": round(time.perf_counter() - start, 1),
     }
     return net
 
 
-def build_from_encoder(cfg: FinetuneConfig, enc: Optional[PretrainedEncoder], channels: int) -> SegmentationModel:
-    """A fresh variant whose encoder (if given) starts from pre-trained weights."""
+def build_from_encoder(cfg: FinetuneConfig, enc: Optional[PretrainedEncoder], channels: int,
+                       out_channels: int = 1) -> SegmentationModel:
+    """A fresh variant (``out_channels``: ``heads.HeadSpec.channels``) whose encoder (if given)
+    starts from pre-trained weights."""
     if enc is None:
-        return create_model(cfg.model, in_channels=channels, base_filters=cfg.base_filters)
+        return create_model(cfg.model, in_channels=channels, base_filters=cfg.base_filters,
+                            out_channels=out_channels)
     if enc.variant != cfg.model:
         raise BTUnetError(f"the encoder was pre-trained for {enc.variant!r} but model {cfg.model!r} "
                           f"was chosen; pick {enc.variant!r} or pre-train a {cfg.model!r} encoder")
-    net = create_model(cfg.model, **{k: v for k, v in enc.model_config.items() if k != "name"})
+    net = create_model(cfg.model, **{**{k: v for k, v in enc.model_config.items() if k != "name"},
+                                     "out_channels": out_channels})
     net.encoder.load_state_dict(enc.encoder_state)
     return net

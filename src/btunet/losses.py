@@ -64,3 +64,39 @@ def masked_bce_dice_loss(logits: torch.Tensor, target: torch.Tensor, weight: tor
     intersection = (prob * target).sum()
     dice = (2 * intersection + smooth) / (prob.sum() + (target * weight).sum() + smooth)
     return 0.5 * (bce + (1 - dice))
+
+
+def masked_ce_dice_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+                        smooth: float = 1.0) -> torch.Tensor:
+    """mean(cross-entropy, 1 - mean soft Dice of classes 1..K) over annotated pixels.
+
+    ``logits`` (N, K+1, H, W); ``target`` (N, 1, H, W) class indices (0 = background);
+    ``weight`` (N, 1, H, W). Background is left out of the Dice: it would dominate it.
+    """
+    logits = logits.float()
+    index = target[:, 0].long()
+    w = weight[:, 0]
+    annotated = w.sum().clamp_min(1.0)
+    ce = (F.cross_entropy(logits, index, reduction="none") * w).sum() / annotated
+    prob = torch.softmax(logits, dim=1) * w[:, None]
+    onehot = F.one_hot(index, logits.shape[1]).permute(0, 3, 1, 2).float() * w[:, None]
+    inter = (prob * onehot).sum(dim=(0, 2, 3))
+    dice = (2 * inter + smooth) / (prob.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3)) + smooth)
+    return 0.5 * (ce + (1 - dice[1:].mean()))
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+                      n_classes: int = 1, boundary: bool = False) -> torch.Tensor:
+    """The fine-tuning loss of any head (``heads.HeadSpec``).
+
+    ``target`` (N, 1 or 2, H, W): class indices, then (with ``boundary``) the boundary target,
+    learnt with masked BCE + Dice on the same annotated pixels and added to the class loss.
+    """
+    classes = 1 if n_classes == 1 else n_classes + 1
+    if n_classes == 1:
+        loss = masked_bce_dice_loss(logits[:, :1], target[:, :1], weight)
+    else:
+        loss = masked_ce_dice_loss(logits[:, :classes], target[:, :1], weight)
+    if boundary:
+        loss = loss + masked_bce_dice_loss(logits[:, classes:classes + 1], target[:, 1:2], weight)
+    return loss

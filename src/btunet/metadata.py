@@ -15,6 +15,7 @@ from typing import Any, Mapping, Optional
 from . import fields
 from .annotations import MASK_MODES
 from .errors import BTUnetError, CheckpointError
+from .heads import ClassInfo, HeadSpec, default_classes, parse_classes
 from .models import SegmentationModel, create_model
 from .models.registry import check_model_settings
 
@@ -104,7 +105,10 @@ class ModelSpec:
 
 
 #: Top-level keys the typed structure owns; the rest is provenance.
-_TYPED = ("format", "format_version", "kind", "model", "channels", "normalization", "threshold")
+_TYPED = ("format", "format_version", "kind", "model", "channels", "normalization", "threshold",
+          "classes", "instances")
+#: How a model separates touching objects: ``boundary`` = it has a boundary channel.
+INSTANCE_METHODS = ("boundary",)
 
 
 @dataclass(frozen=True)
@@ -116,11 +120,22 @@ class CheckpointMetadata:
     threshold: float = DEFAULT_THRESHOLD
     mask_mode: Optional[str] = None       # what the model was trained on (trained_on.mask_mode)
     format_version: int = FORMAT_VERSION
+    classes: tuple = ()                   # ClassInfo of classes 1..K; () = one class, "object"
+    instances: Optional[str] = None       # "boundary": the last output channel is object borders
     provenance: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def channels(self) -> int:
         return self.model.in_channels
+
+    @property
+    def head(self) -> HeadSpec:
+        """What the output channels mean."""
+        return HeadSpec(max(1, len(self.classes)), self.instances == "boundary")
+
+    @property
+    def class_infos(self) -> tuple[ClassInfo, ...]:
+        return self.classes or default_classes(1)
 
     @classmethod
     def from_dict(cls, raw: Any) -> "CheckpointMetadata":
@@ -150,8 +165,18 @@ class CheckpointMetadata:
         if not isinstance(history, list) or any(
                 isinstance(v, bool) or not isinstance(v, (int, float)) for v in history):
             raise BTUnetError("loss_history must be a list of numbers")
+        classes = parse_classes(raw["classes"]) if raw.get("classes") is not None else ()
+        instances = raw.get("instances")
+        if instances is not None:
+            fields.choice("instances", instances, INSTANCE_METHODS)
+        if kind == "model":
+            head = HeadSpec(max(1, len(classes)), instances == "boundary")
+            if model.out_channels != head.channels:
+                raise BTUnetError(f"model.out_channels ({model.out_channels}) does not match "
+                                  f"{len(classes) or 1} class(es)" + (" and a boundary channel" if head.boundary
+                                                                     else "") + f" ({head.channels} channels)")
         provenance = {k: v for k, v in raw.items() if k not in _TYPED}
-        return cls(kind, model, norm, threshold, mask_mode, version, provenance)
+        return cls(kind, model, norm, threshold, mask_mode, version, classes, instances, provenance)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON: the typed fields first, then the provenance as it was."""
@@ -160,6 +185,10 @@ class CheckpointMetadata:
         if self.kind == "model":
             out["threshold"] = self.threshold
         out["normalization"] = self.normalization.as_dict()
+        if self.classes:
+            out["classes"] = [c.as_dict() for c in self.classes]
+        if self.instances is not None:
+            out["instances"] = self.instances
         return {**out, **copy.deepcopy(dict(self.provenance))}
 
 

@@ -1,4 +1,5 @@
-"""Segmentation metrics: per-image foreground Dice, IoU, precision, recall; object F1 at IoU 0.5."""
+"""Segmentation metrics: per-image foreground Dice, IoU, precision, recall; per-class Dice; object
+F1 at IoU 0.5, mean matched IoU and average precision at IoU 0.5:0.05:0.95."""
 from __future__ import annotations
 
 import numpy as np
@@ -22,29 +23,81 @@ def pixel_scores(pred: np.ndarray, truth: np.ndarray, smooth: float = 1.0) -> di
             "recall": (tp + smooth) / (tp + fn + smooth)}
 
 
-def object_f1(pred: np.ndarray, truth: np.ndarray, iou_threshold: float = 0.5) -> float:
-    """F1 of instance matching: a predicted object matches a true one when IoU > threshold.
+#: IoU thresholds of average precision (DSB2018 / StarDist): 0.5, 0.55, ..., 0.95.
+AP_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 
-    With a threshold >= 0.5 each object can match at most one other, so no assignment is needed.
+
+def matched_ious(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """IoUs of the (predicted, true) object pairs with IoU > 0.5, and the two object counts.
+
+    Above 0.5 each object can match at most one other, so this is the optimal (Hungarian)
+    matching at every threshold >= 0.5 without an assignment.
     """
-    pred, truth = np.asarray(pred).ravel(), np.asarray(truth).ravel()
+    pred, truth = np.asarray(pred), np.asarray(truth)
+    if pred.shape != truth.shape:
+        raise BTUnetError(f"prediction shape {pred.shape} differs from ground truth {truth.shape}")
+    pred, truth = pred.ravel(), truth.ravel()
     both = (pred > 0) & (truth > 0)
     pairs, overlap = np.unique(np.stack([pred[both], truth[both]]), axis=1, return_counts=True)
     p_ids, p_sizes = np.unique(pred[pred > 0], return_counts=True)
     t_ids, t_sizes = np.unique(truth[truth > 0], return_counts=True)
     size_p = dict(zip(p_ids.tolist(), p_sizes.tolist()))
     size_t = dict(zip(t_ids.tolist(), t_sizes.tolist()))
-    matches = sum(1 for (a, b), inter in zip(pairs.T.tolist(), overlap.tolist())
-                  if inter / (size_p[a] + size_t[b] - inter) > iou_threshold)
-    n_p, n_t = len(p_ids), len(t_ids)
-    return 1.0 if n_p + n_t == 0 else 2 * matches / (n_p + n_t)
+    ious = [inter / (size_p[a] + size_t[b] - inter) for (a, b), inter in zip(pairs.T.tolist(), overlap.tolist())]
+    return np.array([v for v in ious if v > 0.5], np.float64), len(p_ids), len(t_ids)
 
 
-def evaluate(pred: np.ndarray, truth: np.ndarray, objects: bool = False) -> dict[str, float]:
-    """Pixel scores of one image (plus object F1 at IoU 0.5 when ``objects``)."""
+def object_scores(pred: np.ndarray, truth: np.ndarray,
+                  thresholds: tuple[float, ...] = AP_THRESHOLDS) -> dict[str, float]:
+    """Object F1 at IoU 0.5, mean IoU of the matched pairs, and average precision.
+
+    AP at threshold t = TP / (TP + FP + FN) (DSB2018, StarDist); ``ap`` is its mean over
+    ``thresholds`` (0.5:0.05:0.95), ``ap50`` / ``ap75`` its values at 0.5 / 0.75. A pair matches
+    when IoU > t. Two empty images score 1.
+    """
+    ious, n_p, n_t = matched_ious(pred, truth)
+    if n_p + n_t == 0:
+        return {"object_f1": 1.0, "mean_matched_iou": 1.0, "ap": 1.0, "ap50": 1.0, "ap75": 1.0}
+    ap = {t: (tp := int((ious > t).sum())) / (n_p + n_t - tp) for t in thresholds}
+    return {"object_f1": 2 * len(ious) / (n_p + n_t),
+            "mean_matched_iou": float(ious.mean()) if len(ious) else 0.0,
+            "ap": float(np.mean(list(ap.values()))), "ap50": ap.get(0.5, float("nan")),
+            "ap75": ap.get(0.75, float("nan"))}
+
+
+def object_f1(pred: np.ndarray, truth: np.ndarray, iou_threshold: float = 0.5) -> float:
+    """F1 of instance matching: a predicted object matches a true one when IoU > threshold (>= 0.5)."""
+    if iou_threshold < 0.5:
+        raise BTUnetError("object matching needs an IoU threshold of at least 0.5")
+    ious, n_p, n_t = matched_ious(pred, truth)
+    return 1.0 if n_p + n_t == 0 else 2 * int((ious > iou_threshold).sum()) / (n_p + n_t)
+
+
+def class_dice(pred: np.ndarray, truth: np.ndarray, classes: "list[int] | None" = None,
+               smooth: float = 1.0) -> dict[str, float]:
+    """Dice of each class id (``dice_class_k``) of two class-label images; default: the ids > 0
+    in either image."""
+    pred, truth = np.asarray(pred), np.asarray(truth)
+    if pred.shape != truth.shape:
+        raise BTUnetError(f"prediction shape {pred.shape} differs from ground truth {truth.shape}")
+    if classes is None:
+        classes = sorted((set(np.unique(truth).tolist()) | set(np.unique(pred).tolist())) - {0})
+    out = {}
+    for k in classes:
+        p, t = pred == k, truth == k
+        out[f"dice_class_{int(k)}"] = float((2 * (p & t).sum() + smooth) / (p.sum() + t.sum() + smooth))
+    return out
+
+
+def evaluate(pred: np.ndarray, truth: np.ndarray, objects: bool = False,
+             classes: "list[int] | None | bool" = False) -> dict[str, float]:
+    """Pixel scores of one image, plus object scores (``object_scores``) when ``objects`` and the
+    Dice of each class when ``classes`` (True: the ids found; or a list of ids)."""
     scores = pixel_scores(pred, truth)
     if objects:
-        scores["object_f1"] = object_f1(as_instances(pred), as_instances(truth))
+        scores.update(object_scores(as_instances(pred), as_instances(truth)))
+    if classes is not False:
+        scores.update(class_dice(pred, truth, None if classes is True else classes))
     return scores
 
 
@@ -58,5 +111,6 @@ def as_instances(labels: np.ndarray) -> np.ndarray:
 
 
 def mean_scores(per_image: list[dict[str, float]]) -> dict[str, float]:
-    keys = per_image[0].keys() if per_image else METRICS
-    return {k: float(np.mean([s[k] for s in per_image])) for k in keys}
+    """Mean of every score over the images that have it (a class absent from an image is skipped)."""
+    keys = list(dict.fromkeys(k for s in per_image for k in s)) if per_image else list(METRICS)
+    return {k: float(np.mean([s[k] for s in per_image if k in s])) for k in keys}

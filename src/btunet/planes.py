@@ -24,6 +24,7 @@ from scipy.special import expit
 from .config import OVERLAP, TILE
 from .device import autocast
 from .errors import BTUnetError
+from .heads import head_of, split_logits
 from .imageio import is_rgb, max_plane_pixels, to_channels
 from .models import SIZE_MULTIPLE, SegmentationModel
 from .models.base import pad_to_multiple
@@ -210,8 +211,10 @@ def tile_boxes(height: int, width: int, tile: Optional[int] = TILE,
 
 @torch.no_grad()
 def predict_logits(model: SegmentationModel, pixels: np.ndarray, tile: Optional[int] = TILE,
-                   overlap: int = OVERLAP, fast: bool = True, tile_batch: int = 4) -> np.ndarray:
-    """Logits (H, W) for one normalised (C, H, W) plane; ``tile=None``: the whole plane in one pass.
+                   overlap: int = OVERLAP, fast: bool = True, tile_batch: int = 4,
+                   all_channels: bool = False) -> np.ndarray:
+    """Logits (H, W) of the first output channel of one normalised (C, H, W) plane, or
+    (channels, H, W) of every channel with ``all_channels``; ``tile=None``: the whole plane in one pass.
 
     Tiles start on multiples of 16 so pooling grids line up with whole-image prediction, and
     each tile's outer margin (where its own zero padding distorts features) gets no weight.
@@ -224,22 +227,41 @@ def predict_logits(model: SegmentationModel, pixels: np.ndarray, tile: Optional[
     hp, wp = x.shape[-2:]
     th, tw, boxes = tile_boxes(hp, wp, tile, overlap)
     memory = torch.channels_last if fast else torch.contiguous_format
+    pick = slice(None) if all_channels else 0
     if len(boxes) == 1:  # the whole plane is one tile: nothing to blend
         with autocast(device, fast):
-            return model(x.contiguous(memory_format=memory))[0, 0, :h, :w].float().cpu().numpy()
-    out = torch.zeros(hp, wp, device=device)
+            return model(x.contiguous(memory_format=memory))[0, pick, :h, :w].float().cpu().numpy()
+    n_out = int(model.config.get("out_channels", 1)) if all_channels else 1
+    out = torch.zeros(n_out, hp, wp, device=device)
     norm = torch.zeros(hp, wp, device=device)
     ramp = lambda n, size, start: torch.from_numpy(_ramp_window(n, overlap, start == 0, start + n == size)).to(device)
     for i in range(0, len(boxes), tile_batch):
         chunk = boxes[i:i + tile_batch]
         batch = torch.cat([x[..., y:y + th, xx:xx + tw] for y, xx in chunk]).contiguous(memory_format=memory)
         with autocast(device, fast):
-            logits = model(batch)[:, 0].float()
+            logits = model(batch)[:, :n_out].float()
         for (y, xx), tile_logits in zip(chunk, logits):
             weight = ramp(th, hp, y)[:, None] * ramp(tw, wp, xx)[None, :]
-            out[y:y + th, xx:xx + tw] += weight * tile_logits
+            out[:, y:y + th, xx:xx + tw] += weight * tile_logits
             norm[y:y + th, xx:xx + tw] += weight
-    return (out / norm)[:h, :w].cpu().numpy()
+    return (out / norm)[pick, :h, :w].cpu().numpy()
+
+
+def plane_outputs(model: SegmentationModel, pixels: np.ndarray, tile: Optional[int] = TILE,
+                  overlap: int = OVERLAP, fast: bool = True, tile_batch: int = 4) -> dict:
+    """Every output of one plane as probabilities (``heads.split_logits``): ``object`` (H, W),
+    ``classes`` (K+1, H, W) or None, ``boundary`` (H, W) or None."""
+    spec = head_of(model)
+    logits = predict_logits(model, pixels, tile, overlap, fast, tile_batch, all_channels=True)
+    return split_logits(logits, spec)
+
+
+def object_probability(model: SegmentationModel, pixels: np.ndarray, tile: Optional[int] = TILE,
+                       overlap: int = OVERLAP, fast: bool = True, tile_batch: int = 4) -> np.ndarray:
+    """The probability (H, W) that a pixel is any object: 1 - P(background) for a class model."""
+    if head_of(model).channels == 1:
+        return expit(predict_logits(model, pixels, tile, overlap, fast, tile_batch)).astype(np.float32, copy=False)
+    return plane_outputs(model, pixels, tile, overlap, fast, tile_batch)["object"]
 
 
 def uncertainty_map(model: SegmentationModel, pixels: np.ndarray, tile: Optional[int] = TILE,
@@ -254,8 +276,8 @@ def uncertainty_map(model: SegmentationModel, pixels: np.ndarray, tile: Optional
     probs = []
     for axes in FLIPS:
         flipped = np.flip(pixels, axes) if axes else pixels
-        logits = predict_logits(model, np.ascontiguousarray(flipped), tile, overlap, fast, tile_batch)
-        probs.append(expit(np.flip(logits, axes) if axes else logits))
+        prob = object_probability(model, np.ascontiguousarray(flipped), tile, overlap, fast, tile_batch)
+        probs.append(np.flip(prob, axes) if axes else prob)
     mean = np.clip(np.mean(probs, axis=0), 1e-6, 1 - 1e-6)
     entropy = -(mean * np.log2(mean) + (1 - mean) * np.log2(1 - mean))
     return probs[0].astype(np.float32), entropy.astype(np.float32)
@@ -270,7 +292,7 @@ def predict_plane(model: SegmentationModel, pixels: np.ndarray, *, tile: Optiona
     """
     if uncertainty:
         return uncertainty_map(model, pixels, tile, overlap, fast, tile_batch)
-    return expit(predict_logits(model, pixels, tile, overlap, fast, tile_batch)).astype(np.float32, copy=False)
+    return object_probability(model, pixels, tile, overlap, fast, tile_batch)
 
 
 def predict_planes(model: SegmentationModel, source, layout: PlaneLayout, *, tile: Optional[int] = TILE,
@@ -283,5 +305,5 @@ def predict_planes(model: SegmentationModel, source, layout: PlaneLayout, *, til
 
 
 __all__ = ["FLIPS", "OVERLAP", "PlaneLayout", "TILE", "as_model", "check_budget",
-           "model_planes", "plane_layout", "predict_logits", "predict_plane", "predict_planes",
-           "stack_range", "tile_boxes", "uncertainty_map"]
+           "model_planes", "object_probability", "plane_layout", "plane_outputs", "predict_logits",
+           "predict_plane", "predict_planes", "stack_range", "tile_boxes", "uncertainty_map"]

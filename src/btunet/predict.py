@@ -14,7 +14,9 @@ from .device import resolve_device
 from .errors import Cancelled
 from .imageio import is_rgb, plane_indices, spatial_shape, stack_writer
 from .models import SegmentationModel
-from .planes import as_model, check_budget, plane_layout, predict_plane
+from .heads import class_image, head_of
+from .instances import boundary_instances, distance_instances
+from .planes import as_model, check_budget, object_probability, plane_layout, plane_outputs
 from .planes import FLIPS, predict_logits, uncertainty_map  # noqa: F401  (re-exported for callers of btunet.predict)
 
 __all__ = ["OVERLAP", "TILE", "Prediction", "PredictConfig", "instance_labels", "iter_predict", "predict",
@@ -23,29 +25,44 @@ __all__ = ["OVERLAP", "TILE", "Prediction", "PredictConfig", "instance_labels", 
 
 def instance_labels(mask: np.ndarray, split_touching: bool = True, min_distance: int = 5) -> np.ndarray:
     """Connected components; optionally split touching objects by a distance-transform watershed."""
-    from scipy import ndimage as ndi
-    from skimage.measure import label
-    from skimage.segmentation import watershed
-    if not split_touching:
-        return label(mask, connectivity=1).astype(np.int32)
-    from skimage.feature import peak_local_max
-    distance = ndi.distance_transform_edt(mask)
-    components = label(mask, connectivity=1)
-    peaks = peak_local_max(distance, min_distance=min_distance, labels=components, exclude_border=False)
-    markers = np.zeros(mask.shape, np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    # components without a peak (tiny objects) keep their own id
-    missing = np.setdiff1d(np.unique(components[mask > 0]), np.unique(components[tuple(peaks.T)]))
-    for i, comp in enumerate(missing, start=len(peaks) + 1):
-        markers[components == comp] = i
-    return watershed(-distance, markers, mask=mask).astype(np.int32)
+    return distance_instances(mask, split_touching, min_distance)
 
 
 @dataclass
 class Prediction:
-    labels: np.ndarray                    # uint8 0/1, or int32 instance ids
+    labels: np.ndarray                    # uint8 0/1 (a class model: 0 = background, k = class k), or int32 instance ids
     probabilities: Optional[np.ndarray]   # float32 object probability, when asked for
     uncertainty: Optional[np.ndarray] = None  # float32, 0 = certain, 1 = a coin toss (test-time flips)
+    class_probabilities: Optional[np.ndarray] = None  # float32 (K+1, ...): background, class 1..K
+
+
+def plane_result(net: SegmentationModel, pixels: np.ndarray, cfg: PredictConfig, threshold: float) -> dict:
+    """Probability, labels (and uncertainty, class probabilities) of one plane.
+
+    Labels: instance ids with ``cfg.instances`` (from the learnt boundary when the model has
+    one, else a distance-transform watershed), a class image for a class model, else 0/1.
+    """
+    spec = head_of(net)
+    opts = dict(tile=cfg.tile, overlap=cfg.overlap, fast=cfg.fast, tile_batch=cfg.tile_batch)
+    out = {"uncertainty": None, "classes": None}
+    outputs = plane_outputs(net, pixels, **opts) if spec.channels > 1 else None
+    if cfg.uncertainty:
+        first, out["uncertainty"] = uncertainty_map(net, pixels, **opts)
+    if outputs is not None:
+        prob, out["classes"] = outputs["object"], outputs["classes"]
+    else:
+        prob = first if cfg.uncertainty else object_probability(net, pixels, **opts)
+    mask = prob > threshold
+    if cfg.instances and spec.boundary and cfg.split_touching:
+        labels = boundary_instances(prob, outputs["boundary"], threshold)
+    elif cfg.instances:
+        labels = distance_instances(mask, cfg.split_touching, cfg.min_distance)
+    elif out["classes"] is not None:
+        labels = class_image(out["classes"], mask)
+    else:
+        labels = mask.astype(np.uint8)
+    out.update(probability=prob.astype(np.float32, copy=False), labels=labels)
+    return out
 
 
 def iter_predict(model: "SegmentationModel | str | os.PathLike", image,
@@ -58,24 +75,24 @@ def iter_predict(model: "SegmentationModel | str | os.PathLike", image,
     unique across the whole stack.
     """
     cfg = PredictConfig.of(config, **overrides)
+    for index, out in _results(model, image, cfg, rgb):
+        item = (index, out["probability"], out["labels"])
+        yield item + (out["uncertainty"],) if cfg.uncertainty else item
+
+
+def _results(model, image, cfg: PredictConfig, rgb: Optional[bool]) -> Iterator[tuple[tuple, dict]]:
     net = as_model(model, resolve_device(cfg.device), cfg.fast)
     stored = model_metadata(net)  # the threshold and normalisation the model was trained with
     threshold = stored.threshold if cfg.threshold is None else cfg.threshold
     layout = plane_layout(image, net.in_channels, rgb=rgb, normalization=stored.normalization)
     offset = 0
     for index, pixels in layout.planes(image):
-        result = predict_plane(net, pixels, tile=cfg.tile, overlap=cfg.overlap, fast=cfg.fast,
-                               uncertainty=cfg.uncertainty, tile_batch=cfg.tile_batch)
-        prob, doubt = result if cfg.uncertainty else (result, None)
-        mask = prob > threshold
+        out = plane_result(net, pixels, cfg, threshold)
         if cfg.instances:
-            labels = instance_labels(mask, cfg.split_touching, cfg.min_distance)
+            labels = out["labels"]
             labels[labels > 0] += offset
             offset = max(offset, int(labels.max(initial=0)))
-        else:
-            labels = mask.astype(np.uint8)
-        item = (index, prob.astype(np.float32, copy=False), labels)
-        yield item + (doubt,) if cfg.uncertainty else item
+        yield index, out
 
 
 def predict(model: "SegmentationModel | str | os.PathLike", image, config: Optional[PredictConfig] = None, *,
@@ -98,18 +115,22 @@ def predict(model: "SegmentationModel | str | os.PathLike", image, config: Optio
     labels = out if out is not None else np.zeros(shape, np.int32 if cfg.instances else np.uint8)
     probs = np.zeros(shape, np.float32) if cfg.probabilities else None
     doubts = np.zeros(shape, np.float32) if cfg.uncertainty else None
-    for done, item in enumerate(iter_predict(model, image, cfg, rgb=rgb), 1):
-        index, prob, lab = item[:3]
-        labels[index] = lab
+    classes = None
+    for done, (index, item) in enumerate(_results(model, image, cfg, rgb), 1):
+        labels[index] = item["labels"]
         if probs is not None:
-            probs[index] = prob
+            probs[index] = item["probability"]
         if doubts is not None:
-            doubts[index] = item[3]
+            doubts[index] = item["uncertainty"]
+        if cfg.class_probabilities and item["classes"] is not None:
+            if classes is None:
+                classes = np.zeros((len(item["classes"]),) + tuple(shape), np.float32)
+            classes[(slice(None),) + tuple(index)] = item["classes"]
         if on_progress is not None:
             on_progress(done, n)
         if should_stop is not None and should_stop() and done < n:
             raise Cancelled(f"prediction cancelled after {done} of {n} planes")
-    return Prediction(labels, probs, doubts)
+    return Prediction(labels, probs, doubts, classes)
 
 
 def predict_to_tiff(model: "SegmentationModel | str | os.PathLike", image, labels_path: "str | os.PathLike",

@@ -37,13 +37,15 @@ def fit_forest(features: list[np.ndarray], targets: list[np.ndarray], masks: lis
     except ImportError as exc:  # pragma: no cover - scikit-learn is a dependency
         raise BTUnetError("pseudo-labels need scikit-learn: pip install scikit-learn") from exc
     x = np.concatenate([f if f.ndim == 2 else f[m] for f, m in zip(features, masks)])
-    y = np.concatenate([t[m] > 0.5 for t, m in zip(targets, masks)])
-    if len(np.unique(y)) < 2:
+    y = np.concatenate([np.rint(t[m]).astype(np.int64) for t, m in zip(targets, masks)])
+    present = np.unique(y)
+    if len(present) < 2:
         raise BTUnetError("pseudo-labels need painted object and background pixels")
-    if len(y) > MAX_TRAINING_PIXELS:  # up to half the budget from each class, so a rare one survives
+    if len(y) > MAX_TRAINING_PIXELS:  # an equal share of the budget for each class, so a rare one survives
         rng = np.random.default_rng(seed)
-        pick = np.concatenate([rng.choice(idx, min(len(idx), MAX_TRAINING_PIXELS // 2), replace=False)
-                               for idx in (np.flatnonzero(y), np.flatnonzero(~y))])
+        share = MAX_TRAINING_PIXELS // len(present)
+        pick = np.concatenate([rng.choice(idx, min(len(idx), share), replace=False)
+                               for idx in (np.flatnonzero(y == c) for c in present)])
         x, y = x[pick], y[pick]
     return RandomForestClassifier(n_estimators=n_estimators, max_depth=max_depth, n_jobs=1,
                                   random_state=seed).fit(x, y)
@@ -54,8 +56,9 @@ FEATURE_CACHE_BYTES = 1 << 30
 
 
 def forest_probabilities(planes_pixels: list[np.ndarray], targets: list[np.ndarray],
-                         masks: list[np.ndarray], seed: int = 0) -> list[np.ndarray]:
-    """Object probability of every pixel of every plane, from a forest fitted on the masked pixels.
+                         masks: list[np.ndarray], seed: int = 0, n_classes: int = 1) -> list[np.ndarray]:
+    """Object probability (H, W) of every pixel of every plane, from a forest fitted on the masked
+    pixels; with ``n_classes`` K >= 2 (targets = class indices) the (K+1, H, W) class probabilities.
 
     Features take about 80 bytes a pixel, so for many or large planes only the annotated
     pixels' features are kept while fitting and each plane's are computed again to predict.
@@ -71,12 +74,24 @@ def forest_probabilities(planes_pixels: list[np.ndarray], targets: list[np.ndarr
     probs = []
     for pixels, f in zip(planes_pixels, cache):
         f = pixel_features(pixels) if f is None else f
-        probs.append(forest.predict_proba(f.reshape(-1, f.shape[-1]))[:, 1].reshape(f.shape[:2]).astype(np.float32))
+        p = forest.predict_proba(f.reshape(-1, f.shape[-1]))
+        if n_classes == 1:
+            probs.append(p[:, 1].reshape(f.shape[:2]).astype(np.float32))
+        else:  # a class nobody painted gets probability 0
+            full = np.zeros((n_classes + 1, p.shape[0]), np.float32)
+            full[forest.classes_.astype(int)] = p.T
+            probs.append(full.reshape((n_classes + 1,) + f.shape[:2]))
     return probs
 
 
 def pseudo_targets(probability: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
-    """(target, weight): hard labels where the teacher is at least ``confidence`` sure, else weight 0."""
+    """(target, weight): hard labels where the teacher is at least ``confidence`` sure, else weight 0.
+
+    ``probability``: (H, W) object probability, or (K+1, H, W) class probabilities.
+    """
+    if probability.ndim == 3:
+        target = np.argmax(probability, axis=0).astype(np.float32)
+        return target, (probability.max(axis=0) >= confidence).astype(np.float32)
     target = (probability > 0.5).astype(np.float32)
     weight = (np.abs(2 * probability - 1) >= 2 * confidence - 1).astype(np.float32)
     return target, weight

@@ -164,7 +164,8 @@ def test_finetune_continues_from_given_weights(small_sample, fast_finetune_confi
     (np.zeros((64, 64), np.uint8), "no annotated pixels"),
     (np.ones((64, 64), np.uint8), "no object pixels"),
     (np.full((64, 64), 2, np.uint8), "no background pixels"),
-    (np.full((64, 64), 7, np.uint8), "sparse annotations use 1 = background"),
+    (np.full((64, 64), 20, np.uint8), "use mask mode 'dense' for instance masks"),
+    (np.tile(np.array([1, 3], np.uint8), (64, 32)), "class 1 .*no annotated pixels"),
     (np.zeros((60, 64), np.uint8), "does not match image"),
 ])
 def test_bad_annotations_are_clear_errors(labels, match):

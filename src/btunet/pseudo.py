@@ -1,0 +1,107 @@
+"""Pseudo-labels for the pixels nobody painted, and where a continuation should look.
+
+A fresh run takes pseudo-labels from a random forest on the strokes (``teacher.py``); a
+continuation after more painting also asks the current model, and centres its patches on the
+painted pixels the model still gets wrong.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+import numpy as np
+from scipy.special import expit
+
+from .config import FinetuneConfig
+from .heads import head_of
+from .metadata import DEFAULT_THRESHOLD
+from .models import SegmentationModel
+from .planes import plane_outputs, predict_logits
+
+if TYPE_CHECKING:
+    from .finetune import AnnotatedPlane
+
+
+def add_pseudo_labels(planes: list["AnnotatedPlane"], cfg: FinetuneConfig,
+                      model_probs: Optional[list[np.ndarray]] = None) -> int:
+    """Give confident pseudo-labels (weight ``cfg.pseudo_weight``) to unpainted pixels.
+
+    A fresh run takes them from a forest trained on the strokes. A continuation
+    (``model_probs``: the current model's probabilities) takes them from ``cfg.continue_teacher``:
+    the current model ("model": it keeps what it learnt, and the new strokes change it only
+    where they were painted), the new forest, or their mean ("both"). Around painted pixels
+    the current model gets wrong (corrections), the model's pseudo-labels are dropped within
+    ``CORRECTION_RADIUS`` px so they cannot outvote the correction. Painted pixels keep their
+    own label, held-out pixels stay out. Returns the number of pseudo-labelled pixels.
+    """
+    from scipy import ndimage as ndi
+    from .teacher import forest_probabilities, pseudo_targets
+    teacher = cfg.continue_teacher if model_probs is not None else "forest"
+    top = max(1, int(max(p.target.max() for p in planes)))
+    n_classes = model_probs[0].shape[0] - 1 if model_probs is not None and model_probs[0].ndim == 3 else top
+    forest = (forest_probabilities([p.pixels for p in planes], [p.target for p in planes],
+                                   [p.weight for p in planes], cfg.seed, n_classes) if teacher != "model" else None)
+    count = 0
+    for k, p in enumerate(planes):
+        painted = (p.weight > 0) | (p.val_weight > 0)
+        if teacher == "forest":
+            prob = forest[k]
+        else:
+            prob = model_probs[k] if teacher == "model" else 0.5 * (model_probs[k] + forest[k])
+        target, weight = pseudo_targets(prob, cfg.pseudo_confidence)
+        if teacher != "forest":
+            wrong = painted & (predicted_class(model_probs[k], cfg.threshold) != p.target)
+            if wrong.any():
+                weight[ndi.distance_transform_edt(~wrong) <= CORRECTION_RADIUS] = 0
+        weight[painted] = 0
+        if p.val_region is not None:  # no labels next to held-out pixels: they would leak into validation
+            weight[p.val_region] = 0
+        if p.size is not None:  # nor on the padding added to reach the patch size
+            weight[p.size[0]:] = 0
+            weight[:, p.size[1]:] = 0
+        p.painted = p.weight > 0
+        if p.focus is None:
+            p.focus = p.painted
+        p.target = np.where(painted, p.target, target).astype(np.float32)
+        p.weight = (p.weight + cfg.pseudo_weight * weight).astype(np.float32)
+        count += int(weight.sum())
+    return count
+
+
+CORRECTION_RADIUS = 12
+
+
+def model_probabilities(net: SegmentationModel, planes: list["AnnotatedPlane"], fast: bool) -> list[np.ndarray]:
+    """The model's object probability (H, W) of every plane; (K+1, H, W) class probabilities for
+    a class model."""
+    net.eval()
+    if head_of(net).n_classes == 1:
+        probs = [expit(predict_logits(net, p.pixels, fast=fast)) for p in planes]
+    else:
+        probs = [plane_outputs(net, p.pixels, fast=fast)["classes"] for p in planes]
+    net.train()
+    return probs
+
+
+def predicted_class(prob: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
+    """Class index per pixel from an object probability (H, W) or class probabilities (K+1, H, W)."""
+    if prob.ndim == 3:
+        return np.argmax(prob, axis=0).astype(np.float32)
+    return (prob > threshold).astype(np.float32)
+
+
+def focus_on_errors(planes: list["AnnotatedPlane"], probs: list[np.ndarray],
+                    threshold: float = DEFAULT_THRESHOLD) -> int:
+    """Centre continuation patches on painted pixels the current model gets wrong (new strokes).
+
+    Returns how many painted pixels are wrong; with none, patches stay on all painted pixels.
+    """
+    wrong_total = 0
+    for p, prob in zip(planes, probs):
+        painted = p.painted if p.painted is not None else p.weight > 0
+        wrong = painted & (predicted_class(prob, threshold) != p.target)
+        wrong_total += int(wrong.sum())
+        p.focus = wrong
+    if wrong_total == 0:
+        for p in planes:
+            p.focus = p.painted if p.painted is not None else p.weight > 0
+    return wrong_total
