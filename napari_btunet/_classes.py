@@ -13,7 +13,10 @@ def model_classes(model: Any) -> Optional[list[dict]]:
     """The ``classes`` metadata of a model object or file when it holds two or more classes."""
     if isinstance(model, (str, Path)):
         import btunet
-        meta = btunet.read_metadata(model)
+        try:
+            meta = btunet.read_metadata(model)
+        except btunet.BTUnetError:  # the prediction job reports the unreadable file itself
+            return None
     else:
         meta = getattr(model, "metadata", None) or {}
     classes = meta.get("classes") or []

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -52,3 +52,18 @@ def pad_to_min_size(pixels: np.ndarray, size: int, mode: str = "reflect") -> np.
         mode = "symmetric" if ph < 2 * h and pw < 2 * w else "edge"
     pad = [(0, 0)] * (pixels.ndim - 2) + [(0, ph), (0, pw)]
     return np.pad(pixels, pad, mode=mode) if mode != "constant" else np.pad(pixels, pad)
+
+
+@dataclass
+class AnnotatedPlane:
+    """One plane of training data: pixels, targets and per-pixel weights (painted, pseudo, held out)."""
+    pixels: np.ndarray      # (C, H, W) normalised
+    target: np.ndarray      # (H, W) 1 = object
+    weight: np.ndarray      # (H, W) 1 = used for training
+    val_weight: np.ndarray  # (H, W) 1 = held out for validation
+    source: str
+    focus: Optional[np.ndarray] = None    # (H, W) bool: patches are centred here (default: weight > 0)
+    painted: Optional[np.ndarray] = None  # (H, W) bool: the user's own training pixels
+    size: Optional[tuple] = None          # (h, w) before padding to the patch size
+    val_region: Optional[np.ndarray] = None  # (H, W) bool: the held-out blocks, whole
+    boundary: Optional[np.ndarray] = None    # (H, W) 1 = border of an object (instance masks)

@@ -4,18 +4,16 @@ from __future__ import annotations
 import copy
 import os
 import time
-from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
-from scipy.special import expit
 
 from .annotations import (CONVENTIONS, boundary_target, check_annotation_counts, has_instances,
                           infer_classes, targets_and_weights)
 from .augment import finetune_augment
 from .config import FinetuneConfig, Progress, ProgressCallback, StopCallback, config_dict, seed_everything
-from .data import ImageSource, load_sources, pad_to_min_size
+from .data import AnnotatedPlane, ImageSource, load_sources, pad_to_min_size
 from .device import autocast, describe_device, resolve_device
 from .errors import BTUnetError
 from .imageio import is_rgb, spatial_shape
@@ -24,31 +22,18 @@ from .losses import segmentation_loss
 from .metadata import DEFAULT_THRESHOLD
 from .models import SegmentationModel, create_model
 from .normalize import DEFAULT_NORMALIZATION
-from .planes import plane_layout, plane_outputs, predict_logits
+from .planes import check_budget, plane_layout, predict_logits
 from .pretrain import PretrainedEncoder, as_encoder
-from .pseudo import (CORRECTION_RADIUS, add_pseudo_labels, focus_on_errors,  # noqa: F401  (re-exported)
-                     model_probabilities, predicted_class)
+from .pseudo import add_pseudo_labels, focus_on_errors, model_probabilities  # noqa: F401  (re-exported)
 
 VAL_BLOCK = 64  # validation pixels are held out in whole blocks, so they are not neighbours of training pixels
-
-
-@dataclass
-class AnnotatedPlane:
-    pixels: np.ndarray      # (C, H, W) normalised
-    target: np.ndarray      # (H, W) 1 = object
-    weight: np.ndarray      # (H, W) 1 = used for training
-    val_weight: np.ndarray  # (H, W) 1 = held out for validation
-    source: str
-    focus: Optional[np.ndarray] = None    # (H, W) bool: patches are centred here (default: weight > 0)
-    painted: Optional[np.ndarray] = None  # (H, W) bool: the user's own training pixels
-    size: Optional[tuple] = None          # (h, w) before padding to the patch size
-    val_region: Optional[np.ndarray] = None  # (H, W) bool: the held-out blocks, whole
-    boundary: Optional[np.ndarray] = None    # (H, W) 1 = border of an object (instance masks)
 
 
 def head_for(annotations, cfg: FinetuneConfig, model: Optional[SegmentationModel] = None) -> HeadSpec:
     """The head the annotations ask for: K classes (given, the model's, or from the labels) and a
     boundary channel when dense masks hold instance ids (or ``cfg.instances == "boundary"``)."""
+    for _, labels in annotations:  # before any label array is read whole
+        check_budget(np.shape(labels) if not hasattr(labels, "shape") else labels.shape, False)
     if model is not None:
         spec = head_of(model)
     else:

@@ -6,22 +6,19 @@ painted pixels the model still gets wrong.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import numpy as np
 from scipy.special import expit
 
 from .config import FinetuneConfig
+from .data import AnnotatedPlane
 from .heads import head_of
 from .metadata import DEFAULT_THRESHOLD
 from .models import SegmentationModel
 from .planes import plane_outputs, predict_logits
 
-if TYPE_CHECKING:
-    from .finetune import AnnotatedPlane
-
-
-def add_pseudo_labels(planes: list["AnnotatedPlane"], cfg: FinetuneConfig,
+def add_pseudo_labels(planes: list[AnnotatedPlane], cfg: FinetuneConfig,
                       model_probs: Optional[list[np.ndarray]] = None) -> int:
     """Give confident pseudo-labels (weight ``cfg.pseudo_weight``) to unpainted pixels.
 
@@ -70,7 +67,7 @@ def add_pseudo_labels(planes: list["AnnotatedPlane"], cfg: FinetuneConfig,
 CORRECTION_RADIUS = 12
 
 
-def model_probabilities(net: SegmentationModel, planes: list["AnnotatedPlane"], fast: bool) -> list[np.ndarray]:
+def model_probabilities(net: SegmentationModel, planes: list[AnnotatedPlane], fast: bool) -> list[np.ndarray]:
     """The model's object probability (H, W) of every plane; (K+1, H, W) class probabilities for
     a class model."""
     net.eval()
@@ -89,7 +86,7 @@ def predicted_class(prob: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> n
     return (prob > threshold).astype(np.float32)
 
 
-def focus_on_errors(planes: list["AnnotatedPlane"], probs: list[np.ndarray],
+def focus_on_errors(planes: list[AnnotatedPlane], probs: list[np.ndarray],
                     threshold: float = DEFAULT_THRESHOLD) -> int:
     """Centre continuation patches on painted pixels the current model gets wrong (new strokes).
 

@@ -45,12 +45,15 @@ BAD = {
         "augment": FLAG, "blur_noise": FLAG, "intensity_augment": [-0.1, 1.5, NAN, True, None],
         "device": DEVICE, "fast": FLAG, "seed": SEED,
         "threshold": [0, 1, 1.5, -0.1, NAN, INF, "0.5", True, None],
+        "n_classes": [0, -1, 1.5, True, 99], "class_names": [[], "nuclei", [""], [1, 2]],
+        "instances": ["yes", "", None],
     },
     PredictConfig: {
         "threshold": [0, 1, 1.5, -0.5, NAN, INF, "0.5", True], "instances": FLAG, "split_touching": FLAG,
         "min_distance": [0, -1, 1.5, True, None], "probabilities": FLAG, "uncertainty": FLAG,
         "tile": [0, 8, 100, 1024.0, True, None], "overlap": [-16, 8, 1024, 2048, 1.5, True, None],
         "tile_batch": [0, -1, 1.5, True, None], "device": DEVICE, "fast": FLAG,
+        "class_probabilities": FLAG,
     },
 }
 CASES = [(cls, name, value) for cls, table in BAD.items() for name, values in table.items() for value in values]
