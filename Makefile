@@ -31,6 +31,8 @@ bench: venv
 	$(BIN)/python benchmarks/first_preview.py
 	$(BIN)/python benchmarks/speed.py
 	$(BIN)/python benchmarks/quality.py
+	$(BIN)/python benchmarks/objects.py --seconds 150
+	$(BIN)/python benchmarks/export_speed.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info demo_output
