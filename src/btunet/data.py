@@ -24,6 +24,11 @@ class Plane:
 
 def load_sources(images: ImageSource | Sequence[ImageSource]) -> list[tuple[str, np.ndarray]]:
     """Accept a path, a folder, an array, or a list of them; return (name, array) pairs."""
+    if images is None:
+        raise BTUnetError("no images given (None); pass a path, a folder, an array or a list of them")
+    if not isinstance(images, (str, os.PathLike, np.ndarray, list, tuple)) and not hasattr(images, "shape"):
+        raise BTUnetError(f"cannot read images from a {type(images).__name__}; pass a path, a folder, "
+                          "an array or a list of them")
     if isinstance(images, (str, os.PathLike, np.ndarray)) or hasattr(images, "compute"):
         images = [images]
     paths = [p for p in images if isinstance(p, (str, os.PathLike))]

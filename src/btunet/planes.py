@@ -63,6 +63,26 @@ def check_budget(shape: tuple, rgb: bool) -> None:
             "or crop it for training")
 
 
+def as_image(image, what: str = "image"):
+    """The API's image argument as an array with a shape (numpy, memmap, dask, zarr), or a clear
+    BTUnetError: a path is opened lazily, a list of numbers becomes an array, anything else or an
+    empty array is refused before any work."""
+    if image is None:
+        raise BTUnetError(f"no {what} given (None); pass a numpy, dask or zarr array or a file path")
+    if isinstance(image, (str, os.PathLike)):
+        from .imageio import read_lazy
+        return read_lazy(image)
+    if not (hasattr(image, "shape") and hasattr(image, "dtype")):
+        array = np.asarray(image) if isinstance(image, (list, tuple)) else None
+        if array is None or array.dtype.kind not in "biuf":
+            raise BTUnetError(f"cannot use a {type(image).__name__} as the {what}; pass a numpy, dask "
+                              "or zarr array or a file path")
+        image = array
+    if 0 in tuple(image.shape):
+        raise BTUnetError(f"the {what} is empty (shape {tuple(image.shape)})")
+    return image
+
+
 def stack_range(source, rgb: bool, normalization=None) -> tuple[float, float]:
     """The whole image's or stack's intensity range for ``normalization`` (a checkpoint's setting:
     a ``metadata.Normalization`` or its dict form)."""
@@ -304,6 +324,6 @@ def predict_planes(model: SegmentationModel, source, layout: PlaneLayout, *, til
     return out
 
 
-__all__ = ["FLIPS", "OVERLAP", "PlaneLayout", "TILE", "as_model", "check_budget",
+__all__ = ["FLIPS", "OVERLAP", "as_image", "PlaneLayout", "TILE", "as_model", "check_budget",
            "model_planes", "object_probability", "plane_layout", "plane_outputs", "predict_logits",
            "predict_plane", "predict_planes", "stack_range", "tile_boxes", "uncertainty_map"]

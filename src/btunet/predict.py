@@ -16,7 +16,7 @@ from .imageio import is_rgb, plane_indices, spatial_shape, stack_writer
 from .models import SegmentationModel
 from .heads import class_image, head_of
 from .instances import boundary_instances, distance_instances
-from .planes import as_model, check_budget, object_probability, plane_layout, plane_outputs
+from .planes import as_image, as_model, check_budget, object_probability, plane_layout, plane_outputs
 from .planes import FLIPS, predict_logits, uncertainty_map  # noqa: F401  (re-exported for callers of btunet.predict)
 
 __all__ = ["OVERLAP", "TILE", "Prediction", "PredictConfig", "instance_labels", "iter_predict", "predict",
@@ -75,6 +75,7 @@ def iter_predict(model: "SegmentationModel | str | os.PathLike", image,
     unique across the whole stack.
     """
     cfg = PredictConfig.of(config, **overrides)
+    image = as_image(image)
     for index, out in _results(model, image, cfg, rgb):
         item = (index, out["probability"], out["labels"])
         yield item + (out["uncertainty"],) if cfg.uncertainty else item
@@ -108,6 +109,7 @@ def predict(model: "SegmentationModel | str | os.PathLike", image, config: Optio
     labels. Instance ids are unique across the whole stack. ``should_stop`` raises ``Cancelled``.
     """
     cfg = PredictConfig.of(config, **overrides)
+    image = as_image(image)
     rgb = is_rgb(image) if rgb is None else rgb
     check_budget(image.shape, rgb)  # before the outputs are allocated
     shape = spatial_shape(image, rgb)
@@ -146,6 +148,7 @@ def predict_to_tiff(model: "SegmentationModel | str | os.PathLike", image, label
     """
     options.pop("uncertainty", None)
     cfg = PredictConfig.of(config, **options, uncertainty=uncertainty_path is not None)
+    image = as_image(image)
     rgb = is_rgb(image) if rgb is None else rgb
     check_budget(image.shape, rgb)  # before any file is started
     shape = spatial_shape(image, rgb)
