@@ -7,7 +7,7 @@ from typing import Optional
 
 from qtpy.QtCore import QEvent, QSize, Qt, QTimer, Signal
 from qtpy.QtWidgets import (QComboBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QLineEdit,
-                            QProgressBar, QPushButton, QScrollArea, QVBoxLayout, QWidget)
+                            QProgressBar, QPushButton, QScrollArea, QSpinBox, QVBoxLayout, QWidget)
 
 from ._classes import class_dice_text
 from ._messages import sentence
@@ -273,3 +273,12 @@ def collapsible(title: str):
     form.setContentsMargins(0, 0, 0, 0)
     section.addWidget(content)
     return section, form
+
+
+def int_spin(lo: int, hi: int, value: int, step: int = 1) -> QSpinBox:
+    """A whole-number field with its range, step and starting value."""
+    spin = QSpinBox()
+    spin.setRange(lo, hi)
+    spin.setSingleStep(step)
+    spin.setValue(value)
+    return spin

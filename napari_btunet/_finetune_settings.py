@@ -16,7 +16,7 @@ import btunet
 from btunet import FinetuneConfig
 from btunet.annotations import CONVENTIONS, MASK_MODES
 
-from ._controls import PathField, add_device_row, collapsible, describe_checkpoint, hint
+from ._controls import PathField, add_device_row, collapsible, describe_checkpoint, hint, int_spin
 from ._session import session
 
 ENCODER_CHOICES = ("last pre-trained", "from file", "none")
@@ -96,11 +96,11 @@ class FinetuneSettings:
         form.addRow("model file", self.output_file)
         self.device_combo, self.device_label = add_device_row(form)
         self.advanced, adv = collapsible("Advanced")
-        self.steps_spin = _spin(1, 100000, FinetuneConfig.steps_per_epoch)
+        self.steps_spin = int_spin(1, 100000, FinetuneConfig.steps_per_epoch)
         adv.addRow("steps per epoch", self.steps_spin)
-        self.batch_spin = _spin(1, 256, FinetuneConfig.batch_size)
+        self.batch_spin = int_spin(1, 256, FinetuneConfig.batch_size)
         adv.addRow("batch size", self.batch_spin)
-        self.patch_spin = _spin(32, 1024, FinetuneConfig.patch_size, step=16)
+        self.patch_spin = int_spin(32, 1024, FinetuneConfig.patch_size, step=16)
         adv.addRow("patch size", self.patch_spin)
         self.lr_spin = QDoubleSpinBox()
         self.lr_spin.setDecimals(5)
@@ -228,10 +228,3 @@ class FinetuneSettings:
             device=self.device_combo.currentText())
         return config.continuation() if self._continuing() and not budget else config
 
-
-def _spin(lo: int, hi: int, value: int, step: int = 1) -> QSpinBox:
-    spin = QSpinBox()
-    spin.setRange(lo, hi)
-    spin.setSingleStep(step)
-    spin.setValue(value)
-    return spin
