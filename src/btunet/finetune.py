@@ -33,7 +33,7 @@ def head_for(annotations, cfg: FinetuneConfig, model: Optional[SegmentationModel
     """The head the annotations ask for: K classes (given, the model's, or from the labels) and a
     boundary channel when dense masks hold instance ids (or ``cfg.instances == "boundary"``)."""
     for _, labels in annotations:  # before any label array is read whole
-        check_budget(np.shape(labels) if not hasattr(labels, "shape") else labels.shape, False)
+        check_budget(np.shape(labels), False)
     if model is not None:
         spec = head_of(model)
     else:

@@ -29,7 +29,8 @@ from .imageio import is_rgb, max_plane_pixels, to_channels
 from .models import SIZE_MULTIPLE, SegmentationModel
 from .models.base import pad_to_multiple
 from .models.fuse import fuse_batchnorm
-from .normalize import DEFAULT_NORMALIZATION, normalize_plane, percentile_range
+from .metadata import Normalization
+from .normalize import normalize_plane, percentile_range
 
 
 
@@ -83,12 +84,10 @@ def as_image(image, what: str = "image"):
     return image
 
 
-def stack_range(source, rgb: bool, normalization=None) -> tuple[float, float]:
-    """The whole image's or stack's intensity range for ``normalization`` (a checkpoint's setting:
-    a ``metadata.Normalization`` or its dict form)."""
-    norm = normalization or DEFAULT_NORMALIZATION
-    low, high = (norm["low"], norm["high"]) if isinstance(norm, dict) else (norm.low, norm.high)
-    return percentile_range(source, rgb, low, high)
+def stack_range(source, rgb: bool, normalization: Optional[Normalization] = None) -> tuple[float, float]:
+    """The whole image's or stack's intensity range for ``normalization`` (a checkpoint's setting)."""
+    norm = normalization or Normalization()
+    return percentile_range(source, rgb, norm.low, norm.high)
 
 
 @dataclass(frozen=True)
@@ -129,7 +128,7 @@ class PlaneLayout:
             yield index, self.read(source, index)
 
 
-def plane_layout(source, channels: int, *, rgb: Optional[bool] = None, normalization: Optional[dict] = None,
+def plane_layout(source, channels: int, *, rgb: Optional[bool] = None, normalization: Optional[Normalization] = None,
                  norm_range: Optional[tuple[float, float]] = None) -> PlaneLayout:
     """Describe ``source`` for a ``channels``-input model.
 
@@ -148,7 +147,7 @@ def plane_layout(source, channels: int, *, rgb: Optional[bool] = None, normaliza
 
 
 def model_planes(source, channels: int, *, rgb: Optional[bool] = None,
-                 normalization: Optional[dict] = None) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+                 normalization: Optional[Normalization] = None) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
     """(index, normalised float32 (C, Y, X)) for every plane of an array or an image file.
 
     Files are opened lazily (``imageio.read_lazy``: TIFF stacks page by page), so memory holds

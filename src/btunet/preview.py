@@ -9,8 +9,8 @@ import numpy as np
 
 from .device import resolve_device
 from .imageio import is_rgb
-from .metadata import DEFAULT_THRESHOLD
-from .normalize import DEFAULT_NORMALIZATION
+from .checkpoint import model_metadata
+from .metadata import Normalization
 from .planes import OVERLAP, TILE, PlaneLayout, as_model, check_budget, predict_plane, stack_range
 from .predict import Prediction
 
@@ -32,20 +32,20 @@ class Previewer:
         self._ranges: dict[tuple, tuple[float, float]] = {}
         self._planes: dict[tuple, np.ndarray] = {}
 
-    def prepare(self, normalization: Optional[dict] = None) -> None:
+    def prepare(self, normalization: Optional[Normalization] = None) -> None:
         """Check the plane size and compute the stack's range now (it reads up to 16 planes),
         instead of in the first preview."""
         self._range(normalization)
 
-    def _range(self, normalization: Optional[dict]) -> tuple[float, float]:
-        norm = normalization or DEFAULT_NORMALIZATION
-        key = (norm["low"], norm["high"])
+    def _range(self, normalization: Optional[Normalization]) -> tuple[float, float]:
+        norm = normalization or Normalization()
+        key = (norm.low, norm.high)
         if key not in self._ranges:
             check_budget(tuple(self.image.shape), self.rgb)
             self._ranges[key] = stack_range(self.image, self.rgb, norm)
         return self._ranges[key]
 
-    def pixels(self, index: tuple, channels: int, normalization: Optional[dict] = None) -> np.ndarray:
+    def pixels(self, index: tuple, channels: int, normalization: Optional[Normalization] = None) -> np.ndarray:
         """The normalised (C, Y, X) plane ``index``, as the model sees it."""
         lo, hi = self._range(normalization)
         key = (tuple(index), channels, lo, hi)
@@ -67,12 +67,12 @@ class Previewer:
         else:
             dev = resolve_device(device or "auto")
         net = as_model(model, dev, fast)
-        norm = getattr(net, "metadata", {}).get("normalization", DEFAULT_NORMALIZATION)
-        pixels = self.pixels(index, net.in_channels, norm)
+        stored = model_metadata(net)  # the threshold and normalisation, read as predict reads them
+        pixels = self.pixels(index, net.in_channels, stored.normalization)
         result = predict_plane(net, pixels, tile=tile, overlap=overlap, fast=fast, uncertainty=uncertainty)
         prob, doubt = result if uncertainty else (result, None)
         if threshold is None:  # the one stored with the model
-            threshold = getattr(net, "metadata", {}).get("threshold", DEFAULT_THRESHOLD)
+            threshold = stored.threshold
         return Prediction((prob > threshold).astype(np.uint8), prob, doubt)
 
 
