@@ -9,7 +9,7 @@ from qtpy.QtWidgets import QDockWidget, QHBoxLayout, QPushButton, QWidget
 
 from . import _messages
 from ._controls import ProgressPanel, header_and_body
-from ._jobs import Job, leave_a_core_to_the_gui, warm_up_torch
+from ._jobs import Job, leave_a_core_to_the_gui, warm_up_imports
 
 #: a dock is never squeezed below its header plus this much of its body
 MIN_BODY_HEIGHT = 120
@@ -43,7 +43,7 @@ class JobWidget(QWidget):
         self.progress = ProgressPanel()
         self.header.addWidget(self.progress)
         leave_a_core_to_the_gui()
-        warm_up_torch()
+        warm_up_imports()
         holder, cleanups = self._job_ref, self._cleanups
 
         def on_destroyed(*_):

@@ -166,11 +166,14 @@ def yield_to_the_gui() -> None:
         pass
 
 
-def warm_up_torch() -> None:
-    """Import now what torch imports lazily on its first optimiser (``torch._dynamo``, ~1.5 s,
-    holding the interpreter lock for up to ~0.2 s at a time): opening a dock waits for it once,
-    instead of the GUI stuttering through the first seconds of the first training run."""
+def warm_up_imports() -> None:
+    """Import now what training imports lazily on first use: ``torch._dynamo`` (first optimiser,
+    ~1.5 s), and the scikit-image / SciPy / scikit-learn modules of the stroke teacher (C
+    extensions whose loading holds the interpreter lock for up to ~0.7 s at a time). Opening a
+    dock waits for them once, instead of the GUI stalling in the first seconds of a training run."""
     import torch._dynamo  # noqa: F401
+    from btunet.teacher import import_feature_modules
+    import_feature_modules()
 
 
 def leave_a_core_to_the_gui() -> int:

@@ -17,12 +17,25 @@ SIGMA_MIN, SIGMA_MAX = 1.0, 16.0
 MAX_TRAINING_PIXELS = 50_000  # a forest saturates long before; keeps a round under a second
 
 
+def import_feature_modules() -> None:
+    """Load every module the features and the forest need (scikit-image loads some lazily, in
+    the middle of the first call), so a caller can pay for it before time-critical work."""
+    import scipy.integrate  # noqa: F401  (skimage.feature.corner, lazily)
+    import scipy.spatial  # noqa: F401
+    import skimage.feature.corner  # noqa: F401
+    import sklearn.ensemble  # noqa: F401
+
+
 def pixel_features(pixels: np.ndarray) -> np.ndarray:
-    """(H, W, F) multiscale intensity, edge and texture features of a normalised (C, H, W) plane."""
+    """(H, W, F) multiscale intensity, edge and texture features of a normalised (C, H, W) plane.
+
+    One worker: the per-scale threads of scikit-image only compete with the training thread and
+    the GUI for the interpreter lock (and the cores), for a plane that takes well under a second."""
     from skimage.feature import multiscale_basic_features
     image = np.moveaxis(np.asarray(pixels, np.float32), 0, -1)
     return multiscale_basic_features(image, intensity=True, edges=True, texture=True,
-                                     sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, channel_axis=-1)
+                                     sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, channel_axis=-1,
+                                     workers=1)
 
 
 def fit_forest(features: list[np.ndarray], targets: list[np.ndarray], masks: list[np.ndarray],
