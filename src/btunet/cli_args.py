@@ -236,7 +236,7 @@ def input_axes(paths, axes, channel_axis, channels=None) -> list:
     ``--channel-axis``, else the axes the file declares (OME-TIFF, ImageJ, OME-Zarr) when the
     model can read its channels, else None (the default rule). An input that cannot be read gets
     None here and is reported when it is read."""
-    from .axes import check_channels, file_axes, resolve_axes
+    from .axes import check_channels, default_axes, file_axes, resolve_axes
     from .imageio import UnreadableImage, inspect_image
     found = []
     for path in paths:
@@ -247,6 +247,8 @@ def input_axes(paths, axes, channel_axis, channels=None) -> list:
             continue
         if axes is None and channel_axis is None:
             own = file_axes(path)
+            if own == default_axes(shape):
+                own = None  # what the default rule reads anyway
             try:
                 check_channels(own or "", shape, channels)
             except BTUnetError:

@@ -1,7 +1,8 @@
 """Read images and stacks from disk, and turn any array into model-ready planes.
 
 Conventions: the last two axes are spatial (Y, X); a trailing axis of 3 or 4 is RGB(A) when
-the array has at least three axes; every other leading axis (T, Z, ...) indexes planes.
+the array has at least three axes; every other leading axis (T, Z, ...) indexes planes. An
+image with named axes (``btunet.axes``, e.g. "ZCYX") is first brought into this order.
 """
 from __future__ import annotations
 

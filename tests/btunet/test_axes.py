@@ -230,3 +230,14 @@ def test_cli_predict_reads_the_files_own_axes(model_file, tmp_path):
     assert main(["predict", str(model_file), str(tmp_path / "hyper.tif"), "--out", str(tmp_path / "o"),
                  "--device", "cpu"]) == 0
     assert tifffile.imread(tmp_path / "o" / "hyper.tif").shape == (2, 32, 32)
+
+
+def test_cli_block_wise_prediction_with_axes(model_file, tmp_path, tiny_models):
+    import zarr
+    data = np.random.default_rng(7).random((2, 3, 32, 40)).astype(np.float32)  # Z, C, Y, X
+    tifffile.imwrite(tmp_path / "s.tif", data, photometric="minisblack")
+    assert main(["predict", str(model_file), str(tmp_path / "s.tif"), "--out", str(tmp_path / "o"), "--zarr",
+                 "--axes", "ZCYX", "--probabilities", "--device", "cpu"]) == 0
+    assert zarr.open(str(tmp_path / "o" / "s.zarr"), mode="r").shape == (2, 32, 40)
+    expected = predict(tiny_models[1], data, axes="ZCYX", device="cpu").probabilities
+    np.testing.assert_allclose(zarr.open(str(tmp_path / "o" / "s_prob.zarr"), mode="r")[:], expected, atol=1e-5)
