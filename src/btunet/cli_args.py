@@ -237,12 +237,12 @@ def input_axes(paths, axes, channel_axis, channels=None) -> list:
     model can read its channels, else None (the default rule). An input that cannot be read gets
     None here and is reported when it is read."""
     from .axes import check_channels, default_axes, file_axes, resolve_axes
-    from .imageio import UnreadableImage, inspect_image
+    from .imageio import inspect_image
     found = []
     for path in paths:
         try:
             shape = _declared_shape(path, inspect_image)
-        except UnreadableImage:
+        except BTUnetError:  # UnreadableImage, a broken zarr store: reported when it is read
             found.append(None)
             continue
         if axes is None and channel_axis is None:
