@@ -6,6 +6,7 @@ live preview in ``_live_preview``."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -18,12 +19,13 @@ from btunet import BTUnetError, FinetuneConfig
 
 from . import _messages
 from ._finetune_pairs import PairRow, matching_labels, pair_titles
+from ._axes_row import AxesRow, engine_axes
 from ._export_button import export_button
 from ._finetune_settings import FinetuneSettings
 from ._job_widget import JobWidget
 from ._plot import LivePlot
 from ._jobs import Job, Outcome, snapshot
-from ._layers import layer_array, spatial_shape, watch_layers
+from ._layers import layer_array, plane_geometry, spatial_shape, watch_layers
 from ._live_preview import PREVIEW_KIND, LivePreview, PreviewLayers
 from ._messages import Declined, sentence
 from ._session import session
@@ -80,6 +82,9 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
         self.pairs_box = QVBoxLayout()
         self.pairs_box.setSpacing(3)
         data_layout.addLayout(self.pairs_box)
+        self.axes_row = AxesRow(self.viewer)  # of the first pair's image
+        self.axes_row.changed.connect(self._layers_changed)
+        data_layout.addWidget(self.axes_row)
         buttons = QHBoxLayout()
         self.add_pair_button = QPushButton("Add pair")
         self.add_pair_button.setToolTip("train on another (image, labels) pair too")
@@ -102,6 +107,7 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
     # ------------------------------------------------------------------ pairs
     def add_pair(self, image=None, labels=None) -> PairRow:
         row = PairRow(self.viewer, self.remove_pair)
+        row.image.currentTextChanged.connect(self._follow_first)
         used = {p.image.currentText() for p in self.pairs}
         if image is None:
             image = next((layer for layer in row.image.candidates() if layer.name not in used), None)
@@ -114,6 +120,7 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
         self.pairs.append(row)
         self.pairs_box.addWidget(row)
         row.check()
+        self._follow_first()
         return row
 
     def remove_pair(self, row: PairRow) -> None:
@@ -121,6 +128,7 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
             self.pairs.remove(row)
             self.pairs_box.removeWidget(row)
             row.deleteLater()
+            self._follow_first()
 
     def set_pairs(self, pairs) -> None:
         """Replace all pairs with these (image layer, labels layer) tuples."""
@@ -137,8 +145,7 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
             _messages.show_warning("Open an image first, then add an annotation layer for it.")
             return None
         layer = self.viewer.add_labels(
-            np.zeros(spatial_shape(image), np.uint8), name=f"{image.name} annotation",
-            scale=tuple(image.scale), translate=tuple(image.translate))
+            np.zeros(spatial_shape(image), np.uint8), name=f"{image.name} annotation", **plane_geometry(image))
         layer.mode = "paint"
         layer.selected_label = 2
         layer.brush_size = 8
@@ -146,9 +153,25 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
         row.check()
         return layer
 
+    def _follow_first(self, *_: Any) -> None:
+        """The Axes row describes the first pair's image."""
+        if hasattr(self, "axes_row"):
+            self.axes_row.follow(self.pairs[0].image.layer() if self.pairs else None)
+
     def _layers_changed(self) -> None:
+        self._follow_first()
         for row in self.pairs:
             row.refresh()
+
+    def _axes(self) -> Optional[str]:
+        """The one axes string of the training images (they must share it)."""
+        if self.axes_row.layer is not None and not self.axes_row.apply():
+            raise BTUnetError(f"the axes of {self.axes_row.layer.name!r}: {self.axes_row.note.text()}")
+        found = {engine_axes(row.image.layer()) for row in self.pairs}
+        if len(found) > 1:
+            raise BTUnetError("the training images have different axes (" + ", ".join(sorted(map(str, found)))
+                              + "); train on images of one kind")
+        return found.pop() if found else None
 
     def _request(self) -> Request:
         """Check the widget state and capture the data (raises BTUnetError with a clear message)."""
@@ -160,7 +183,7 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
                 raise BTUnetError(problem)
         if self.encoder_combo.currentText() == "from file":
             self._sync_encoder()  # the variant follows the file, even one typed without Enter
-        config = self.config()
+        config = dataclasses.replace(self.config(), axes=self._axes())
         images = [layer_array(row.image.layer()) for row in self.pairs]
         # the labels are copied: the user may keep painting while training runs
         labels = [np.array(layer_array(row.labels.layer())) for row in self.pairs]

@@ -12,6 +12,8 @@ OUTPUT_KEY = "btunet_output"
 KIND_KEY = "btunet_kind"
 SOURCE_KEY = "btunet_source"
 SUFFIX = "[btunet]"
+#: metadata key of an image layer's axes (``btunet.axes``, e.g. "TZYX"), set by the Axes row
+AXES_KEY = "btunet_axes"
 
 
 #: the colour of predicted objects (binary masks and the live preview): a yellow that painted
@@ -39,9 +41,24 @@ def layer_array(layer) -> Any:
     return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
 
 
+def axes_of(layer) -> "str | None":
+    """The axes the Axes row gave this layer, if they still fit its data (else None)."""
+    axes = getattr(layer, "metadata", {}).get(AXES_KEY)
+    if not axes:
+        return None
+    from btunet.axes import check_axes
+    try:
+        return check_axes(axes, layer_array(layer).shape)
+    except ValueError:
+        return None
+
+
 def spatial_shape(layer) -> tuple[int, ...]:
-    """Shape without the colour axis of an RGB(A) image layer."""
+    """Shape without the colour axis: of an RGB(A) image layer, or the C of the layer's axes."""
     shape = tuple(layer_array(layer).shape)
+    axes = axes_of(layer)
+    if axes is not None:
+        return tuple(n for n, c in zip(shape, axes) if c != "C")
     return shape[:-1] if getattr(layer, "rgb", False) else shape
 
 
@@ -68,11 +85,19 @@ def find_output(viewer, source_name: str, kind: str):
     return None
 
 
+def plane_geometry(layer) -> dict:
+    """``scale`` and ``translate`` of a layer's axes without C: those of its labels and outputs."""
+    axes = axes_of(layer)
+    keep = range(layer.ndim) if axes is None or getattr(layer, "rgb", False) else [
+        i for i, c in enumerate(axes) if c != "C"]
+    return {"scale": tuple(layer.scale[i] for i in keep), "translate": tuple(layer.translate[i] for i in keep)}
+
+
 def upsert_output(viewer, source, kind: str, data: np.ndarray, layer_type: str, **kwargs):
     """Create or update the output layer ``"<source> <kind> [btunet]"``, aligned with ``source``."""
     from napari.layers import Image, Labels
     cls = Labels if layer_type == "labels" else Image
-    geometry = {"scale": tuple(source.scale), "translate": tuple(source.translate)}
+    geometry = plane_geometry(source)
     layer = find_output(viewer, source.name, kind)
     if layer is not None and isinstance(layer, cls) and layer.ndim == data.ndim:
         layer.data = data
@@ -109,10 +134,12 @@ class PlaneTracker:
 
     def update(self, event=None) -> None:
         leading = spatial_shape(self.layer)[:-2]
+        axes = axes_of(self.layer)  # the plane axes' places among the data axes
+        dims = [i for i, c in enumerate(axes) if c in "TZ"] if axes else list(range(len(leading)))
         index: tuple = ()
         if leading:
             coords = np.asarray(self.layer.world_to_data(self.viewer.dims.point), float)
-            index = tuple(int(np.clip(round(c), 0, n - 1)) for c, n in zip(coords[:len(leading)], leading))
+            index = tuple(int(np.clip(round(coords[d]), 0, n - 1)) for d, n in zip(dims, leading))
         with self._lock:
             self._index = index
 

@@ -12,7 +12,7 @@ import btunet
 from btunet.metadata import DEFAULT_THRESHOLD
 
 from ._jobs import Job
-from ._layers import PlaneTracker, layer_array, prediction_colormap, spatial_shape, upsert_output
+from ._layers import PlaneTracker, axes_of, layer_array, prediction_colormap, spatial_shape, upsert_output
 
 PREVIEW_KIND = "preview"
 UNCERTAINTY_KIND = "uncertainty"
@@ -34,10 +34,10 @@ class LivePreview:
     """
 
     def __init__(self, image, rgb: bool, tracker: PlaneTracker, interval_s: float,
-                 uncertainty: bool = False, threshold: float = DEFAULT_THRESHOLD):
+                 uncertainty: bool = False, threshold: float = DEFAULT_THRESHOLD, axes: Optional[str] = None):
         self.image, self.rgb, self.tracker, self.interval_s = image, rgb, tracker, interval_s
         self.uncertainty, self.threshold = uncertainty, threshold
-        self.previewer = btunet.Previewer(image, rgb)
+        self.previewer = btunet.Previewer(image, None if axes else rgb, axes=axes)
         self._next = 0.0
         self._deadline: Optional[float] = None
         self._cost = 0.0  # the last preview's duration
@@ -97,7 +97,7 @@ class PreviewLayers:
     def live_preview(self, interval_s: float, threshold: float = DEFAULT_THRESHOLD) -> LivePreview:
         """The training-thread side, predicting the plane this tracker follows."""
         return LivePreview(layer_array(self.image), bool(self.image.rgb), self.tracker, interval_s,
-                           self.uncertainty, threshold)
+                           self.uncertainty, threshold, axes=axes_of(self.image))
 
     def show(self, index: tuple, mask: np.ndarray, doubt: Optional[np.ndarray]) -> tuple[bool, bool]:
         """Show one previewed plane; whether the mask and the uncertainty map were shown."""

@@ -14,6 +14,7 @@ from btunet import BTUnetError
 from btunet.metadata import DEFAULT_THRESHOLD
 
 from . import _messages
+from ._axes_row import AxesRow, engine_axes
 from ._controls import PathField, add_device_row, describe_checkpoint, hint
 from ._job_widget import JobWidget
 from ._jobs import Job, Outcome
@@ -32,6 +33,7 @@ class Source:
     name: str
     data: Any
     rgb: bool
+    axes: Optional[str] = None  # btunet.axes letters; None: the engine's default rule
 
 
 @dataclass
@@ -58,7 +60,9 @@ class PredictWidget(JobWidget):
         self._build()
         self._sync_model()
         self.follow_session(session, "_session_changed")
-        self.on_close(watch_layers(self.viewer, self.layers_list.refresh))
+        self.on_close(watch_layers(self.viewer, self._layers_changed))
+        self.layers_list.list.itemChanged.connect(self._follow_first)
+        self._follow_first()
 
     def _build(self) -> None:
         self.run_button = self.add_start_cancel("Predict")
@@ -81,7 +85,10 @@ class PredictWidget(JobWidget):
         box = QVBoxLayout(images)
         self.layers_list = LayerChecklist(self.viewer, Image)
         box.addWidget(self.layers_list)
-        box.addWidget(hint("2-D, 2-D+t, 3-D or RGB; predicted plane by plane"))
+        self.axes_row = AxesRow(self.viewer)  # of the first ticked layer
+        box.addWidget(self.axes_row)
+        box.addWidget(hint("2-D, 2-D+t, 3-D or RGB; predicted plane by plane (T, Z); C is the "
+                           "model's input channels"))
         layout.addWidget(images)
 
         options = QGroupBox("Output")
@@ -102,6 +109,14 @@ class PredictWidget(JobWidget):
         layout.addStretch(1)
 
     # ------------------------------------------------------------------ state
+    def _layers_changed(self) -> None:
+        self.layers_list.refresh()
+        self._follow_first()
+
+    def _follow_first(self, *_: Any) -> None:
+        ticked = self.layers_list.layers()
+        self.axes_row.follow(ticked[0] if ticked else None)
+
     def _session_changed(self, what: str) -> None:
         if what == "model":
             self._sync_model()
@@ -137,7 +152,10 @@ class PredictWidget(JobWidget):
         layers = self.layers_list.layers()
         if not layers:
             raise BTUnetError("tick at least one image layer")
-        sources = [Source(layer, layer.name, layer_array(layer), bool(layer.rgb)) for layer in layers]
+        if self.axes_row.layer is not None and not self.axes_row.apply():
+            raise BTUnetError(f"the axes of {self.axes_row.layer.name!r}: {self.axes_row.note.text()}")
+        sources = [Source(layer, layer.name, layer_array(layer), bool(layer.rgb), engine_axes(layer))
+                   for layer in layers]
         return PredictRequest(model, sources, self.threshold_spin.value(),
                               self.output_combo.currentText() == "instances",
                               self.probability_check.isChecked(), self.device_combo.currentText())
@@ -170,7 +188,8 @@ class PredictWidget(JobWidget):
             def on_progress(done: int, total: int, k=k, name=source.name) -> None:
                 job.progress((k, n, done, total, name))
             job.progress((k, n, 0, 1, source.name))
-            result = btunet.predict(model, source.data, rgb=source.rgb, threshold=request.threshold,
+            rgb = None if source.axes else source.rgb  # the axes' C is the colour axis
+            result = btunet.predict(model, source.data, rgb=rgb, axes=source.axes, threshold=request.threshold,
                                     instances=request.instances, probabilities=request.probabilities,
                                     device=request.device, on_progress=on_progress,
                                     should_stop=job.should_stop)

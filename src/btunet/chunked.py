@@ -235,6 +235,7 @@ def predict_chunked(model, array, *, chunks: int = DEFAULT_CHUNK, depth: int = D
                     scheduler=None, out: "str | os.PathLike | None" = None,
                     probabilities_out: "str | os.PathLike | None" = None,
                     output: str = "labels", threshold: Optional[float] = None, rgb: Optional[bool] = None,
+                    axes: Optional[str] = None,
                     device: str = "auto", fast: bool = True, tile: Optional[int] = None, overlap: int = 128,
                     norm_range: Optional[tuple[float, float]] = None, overwrite: bool = False,
                     num_workers: int = 1, progress: bool = False):
@@ -242,7 +243,9 @@ def predict_chunked(model, array, *, chunks: int = DEFAULT_CHUNK, depth: int = D
 
     ``model``: a fine-tuned model or its checkpoint path (workers load the file themselves).
     ``array``: numpy / memmap / dask / zarr array, or a path (zarr, OME-Zarr level 0, TIFF, PNG);
-    the last two axes are Y, X (a trailing RGB axis is allowed), every leading axis is planes.
+    the last two axes are Y, X (a trailing RGB axis is allowed), every leading axis is planes,
+    unless ``axes`` (``btunet.axes``, e.g. "CZYX") says what each axis is; the output then has
+    those axes without C.
     ``chunks``: block side in pixels (rounded up to a multiple of 16); ``depth``: halo on each
     side (multiple of 16; the default 128 covers the receptive field of unet / attention_unet).
     ``tile``: None predicts each block in one pass (memory grows with ``chunks``); a number tiles
@@ -260,15 +263,14 @@ def predict_chunked(model, array, *, chunks: int = DEFAULT_CHUNK, depth: int = D
     import dask
     import dask.array as da
 
-    from .imageio import is_rgb
     from .metadata import check_threshold
-    from .planes import stack_range
+    from .planes import engine_image, stack_range
     from .zarr_store import write_zarr
     if isinstance(array, (str, os.PathLike)):
         array = open_image(array)
     ref = model if isinstance(model, ModelRef) else ModelRef(model)
     threshold = ref.threshold if threshold is None else check_threshold("threshold", threshold)
-    rgb = is_rgb(array) if rgb is None else rgb
+    array, rgb = engine_image(array, axes, rgb, ref.channels)
     chunks = max(_MULTIPLE, -(-int(chunks) // _MULTIPLE) * _MULTIPLE)
     depth = max(0, -(-int(depth) // _MULTIPLE) * _MULTIPLE)
     if norm_range is None:  # whole-volume statistics, once, before any block

@@ -93,10 +93,13 @@ def cmd_pretrain(a) -> int:
     from .distributed import is_main_process
     from .outputs import check_model_output
     from .pretrain import pretrain
+    from .cli_args import one_axes
+    from .imageio import list_images
     _check_model(a.model)
     check_model_output(a.out, [a.resume], a.overwrite)
+    axes = one_axes(list_images(a.images), a.axes, a.channel_axis)
     cfg = PretrainConfig(model=a.model, channels=a.channels, epochs=a.epochs, batch_size=a.batch_size,
-                         patch_size=a.patch_size, lr=a.lr, device=a.device, seed=a.seed)
+                         patch_size=a.patch_size, lr=a.lr, device=a.device, seed=a.seed, axes=axes)
     main_process = is_main_process()  # under torchrun only rank 0 shows progress and writes
     bar = ProgressBar("pretrain") if main_process else None
     with GracefulStop() as stop:
@@ -134,12 +137,15 @@ def cmd_finetune(a) -> int:
     if not images:
         raise BTUnetError("no images found in " + ", ".join(a.images))
     pairs = readable_pairs(pair_by_name(images, list_images(a.masks)))  # paired by name, kept by name
+    from .cli_args import one_axes
+    channels = init.in_channels if init is not None else encoder.channels if encoder is not None else None
+    axes = one_axes([i for i, _ in pairs], a.axes, a.channel_axis, channels)
     stored = model_metadata(init) if init is not None else None
     mask_mode = a.mask_mode or (stored.mask_mode if stored is not None else None) or "dense"
     cfg = FinetuneConfig(model=model, mask_mode=mask_mode, epochs=a.epochs, steps_per_epoch=a.steps_per_epoch,
                          batch_size=a.batch_size, patch_size=a.patch_size, time_budget_s=a.time_budget,
                          intensity_augment=a.intensity_augment, encoder_lr_scale=a.encoder_lr_scale,
-                         device=a.device, seed=a.seed, instances="auto" if a.boundary else "none",
+                         device=a.device, seed=a.seed, instances="auto" if a.boundary else "none", axes=axes,
                          class_names=[n.strip() for n in a.class_names.split(",")] if a.class_names else None)
     if init is not None:
         cfg = cfg.continuation()

@@ -15,6 +15,7 @@ EPILOG = """examples:
   btunet pretrain unlabelled/ --out encoder.safetensors --epochs 50
   btunet finetune --images train/images --masks train/masks --encoder encoder.safetensors --out model.safetensors
   btunet predict model.safetensors test/images --out predictions/ --instances
+  btunet predict model.safetensors timelapse.tif --out predictions/ --axes TZYX
   btunet evaluate --pred predictions/ --truth test/masks
   btunet info model.safetensors
 
@@ -53,6 +54,7 @@ def check_numbers(args: argparse.Namespace) -> None:
             else:
                 need = f"a number {'>=' if inclusive else '>'} {low}"
             raise BTUnetError(f"{option} must be {need}, got {value}")
+    check_axes_option(args)
     if getattr(args, "chunk", None) is not None and args.depth > args.chunk:
         raise BTUnetError(f"--depth ({args.depth}) must not exceed --chunk ({args.chunk}): a block cannot "
                           "be thinner than its overlap")
@@ -114,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patch-size", type=int, default=pd.patch_size, help=f"default {pd.patch_size}")
     p.add_argument("--lr", type=float, default=pd.lr, help=f"peak learning rate (default {pd.lr})")
     p.add_argument("--resume", metavar="FILE", help="continue from this encoder checkpoint")
+    _add_axes(p, "images")
     _add_device(p)
 
     f = sub.add_parser("finetune", help="train a segmentation model on annotated images",
@@ -154,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--encoder-lr-scale", type=float, default=fd.encoder_lr_scale, metavar="FACTOR",
                    help="learning rate of the pre-trained encoder relative to the rest (default "
                         f"{fd.encoder_lr_scale:g}; 0 keeps the encoder frozen)")
+    _add_axes(f, "images (masks have the same axes without C)")
     _add_device(f)
 
     r = sub.add_parser("predict", help="segment images and stacks with a fine-tuned model",
@@ -175,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="replace existing output files")
     r.add_argument("--device", choices=DEVICES, default="auto", help="compute device (default auto)")
     _add_threads(r)
+    _add_axes(r, "inputs (the outputs have the same axes without C)")
     _add_chunked(r)  # --zarr, --scheduler, --chunk, --depth
 
     e = sub.add_parser("evaluate", help="score predicted label images against ground truth",
@@ -203,3 +208,75 @@ def parse(argv: list[str] | None) -> argparse.Namespace | int:
     except SystemExit as stop:
         sys.stdout.flush()
         return stop.code if isinstance(stop.code, int) else 2
+
+
+def _add_axes(p: argparse.ArgumentParser, what: str) -> None:
+    """``--axes`` / ``--channel-axis`` (one of them): what each axis of the images is."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--axes", metavar="LETTERS",
+                       help="what each axis of the " + what + " is, one letter per axis from T (time), Z (depth), "
+                            "C (channels), Y, X, e.g. TZYX, CYX, ZCYX, YXC; Y and X come last apart from C. "
+                            "A C axis is the model's input channels (1 or 3; 4 = RGBA), T and Z are planes. "
+                            "Default: the axes an OME-TIFF or ImageJ file declares, else a trailing axis of 3 "
+                            "or 4 is colour and every other leading axis is planes")
+    group.add_argument("--channel-axis", type=int, metavar="N",
+                       help="shorthand for --axes: axis N (negative counts from the end) holds the channels, "
+                            "the last two others are Y, X and any before them Z (or T, Z)")
+
+
+def check_axes_option(args: argparse.Namespace) -> None:
+    """The letters of ``--axes`` (their count is checked against each image before any work)."""
+    if getattr(args, "axes", None) is not None:
+        from .axes import check_letters
+        args.axes = check_letters(args.axes)
+
+
+def input_axes(paths, axes, channel_axis, channels=None) -> list:
+    """Each input's checked axes, from file headers only, before any work: ``--axes``,
+    ``--channel-axis``, else the axes the file declares (OME-TIFF, ImageJ, OME-Zarr) when the
+    model can read its channels, else None (the default rule). An input that cannot be read gets
+    None here and is reported when it is read."""
+    from .axes import check_channels, default_axes, file_axes, resolve_axes
+    from .imageio import inspect_image
+    found = []
+    for path in paths:
+        try:
+            shape = _declared_shape(path, inspect_image)
+        except BTUnetError:  # UnreadableImage, a broken zarr store: reported when it is read
+            found.append(None)
+            continue
+        if axes is None and channel_axis is None:
+            own = file_axes(path)
+            if own == default_axes(shape):
+                own = None  # what the default rule reads anyway
+            try:
+                check_channels(own or "", shape, channels)
+            except BTUnetError:
+                own = None
+            found.append(own)
+            continue
+        try:
+            given = resolve_axes(shape, axes, channel_axis)
+            check_channels(given, shape, channels)
+        except BTUnetError as exc:
+            raise BTUnetError(f"{getattr(path, 'name', path)}: {exc}") from None
+        found.append(given)
+    return found
+
+
+def one_axes(paths, axes, channel_axis, channels=None):
+    """The one axes string of a set of training images (they share their axes), or None."""
+    found = set(input_axes(paths, axes, channel_axis, channels))
+    if len(found) > 1:
+        raise BTUnetError("the images declare different axes (" + ", ".join(sorted(str(a) for a in found))
+                          + "); give --axes, or train on images of one kind")
+    return found.pop() if found else None
+
+
+def _declared_shape(path, inspect_image) -> tuple:
+    from pathlib import Path
+    path = Path(path)
+    if path.is_dir():  # a zarr store
+        from .chunked import open_zarr
+        return tuple(open_zarr(path).shape)
+    return tuple(inspect_image(path, budget=False))

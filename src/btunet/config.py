@@ -23,8 +23,15 @@ MIN_PATCH, MAX_PATCH = 16, 2048
 TILE, OVERLAP = 1024, 256
 
 
+def _check_axes(axes) -> None:
+    if axes is not None:
+        from .axes import check_letters
+        check_letters(axes)
+
+
 def _common(cfg) -> None:
-    """Settings every training config has: model, size, device, speed path, seed."""
+    """Settings every training config has: model, size, device, speed path, seed, axes."""
+    _check_axes(getattr(cfg, "axes", None))
     check_model_settings(cfg.model, base_filters=cfg.base_filters)
     fields.choice("device", cfg.device, DEVICES)
     fields.flag("fast", cfg.fast)
@@ -56,6 +63,7 @@ class PretrainConfig:
     device: str = "auto"
     fast: bool = True              # channels_last + bf16 autocast
     seed: int = 0
+    axes: Optional[str] = None     # what each image axis is (btunet.axes, e.g. "TZYX", "CYX"); None: guessed
 
     def __post_init__(self) -> None:
         self.check()
@@ -107,6 +115,8 @@ class FinetuneConfig:
     class_names: Optional[list] = None  # names of classes 1..K (stored with the model)
     instances: str = "none"          # "boundary": learn object borders; "auto": when dense masks hold instance ids
     #                                  (opt-in: it has not yet beaten the distance watershed, docs/results_objects.md)
+    axes: Optional[str] = None       # what each image axis is (btunet.axes, e.g. "TZYX", "CYX"); masks have
+    #                                  the same axes without C. None: a trailing 3/4 is colour, the rest planes
 
     def __post_init__(self) -> None:
         self.check()

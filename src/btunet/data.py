@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import BTUnetError
 from .imageio import read_images
-from .planes import plane_layout
+from .planes import engine_image, plane_layout
 
 ImageSource = Union[str, os.PathLike, np.ndarray]
 
@@ -40,9 +40,11 @@ def load_sources(images: ImageSource | Sequence[ImageSource]) -> list[tuple[str,
 
 
 def image_planes(name: str, array, channels: int, rgb: bool | None = None,
-                 min_size: int = 0) -> list[Plane]:
-    """Normalise an image or stack with whole-stack percentiles and split it into planes."""
+                 min_size: int = 0, axes: Optional[str] = None) -> list[Plane]:
+    """Normalise an image or stack with whole-stack percentiles and split it into planes
+    (``axes``: what each axis is, ``btunet.axes``; a C axis is the model's input channels)."""
     array = np.asarray(array) if not hasattr(array, "shape") else array
+    array, rgb = engine_image(array, axes, rgb, channels, what=f"image {name}")
     layout = plane_layout(array, channels, rgb=rgb)
     return [Plane(pad_to_min_size(pixels, min_size), name, index) for index, pixels in layout.planes(array)]
 

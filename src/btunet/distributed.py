@@ -253,7 +253,7 @@ def _expand(images) -> list:
     return items
 
 
-def load_shard(images, channels: int, min_size: int, ctx: Context
+def load_shard(images, channels: int, min_size: int, ctx: Context, axes: Optional[str] = None
                ) -> tuple[list[np.ndarray], int, list[str]]:
     """This rank's planes, the number of planes over all ranks and every rank's file names.
 
@@ -271,7 +271,7 @@ def load_shard(images, channels: int, min_size: int, ctx: Context
         sources = load_sources(mine)
     except BTUnetError as exc:  # report it on every rank, below, instead of crashing this one
         sources, problem = [], str(exc)
-    planes = [p.pixels for name, arr in sources for p in image_planes(name, arr, channels, min_size=min_size)]
+    planes = [p.pixels for name, arr in sources for p in image_planes(name, arr, channels, min_size=min_size, axes=axes)]
     if not by_file and len(planes) >= ctx.world_size:
         planes = planes[ctx.rank::ctx.world_size]
     counts = torch.tensor([len(planes), 1 if problem else 0], dtype=torch.long, device=ctx.device)

@@ -16,13 +16,13 @@ from .config import FinetuneConfig, Progress, ProgressCallback, StopCallback, co
 from .data import AnnotatedPlane, ImageSource, load_sources, pad_to_min_size
 from .device import autocast, describe_device, resolve_device
 from .errors import BTUnetError
-from .imageio import is_rgb, spatial_shape
+from .imageio import spatial_shape
 from .heads import MAX_CLASSES, HeadSpec, default_classes, head_of
 from .losses import segmentation_loss
 from .metadata import DEFAULT_THRESHOLD
 from .models import SegmentationModel, create_model
 from .normalize import DEFAULT_NORMALIZATION
-from .planes import check_budget, plane_layout, predict_logits
+from .planes import check_budget, engine_image, plane_layout, predict_logits
 from .pretrain import PretrainedEncoder, as_encoder
 from .pseudo import add_pseudo_labels, focus_on_errors, model_probabilities  # noqa: F401  (re-exported)
 
@@ -54,16 +54,19 @@ def head_for(annotations, cfg: FinetuneConfig, model: Optional[SegmentationModel
 
 
 def annotated_planes(images, annotations, channels: int, mode: str, patch_size: int,
-                     head: HeadSpec = HeadSpec()) -> list[AnnotatedPlane]:
-    """Pair images with annotations, check shapes, keep only planes with annotated pixels."""
+                     head: HeadSpec = HeadSpec(), axes: Optional[str] = None) -> list[AnnotatedPlane]:
+    """Pair images with annotations, check shapes, keep only planes with annotated pixels.
+
+    ``axes``: what each image axis is (``btunet.axes``); annotations have the same axes without C.
+    """
     if len(images) != len(annotations):
         raise BTUnetError(f"got {len(images)} images but {len(annotations)} annotations")
     planes = []
-    for (name, image), (_, labels) in zip(images, annotations):
-        rgb = is_rgb(image)
+    for (name, raw), (_, labels) in zip(images, annotations):
+        image, rgb = engine_image(raw, axes, None, channels, what=f"image {name}")
         if tuple(labels.shape) != spatial_shape(image, rgb):
             raise BTUnetError(f"annotation shape {tuple(labels.shape)} does not match image {name} "
-                              f"of shape {tuple(image.shape)}" + (" (RGB)" if rgb else ""))
+                              f"of shape {tuple(raw.shape)}" + (f" (axes {axes})" if axes else " (RGB)" if rgb else ""))
         layout = plane_layout(image, channels, rgb=rgb)
         for index in layout.indices():
             plane_labels = np.asarray(labels[index])
@@ -206,7 +209,7 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     enc = as_encoder(encoder)
     sources, labels = load_sources(images), load_sources(annotations)
     channels = (model.in_channels if model is not None else enc.channels if enc is not None
-                else 3 if is_rgb(sources[0][1]) else 1)
+                else image_channels(sources[0][1], cfg.axes))
     head = head_for(labels, cfg, model)
     classes = ([c.as_dict() for c in default_classes(head.n_classes, cfg.class_names)]
                if model is None else (model.metadata or {}).get("classes"))
@@ -214,7 +217,7 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
         classes = None  # one unnamed class: today's object model
     net = model if model is not None else build_from_encoder(cfg, enc, channels, head.channels)
     previous = dict(getattr(model, "metadata", None) or {})
-    planes = annotated_planes(sources, labels, channels, cfg.mask_mode, cfg.patch_size, head)
+    planes = annotated_planes(sources, labels, channels, cfg.mask_mode, cfg.patch_size, head, cfg.axes)
     head_meta = {"classes": classes, "instances": "boundary" if head.boundary else None}
     if model is None:  # what the channels mean, for previews while training
         net.metadata = dict(head_meta)
@@ -344,6 +347,13 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
         "device": describe_device(device), "seconds": round(time.perf_counter() - start, 1),
     }
     return net
+
+
+def image_channels(image, axes: Optional[str] = None) -> int:
+    """The input channels a new model gets from an image: 3 for colour (a C axis of 3 or more
+    channels, or a guessed RGB axis), else 1."""
+    image, rgb = engine_image(image, axes)
+    return 3 if rgb and int(image.shape[-1]) >= 3 else 1
 
 
 def build_from_encoder(cfg: FinetuneConfig, enc: Optional[PretrainedEncoder], channels: int,

@@ -1,7 +1,8 @@
 """Read images and stacks from disk, and turn any array into model-ready planes.
 
 Conventions: the last two axes are spatial (Y, X); a trailing axis of 3 or 4 is RGB(A) when
-the array has at least three axes; every other leading axis (T, Z, ...) indexes planes.
+the array has at least three axes; every other leading axis (T, Z, ...) indexes planes. An
+image with named axes (``btunet.axes``, e.g. "ZCYX") is first brought into this order.
 """
 from __future__ import annotations
 
@@ -186,12 +187,17 @@ def plane_indices(array, rgb: bool | None = None) -> list[tuple[int, ...]]:
 
 
 def to_channels(plane: np.ndarray, rgb: bool, channels: int) -> np.ndarray:
-    """(Y, X) or (Y, X, 3|4) -> (channels, Y, X) float32; RGB->gray by mean, gray->RGB by copy."""
+    """(Y, X) or (Y, X, n) -> (channels, Y, X) float32; RGB->gray by mean, gray->RGB by copy.
+
+    n channels pass as they are when the model has n; else alpha (a 4th channel) is dropped and
+    the rest become gray (mean), copied into each of the model's channels."""
     plane = np.asarray(plane, dtype=np.float32)
     if rgb:
-        plane = np.moveaxis(plane[..., :3], -1, 0)
-        if channels == 1:
-            plane = plane.mean(axis=0, keepdims=True)
+        plane = np.moveaxis(plane, -1, 0)
+        if plane.shape[0] != channels:
+            plane = plane[:3]
+            if plane.shape[0] != channels:
+                plane = np.repeat(plane.mean(axis=0, keepdims=True), channels, axis=0)
     else:
         plane = np.repeat(plane[None], channels, axis=0)
     return np.ascontiguousarray(plane)
@@ -246,10 +252,23 @@ class TiffPages:
 
     def __getitem__(self, index):
         index = index if isinstance(index, tuple) else (index,)
-        if len(index) == len(self._leading) and all(isinstance(i, (int, np.integer)) for i in index):
+        n = len(self._leading)
+        if len(index) == n and all(isinstance(i, (int, np.integer)) for i in index):
             flat = int(np.ravel_multi_index(index, self._leading)) if self._leading else 0
             return self._decode(self._pages[flat].asarray)
+        if len(index) >= n and all(isinstance(i, (int, np.integer, slice)) for i in index[:n]):
+            rest = tuple(index[n:]) + (slice(None),) * (len(self._page_shape) - len(index[n:]))
+            return self._some_pages(index[:n])[(Ellipsis,) + rest]
         return self.read()[index]
+
+    def _some_pages(self, lead: tuple) -> np.ndarray:
+        """The pages that integers and slices over the leading axes pick, read one by one (a
+        channel axis among the pages: ``axes.AxesView`` reads the channels of one plane)."""
+        picks = [range(*i.indices(size)) if isinstance(i, slice) else [int(i)] for i, size in zip(lead, self._leading)]
+        kept = tuple(len(p) for p, i in zip(picks, lead) if isinstance(i, slice))
+        pages = [self[tuple(p[k] for p, k in zip(picks, ix))] for ix in np.ndindex(*[len(p) for p in picks])]
+        stacked = np.stack(pages) if pages else np.empty((0,) + self._page_shape, self.dtype)
+        return stacked.reshape(kept + self._page_shape)
 
     def read(self) -> np.ndarray:
         return self._decode(self._tif.series[0].asarray)

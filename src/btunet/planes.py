@@ -5,7 +5,8 @@ block-wise prediction (``chunked``) and the live preview (``preview``) all read 
 :class:`PlaneLayout` and predict them with :func:`predict_plane`, so a model sees the same values
 on every path.
 
-Conventions (as ``imageio``): the last two axes are Y, X; a trailing axis of 3 or 4 is RGB(A);
+Conventions (as ``imageio``; ``engine_image`` first brings an image with named ``axes`` into
+this order): the last two axes are Y, X; a trailing axis of 3 or 4 is RGB(A);
 every other leading axis indexes planes. Intensities map [lo, hi] -> [0, 1] with ONE range for
 the whole image or stack (percentiles of an even sample of its planes), so empty planes stay
 dark instead of stretching their noise; NaN/inf become 0. RGB becomes gray by the channel mean
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from scipy.special import expit
 
+from .axes import to_engine
 from .config import OVERLAP, TILE
 from .device import autocast
 from .errors import BTUnetError
@@ -82,6 +84,22 @@ def as_image(image, what: str = "image"):
     if 0 in tuple(image.shape):
         raise BTUnetError(f"the {what} is empty (shape {tuple(image.shape)})")
     return image
+
+
+def engine_image(image, axes: Optional[str] = None, rgb: Optional[bool] = None,
+                 channels: Optional[int] = None, what: str = "image") -> tuple:
+    """(image in the engine's order, whether its last axis holds channels): the one place where an
+    image's ``axes`` (``btunet.axes``) rearrange it, a view, before it becomes planes.
+
+    Without ``axes`` the image is taken as it is, with ``rgb`` (None: guessed, ``imageio.is_rgb``).
+    ``channels``: the model's input channels, when known (a C axis of that size is then allowed).
+    """
+    image = as_image(image, what)
+    if axes is None:
+        return image, is_rgb(image) if rgb is None else bool(rgb)
+    if rgb is not None:
+        raise BTUnetError("give the axes or rgb, not both: a C axis in the axes is the colour axis")
+    return to_engine(image, axes, channels), "C" in axes.upper()
 
 
 def stack_range(source, rgb: bool, normalization: Optional[Normalization] = None) -> tuple[float, float]:
@@ -323,6 +341,6 @@ def predict_planes(model: SegmentationModel, source, layout: PlaneLayout, *, til
     return out
 
 
-__all__ = ["FLIPS", "OVERLAP", "as_image", "PlaneLayout", "TILE", "as_model", "check_budget",
+__all__ = ["FLIPS", "OVERLAP", "as_image", "engine_image", "PlaneLayout", "TILE", "as_model", "check_budget",
            "model_planes", "object_probability", "plane_layout", "plane_outputs", "predict_logits",
            "predict_plane", "predict_planes", "stack_range", "tile_boxes", "uncertainty_map"]

@@ -12,11 +12,11 @@ from .checkpoint import model_metadata
 from .config import OVERLAP, TILE, PredictConfig
 from .device import resolve_device
 from .errors import Cancelled
-from .imageio import is_rgb, plane_indices, spatial_shape, stack_writer
+from .imageio import plane_indices, spatial_shape, stack_writer
 from .models import SegmentationModel
 from .heads import class_image, head_of
 from .instances import boundary_instances, distance_instances
-from .planes import as_image, as_model, check_budget, object_probability, plane_layout, plane_outputs
+from .planes import as_model, check_budget, engine_image, object_probability, plane_layout, plane_outputs
 from .planes import FLIPS, predict_logits, uncertainty_map  # noqa: F401  (re-exported for callers of btunet.predict)
 
 __all__ = ["OVERLAP", "TILE", "Prediction", "PredictConfig", "instance_labels", "iter_predict", "predict",
@@ -67,18 +67,23 @@ def plane_result(net: SegmentationModel, pixels: np.ndarray, cfg: PredictConfig,
 
 def iter_predict(model: "SegmentationModel | str | os.PathLike", image,
                  config: Optional[PredictConfig] = None, *, rgb: Optional[bool] = None,
-                 **overrides) -> Iterator[tuple]:
+                 axes: Optional[str] = None, **overrides) -> Iterator[tuple]:
     """Yield (plane index, probability, labels) plane by plane; only one plane is in memory.
 
     ``config`` / keyword ``overrides``: see ``PredictConfig``. With ``uncertainty`` each item has a
     fourth element, the plane's uncertainty map (four times the network time). Instance ids are
-    unique across the whole stack.
+    unique across the whole stack. ``axes``: as ``predict``.
     """
     cfg = PredictConfig.of(config, **overrides)
-    image = as_image(image)
+    image, rgb = engine_image(image, axes, rgb, _channels(model))
     for index, out in _results(model, image, cfg, rgb):
         item = (index, out["probability"], out["labels"])
         yield item + (out["uncertainty"],) if cfg.uncertainty else item
+
+
+def _channels(model) -> Optional[int]:
+    """A model object's input channels (None for a checkpoint path, not read here)."""
+    return getattr(model, "in_channels", None)
 
 
 def _results(model, image, cfg: PredictConfig, rgb: Optional[bool]) -> Iterator[tuple[tuple, dict]]:
@@ -97,7 +102,7 @@ def _results(model, image, cfg: PredictConfig, rgb: Optional[bool]) -> Iterator[
 
 
 def predict(model: "SegmentationModel | str | os.PathLike", image, config: Optional[PredictConfig] = None, *,
-            rgb: Optional[bool] = None, on_progress: Optional[Callable[[int, int], None]] = None,
+            rgb: Optional[bool] = None, axes: Optional[str] = None, on_progress: Optional[Callable[[int, int], None]] = None,
             should_stop: Optional[Callable[[], bool]] = None, out: Optional[np.ndarray] = None,
             **overrides) -> Prediction:
     """Segment a 2-D image or an N-D stack (last two axes spatial; a trailing RGB axis is allowed).
@@ -107,10 +112,11 @@ def predict(model: "SegmentationModel | str | os.PathLike", image, config: Optio
     change single settings (``predict(m, image, threshold=0.7, instances=True)``); the threshold
     defaults to the one stored with the model. ``out``: optional array (e.g. a memmap) for the
     labels. Instance ids are unique across the whole stack. ``should_stop`` raises ``Cancelled``.
+    ``axes``: what each axis of ``image`` is (``btunet.axes``, e.g. "TZYX", "CYX"; default: a
+    trailing 3 or 4 is colour, the rest planes); the outputs have the same axes without C.
     """
     cfg = PredictConfig.of(config, **overrides)
-    image = as_image(image)
-    rgb = is_rgb(image) if rgb is None else rgb
+    image, rgb = engine_image(image, axes, rgb, _channels(model))
     check_budget(image.shape, rgb)  # before the outputs are allocated
     shape = spatial_shape(image, rgb)
     n = len(plane_indices(image, rgb))
@@ -137,6 +143,7 @@ def predict(model: "SegmentationModel | str | os.PathLike", image, config: Optio
 
 def predict_to_tiff(model: "SegmentationModel | str | os.PathLike", image, labels_path: "str | os.PathLike",
                     probabilities_path: "str | os.PathLike | None" = None, *, rgb: Optional[bool] = None,
+                    axes: Optional[str] = None,
                     uncertainty_path: "str | os.PathLike | None" = None,
                     on_progress: Optional[Callable[[int, int], None]] = None,
                     config: Optional[PredictConfig] = None, **options) -> None:
@@ -148,8 +155,7 @@ def predict_to_tiff(model: "SegmentationModel | str | os.PathLike", image, label
     """
     options.pop("uncertainty", None)
     cfg = PredictConfig.of(config, **options, uncertainty=uncertainty_path is not None)
-    image = as_image(image)
-    rgb = is_rgb(image) if rgb is None else rgb
+    image, rgb = engine_image(image, axes, rgb, _channels(model))
     check_budget(image.shape, rgb)  # before any file is started
     shape = spatial_shape(image, rgb)
     n = len(plane_indices(image, rgb))

@@ -45,7 +45,11 @@ def cmd_predict(a) -> None:
                           "label the written mask afterwards")
     if chunked and a.uncertainty:
         raise BTUnetError("--uncertainty works on TIFF/PNG inputs, not with zarr, --zarr or --scheduler")
+    from .cli_args import input_axes
     model = _load(a, in_memory=len(chunked) < len(targets))
+    channels = model.in_channels if model is not None else None
+    axes_of = dict(zip([t.source for t in targets],
+                       input_axes([t.source for t in targets], a.axes, a.channel_axis, channels)))
     ref = _model_ref(a.model) if chunked else None
     probe_writable(a.out)
     client = connect(a.scheduler) if chunked else None
@@ -59,9 +63,9 @@ def cmd_predict(a) -> None:
         for target in targets:
             try:
                 if target.chunked:
-                    predict_target(ref, target, a, client)
+                    predict_target(ref, target, a, client, axes=axes_of[target.source])
                 else:
-                    _predict_in_memory(model, target, a, bar)
+                    _predict_in_memory(model, target, a, bar, axes=axes_of[target.source])
                 written.append(target.labels)
             except UnreadableImage as exc:
                 warnings.warn(f"skipping {target.source.name}: {exc}")
@@ -92,7 +96,7 @@ def _model_ref(path: str):
     return ModelRef(path)
 
 
-def _predict_in_memory(model, target: Target, a, bar) -> None:
+def _predict_in_memory(model, target: Target, a, bar, axes: Optional[str] = None) -> None:
     from .imageio import read_lazy, write_image_atomic, write_labels
     from .predict import predict, predict_to_tiff
 
@@ -102,7 +106,7 @@ def _predict_in_memory(model, target: Target, a, bar) -> None:
 
     image = read_lazy(target.source)
     options = dict(threshold=a.threshold, instances=a.instances, device=a.device, fast=not a.exact,
-                   on_progress=show_planes)
+                   on_progress=show_planes, axes=axes)
     try:
         if target.labels.suffix.lower() in (".tif", ".tiff"):  # streamed: memory stays one plane
             predict_to_tiff(model, image, target.labels, target.probabilities,
@@ -136,7 +140,7 @@ def connect(address: Optional[str]):
                           "check the address (tcp://HOST:PORT) and that the scheduler runs") from exc
 
 
-def predict_target(ref, target: Target, args, client=None) -> Path:
+def predict_target(ref, target: Target, args, client=None, axes: Optional[str] = None) -> Path:
     """One input, block by block, into ``target``'s paths.
 
     zarr outputs are written block-wise; a TIFF/PNG output (``--scheduler`` without ``--zarr``) is
@@ -153,11 +157,11 @@ def predict_target(ref, target: Target, args, client=None) -> Path:
     except BTUnetError as exc:
         raise exc if isinstance(exc, UnreadableImage) else UnreadableImage(str(exc)) from exc
     shape = tuple(image.shape)
-    yx = (shape[:-1] if is_rgb(image) else shape)[-2:]
+    yx = tuple(shape[axes.index(c)] for c in "YX") if axes else (shape[:-1] if is_rgb(image) else shape)[-2:]
     if len(yx) < 2 or 0 in shape:
         raise UnreadableImage(f"cannot predict {path.name}: it is empty or has no Y and X axes (shape {shape})")
     common = dict(chunks=args.chunk, depth=_depth(path, yx, args.chunk, args.depth), threshold=args.threshold,
-                  device=args.device, fast=not args.exact)
+                  device=args.device, fast=not args.exact, axes=axes)
     scheduler = client if client is not None else args.scheduler
     try:
         if to_zarr:

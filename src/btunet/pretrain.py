@@ -105,7 +105,7 @@ def pretrain(images: ImageSource | Sequence[ImageSource], config: PretrainConfig
     device = resolve_device(cfg.device)
     sources = load_sources(images)
     planes = [p.pixels for name, arr in sources
-              for p in image_planes(name, arr, cfg.channels, min_size=cfg.patch_size)]
+              for p in image_planes(name, arr, cfg.channels, min_size=cfg.patch_size, axes=cfg.axes)]
     model, projector, history = build_encoder(cfg, resume, device)
     encoder = model.encoder
     run = EncoderRun(
@@ -145,7 +145,7 @@ def _pretrain_rank(images, cfg: PretrainConfig, ctx: distributed.Context, on_pro
         raise BTUnetError(f"--batch-size {cfg.batch_size} is the global batch: it must be at least "
                           f"the number of processes ({ctx.world_size})")
     seed_everything(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts them)
-    planes, total_planes, files = distributed.load_shard(images, cfg.channels, cfg.patch_size, ctx)
+    planes, total_planes, files = distributed.load_shard(images, cfg.channels, cfg.patch_size, ctx, axes=cfg.axes)
     model, projector, history = build_encoder(cfg, resume, ctx.device)
     encoder, projector = distributed.synchronise_batchnorm(model.encoder, projector, ctx.device, sync_mode)
     ddp = nn.parallel.DistributedDataParallel(

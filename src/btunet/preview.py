@@ -8,10 +8,9 @@ from typing import Optional
 import numpy as np
 
 from .device import resolve_device
-from .imageio import is_rgb
 from .checkpoint import model_metadata
 from .metadata import Normalization
-from .planes import OVERLAP, TILE, PlaneLayout, as_model, check_budget, predict_plane, stack_range
+from .planes import OVERLAP, TILE, PlaneLayout, as_model, check_budget, engine_image, predict_plane, stack_range
 from .predict import Prediction
 
 
@@ -25,9 +24,8 @@ class Previewer:
     plane on screen seldom changes between previews.
     """
 
-    def __init__(self, image, rgb: Optional[bool] = None, keep: int = 4):
-        self.image = image
-        self.rgb = is_rgb(image) if rgb is None else bool(rgb)
+    def __init__(self, image, rgb: Optional[bool] = None, keep: int = 4, axes: Optional[str] = None):
+        self.image, self.rgb = engine_image(image, axes, rgb)  # plane indices: over the axes' T, Z
         self.keep = keep
         self._ranges: dict[tuple, tuple[float, float]] = {}
         self._planes: dict[tuple, np.ndarray] = {}

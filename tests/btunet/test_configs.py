@@ -23,6 +23,7 @@ DEVICE = ["gpu", "", None, 0]
 FLAG = ["yes", 1, 0, None]
 SEED = [-1, 2**40, 1.5, True, None]
 
+AXES = ["", "QYX", "ZZYX", "XY", 3]
 BAD = {
     PretrainConfig: {
         "model": MODEL, "channels": [0, 2, 4, -1, True, 1.0, "1", None], "base_filters": BASE_FILTERS,
@@ -30,7 +31,7 @@ BAD = {
         "patch_size": PATCH, "samples_per_epoch": [0, -5, 1.5, True, None], "lr": LR,
         "weight_decay": [-1, NAN, INF, True, None], "warmup_fraction": [-0.1, 1.5, NAN, True, None],
         "projector_dim": [0, -1, 10**6, 2.5, True, None], "lambd": [-1, NAN, INF, True, None],
-        "device": DEVICE, "fast": FLAG, "seed": SEED,
+        "device": DEVICE, "fast": FLAG, "seed": SEED, "axes": AXES,
     },
     FinetuneConfig: {
         "model": MODEL, "mask_mode": ["painted", "", None, 1], "base_filters": BASE_FILTERS,
@@ -43,7 +44,7 @@ BAD = {
         "pseudo_labels": ["yes", None], "pseudo_weight": [-1, NAN, INF, True, None],
         "pseudo_confidence": [0.5, 0.4, 1.1, NAN, True, None], "continue_teacher": ["teacher", None],
         "augment": FLAG, "blur_noise": FLAG, "intensity_augment": [-0.1, 1.5, NAN, True, None],
-        "device": DEVICE, "fast": FLAG, "seed": SEED,
+        "device": DEVICE, "fast": FLAG, "seed": SEED, "axes": AXES,
         "threshold": [0, 1, 1.5, -0.1, NAN, INF, "0.5", True, None],
         "n_classes": [0, -1, 1.5, True, 99], "class_names": [[], "nuclei", [""], [1, 2]],
         "instances": ["yes", "", None],
