@@ -23,7 +23,11 @@ from ._pickers import LayerChecklist
 from ._session import session
 
 MODEL_CHOICES = ("current model", "from file")
-OUTPUT_CHOICES = ("binary mask", "instances")
+OUTPUT_CHOICES = ("binary mask", "instances", "instances per plane")
+#: what each labels choice does, shown under the combo box
+OUTPUT_HINTS = {"binary mask": "0 = background, 1 = object (a class model: class ids)",
+                "instances": "one id per object; on a 3-D stack an object keeps its id through the Z planes",
+                "instances per plane": "one id per object in each plane; ids are not linked across Z"}
 
 
 @dataclass
@@ -32,6 +36,16 @@ class Source:
     name: str
     data: Any
     rgb: bool
+    z_spacing: float = 1.0  # the layer's Z scale over its X scale (3-D instance seeds)
+
+
+def z_spacing_of(layer) -> float:
+    """Z step / pixel width from a layer's scale (1 for a 2-D layer or an unusable scale)."""
+    scale = [float(s) for s in getattr(layer, "scale", ())]
+    spatial = scale[:-1] if getattr(layer, "rgb", False) else scale
+    if len(spatial) < 3 or not spatial[-1] > 0 or not spatial[-3] > 0:
+        return 1.0
+    return spatial[-3] / spatial[-1]
 
 
 @dataclass
@@ -42,6 +56,7 @@ class PredictRequest:
     instances: bool
     probabilities: bool
     device: str
+    instances_3d: Optional[bool] = None  # False: per plane; None: 3-D on a (Z, Y, X) stack
 
 
 class PredictWidget(JobWidget):
@@ -94,6 +109,9 @@ class PredictWidget(JobWidget):
         self.output_combo = QComboBox()
         self.output_combo.addItems(OUTPUT_CHOICES)
         form.addRow("labels", self.output_combo)
+        self.output_hint = hint(OUTPUT_HINTS[OUTPUT_CHOICES[0]])
+        self.output_combo.currentTextChanged.connect(lambda text: self.output_hint.setText(OUTPUT_HINTS[text]))
+        form.addRow(self.output_hint)
         self.probability_check = QCheckBox("also add the object probability")
         form.addRow(self.probability_check)
         self.device_combo, self.device_label = add_device_row(form)
@@ -137,10 +155,11 @@ class PredictWidget(JobWidget):
         layers = self.layers_list.layers()
         if not layers:
             raise BTUnetError("tick at least one image layer")
-        sources = [Source(layer, layer.name, layer_array(layer), bool(layer.rgb)) for layer in layers]
-        return PredictRequest(model, sources, self.threshold_spin.value(),
-                              self.output_combo.currentText() == "instances",
-                              self.probability_check.isChecked(), self.device_combo.currentText())
+        sources = [Source(layer, layer.name, layer_array(layer), bool(layer.rgb), z_spacing_of(layer)) for layer in layers]
+        output = self.output_combo.currentText()
+        return PredictRequest(model, sources, self.threshold_spin.value(), output.startswith("instances"),
+                              self.probability_check.isChecked(), self.device_combo.currentText(),
+                              False if output == "instances per plane" else None)
 
     # ------------------------------------------------------------------ run
     def start(self) -> Optional[Job]:
@@ -171,7 +190,9 @@ class PredictWidget(JobWidget):
                 job.progress((k, n, done, total, name))
             job.progress((k, n, 0, 1, source.name))
             result = btunet.predict(model, source.data, rgb=source.rgb, threshold=request.threshold,
-                                    instances=request.instances, probabilities=request.probabilities,
+                                    instances=request.instances, instances_3d=request.instances_3d,
+                                    z_spacing=source.z_spacing,
+                                    probabilities=request.probabilities,
                                     device=request.device, on_progress=on_progress,
                                     should_stop=job.should_stop)
             job.item((k, result))

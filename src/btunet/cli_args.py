@@ -166,7 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probability threshold (default: the one saved with the model, usually 0.5)")
     r.add_argument("--instances", action="store_true",
                    help="label separate objects: touching ones are split by the model's learnt borders "
-                        "when it has them, else by a distance-transform watershed")
+                        "when it has them, else by a distance-transform watershed. A 3-D (Z, Y, X) stack "
+                        "is labelled in 3-D: an object keeps one id through its planes (the stack's "
+                        "probabilities are held in memory); other stacks (e.g. T, Y, X) plane by plane. "
+                        "Not with --zarr/--scheduler (block-wise prediction writes masks only)")
+    r.add_argument("--per-plane", action="store_true",
+                   help="with --instances: label every plane on its own (ids are still unique in the "
+                        "stack but not linked across Z)")
+    r.add_argument("--z-spacing", type=float, default=1.0, metavar="RATIO",
+                   help="with --instances on a Z stack: Z step / pixel width (default 1), so objects are "
+                        "split by their real shape in anisotropic stacks")
     r.add_argument("--probabilities", action="store_true", help="also write NAME_prob.tif (float32)")
     r.add_argument("--uncertainty", action="store_true",
                    help="also write NAME_uncertainty.tif (float32, 0 = certain, 1 = a coin toss; from four "
