@@ -26,7 +26,8 @@ MODEL_CHOICES = ("current model", "from file")
 OUTPUT_CHOICES = ("binary mask", "instances", "instances per plane")
 #: what each labels choice does, shown under the combo box
 OUTPUT_HINTS = {"binary mask": "0 = background, 1 = object (a class model: class ids)",
-                "instances": "one id per object; on a 3-D stack an object keeps its id through the Z planes",
+                "instances": ("one id per object; a 3-D layer is taken as Z, Y, X and an object keeps its id "
+                              "through the Z planes (for a movie choose per plane)"),
                 "instances per plane": "one id per object in each plane; ids are not linked across Z"}
 
 

@@ -81,7 +81,8 @@ def _add_chunked(parser: argparse.ArgumentParser) -> None:
     from .chunked import DEFAULT_CHUNK, DEFAULT_DEPTH
     parser.add_argument("--zarr", action="store_true",
                         help="write zarr arrays (NAME.zarr, NAME_prob.zarr) and predict block by block; "
-                             "zarr / OME-Zarr inputs always are")
+                             "zarr / OME-Zarr inputs always are. Block-wise prediction writes masks and "
+                             "probabilities, no instances (label the mask afterwards, per plane or in 3-D)")
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="dask.distributed scheduler to run the blocks on (default: local threads)")
     parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
@@ -166,13 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probability threshold (default: the one saved with the model, usually 0.5)")
     r.add_argument("--instances", action="store_true",
                    help="label separate objects: touching ones are split by the model's learnt borders "
-                        "when it has them, else by a distance-transform watershed. A 3-D (Z, Y, X) stack "
-                        "is labelled in 3-D: an object keeps one id through its planes (the stack's "
-                        "probabilities are held in memory); other stacks (e.g. T, Y, X) plane by plane. "
-                        "Not with --zarr/--scheduler (block-wise prediction writes masks only)")
+                        "when it has them, else by a distance-transform watershed. A 3-D stack is taken as "
+                        "Z, Y, X and labelled in 3-D: an object keeps one id through its planes (the "
+                        "stack's probabilities are held in memory); a 4-D stack is labelled plane by "
+                        "plane (a time axis is never linked). Not with --zarr/--scheduler (block-wise "
+                        "prediction writes masks only)")
     r.add_argument("--per-plane", action="store_true",
                    help="with --instances: label every plane on its own (ids are still unique in the "
-                        "stack but not linked across Z)")
+                        "stack but not linked across planes), e.g. for a T, Y, X movie")
     r.add_argument("--z-spacing", type=float, default=1.0, metavar="RATIO",
                    help="with --instances on a Z stack: Z step / pixel width (default 1), so objects are "
                         "split by their real shape in anisotropic stacks")
