@@ -3,7 +3,7 @@ the whole stack, count false positives on the planes that hold no nucleus.
 
 The user's painting loop on a 3-D stack, round 0: ``btunet.simulate.scribbles`` on plane z = 34
 of a 3-D Labels layer (the painting benchmark's plane), the rest of the layer unpainted; one
-short fine-tune (time budget), then ``predict`` on the whole stack with the stack's own
+short fine-tune (``--epochs`` x 25 steps), then ``predict`` on the whole stack with the stack's own
 normalisation (``--painted plane``: train on the painted plane alone). Reports false-positive
 pixels and per-plane Dice on the planes outside the nuclei (z < 20 or z > 55), and Dice over the
 nuclei range z = 20..55. Writes

@@ -33,8 +33,9 @@ CONTEXT_WEIGHT = 0.5
 def context_planes(images, annotations, channels: int, patch_size: int,
                    per_stack: int = CONTEXT_PLANES) -> list[AnnotatedPlane]:
     """Up to ``per_stack`` unpainted planes of every painted stack, evenly spread over its
-    unpainted planes (the stack's ends are not taken: between them lie the planes that look
-    least like the painted ones and most like the rest), with nothing painted on them."""
+    unpainted planes, with nothing painted on them. The first and last are skipped: on cells3d
+    the stack's ends (pure haze, the easiest background) taught less than planes between them
+    (docs/results_empty_planes.md)."""
     from .data import pad_to_min_size
     from .imageio import is_rgb
     from .planes import plane_layout
