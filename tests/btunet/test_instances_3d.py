@@ -142,3 +142,20 @@ def test_stream_and_tiff_paths(tmp_path):
     assert streamed == [1, 2, 3]  # streaming keeps one plane: ids per plane
     with pytest.raises(BTUnetError, match="predict"):
         list(iter_predict(model, stack, instances=True, instances_3d=True, device="cpu"))
+
+
+def test_cli_instances_3d_by_default_per_plane_on_request(tmp_path, capsys):
+    import tifffile
+    from btunet.checkpoint import save_model
+    from btunet.cli import main
+    save_model(constant_model(10.0), tmp_path / "m.safetensors")
+    stack = np.random.default_rng(5).random((4, 32, 32)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "stack.tif", stack)
+    common = ["predict", str(tmp_path / "m.safetensors"), str(tmp_path / "stack.tif"), "--instances",
+              "--device", "cpu"]
+    assert main(common + ["--out", str(tmp_path / "linked")]) == 0
+    assert set(np.unique(tifffile.imread(tmp_path / "linked" / "stack.tif"))) == {1}
+    assert main(common + ["--out", str(tmp_path / "planes"), "--per-plane"]) == 0
+    assert [int(p.max()) for p in tifffile.imread(tmp_path / "planes" / "stack.tif")] == [1, 2, 3, 4]
+    assert main(common + ["--out", str(tmp_path / "bad"), "--z-spacing", "0"]) == 2
+    assert "z_spacing" in capsys.readouterr().err
