@@ -24,7 +24,12 @@ from ._pickers import LayerChecklist
 from ._session import session
 
 MODEL_CHOICES = ("current model", "from file")
-OUTPUT_CHOICES = ("binary mask", "instances")
+OUTPUT_CHOICES = ("binary mask", "instances", "instances per plane")
+#: what each labels choice does, shown under the combo box
+OUTPUT_HINTS = {"binary mask": "0 = background, 1 = object (a class model: class ids)",
+                "instances": ("one id per object; on a stack with a Z axis (see Axes) an object keeps its id "
+                              "through the Z planes; a T axis is never linked"),
+                "instances per plane": "one id per object in each plane; ids are not linked across Z"}
 
 
 @dataclass
@@ -34,6 +39,20 @@ class Source:
     data: Any
     rgb: bool
     axes: Optional[str] = None  # btunet.axes letters; None: the engine's default rule
+    z_spacing: float = 1.0  # the layer's Z scale over its X scale (3-D instance seeds)
+
+
+def z_spacing_of(layer, axes: Optional[str] = None) -> float:
+    """Z step / pixel width from a layer's scale (1 for a 2-D layer or an unusable scale); with
+    ``axes`` naming every axis of the layer, Z is where the axes say."""
+    scale = [float(s) for s in getattr(layer, "scale", ())]
+    if axes and "Z" in axes and len(axes) == len(scale):
+        z, x = scale[axes.index("Z")], scale[axes.index("X")]
+        return z / x if z > 0 and x > 0 else 1.0
+    spatial = scale[:-1] if getattr(layer, "rgb", False) else scale
+    if len(spatial) < 3 or not spatial[-1] > 0 or not spatial[-3] > 0:
+        return 1.0
+    return spatial[-3] / spatial[-1]
 
 
 @dataclass
@@ -44,6 +63,7 @@ class PredictRequest:
     instances: bool
     probabilities: bool
     device: str
+    instances_3d: Optional[bool] = None  # False: per plane; None: 3-D on a (Z, Y, X) stack
 
 
 class PredictWidget(JobWidget):
@@ -101,6 +121,9 @@ class PredictWidget(JobWidget):
         self.output_combo = QComboBox()
         self.output_combo.addItems(OUTPUT_CHOICES)
         form.addRow("labels", self.output_combo)
+        self.output_hint = hint(OUTPUT_HINTS[OUTPUT_CHOICES[0]])
+        self.output_combo.currentTextChanged.connect(lambda text: self.output_hint.setText(OUTPUT_HINTS[text]))
+        form.addRow(self.output_hint)
         self.probability_check = QCheckBox("also add the object probability")
         form.addRow(self.probability_check)
         self.device_combo, self.device_label = add_device_row(form)
@@ -154,11 +177,12 @@ class PredictWidget(JobWidget):
             raise BTUnetError("tick at least one image layer")
         if self.axes_row.layer is not None and not self.axes_row.apply():
             raise BTUnetError(f"the axes of {self.axes_row.layer.name!r}: {self.axes_row.note.text()}")
-        sources = [Source(layer, layer.name, layer_array(layer), bool(layer.rgb), engine_axes(layer))
-                   for layer in layers]
-        return PredictRequest(model, sources, self.threshold_spin.value(),
-                              self.output_combo.currentText() == "instances",
-                              self.probability_check.isChecked(), self.device_combo.currentText())
+        sources = [Source(layer, layer.name, layer_array(layer), bool(layer.rgb), engine_axes(layer),
+                          z_spacing_of(layer, engine_axes(layer))) for layer in layers]
+        output = self.output_combo.currentText()
+        return PredictRequest(model, sources, self.threshold_spin.value(), output.startswith("instances"),
+                              self.probability_check.isChecked(), self.device_combo.currentText(),
+                              False if output == "instances per plane" else None)
 
     # ------------------------------------------------------------------ run
     def start(self) -> Optional[Job]:
@@ -190,7 +214,8 @@ class PredictWidget(JobWidget):
             job.progress((k, n, 0, 1, source.name))
             rgb = None if source.axes else source.rgb  # the axes' C is the colour axis
             result = btunet.predict(model, source.data, rgb=rgb, axes=source.axes, threshold=request.threshold,
-                                    instances=request.instances, probabilities=request.probabilities,
+                                    instances=request.instances, instances_3d=request.instances_3d,
+                                    z_spacing=source.z_spacing, probabilities=request.probabilities,
                                     device=request.device, on_progress=on_progress,
                                     should_stop=job.should_stop)
             job.item((k, result))

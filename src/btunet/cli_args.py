@@ -83,7 +83,8 @@ def _add_chunked(parser: argparse.ArgumentParser) -> None:
     from .chunked import DEFAULT_CHUNK, DEFAULT_DEPTH
     parser.add_argument("--zarr", action="store_true",
                         help="write zarr arrays (NAME.zarr, NAME_prob.zarr) and predict block by block; "
-                             "zarr / OME-Zarr inputs always are")
+                             "zarr / OME-Zarr inputs always are. Block-wise prediction writes masks and "
+                             "probabilities, no instances (label the mask afterwards, per plane or in 3-D)")
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="dask.distributed scheduler to run the blocks on (default: local threads)")
     parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
@@ -170,7 +171,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probability threshold (default: the one saved with the model, usually 0.5)")
     r.add_argument("--instances", action="store_true",
                    help="label separate objects: touching ones are split by the model's learnt borders "
-                        "when it has them, else by a distance-transform watershed")
+                        "when it has them, else by a distance-transform watershed. A stack with a Z axis "
+                        "(--axes, the file's own axes, or a 3-D stack taken as Z, Y, X) is labelled in "
+                        "3-D: an object keeps one id through its planes (the stack's probabilities are "
+                        "held in memory); T is never linked, and an unnamed 4-D stack goes plane by "
+                        "plane. Not with --zarr/--scheduler (block-wise "
+                        "prediction writes masks only)")
+    r.add_argument("--per-plane", action="store_true",
+                   help="with --instances: label every plane on its own (ids are still unique in the "
+                        "stack but not linked across planes), e.g. for a T, Y, X movie without --axes TYX")
+    r.add_argument("--z-spacing", type=float, default=1.0, metavar="RATIO",
+                   help="with --instances on a Z stack: Z step / pixel width (default 1), so objects are "
+                        "split by their real shape in anisotropic stacks")
     r.add_argument("--probabilities", action="store_true", help="also write NAME_prob.tif (float32)")
     r.add_argument("--uncertainty", action="store_true",
                    help="also write NAME_uncertainty.tif (float32, 0 = certain, 1 = a coin toss; from four "

@@ -181,6 +181,11 @@ class PredictConfig:
     """How ``predict`` turns a model's output into labels; the same knobs in the API, CLI and widget."""
     threshold: Optional[float] = None  # probability above which a pixel is object; None: the model's own
     instances: bool = False            # label separate objects instead of 0/1
+    instances_3d: Optional[bool] = None  # instances: one id per object through the Z planes of a stack
+    #                                      (None: when the stack has a Z axis; False: per plane)
+    z_axis: Optional[int] = None       # which plane axis (counted before Y, X) is Z; None: the only
+    #                                    one of a (Z, Y, X) stack (a time axis is never linked)
+    z_spacing: float = 1.0             # Z step / pixel width, so 3-D seeds are round in space
     split_touching: bool = True        # instances: split touching objects by a distance watershed
     min_distance: int = 5              # instances: least distance (px) between two objects' centres
     probabilities: bool = True         # also return the object probability
@@ -202,6 +207,11 @@ class PredictConfig:
         for name in ("instances", "split_touching", "probabilities", "class_probabilities", "uncertainty", "fast"):
             fields.flag(name, getattr(self, name))
         fields.whole("min_distance", self.min_distance, 1)
+        if self.instances_3d is not None:
+            fields.flag("instances_3d", self.instances_3d)
+        if self.z_axis is not None:
+            fields.whole("z_axis", self.z_axis, 0)
+        fields.number("z_spacing", self.z_spacing, 0.0, lo_open=True)
         fields.whole("tile", self.tile, SIZE_MULTIPLE)
         fields.whole("overlap", self.overlap, 0)
         fields.whole("tile_batch", self.tile_batch, 1)

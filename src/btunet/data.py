@@ -74,3 +74,4 @@ class AnnotatedPlane:
     size: Optional[tuple] = None          # (h, w) before padding to the patch size
     val_region: Optional[np.ndarray] = None  # (H, W) bool: the held-out blocks, whole
     boundary: Optional[np.ndarray] = None    # (H, W) 1 = border of an object (instance masks)
+    context: bool = False                    # an unpainted plane that learns from pseudo-labels only

@@ -24,7 +24,7 @@ from .models import SegmentationModel, create_model
 from .normalize import DEFAULT_NORMALIZATION
 from .planes import check_budget, engine_image, plane_layout, predict_logits
 from .pretrain import PretrainedEncoder, as_encoder
-from .pseudo import add_pseudo_labels, focus_on_errors, model_probabilities  # noqa: F401  (re-exported)
+from .pseudo import add_pseudo_labels, context_planes, focus_on_errors, model_probabilities  # noqa: F401
 
 VAL_BLOCK = 64  # validation pixels are held out in whole blocks, so they are not neighbours of training pixels
 
@@ -224,12 +224,15 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     # a continuation keeps every painted pixel for training (a held-out correction would never be
     # learnt) and ends at the end of its schedule
     has_val = hold_out_validation(planes, cfg.val_fraction, rng) if model is None else False
+    n_planes = len(planes)
+    use_pseudo = cfg.mask_mode == "sparse" and cfg.pseudo_labels == "forest"
+    if use_pseudo:  # unpainted planes of the stacks, so the rest of a stack is not unknown land
+        planes += context_planes(sources, labels, channels, cfg.patch_size)
     for p in planes:
         p.painted = p.weight > 0
     net.to(device)
     probs = model_probabilities(net, planes, cfg.fast) if model is not None else None
     n_wrong = focus_on_errors(planes, probs, cfg.threshold) if model is not None else None
-    use_pseudo = cfg.mask_mode == "sparse" and cfg.pseudo_labels == "forest"
     n_pseudo = add_pseudo_labels(planes, cfg, probs) if use_pseudo else 0
     fraction = min(cfg.annotated_fraction, 0.5) if use_pseudo else cfg.annotated_fraction
     sampler = PatchSampler(planes, cfg.patch_size, fraction, rng)
@@ -331,7 +334,8 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     net.metadata = {
         **{k: v for k, v in head_meta.items() if v is not None},
         "normalization": DEFAULT_NORMALIZATION, "threshold": cfg.threshold,
-        "trained_on": {"images": [name for name, _ in sources], "planes": len(planes),
+        "trained_on": {"images": [name for name, _ in sources], "planes": n_planes,
+                       "context_planes": len(planes) - n_planes,
                        "mask_mode": cfg.mask_mode, "convention": CONVENTIONS[cfg.mask_mode],
                        "annotated_pixels": {"object": n_obj, "background": n_all - n_obj},
                        "pseudo_labelled_pixels": n_pseudo, "painted_pixels_wrong_at_start": n_wrong,

@@ -1,18 +1,31 @@
 """Object masks -> instance labels: by a learnt boundary when the model has one, else by shape.
 
+Both work on a plane (Y, X) or a volume (Z, Y, X):
+
 * ``boundary_instances``: seeds are the connected parts of "object and not boundary"; a
   watershed on the boundary probability grows them back over the object mask. Touching objects
   are separated where the model saw a border, whatever their shape.
-* ``distance_instances``: a watershed on the distance transform of the mask (one seed per
-  distance peak): needs no training, but splits elongated objects and merges objects that touch
-  along a wide front.
+* ``distance_instances``: a watershed on the distance transform of the mask, one seed per
+  distance peak, peaks on one ridge merged (the path between them dips less than ``SEED_DEPTH``
+  px). Plain local maxima put several seeds on the flat ridge of an elongated object, and the
+  watershed between two seeds on one ridge cuts the object along a straight line.
+
+``link_planes`` labels a stack: each volume along its Z axis in 3-D (one id per object
+through its planes), every other plane axis (time) plane by plane; ids are unique in the stack.
 """
 from __future__ import annotations
 
+from typing import Callable, Optional, Sequence
+
 import numpy as np
 
-#: Seeds smaller than this (px) are noise of the boundary map, not objects.
+from .errors import BTUnetError
+
+#: Seeds smaller than this (px or voxels) are noise of the boundary map, not objects.
 MIN_SEED = 8
+#: Two distance peaks seed separate objects only when the straight path between them dips this
+#: many px below the lower one: a neck at least 3 px narrower than both objects' radii.
+SEED_DEPTH = 3.0
 
 
 def _label(mask: np.ndarray) -> np.ndarray:
@@ -33,7 +46,8 @@ def _add_unseeded(markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def boundary_instances(object_prob: np.ndarray, boundary_prob: np.ndarray, threshold: float = 0.5,
                        boundary_threshold: float = 0.5, min_seed: int = MIN_SEED) -> np.ndarray:
-    """int32 instance ids from an object and a boundary probability map (a seeded watershed)."""
+    """int32 instance ids from an object and a boundary probability map (a seeded watershed),
+    of a plane or a volume."""
     from skimage.segmentation import watershed
     mask = object_prob > threshold
     seeds = _label(mask & (boundary_prob < boundary_threshold))
@@ -45,21 +59,96 @@ def boundary_instances(object_prob: np.ndarray, boundary_prob: np.ndarray, thres
     return watershed(boundary_prob, markers, mask=mask).astype(np.int32)
 
 
-def distance_instances(mask: np.ndarray, split_touching: bool = True, min_distance: int = 5) -> np.ndarray:
-    """Connected components; optionally split touching objects by a distance-transform watershed."""
+def _ridge_seeds(distance: np.ndarray, peaks: np.ndarray, depth: float) -> np.ndarray:
+    """Seed id of each peak: peaks joined by a straight path that never dips more than ``depth``
+    below the lower of the two lie on one ridge (one object) and share an id; a neck between
+    two objects dips deeper. Only peaks whose inscribed balls overlap are compared (chains of
+    neighbours join the rest), so the cost stays near linear in the number of peaks."""
+    from scipy.spatial import cKDTree
+    heights = distance[tuple(peaks.T)]
+    parent = np.arange(len(peaks))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in sorted(cKDTree(peaks).query_pairs(2 * float(heights.max()))):
+        gap = float(np.linalg.norm(peaks[a] - peaks[b]))
+        if gap > heights[a] + heights[b] or root(a) == root(b):
+            continue
+        line = np.rint(np.linspace(peaks[a], peaks[b], int(np.ceil(gap)) + 2)).astype(np.intp)
+        if distance[tuple(line.T)].min() >= min(heights[a], heights[b]) - depth:
+            parent[root(a)] = root(b)
+    roots = np.array([root(i) for i in range(len(peaks))])
+    return np.unique(roots, return_inverse=True)[1].astype(np.int32) + 1
+
+
+def distance_instances(mask: np.ndarray, split_touching: bool = True, min_distance: int = 5,
+                       sampling: Optional[Sequence[float]] = None) -> np.ndarray:
+    """Connected components; optionally split touching objects by a distance-transform watershed.
+
+    ``sampling``: the pixel size along each axis (e.g. ``(z_spacing, 1, 1)`` for a volume whose
+    Z steps are ``z_spacing`` times the pixel width), so distances and seeds are anisotropy-aware.
+    """
     from scipy import ndimage as ndi
     from skimage.feature import peak_local_max
     from skimage.segmentation import watershed
     mask = np.asarray(mask) > 0
-    if not split_touching:
-        return _label(mask)
-    distance = ndi.distance_transform_edt(mask)
     components = _label(mask)
+    if not split_touching or not mask.any():
+        return components
+    distance = ndi.distance_transform_edt(mask, sampling=sampling)
     peaks = peak_local_max(distance, min_distance=min_distance, labels=components, exclude_border=False)
     markers = np.zeros(mask.shape, np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    if len(peaks):
+        markers[tuple(peaks.T)] = _ridge_seeds(distance, peaks, SEED_DEPTH)
     markers = _add_unseeded(markers, mask)
     return watershed(-distance, markers, mask=mask).astype(np.int32)
 
 
-__all__ = ["MIN_SEED", "boundary_instances", "distance_instances"]
+def linked_axis(n_plane_axes: int, instances_3d: Optional[bool], z_axis: Optional[int]) -> Optional[int]:
+    """The plane axis whose planes are labelled together (Z), or None for per-plane ids.
+
+    ``n_plane_axes``: the leading axes that index planes (1 for Z, Y, X; 2 for T, Z, Y, X).
+    ``instances_3d``: False = per plane; None = 3-D when the stack has a Z axis; True = 3-D, which
+    a stack of more than one plane axis needs ``z_axis`` for. Without ``z_axis`` only a
+    (Z, Y, X) stack has a Z axis (its leading one); a time axis is never linked.
+    """
+    if instances_3d is False or n_plane_axes == 0:
+        return None
+    if z_axis is not None:
+        if not 0 <= int(z_axis) < n_plane_axes:
+            raise BTUnetError(f"z_axis {z_axis} is not one of the stack's {n_plane_axes} plane axes "
+                              f"(0..{n_plane_axes - 1}, counted before Y and X)")
+        return int(z_axis)
+    if n_plane_axes == 1:
+        return 0
+    if instances_3d:
+        raise BTUnetError(f"the stack has {n_plane_axes} plane axes: say which one is Z (z_axis=1 for "
+                          "T, Z, Y, X) to label objects in 3-D, or label them per plane")
+    return None
+
+
+def link_planes(volume_labeller: Callable[..., np.ndarray], arrays: Sequence[np.ndarray], z_axis: int,
+                n_plane_axes: int) -> np.ndarray:
+    """int32 ids of a stack whose Z axis is ``z_axis``: ``volume_labeller(*volumes)`` labels
+    each (Z, Y, X) volume (one per index of the other plane axes, e.g. each time point); ids
+    are offset so they are unique in the whole stack."""
+    shape = arrays[0].shape
+    out = np.zeros(shape, np.int32)
+    others = [ax for ax in range(n_plane_axes) if ax != z_axis]
+    offset = 0
+    for rest in np.ndindex(*[shape[ax] for ax in others]):
+        index: list = [slice(None)] * len(shape)
+        for ax, i in zip(others, rest):
+            index[ax] = i
+        labels = np.asarray(volume_labeller(*(a[tuple(index)] for a in arrays)), np.int32)
+        labels[labels > 0] += offset
+        offset = max(offset, int(labels.max(initial=0)))
+        out[tuple(index)] = labels
+    return out
+
+
+__all__ = ["MIN_SEED", "SEED_DEPTH", "boundary_instances", "distance_instances", "link_planes", "linked_axis"]

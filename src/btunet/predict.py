@@ -1,7 +1,13 @@
-"""Prediction of any image size and any stack: tiled, blended, streamed plane by plane."""
+"""Prediction of any image size and any stack: tiled, blended, streamed plane by plane.
+
+Instance ids of a stack with a Z axis are 3-D (``PredictConfig.instances_3d``): the planes are
+predicted one by one as always, then each (Z, Y, X) volume of object probabilities is labelled
+as a whole, so an object keeps one id through its planes.
+"""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
@@ -9,13 +15,14 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from .checkpoint import model_metadata
+from .axes import z_axis_of
 from .config import OVERLAP, TILE, PredictConfig
 from .device import resolve_device
-from .errors import Cancelled
-from .imageio import plane_indices, spatial_shape, stack_writer
+from .errors import BTUnetError, Cancelled
+from .imageio import is_rgb, plane_indices, spatial_shape, stack_writer
 from .models import SegmentationModel
 from .heads import class_image, head_of
-from .instances import boundary_instances, distance_instances
+from .instances import boundary_instances, distance_instances, link_planes, linked_axis
 from .planes import as_model, check_budget, engine_image, object_probability, plane_layout, plane_outputs
 from .planes import FLIPS, predict_logits, uncertainty_map  # noqa: F401  (re-exported for callers of btunet.predict)
 
@@ -36,11 +43,13 @@ class Prediction:
     class_probabilities: Optional[np.ndarray] = None  # float32 (K+1, ...): background, class 1..K
 
 
-def plane_result(net: SegmentationModel, pixels: np.ndarray, cfg: PredictConfig, threshold: float) -> dict:
-    """Probability, labels (and uncertainty, class probabilities) of one plane.
+def plane_result(net: SegmentationModel, pixels: np.ndarray, cfg: PredictConfig, threshold: float,
+                 label_instances: bool = True) -> dict:
+    """Probability, labels (and uncertainty, class probabilities, boundary probability) of one plane.
 
-    Labels: instance ids with ``cfg.instances`` (from the learnt boundary when the model has
-    one, else a distance-transform watershed), a class image for a class model, else 0/1.
+    Labels: instance ids with ``cfg.instances`` and ``label_instances`` (from the learnt boundary
+    when the model has one, else a distance-transform watershed), a class image for a class
+    model, else 0/1 (also when the instances are labelled later, in 3-D).
     """
     spec = head_of(net)
     opts = dict(tile=cfg.tile, overlap=cfg.overlap, fast=cfg.fast, tile_batch=cfg.tile_batch)
@@ -53,9 +62,10 @@ def plane_result(net: SegmentationModel, pixels: np.ndarray, cfg: PredictConfig,
     else:
         prob = first if cfg.uncertainty else object_probability(net, pixels, **opts)
     mask = prob > threshold
-    if cfg.instances and spec.boundary and cfg.split_touching:
+    out["boundary"] = outputs["boundary"] if outputs is not None else None
+    if cfg.instances and label_instances and spec.boundary and cfg.split_touching:
         labels = boundary_instances(prob, outputs["boundary"], threshold)
-    elif cfg.instances:
+    elif cfg.instances and label_instances:
         labels = distance_instances(mask, cfg.split_touching, cfg.min_distance)
     elif out["classes"] is not None:
         labels = class_image(out["classes"], mask)
@@ -72,9 +82,14 @@ def iter_predict(model: "SegmentationModel | str | os.PathLike", image,
 
     ``config`` / keyword ``overrides``: see ``PredictConfig``. With ``uncertainty`` each item has a
     fourth element, the plane's uncertainty map (four times the network time). Instance ids are
-    unique across the whole stack. ``axes``: as ``predict``.
+    labelled per plane (streaming keeps no other plane) and unique across the whole stack; ids
+    linked through Z need the whole stack: ``predict``. ``axes``: as ``predict``.
     """
     cfg = PredictConfig.of(config, **overrides)
+    if cfg.instances and cfg.instances_3d:
+        raise BTUnetError("iter_predict labels instances plane by plane; use predict() for 3-D ids "
+                          "or instances_3d=False")
+    cfg = dataclasses.replace(cfg, instances_3d=False)
     image, rgb = engine_image(image, axes, rgb, _channels(model))
     for index, out in _results(model, image, cfg, rgb):
         item = (index, out["probability"], out["labels"])
@@ -86,15 +101,50 @@ def _channels(model) -> Optional[int]:
     return getattr(model, "in_channels", None)
 
 
+def z_axis_of_stack(image, cfg: PredictConfig, rgb: Optional[bool] = None) -> Optional[int]:
+    """The plane axis whose planes ``predict`` labels together (Z), or None for per-plane ids."""
+    if not cfg.instances:
+        return None
+    rgb = is_rgb(image) if rgb is None else rgb
+    return linked_axis(len(spatial_shape(image, rgb)) - 2, cfg.instances_3d, cfg.z_axis)
+
+
+def _label_stack(prob: np.ndarray, boundary: Optional[np.ndarray], threshold: float, cfg: PredictConfig,
+                 z_axis: int) -> np.ndarray:
+    """int32 ids of every (Z, Y, X) volume of a stack's probabilities, unique in the stack."""
+    sampling = (cfg.z_spacing, 1.0, 1.0)
+
+    def volume(p: np.ndarray, b: Optional[np.ndarray] = None) -> np.ndarray:
+        if b is not None and cfg.split_touching:
+            return boundary_instances(p, b, threshold)
+        return distance_instances(p > threshold, cfg.split_touching, cfg.min_distance, sampling)
+
+    arrays = [prob] if boundary is None else [prob, boundary]
+    return link_planes(volume, arrays, z_axis, prob.ndim - 2)
+
+
+def with_axes(cfg: PredictConfig, axes: Optional[str]) -> PredictConfig:
+    """Instances follow the named axes: ids linked through Z where there is one, per plane where
+    the stack has only T (a time axis is never linked); unnamed stacks keep the config's rule."""
+    if not axes or not cfg.instances or cfg.instances_3d is False or cfg.z_axis is not None:
+        return cfg
+    z = z_axis_of(axes)
+    if z is None:
+        return dataclasses.replace(cfg, instances_3d=False)
+    return dataclasses.replace(cfg, z_axis=z)
+
+
 def _results(model, image, cfg: PredictConfig, rgb: Optional[bool]) -> Iterator[tuple[tuple, dict]]:
     net = as_model(model, resolve_device(cfg.device), cfg.fast)
     stored = model_metadata(net)  # the threshold and normalisation the model was trained with
     threshold = stored.threshold if cfg.threshold is None else cfg.threshold
     layout = plane_layout(image, net.in_channels, rgb=rgb, normalization=stored.normalization)
+    per_plane = z_axis_of_stack(image, cfg, rgb) is None
     offset = 0
     for index, pixels in layout.planes(image):
-        out = plane_result(net, pixels, cfg, threshold)
-        if cfg.instances:
+        out = plane_result(net, pixels, cfg, threshold, label_instances=per_plane)
+        out["threshold"] = threshold
+        if cfg.instances and per_plane:
             labels = out["labels"]
             labels[labels > 0] += offset
             offset = max(offset, int(labels.max(initial=0)))
@@ -111,23 +161,33 @@ def predict(model: "SegmentationModel | str | os.PathLike", image, config: Optio
     array, read one plane at a time. ``config``: a ``PredictConfig``; keyword ``overrides``
     change single settings (``predict(m, image, threshold=0.7, instances=True)``); the threshold
     defaults to the one stored with the model. ``out``: optional array (e.g. a memmap) for the
-    labels. Instance ids are unique across the whole stack. ``should_stop`` raises ``Cancelled``.
+    labels. Instance ids are unique across the whole stack; on a stack with a Z axis they are 3-D
+    (``instances_3d``, ``z_axis``, ``z_spacing``: one id per object through its planes; named
+    ``axes`` say which axis is Z, and a stack with only T is labelled per plane).
+    ``should_stop`` raises ``Cancelled``.
     ``axes``: what each axis of ``image`` is (``btunet.axes``, e.g. "TZYX", "CYX"; default: a
     trailing 3 or 4 is colour, the rest planes); the outputs have the same axes without C.
     """
-    cfg = PredictConfig.of(config, **overrides)
+    cfg = with_axes(PredictConfig.of(config, **overrides), axes)
     image, rgb = engine_image(image, axes, rgb, _channels(model))
     check_budget(image.shape, rgb)  # before the outputs are allocated
     shape = spatial_shape(image, rgb)
     n = len(plane_indices(image, rgb))
+    z_axis = z_axis_of_stack(image, cfg, rgb)
     labels = out if out is not None else np.zeros(shape, np.int32 if cfg.instances else np.uint8)
-    probs = np.zeros(shape, np.float32) if cfg.probabilities else None
+    probs = np.zeros(shape, np.float32) if cfg.probabilities or z_axis is not None else None
+    borders, threshold = None, None
     doubts = np.zeros(shape, np.float32) if cfg.uncertainty else None
     classes = None
     for done, (index, item) in enumerate(_results(model, image, cfg, rgb), 1):
         labels[index] = item["labels"]
+        threshold = item["threshold"]
         if probs is not None:
             probs[index] = item["probability"]
+        if z_axis is not None and item["boundary"] is not None:
+            if borders is None:
+                borders = np.zeros(shape, np.float32)
+            borders[index] = item["boundary"]
         if doubts is not None:
             doubts[index] = item["uncertainty"]
         if cfg.class_probabilities and item["classes"] is not None:
@@ -138,7 +198,9 @@ def predict(model: "SegmentationModel | str | os.PathLike", image, config: Optio
             on_progress(done, n)
         if should_stop is not None and should_stop() and done < n:
             raise Cancelled(f"prediction cancelled after {done} of {n} planes")
-    return Prediction(labels, probs, doubts, classes)
+    if z_axis is not None:
+        labels[...] = _label_stack(probs, borders, threshold, cfg, z_axis)
+    return Prediction(labels, probs if cfg.probabilities else None, doubts, classes)
 
 
 def predict_to_tiff(model: "SegmentationModel | str | os.PathLike", image, labels_path: "str | os.PathLike",
@@ -150,11 +212,12 @@ def predict_to_tiff(model: "SegmentationModel | str | os.PathLike", image, label
     """Segment ``image`` straight into TIFF files, one plane at a time.
 
     Memory stays at a few planes however long the stack is (with a lazy ``image`` such as
-    ``imageio.read_lazy``). Files appear atomically when complete. ``config`` / ``options``: as
+    ``imageio.read_lazy``), except for 3-D instance ids: they label the whole stack's
+    probabilities at once. Files appear atomically when complete. ``config`` / ``options``: as
     ``predict`` (``uncertainty`` is decided by ``uncertainty_path``).
     """
     options.pop("uncertainty", None)
-    cfg = PredictConfig.of(config, **options, uncertainty=uncertainty_path is not None)
+    cfg = with_axes(PredictConfig.of(config, **options, uncertainty=uncertainty_path is not None), axes)
     image, rgb = engine_image(image, axes, rgb, _channels(model))
     check_budget(image.shape, rgb)  # before any file is started
     shape = spatial_shape(image, rgb)
@@ -166,7 +229,15 @@ def predict_to_tiff(model: "SegmentationModel | str | os.PathLike", image, label
                     if probabilities_path is not None else None)
         put_doubt = (files.enter_context(stack_writer(uncertainty_path, shape, np.float32))
                      if uncertainty_path is not None else None)
-        items = iter_predict(model, image, cfg, rgb=rgb)
+        if z_axis_of_stack(image, cfg, rgb) is not None:  # 3-D ids: the stack first, then its planes
+            whole = predict(model, image, cfg, rgb=rgb, on_progress=on_progress,
+                            probabilities=probabilities_path is not None)
+            items = ((i, None if whole.probabilities is None else whole.probabilities[i], whole.labels[i])
+                     + ((whole.uncertainty[i],) if whole.uncertainty is not None else ())
+                     for i in plane_indices(image, rgb))
+            on_progress = None
+        else:
+            items = iter_predict(model, image, cfg, rgb=rgb)
         for done, item in enumerate(items, 1):
             put_labels(item[2])
             if put_prob is not None:

@@ -106,7 +106,9 @@ def _predict_in_memory(model, target: Target, a, bar, axes: Optional[str] = None
 
     image = read_lazy(target.source)
     options = dict(threshold=a.threshold, instances=a.instances, device=a.device, fast=not a.exact,
-                   on_progress=show_planes, axes=axes)
+                   on_progress=show_planes, axes=axes, z_spacing=a.z_spacing)
+    if a.per_plane:
+        options["instances_3d"] = False
     try:
         if target.labels.suffix.lower() in (".tif", ".tiff"):  # streamed: memory stays one plane
             predict_to_tiff(model, image, target.labels, target.probabilities,

@@ -3,6 +3,11 @@
 A fresh run takes pseudo-labels from a random forest on the strokes (``teacher.py``); a
 continuation after more painting also asks the current model, and centres its patches on the
 painted pixels the model still gets wrong.
+
+Strokes in a few planes of a stack leave the network blind to the rest of it: trained only on
+painted planes it never sees, say, the hazy planes above and below the objects of a 3-D stack,
+and fills them with objects. ``context_planes`` adds a few unpainted planes spread over the
+stack; they learn only from the teacher's confident pseudo-labels, at a lower weight.
 """
 from __future__ import annotations
 
@@ -17,6 +22,40 @@ from .heads import head_of
 from .metadata import DEFAULT_THRESHOLD
 from .models import SegmentationModel
 from .planes import plane_outputs, predict_logits
+
+#: unpainted planes of each stack added to a sparse run, spread evenly over the stack
+CONTEXT_PLANES = 4
+#: their pseudo-labels' weight relative to the painted planes' (and so their share of patches):
+#: enough to show the rest of the stack, too little to dilute what was painted
+CONTEXT_WEIGHT = 0.5
+
+
+def context_planes(images, annotations, channels: int, patch_size: int,
+                   per_stack: int = CONTEXT_PLANES) -> list[AnnotatedPlane]:
+    """Up to ``per_stack`` unpainted planes of every painted stack, evenly spread over its
+    unpainted planes, with nothing painted on them. The first and last are skipped: on cells3d
+    the stack's ends (pure haze, the easiest background) taught less than planes between them
+    (docs/results_empty_planes.md)."""
+    from .data import pad_to_min_size
+    from .imageio import is_rgb
+    from .planes import plane_layout
+    out = []
+    for (name, image), (_, labels) in zip(images, annotations):
+        layout = plane_layout(image, channels, rgb=is_rgb(image))
+        indices = layout.indices()
+        painted = {i for i in indices if np.asarray(labels[i]).any()}
+        free = [i for i in indices if i not in painted]
+        if not painted or not free:
+            continue
+        spots = np.linspace(0, len(free) - 1, per_stack + 2)[1:-1]
+        for pick in sorted({free[int(round(q))] for q in spots}):
+            pixels = layout.read(image, pick)
+            size = pixels.shape[-2:]
+            zeros = pad_to_min_size(np.zeros((1,) + size, np.float32), patch_size, "constant")[0]
+            out.append(AnnotatedPlane(pad_to_min_size(pixels, patch_size), zeros.copy(), zeros.copy(),
+                                      zeros.copy(), name, size=tuple(size), context=True))
+    return out
+
 
 def add_pseudo_labels(planes: list[AnnotatedPlane], cfg: FinetuneConfig,
                       model_probs: Optional[list[np.ndarray]] = None) -> int:
@@ -59,8 +98,9 @@ def add_pseudo_labels(planes: list[AnnotatedPlane], cfg: FinetuneConfig,
         if p.focus is None:
             p.focus = p.painted
         p.target = np.where(painted, p.target, target).astype(np.float32)
-        p.weight = (p.weight + cfg.pseudo_weight * weight).astype(np.float32)
-        count += int(weight.sum())
+        weight *= cfg.pseudo_weight * (CONTEXT_WEIGHT if p.context else 1.0)
+        p.weight = (p.weight + weight).astype(np.float32)
+        count += int((weight > 0).sum())
     return count
 
 

@@ -115,8 +115,8 @@ def test_stack_instances_do_not_reuse_ids():
     with torch.no_grad():
         model.head.bias.fill_(0)
     stack = np.random.default_rng(5).random((3, 64, 64)).astype(np.float32)
-    labels = predict(model, stack, instances=True, threshold=0.5, device="cpu").labels
-    ids = [set(np.unique(p)) - {0} for p in labels]
+    labels = predict(model, stack, instances=True, instances_3d=False, threshold=0.5, device="cpu").labels
+    ids = [set(np.unique(p)) - {0} for p in labels]  # per-plane ids (3-D ids: test_instances_3d.py)
     assert all(not (a & b) for i, a in enumerate(ids) for b in ids[i + 1:])
 
 

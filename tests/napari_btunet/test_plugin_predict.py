@@ -115,3 +115,32 @@ def test_threshold_starts_at_the_models_saved_one(stacks, qtbot, messages, tmp_p
     predict.model_combo.setCurrentText("current model")
     assert predict.threshold_spin.value() == 0.3
     assert not errors_of(messages)
+
+
+def test_instances_on_a_3d_stack_are_linked_across_planes(viewer, qtbot, messages):
+    """One object through every plane of a (Z, Y, X) layer keeps one id; "instances per plane"
+    gives each plane its own ids; the layer's Z scale reaches the engine as the Z spacing."""
+    model = btunet.create_model("unet", in_channels=1).eval()
+    import torch
+    with torch.no_grad():  # every pixel an object: one block through the whole stack
+        model.head.weight.zero_()
+        model.head.bias.fill_(10.0)
+    session.set_model(model)
+    volume = np.random.default_rng(0).random((4, 48, 64)).astype(np.float32)
+    layer = viewer.add_image(volume, name="volume", scale=(2.0, 0.5, 0.5))
+    predict = dock(viewer, "Predict")
+    predict.output_combo.setCurrentText("instances")
+    assert "through the Z planes" in predict.output_hint.text()
+    request = predict._request()
+    assert request.instances and request.instances_3d is None and request.sources[0].z_spacing == 4.0
+    run_predict(qtbot, predict)
+    labels = viewer.layers["volume labels [btunet]"].data
+    assert [set(np.unique(plane)) for plane in labels] == [{1}] * 4
+    predict.output_combo.setCurrentText("instances per plane")
+    assert "not linked across Z" in predict.output_hint.text()
+    run_predict(qtbot, predict)
+    labels = viewer.layers["volume labels [btunet]"].data
+    ids = [set(np.unique(plane)) - {0} for plane in labels]
+    assert all(len(i) == 1 for i in ids) and len(set().union(*ids)) == 4
+    assert layer.data is volume or np.array_equal(layer.data, volume)
+    assert not errors_of(messages)
