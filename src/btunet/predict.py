@@ -16,6 +16,7 @@ from .imageio import is_rgb, plane_indices, spatial_shape, stack_writer
 from .models import SegmentationModel
 from .heads import class_image, head_of
 from .instances import boundary_instances, distance_instances
+from .runtime import fused_setup
 from .planes import as_image, as_model, check_budget, object_probability, plane_layout, plane_outputs
 from .planes import FLIPS, predict_logits, uncertainty_map  # noqa: F401  (re-exported for callers of btunet.predict)
 
@@ -86,6 +87,7 @@ def _results(model, image, cfg: PredictConfig, rgb: Optional[bool]) -> Iterator[
     stored = model_metadata(net)  # the threshold and normalisation the model was trained with
     threshold = stored.threshold if cfg.threshold is None else cfg.threshold
     layout = plane_layout(image, net.in_channels, rgb=rgb, normalization=stored.normalization)
+    net, cfg = fused_setup(net, cfg, int(np.prod(layout.spatial_shape)))
     offset = 0
     for index, pixels in layout.planes(image):
         out = plane_result(net, pixels, cfg, threshold)
