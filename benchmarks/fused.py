@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import DEFAULT_DATA, ROOT, load_average, machine, stamp, table, write_section  # noqa: E402
 
 RECORD = ROOT / "docs" / "data" / "fused.jsonl"
+NOTES = Path(__file__).resolve().parent / "fused_notes.md"
 
 
 def load() -> float:
@@ -196,7 +197,8 @@ def steps_per_s(legacy: bool, threads: str, steps: int, data: Path, busy: bool =
             competitor.wait()
     if out.returncode:
         raise RuntimeError(out.stderr[-2000:])
-    return {**json.loads(out.stdout.strip().splitlines()[-1]), "legacy": legacy, "busy_competitor": busy}
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "legacy": legacy, "mode": threads,
+            "busy_competitor": busy}
 
 
 # ------------------------------------------------------------------------------------ report
@@ -208,7 +210,8 @@ def report(r: dict) -> str:
     step_rows = [[("before" if s["legacy"] else "after"), s["threads"], s["wait_policy"],
                   "yes" if s["busy_competitor"] else "no", f"{s['steps_per_s']:.2f}", f"{s['load']:.2f}"]
                  for s in steps]
-    by = {(s["legacy"], s["busy_competitor"]): s["steps_per_s"] for s in steps}
+    by = {(s["legacy"], s["mode"], s["busy_competitor"]): s["steps_per_s"] for s in steps}
+    ratio = lambda a, b: f"{by[a] / by[b]:.2f}" if a in by and b in by else "n/a"
     return f"""## Fused inference, training steps and shared cores
 
 Run {r['date']} on {r['machine']}; `benchmarks/fused.py`. The 1-minute load average is given beside
@@ -242,18 +245,20 @@ default {d['dice_before']:.4f}, fused {d['dice_after']:.4f} (difference
 
 {table(["code", "threads", "OpenMP wait", "busy competitor", "steps/s", "load"], step_rows, "lrllrr")}
 
-With a busy competitor: before {by.get((True, True), float('nan')) / by.get((True, False), float('nan')):.2f}
-of its own rate without one, after {by.get((False, True), float('nan')) / by.get((False, False), float('nan')):.2f};
-after against before, without a competitor {by.get((False, False), float('nan')) / by.get((True, False), float('nan')):.2f}x,
-with one {by.get((False, True), float('nan')) / by.get((True, True), float('nan')):.2f}x.
-"""
+The code alone (same thread policy, no competitor): after / before = {ratio((False, "policy", False), (True, "policy", False))}x.
+The whole change without a competitor: {ratio((False, "policy", False), (True, "2", False))}x; with one:
+{ratio((False, "policy", True), (True, "2", True))}x. With a busy competitor, each setting's rate as a share of
+its own rate without one: before {ratio((True, "2", True), (True, "2", False))}, after
+{ratio((False, "policy", True), (False, "policy", False))}.
+
+{NOTES.read_text() if NOTES.exists() else ""}"""
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--threads", type=int, default=None, help="inference threads (default: the policy)")
     a = parser.parse_args(argv)
     import btunet.threads
@@ -265,7 +270,7 @@ def main(argv=None) -> int:
     r["dice"] = dice_check(model, a.data)
     print(json.dumps(r["dice"]), flush=True)
     r["steps"] = []
-    for legacy, threads in ((True, "2"), (False, "policy")):
+    for legacy, threads in ((True, "2"), (True, "policy"), (False, "policy")):
         for busy in (False, True):
             r["steps"].append(steps_per_s(legacy, threads, a.steps, a.data, busy))
             print(json.dumps(r["steps"][-1]), flush=True)

@@ -80,13 +80,14 @@ def busy_cores(sample_s: float = 0.2) -> float:
 
 def configure_threads(threads: Optional[int] = None, sample_s: float = 0.2) -> int:
     """Set torch's thread count: ``threads`` if given, else ``choose_threads`` of the cores this
-    process may use and the busy ones measured now. Returns the count."""
+    process may use and the busy ones measured now, never more than torch already uses (one per
+    core, or ``OMP_NUM_THREADS``, or what the process set before). Returns the count."""
     import torch
     global _SPINNING
     if threads is None:
         cores = available_cores()
         busy = busy_cores(sample_s)
-        threads = choose_threads(cores, busy)
+        threads = min(torch.get_num_threads(), choose_threads(cores, busy))
         _SPINNING = busy < 0.5
     torch.set_num_threads(max(1, int(threads)))
     return torch.get_num_threads()

@@ -53,7 +53,7 @@ BAD = {
         "min_distance": [0, -1, 1.5, True, None], "probabilities": FLAG, "uncertainty": FLAG,
         "tile": [0, 8, 100, 1024.0, True, None], "overlap": [-16, 8, 1024, 2048, 1.5, True, None],
         "tile_batch": [0, -1, 1.5, True, None], "device": DEVICE, "fast": FLAG,
-        "class_probabilities": FLAG,
+        "class_probabilities": FLAG, "runtime": ["tensorrt", "", None, 1, "ONNX"],
     },
 }
 CASES = [(cls, name, value) for cls, table in BAD.items() for name, values in table.items() for value in values]
