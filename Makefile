@@ -30,6 +30,7 @@ bench: venv
 	$(BIN)/python benchmarks/interactive.py
 	$(BIN)/python benchmarks/first_preview.py
 	$(BIN)/python benchmarks/speed.py
+	$(BIN)/python benchmarks/fused.py
 	$(BIN)/python benchmarks/quality.py
 	$(BIN)/python benchmarks/objects.py --seconds 150
 	$(BIN)/python benchmarks/export_speed.py

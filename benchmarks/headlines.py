@@ -179,9 +179,17 @@ def variants_table(records: list[dict]) -> str:
 
 
 # --------------------------------------------------------------------------------------- speed
-def speed_block(r: dict) -> str:
-    """`unet` time per megapixel and the fast path's Dice cost, CLI overhead, peak memory."""
+def speed_block(r: dict, fused: list[dict] | None = None) -> str:
+    """`unet` time per megapixel and the fast path's Dice cost, CLI overhead, peak memory, and the
+    fused runtime's end-to-end speed from the latest ``fused.jsonl`` record."""
     lines = ["* **Speed** ([docs/results_speed.md](docs/results_speed.md)):"]
+    if fused:
+        inf = fused[-1]["inference"]
+        after = inf["rows"][-1]
+        lines.append(f"  * `btunet.predict` runs large CPU jobs in ONNX Runtime: {after['ms_per_mp']:.0f} ms per "
+                     f"megapixel end to end on a {inf['size']}² image, {inf['speedup_vs_eager_fp32']:.1f}x faster "
+                     f"than one eager fp32 forward of the whole image "
+                     f"([docs/results_fused.md](docs/results_fused.md)).")
     unet = next((x for x in r.get("inference", []) if x["variant"] == "unet"), None)
     fv = r.get("fast_vs_fp32")
     if unet:
@@ -225,7 +233,8 @@ def generate(data: Path = DATA) -> dict[str, str]:
         "painting-loop": lambda: painting_loop_block(read_jsonl(data / "interactive.jsonl")),
         "quality": lambda: quality_block(quality_records(data)),
         "quality-variants": lambda: variants_table(quality_records(data)),
-        "speed": lambda: speed_block(json.loads((data / "speed.json").read_text())),
+        "speed": lambda: speed_block(json.loads((data / "speed.json").read_text()),
+                                     read_jsonl(data / "fused.jsonl")),
         "cli-check": lambda: cli_check_block((data / "bbbc007_cli_check.txt").read_text()),
     }
     return {name: make() for name, make in blocks.items()}

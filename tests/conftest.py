@@ -10,8 +10,12 @@ tests that use a Qt fixture are skipped with a reason instead.
 import os
 import shutil
 import sys
+import tempfile
 
 import pytest
+
+# exported networks (btunet.runtime) go to a throw-away folder, never the user's cache
+os.environ.setdefault("BTUNET_CACHE_DIR", tempfile.mkdtemp(prefix="btunet-test-cache-"))
 
 
 QT_FIXTURES = {"make_napari_viewer", "make_napari_viewer_proxy", "qtbot", "qapp"}

@@ -4,6 +4,12 @@ The engine of napari-btunet; it never imports Qt or napari.
 """
 __version__ = "0.1.0"
 
+import sys as _sys
+
+if "torch" not in _sys.modules:  # OpenMP reads this once, when torch starts (see threads.py)
+    from .threads import set_wait_policy as _set_wait_policy
+    _set_wait_policy()
+
 from .checkpoint import inspect_checkpoint, load_model, model_metadata, read_metadata, save_model  # noqa: E402
 from .config import FinetuneConfig, PredictConfig, PretrainConfig, Progress  # noqa: E402
 from .errors import BTUnetError, Cancelled, CheckpointError  # noqa: E402

@@ -178,6 +178,8 @@ class ModelRef:
                     net.load_state_dict(self.state)
                     net.metadata = self.metadata
                 net = as_model(net, dev, fast)
+                from .runtime import fused_model  # ONNX Runtime for a large job (runtime.py)
+                net = fused_model(net, "auto", getattr(self, "pixels", None))
                 if len(_CACHE) >= 4:  # a few models per process at most
                     _CACHE.pop(next(iter(_CACHE)))
                 _CACHE[key] = net
@@ -271,6 +273,7 @@ def predict_chunked(model, array, *, chunks: int = DEFAULT_CHUNK, depth: int = D
     ref = model if isinstance(model, ModelRef) else ModelRef(model)
     threshold = ref.threshold if threshold is None else check_threshold("threshold", threshold)
     array, rgb = engine_image(array, axes, rgb, ref.channels)
+    ref.pixels = int(np.prod(array.shape[:-1] if rgb else array.shape))  # large jobs run fused
     chunks = max(_MULTIPLE, -(-int(chunks) // _MULTIPLE) * _MULTIPLE)
     depth = max(0, -(-int(depth) // _MULTIPLE) * _MULTIPLE)
     if norm_range is None:  # whole-volume statistics, once, before any block

@@ -276,9 +276,9 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             check_numbers(args)
-            if getattr(args, "threads", None) is not None:
-                import torch
-                torch.set_num_threads(args.threads)
+            if hasattr(args, "threads"):  # the given count, or one per free core (threads.py)
+                from .threads import configure_threads
+                configure_threads(args.threads)
             return COMMANDS[args.command](args) or 0
     except KeyboardInterrupt:
         print("btunet: interrupted", file=sys.stderr)

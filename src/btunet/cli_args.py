@@ -62,8 +62,9 @@ def check_numbers(args: argparse.Namespace) -> None:
 
 def _add_threads(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads for torch (default: one per core; use fewer when other jobs "
-                        "share the machine, as oversubscribed cores slow torch down many times)")
+                   help="CPU threads for torch and ONNX Runtime (default: one per core that other "
+                        "processes leave free, measured at the start; oversubscribed cores slow torch "
+                        "down many times)")
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:

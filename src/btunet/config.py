@@ -195,13 +195,17 @@ class PredictConfig:
     overlap: int = OVERLAP             # overlap of neighbouring tiles (multiple of 16, below tile)
     tile_batch: int = 4                # tiles per network call
     device: str = "auto"
-    fast: bool = True                  # channels_last + bf16 autocast
+    fast: bool = True                  # channels_last + bf16 autocast (the eager path)
+    runtime: str = "auto"              # "onnx": ONNX Runtime on the CPU (runtime.py); "eager": PyTorch;
+    #                                    auto: ONNX Runtime for large CPU jobs or an already exported network
 
     def __post_init__(self) -> None:
         self.check()
 
     def check(self) -> None:
         """Refuse any setting that is out of range or of the wrong type (BTUnetError naming it)."""
+        from .runtime import RUNTIMES
+        fields.choice("runtime", self.runtime, RUNTIMES)
         if self.threshold is not None:
             check_threshold("threshold", self.threshold)
         for name in ("instances", "split_touching", "probabilities", "class_probabilities", "uncertainty", "fast"):

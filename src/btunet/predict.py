@@ -24,6 +24,7 @@ from .models import SegmentationModel
 from .heads import class_image, head_of
 from .instances import boundary_instances, distance_instances, link_planes, linked_axis
 from .planes import as_model, check_budget, engine_image, object_probability, plane_layout, plane_outputs
+from .runtime import fused_setup
 from .planes import FLIPS, predict_logits, uncertainty_map  # noqa: F401  (re-exported for callers of btunet.predict)
 
 __all__ = ["OVERLAP", "TILE", "Prediction", "PredictConfig", "instance_labels", "iter_predict", "predict",
@@ -140,6 +141,7 @@ def _results(model, image, cfg: PredictConfig, rgb: Optional[bool]) -> Iterator[
     threshold = stored.threshold if cfg.threshold is None else cfg.threshold
     layout = plane_layout(image, net.in_channels, rgb=rgb, normalization=stored.normalization)
     per_plane = z_axis_of_stack(image, cfg, rgb) is None
+    net, cfg = fused_setup(net, cfg, int(np.prod(layout.spatial_shape)))
     offset = 0
     for index, pixels in layout.planes(image):
         out = plane_result(net, pixels, cfg, threshold, label_instances=per_plane)

@@ -203,7 +203,7 @@ def train_encoder(cfg: PretrainConfig, run: EncoderRun, model_config: dict[str, 
                   projector: nn.Module, history: dict[str, list]) -> PretrainedEncoder:
     """The Barlow Twins loop: AdamW, linear warm-up then cosine decay, views made on the device."""
     optimizer = torch.optim.AdamW(list(encoder.parameters()) + list(projector.parameters()),
-                                  lr=cfg.lr, weight_decay=cfg.weight_decay)
+                                  lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
     steps_per_epoch = max(1, math.ceil(max(cfg.samples_per_epoch, run.total_planes) / cfg.batch_size))
     total = steps_per_epoch * cfg.epochs
     warmup = max(1, int(cfg.warmup_fraction * total))

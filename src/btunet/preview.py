@@ -18,7 +18,9 @@ class Previewer:
     """Predicts single planes of ``image`` (any array ``predict`` takes) on demand.
 
     A plane is normalised with the whole stack's intensity range, computed once per
-    normalisation setting, so a preview of a plane equals that plane of ``predict(model, image)``.
+    normalisation setting, so a preview of a plane equals that plane of ``predict(model, image)``
+    on the eager path (a large job that ``predict`` runs fused agrees to float rounding; the
+    preview stays eager so it never waits for an export, ``runtime.py``).
     The model is copied for inference (eval mode, BatchNorm folded), so a model that is still
     training keeps its mode and weights. The last few normalised planes are kept, since the
     plane on screen seldom changes between previews.

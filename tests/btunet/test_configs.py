@@ -54,7 +54,8 @@ BAD = {
         "min_distance": [0, -1, 1.5, True, None], "probabilities": FLAG, "uncertainty": FLAG,
         "tile": [0, 8, 100, 1024.0, True, None], "overlap": [-16, 8, 1024, 2048, 1.5, True, None],
         "tile_batch": [0, -1, 1.5, True, None], "device": DEVICE, "fast": FLAG,
-        "class_probabilities": FLAG, "instances_3d": [1, 0, "3d", "yes"],
+        "class_probabilities": FLAG, "runtime": ["tensorrt", "", None, 1, "ONNX"],
+        "instances_3d": [1, 0, "3d", "yes"],
         "z_axis": [-1, 1.5, True, "0"], "z_spacing": [0, -1.0, NAN, INF, True, None, "2"],
     },
 }

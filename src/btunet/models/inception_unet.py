@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .blocks import HybridPool2d, pointwise_bn_relu
+from .dropout import Dropout
 from .registry import register_variant
 
 
@@ -33,7 +34,7 @@ class InceptionBlock(nn.Module):
                           nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)),
         ])
         self.fuse = nn.Sequential(pointwise_bn_relu(4 * out_channels, out_channels),
-                                  nn.Dropout(dropout))
+                                  Dropout(dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fuse(torch.cat([branch(x) for branch in self.branches], dim=1))

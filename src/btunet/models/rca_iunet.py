@@ -9,6 +9,7 @@ from torch import nn
 
 from .blocks import CrossSpatialAttention, HybridPool2d, separable_bn_relu
 from .inception_unet import HybridPoolEncoder
+from .dropout import Dropout
 from .registry import register_variant
 
 
@@ -40,7 +41,7 @@ class ResidualInceptionBlock(nn.Module):
         self.fuse1 = _separable_pointwise(4 * f, f)
         self.stage2 = nn.ModuleList([separable_bn_relu(f, f, 3) for _ in range(3)]
                                     + [_hybrid_branch(f, f)])
-        self.fuse2 = nn.Sequential(_separable_pointwise(4 * f, f), nn.Dropout(dropout))
+        self.fuse2 = nn.Sequential(_separable_pointwise(4 * f, f), Dropout(dropout))
         self.shortcut = nn.Sequential(nn.Conv2d(c, f, 1, bias=False), nn.BatchNorm2d(f))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from .blocks import conv_bn_relu
+from .dropout import Dropout
 from .registry import register_variant
 
 
@@ -16,7 +17,7 @@ class ResidualSeparableBlock(nn.Module):
         self.body = nn.Sequential(
             conv_bn_relu(in_channels, out_channels, separable=True),
             conv_bn_relu(out_channels, out_channels, separable=True),
-            nn.Dropout(dropout),
+            Dropout(dropout),
         )
         self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1),
                                       nn.BatchNorm2d(out_channels))
