@@ -3,7 +3,7 @@ output: float16 weights plus provenance (data files, epochs, steps, wall time, C
 seed, final loss, btunet version, date, the command) in its metadata.
 
     python scripts/make_builtin_encoder.py /tmp/builtin/unet_bt.safetensors --threads 1 \\
-        --command "btunet pretrain ... --epochs 900 --threads 1 --seed 0"
+        --command "btunet pretrain ... --epochs 900 --threads 1 --seed 0" --summary "..."
 
 The shipped encoder was made with the command in its metadata (`btunet info builtin`).
 """
@@ -21,12 +21,18 @@ from btunet.builtin_encoder import BUILTIN_PATH, write_builtin  # noqa: E402
 from btunet.checkpoint import read_metadata  # noqa: E402
 
 
-def provenance(meta: dict, threads: int, command: str) -> dict:
+def short_name(path: str) -> str:
+    """folder/file: enough to tell the data sets apart, nothing of the machine's layout."""
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
+
+
+def provenance(meta: dict, threads: int, command: str, summary: str) -> dict:
     cfg = meta["pretrain_config"]
     planes = meta["trained_on"]["planes"]
     epochs = int(meta["epochs"])
     steps = math.ceil(max(cfg["samples_per_epoch"], planes) / cfg["batch_size"]) * epochs
-    return {"data_files": [Path(f).name for f in meta["trained_on"]["files"]], "planes": planes,
+    return {"data": summary, "data_files": [short_name(f) for f in meta["trained_on"]["files"]], "planes": planes,
             "epochs": epochs, "planned_epochs": cfg["epochs"], "steps": steps,
             "wall_time_s": meta["seconds"], "cpu_threads": threads, "device": meta.get("device"),
             "seed": cfg["seed"], "final_loss": round(meta["loss_history"][-1], 2),
@@ -38,9 +44,10 @@ def main(argv=None) -> int:
     p.add_argument("source", help="encoder file written by `btunet pretrain`")
     p.add_argument("--threads", type=int, required=True, help="CPU threads the pre-training ran on")
     p.add_argument("--command", required=True, help="the `btunet pretrain` command that made it")
+    p.add_argument("--summary", required=True, help="what the data are, in a sentence (shown to users)")
     p.add_argument("--out", default=str(BUILTIN_PATH))
     a = p.parse_args(argv)
-    prov = provenance(read_metadata(a.source), a.threads, a.command)
+    prov = provenance(read_metadata(a.source), a.threads, a.command, a.summary)
     path = write_builtin(a.source, prov, a.out)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): {prov}")
     return 0

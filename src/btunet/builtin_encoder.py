@@ -44,11 +44,11 @@ def describe_builtin(meta: dict[str, Any] | None = None) -> str:
     meta = meta if meta is not None else builtin_metadata()
     prov = meta.get("provenance") or {}
     files = prov.get("data_files") or (meta.get("trained_on") or {}).get("files", [])
-    names = ", ".join(Path(f).name for f in files)
+    data = prov.get("data") or "unlabelled " + ", ".join(files)
     minutes = (prov.get("wall_time_s") or meta.get("seconds") or 0) / 60
     return (f"built-in {meta['model']['name']} encoder: Barlow Twins for {prov.get('epochs', meta.get('epochs'))} "
             f"epochs ({prov.get('steps', '?')} steps, {minutes:.0f} min on {prov.get('cpu_threads', '?')} CPU "
-            f"thread(s)) on unlabelled {names}")
+            f"thread(s)) on {data}")
 
 
 def half_precision(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -100,7 +100,7 @@ def test_builtin_encoder_is_packaged_with_provenance_and_loads_safely():
     assert meta.model.name == "unet"
     assert {v.dtype for v in tensors.values() if v.is_floating_point()} == {torch.float16}  # half the size
     prov = builtin_metadata()["provenance"]
-    for key in ("data_files", "epochs", "steps", "wall_time_s", "cpu_threads", "seed", "final_loss",
+    for key in ("data", "data_files", "epochs", "steps", "wall_time_s", "cpu_threads", "seed", "final_loss",
                 "btunet_version", "date", "command"):
         assert prov.get(key) not in (None, "", []), key
     assert prov["steps"] >= prov["epochs"] >= 1
@@ -109,7 +109,7 @@ def test_builtin_encoder_is_packaged_with_provenance_and_loads_safely():
     assert isinstance(enc, PretrainedEncoder) and enc.variant == "unet"
     assert all(v.dtype == torch.float32 for v in enc.encoder_state.values() if v.is_floating_point())
     text = describe_builtin()
-    assert str(prov["epochs"]) in text and prov["data_files"][0] in text
+    assert f"{prov['epochs']} epochs" in text and prov["data"] in text
 
 
 def test_finetune_encoder_builtin_end_to_end(small_sample, tmp_path, capsys):
