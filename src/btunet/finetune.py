@@ -23,7 +23,7 @@ from .metadata import DEFAULT_THRESHOLD
 from .models import SegmentationModel, create_model
 from .normalize import DEFAULT_NORMALIZATION
 from .planes import check_budget, plane_layout, predict_logits
-from .encoder_start import encoder_lr_factor, match_init_scale, refit_batchnorm
+from .encoder_start import encoder_lr_factor, refit_batchnorm
 from .pretrain import PretrainedEncoder, as_encoder
 from .pseudo import add_pseudo_labels, focus_on_errors, model_probabilities  # noqa: F401  (re-exported)
 
@@ -372,13 +372,8 @@ def build_from_encoder(cfg: FinetuneConfig, enc: Optional[PretrainedEncoder], ch
 
 def prepare_encoder_start(net: SegmentationModel, cfg: FinetuneConfig, planes: list[AnnotatedPlane],
                           device: torch.device, batches: int = 8) -> None:
-    """Make a model built on a pre-trained encoder start like a fresh one where that is free
-    (``encoder_start.py``): weight scale of a fresh init, BatchNorm statistics of these images."""
-    if cfg.encoder_rescale:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            fresh = create_model(net.config["name"], **{k: v for k, v in net.config.items() if k != "name"})
-        match_init_scale(net.encoder, fresh.encoder)
+    """A model built on a pre-trained encoder normalises with the BatchNorm statistics of these
+    images, not of the pre-training ones (``encoder_start.py``), from its first preview on."""
     if cfg.encoder_refit_bn:
         sampler = PatchSampler(planes, cfg.patch_size, cfg.annotated_fraction, np.random.default_rng(cfg.seed + 1))
         refit_batchnorm(net, (torch.from_numpy(sampler.batch(cfg.batch_size)[0]).to(device)

@@ -13,7 +13,7 @@ import btunet
 from btunet.builtin_encoder import BUILTIN_PATH, builtin_metadata, describe_builtin
 from btunet.checkpoint import load_checkpoint
 from btunet.cli import main
-from btunet.encoder_start import encoder_lr_factor, match_init_scale, refit_batchnorm
+from btunet.encoder_start import encoder_lr_factor, refit_batchnorm
 from btunet.models import create_model
 from btunet.pretrain import PretrainedEncoder, as_encoder
 
@@ -44,32 +44,6 @@ def test_refit_batchnorm_replaces_pretraining_statistics_with_those_of_the_image
     assert first.momentum == 0.1 and not net.training  # momentum and mode restored
     assert all(torch.equal(net.state_dict()[k], v) for k, v in weights.items())  # weights untouched
     assert torch.equal(torch.get_rng_state(), rng_before)  # dropout draws did not move the torch RNG
-
-
-def test_match_init_scale_restores_fresh_norms_and_keeps_the_function():
-    torch.manual_seed(0)
-    net, fresh = create_model("unet"), create_model("unet")
-    with torch.no_grad():  # a pre-training that grew the weights
-        for m in net.encoder.modules():
-            if isinstance(m, nn.Conv2d):
-                m.weight.mul_(3.0)
-    x = torch.rand(4, 1, 64, 64)
-    net.train()
-    for m in net.modules():  # exact arithmetic: no dropout, no BatchNorm eps
-        if isinstance(m, nn.Dropout):
-            m.p = 0.0
-        if isinstance(m, nn.BatchNorm2d):
-            m.eps = 1e-12
-    before = net.encoder(x)[1]
-    factors = match_init_scale(net.encoder, fresh.encoder)
-    after = net.encoder(x)[1]
-    assert torch.allclose(before, after, atol=1e-3)  # BatchNorm makes the scale invisible
-    convs = [n for n, m in net.encoder.named_modules() if isinstance(m, nn.Conv2d)]
-    assert set(factors) == set(convs)  # every unet encoder conv reaches a BatchNorm
-    fresh_params = dict(fresh.encoder.named_parameters())
-    for name in convs:
-        w = net.encoder.get_submodule(name).weight
-        assert abs(float(w.detach().norm()) - float(fresh_params[f"{name}.weight"].detach().norm())) < 1e-4
 
 
 def test_encoder_lr_ramps_from_zero():
