@@ -167,6 +167,14 @@ def builtin_section(records: list[dict]) -> str:
              f"{sorted({r['seed'] for r in recs})}.\n",
              table(header, rows, "ll" + "r" * len(encoders)), ""]
     lines += [encoder_line(recs, n) for n in encoders if n != "scratch"] + [""]
+    lines += ["Per seed (a seed draws the same patches and decoder weights whatever the encoder, so the "
+              "columns of a row are paired):\n"]
+    rows = []
+    for ds in datasets:
+        for seed in sorted({r["seed"] for r in recs if r["dataset"] == ds}):
+            rows.append([ds, seed] + [cell(recs, dataset=ds, encoder=n, seed=seed).replace(" (1 seed)", "")
+                                      for n in encoders])
+    lines += [table(["dataset", "seed"] + header[2:], rows, "lr" + "r" * len(encoders)), ""]
     return "\n".join(lines)
 
 
