@@ -59,11 +59,8 @@ def half_precision(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def write_builtin(source: str | os.PathLike, provenance: dict[str, Any],
                   out: str | os.PathLike = BUILTIN_PATH) -> Path:
     """Store the encoder ``source`` (from ``btunet pretrain``) in float16 with ``provenance``."""
-    from .pretrain import PretrainedEncoder
-    enc = PretrainedEncoder.load(source)
-    enc.encoder_state = half_precision(enc.encoder_state)
-    enc.projector_state = half_precision(enc.projector_state)
-    enc.metadata = {**{k: v for k, v in enc.metadata.items() if k not in ("format", "format_version")},
-                    "provenance": {**provenance, "storage": "float16"}}
+    from .checkpoint import load_checkpoint, save_checkpoint
+    tensors, meta = load_checkpoint(source, kind="encoder")
+    raw = {k: v for k, v in meta.to_dict().items() if k not in ("format", "format_version")}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    return enc.save(out)
+    return save_checkpoint(out, half_precision(tensors), {**raw, "provenance": {**provenance, "storage": "float16"}})
