@@ -19,8 +19,19 @@ from btunet.annotations import CONVENTIONS, MASK_MODES
 from ._controls import PathField, add_device_row, collapsible, describe_checkpoint, hint, int_spin
 from ._session import session
 
-ENCODER_CHOICES = ("last pre-trained", "from file", "none")
+ENCODER_CHOICES = ("last pre-trained", "built-in encoder", "from file", "none")
 LENGTH_CHOICES = ("epochs", "time budget")
+
+
+def builtin_encoder_text() -> tuple[str, Optional[str]]:
+    """What the built-in encoder was trained on, and its variant (None if it is missing)."""
+    from btunet import BTUnetError
+    from btunet.builtin_encoder import builtin_metadata, describe_builtin
+    try:
+        meta = builtin_metadata()
+    except BTUnetError as exc:
+        return str(exc), None
+    return describe_builtin(meta), meta["model"]["name"]
 
 
 class FinetuneSettings:
@@ -190,6 +201,9 @@ class FinetuneSettings:
         if choice == "last pre-trained":
             self.encoder_label.setText(session.describe_encoder())
             variant = session.encoder.variant if session.encoder is not None else None
+        elif choice == "built-in encoder":
+            text, variant = builtin_encoder_text()
+            self.encoder_label.setText(text)
         elif choice == "from file":
             text, meta = describe_checkpoint(self.encoder_file.path(), "encoder")
             if meta is not None and meta.get("kind") == "encoder":

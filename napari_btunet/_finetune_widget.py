@@ -16,6 +16,7 @@ from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QPushButton, QVBoxLayout
 
 import btunet
 from btunet import BTUnetError, FinetuneConfig
+from btunet.builtin_encoder import BUILTIN
 
 from . import _messages
 from ._finetune_pairs import PairRow, matching_labels, pair_titles
@@ -196,6 +197,8 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
                     raise BTUnetError("no encoder was pre-trained in this session; pre-train one, "
                                       "choose 'from file', or choose 'none'")
                 encoder = session.encoder
+            elif choice == "built-in encoder":
+                encoder = BUILTIN
             elif choice == "from file":
                 encoder = self.encoder_file.path()
                 if encoder is None:

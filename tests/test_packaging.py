@@ -18,6 +18,7 @@ def test_wheel_contents(tmp_path):
         assert required in names, required
     assert sum(n.startswith("btunet/data/bbbc007/images/") for n in names) == 14
     assert sum(n.startswith("btunet/data/bbbc007/masks/") for n in names) == 14
+    assert "btunet/data/encoders/unet.safetensors" in names  # the built-in encoder
     entry_points = zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "btunet = btunet.cli:main" in entry_points

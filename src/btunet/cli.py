@@ -123,11 +123,11 @@ def cmd_finetune(a) -> int:
     from .finetune import finetune
     from .imageio import list_images, pair_by_name, readable_pairs
     from .outputs import check_model_output
-    from .pretrain import PretrainedEncoder
+    from .pretrain import as_encoder
     if a.init and a.encoder:
         raise BTUnetError("--init continues a fine-tuned model and --encoder starts a new one; give one of them")
     init = _load_init(a.init) if a.init else None
-    encoder = PretrainedEncoder.load(a.encoder) if a.encoder else None
+    encoder = as_encoder(a.encoder) if a.encoder else None  # a file, or "builtin"
     model = init.name if init is not None else a.model or (encoder.variant if encoder else "unet")
     if init is not None and a.model and a.model != init.name:
         raise BTUnetError(f"--init holds a {init.name!r} model but --model {a.model!r} was given; drop --model")
@@ -199,8 +199,9 @@ def cmd_evaluate(a) -> None:
 
 
 def cmd_info(a) -> None:
+    from .builtin_encoder import builtin_path, is_builtin
     from .checkpoint import read_metadata
-    print(json.dumps(read_metadata(a.file), indent=1))
+    print(json.dumps(read_metadata(builtin_path() if is_builtin(a.file) else a.file), indent=1))
 
 
 def _load_init(path: str):

@@ -130,7 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mask files or folders; a mask pairs with the image of the same name")
     _add_model_output(f, "model")
     f.add_argument("--model", help=f"variant: {models} (default: the encoder's, else unet)")
-    f.add_argument("--encoder", metavar="FILE", help="pre-trained encoder from `btunet pretrain`")
+    f.add_argument("--encoder", metavar="FILE",
+                   help="pre-trained encoder from `btunet pretrain`, or 'builtin': the unet encoder shipped "
+                        "with btunet (Barlow Twins on public unlabelled nuclei and cell images; `btunet info "
+                        "builtin` says which)")
     f.add_argument("--mask-mode", choices=("dense", "sparse", "classes"), default=None,
                    help="dense: 0 = background, >0 = object (instance ids also teach where touching objects "
                         "meet); sparse: 0 = ignore, 1 = background, 2 = object (2..K+1 = K classes); classes: "

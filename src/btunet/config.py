@@ -94,6 +94,8 @@ class FinetuneConfig:
     patch_size: int = 128
     lr: float = 1e-3
     encoder_lr_scale: float = 1.0    # a pre-trained encoder's learning rate, relative to lr (0 = frozen)
+    encoder_refit_bn: bool = True    # a pre-trained encoder's BatchNorm statistics re-estimated on the images
+    encoder_warmup: float = 0.0      # epochs over which a pre-trained encoder's lr ramps up from 0
     annotated_fraction: float = 0.9  # share of patches centred on an annotated pixel
     val_fraction: float = 0.2        # share of annotated 64-px blocks held out for validation
     lr_patience: int = 10            # epochs without improvement before lr x 0.1
@@ -134,6 +136,8 @@ class FinetuneConfig:
             fields.whole(name, getattr(self, name), 1)
         fields.whole("lr_patience", self.lr_patience, 0)
         fields.number("encoder_lr_scale", self.encoder_lr_scale, 0.0)
+        fields.flag("encoder_refit_bn", self.encoder_refit_bn)
+        fields.number("encoder_warmup", self.encoder_warmup, 0.0)
         fields.number("annotated_fraction", self.annotated_fraction, 0.0, 1.0)
         fields.number("val_fraction", self.val_fraction, 0.0, 1.0, hi_open=True)
         if self.time_budget_s is not None:

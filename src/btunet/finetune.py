@@ -23,6 +23,7 @@ from .metadata import DEFAULT_THRESHOLD
 from .models import SegmentationModel, create_model
 from .normalize import DEFAULT_NORMALIZATION
 from .planes import check_budget, engine_image, plane_layout, predict_logits
+from .encoder_start import encoder_lr_factor, refit_batchnorm
 from .pretrain import PretrainedEncoder, as_encoder
 from .pseudo import add_pseudo_labels, context_planes, focus_on_errors, model_probabilities  # noqa: F401
 
@@ -237,6 +238,8 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     fraction = min(cfg.annotated_fraction, 0.5) if use_pseudo else cfg.annotated_fraction
     sampler = PatchSampler(planes, cfg.patch_size, fraction, rng)
 
+    if enc is not None:
+        prepare_encoder_start(net, cfg, planes, device)
     net.train()
     if cfg.fast:
         net.to(memory_format=torch.channels_last)
@@ -248,6 +251,7 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
         {"params": [p for p in net.parameters() if id(p) not in encoder_ids], "lr": cfg.lr}],
         foreach=True)  # a few multi-tensor ops, not ~10 per parameter: fewer thread barriers per step
     base_lrs = [g["lr"] for g in optimizer.param_groups]
+    warmup_steps = int(round(cfg.encoder_warmup * cfg.steps_per_epoch)) if enc is not None else 0
     cosine = cfg.uses_cosine()
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=cfg.lr_patience)
     history: dict[str, list] = {"loss": [], "val_loss": [], "val_dice": [], "val_class_dice": []}
@@ -273,6 +277,9 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
                     done = max(done, (time.perf_counter() - start) / cfg.time_budget_s)
                 for group, base in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = base * 0.5 * (1 + np.cos(np.pi * min(1.0, done)))
+            if step <= warmup_steps:  # the pre-trained encoder joins in gradually (encoder_start.py)
+                full = optimizer.param_groups[0]["lr"] if cosine else encoder_lr
+                optimizer.param_groups[0]["lr"] = full * encoder_lr_factor(step, warmup_steps)
             x, t, w = (torch.from_numpy(a).to(device) for a in sampler.batch(cfg.batch_size))
             if cfg.augment:
                 x, t, w = finetune_augment(x, t, w, cfg.intensity_augment, cfg.blur_noise, generator=generator)
@@ -342,7 +349,8 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
                        "pseudo_labelled_pixels": n_pseudo, "painted_pixels_wrong_at_start": n_wrong,
                        "validation_pixels": int(sum(p.val_weight.sum() for p in planes))},
         "encoder": (previous.get("encoder") if model is not None else
-                    None if enc is None else {k: enc.metadata.get(k) for k in ("trained_on", "epochs", "date")}),
+                    None if enc is None else {k: enc.metadata.get(k) for k in ("trained_on", "epochs", "date", "provenance")
+                                                      if k != "provenance" or "provenance" in enc.metadata}),
         "continued_from": ({k: previous.get(k) for k in ("trained_on", "epochs", "seconds", "continued_from")}
                            if model is not None else None),
         "epochs": len(history["loss"]), "best_epoch": best_epoch, "stopped": stop_reason,
@@ -375,3 +383,13 @@ def build_from_encoder(cfg: FinetuneConfig, enc: Optional[PretrainedEncoder], ch
                                      "out_channels": out_channels})
     net.encoder.load_state_dict(enc.encoder_state)
     return net
+
+
+def prepare_encoder_start(net: SegmentationModel, cfg: FinetuneConfig, planes: list[AnnotatedPlane],
+                          device: torch.device, batches: int = 8) -> None:
+    """A model built on a pre-trained encoder normalises with the BatchNorm statistics of these
+    images, not of the pre-training ones (``encoder_start.py``), from its first preview on."""
+    if cfg.encoder_refit_bn:
+        sampler = PatchSampler(planes, cfg.patch_size, cfg.annotated_fraction, np.random.default_rng(cfg.seed + 1))
+        refit_batchnorm(net, (torch.from_numpy(sampler.batch(cfg.batch_size)[0]).to(device)
+                              for _ in range(batches)))

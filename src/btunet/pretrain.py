@@ -17,6 +17,7 @@ from torch import nn
 
 from . import distributed
 from .augment import two_views
+from .builtin_encoder import builtin_path, is_builtin
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import PretrainConfig, Progress, ProgressCallback, StopCallback, config_dict, seed_everything
 from .data import ImageSource, image_planes, load_sources
@@ -78,13 +79,18 @@ class PretrainedEncoder:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "PretrainedEncoder":
         tensors, meta = load_checkpoint(path, kind="encoder")
+        # float16 storage (the built-in encoder) trains and is saved again in float32
+        tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
         part = lambda prefix: {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         return cls(meta.model.as_dict(), part("encoder."), part("projector."), meta.to_dict())
 
 
 def as_encoder(encoder: "PretrainedEncoder | str | os.PathLike | None") -> Optional[PretrainedEncoder]:
+    """An encoder object, file, or ``"builtin"`` (the one shipped with btunet) as an object."""
     if encoder is None or isinstance(encoder, PretrainedEncoder):
         return encoder
+    if is_builtin(encoder):
+        return PretrainedEncoder.load(builtin_path())
     return PretrainedEncoder.load(encoder)
 
 

@@ -129,7 +129,7 @@ def test_default_tiling_of_a_trained_model_equals_whole_image(trained, sample):
     sigmoid = lambda a: 1 / (1 + np.exp(-a))
     whole = sigmoid(predict_logits(model, plane, tile=1024, overlap=OVERLAP, fast=False))
     tiled = sigmoid(predict_logits(model, plane, tile=384, overlap=OVERLAP, fast=False))
-    assert np.abs(whole - tiled).max() < 1e-4
+    assert np.abs(whole - tiled).max() < 5e-4  # float32 rounding of convolutions over other extents
 
 
 def test_init_continues_a_model_and_refuses_an_encoder(trained, small_sample, tmp_path, capsys):

@@ -38,6 +38,7 @@ BAD = {
         "epochs": [-1, 1.5, True, NAN, "12"], "continue_epochs": [0, -1, 2.5, True, None],
         "steps_per_epoch": [0, -1, 2.5, True, None], "batch_size": [0, -1, 1.5, True, None],
         "patch_size": PATCH, "lr": LR, "encoder_lr_scale": [-1, NAN, INF, True, None],
+        "encoder_refit_bn": FLAG, "encoder_warmup": [-1, NAN, INF, True, None],
         "annotated_fraction": [-0.1, 1.1, NAN, True, None], "val_fraction": [-0.1, 1.0, NAN, True, None],
         "lr_patience": [-1, 1.5, True, None], "patience": [0, -1, 1.5, True, None],
         "time_budget_s": [0, -5, NAN, INF, True, "60"], "schedule": ["linear", "", None],

@@ -1,0 +1,217 @@
+"""Does Barlow Twins pre-training pay off? Fine-tuning from pre-trained encoders against from scratch.
+
+Two parts, one record file (docs/data/pretraining.jsonl), one report (docs/results_pretraining.md,
+with benchmarks/pretraining_notes.md copied in; docs/results.md is regenerated):
+
+* ``start``: how a fine-tune starts from an encoder (``FinetuneConfig.encoder_refit_bn``,
+  ``encoder_warmup``; see src/btunet/encoder_start.py), on short
+  pre-trainings, against from scratch, on BBBC007 at one annotated image;
+* ``builtin``: the encoder shipped with the package (``encoder="builtin"``) against from scratch
+  and against a user's own short pre-training, on BBBC007 (never seen in pre-training) and on
+  ``cells3d`` / CHO (seen, unlabelled).
+
+Fine-tuning is a fixed number of epochs on one thread (a time budget would measure the machine's
+load, which other jobs share here). Every finished run is appended at once; a rerun skips done runs.
+
+    python benchmarks/pretraining.py start --encoders 15ep=/tmp/enc_15.safetensors --seeds 0 1 2
+    python benchmarks/pretraining.py builtin --encoders builtin user15=/tmp/enc_15.safetensors
+    python benchmarks/pretraining.py report
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import quality  # noqa: E402
+from _report import DEFAULT_DATA, DOCS, ROOT, load_average, machine, stamp, table, write_section  # noqa: E402
+
+RECORDS = DOCS / "data" / "pretraining.jsonl"
+NOTES = ROOT / "benchmarks" / "pretraining_notes.md"
+#: how the fine-tune starts from an encoder: FinetuneConfig fields of each setting
+SETTINGS = {
+    "keep": dict(encoder_refit_bn=False, encoder_warmup=0.0),
+    "refit": dict(encoder_refit_bn=True, encoder_warmup=0.0),
+    "refit+warmup": dict(encoder_refit_bn=True, encoder_warmup=2.0),
+    "default": {},  # the engine's defaults, whatever they are when the run is made
+}
+SETTING_TEXT = {
+    "keep": "as saved (BN statistics of pre-training)",
+    "refit": "BN statistics re-estimated",
+    "refit+warmup": "re-estimated + encoder lr warm-up (2 epochs)",
+    "default": "engine default",
+}
+
+
+def read_records(path: Path = RECORDS) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def encoder_summary(enc) -> dict:
+    """What the record keeps of an encoder: how long and on what it was pre-trained."""
+    m = enc.metadata
+    prov = m.get("provenance") or {}
+    cfg = m.get("pretrain_config") or {}
+    steps = prov.get("steps")
+    if steps is None and cfg:
+        per_epoch = -(-max(cfg.get("samples_per_epoch", 0), (m.get("trained_on") or {}).get("planes", 0))
+                      // cfg.get("batch_size", 1))
+        steps = per_epoch * int(m.get("epochs") or 0)
+    return {"epochs": m.get("epochs"), "steps": steps, "seconds": m.get("seconds"),
+            "files": [Path(f).name for f in (m.get("trained_on") or {}).get("files", [])],
+            "final_loss": (m.get("loss_history") or [None])[-1]}
+
+
+def run_one(ds: dict, seed: int, encoder, epochs: int, setting: str) -> dict:
+    import btunet
+    images, labels, mode = quality.annotations(ds, "1")
+    cfg = btunet.FinetuneConfig(model="unet", mask_mode=mode, epochs=epochs, seed=seed, **SETTINGS[setting])
+    t = time.perf_counter()
+    model = btunet.finetune(images, labels, cfg, encoder=encoder)
+    train_s = time.perf_counter() - t
+    scores, pred_s = quality.score_model(model, ds)
+    return {**scores, "train_s": round(train_s, 1), "predict_s": round(pred_s, 1),
+            "epochs": model.metadata["epochs"], "best_epoch": model.metadata["best_epoch"]}
+
+
+def run(args) -> None:
+    import torch
+    from btunet.pretrain import as_encoder
+    torch.set_num_threads(args.threads)
+    records = read_records(args.records)
+    done = {(r["part"], r["dataset"], r["encoder"], r["setting"], r["seed"], r["ft_epochs"]) for r in records}
+    encoders = {} if args.no_scratch else {"scratch": None}
+    for spec in args.encoders:
+        name, _, path = spec.partition("=")
+        encoders[name] = as_encoder(path or name)  # "builtin" names the shipped file
+    settings = args.settings if args.part == "start" else ["default"]
+    for ds_name in args.datasets:
+        ds = quality.load_dataset(ds_name, Path(args.data))
+        for seed in args.seeds:
+            for name, enc in encoders.items():
+                for setting in (["-"] if enc is None else settings):
+                    key = (args.part, ds_name, name, setting, seed, args.epochs)
+                    if key in done:
+                        continue
+                    rec = {"part": args.part, "dataset": ds_name, "encoder": name, "setting": setting,
+                           "seed": seed, "ft_epochs": args.epochs, "threads": args.threads,
+                           "encoder_info": None if enc is None else encoder_summary(enc),
+                           **run_one(ds, seed, enc, args.epochs, setting if enc is not None else "default"),
+                           "load": load_average(), "date": stamp()}
+                    records.append(rec)
+                    with Path(args.records).open("a") as fh:
+                        fh.write(json.dumps(rec) + "\n")
+                    print(f"{ds_name:8s} {name:10s} {setting:14s} seed {seed}  Dice {rec['dice']:.3f}  "
+                          f"{rec['train_s']:.0f} s  load {rec['load']}", flush=True)
+                    try:
+                        report(read_records(args.records))  # with what parallel runs appended
+                    except OSError as exc:  # another run is rewriting the report: the next one will
+                        print(f"report not written ({exc})", flush=True)
+
+
+# ------------------------------------------------------------------------------------ report
+def cell(records: list[dict], **match) -> str:
+    d = [r["dice"] for r in records if all(r.get(k) == v for k, v in match.items())]
+    return quality.mean_std(d)
+
+
+def encoder_line(records: list[dict], name: str) -> str:
+    info = next((r["encoder_info"] for r in records if r["encoder"] == name and r["encoder_info"]), None)
+    if info is None:
+        return ""
+    files = ", ".join(info["files"]) if len(info["files"]) <= 4 else f"{len(info['files'])} files"
+    loss = f", final loss {info['final_loss']:.1f}" if info.get("final_loss") is not None else ""
+    return (f"* `{name}`: {info['epochs']} epochs, {info['steps']} steps, {info['seconds']} s on this machine"
+            f"{loss}; data: {files}")
+
+
+def start_section(records: list[dict]) -> str:
+    recs = [r for r in records if r["part"] == "start"]
+    if not recs:
+        return ""
+    settings = [s for s in SETTINGS if any(r["setting"] == s for r in recs)]
+    encoders = [n for n in dict.fromkeys(r["encoder"] for r in recs) if n != "scratch"]
+    lines = ["## How a fine-tune starts from a pre-trained encoder\n",
+             "BBBC007, one annotated image (the first file), tested on the other 10 files; "
+             f"`unet`, {recs[0]['ft_epochs']} fine-tuning epochs of 25 steps on {recs[0]['threads']} thread(s); "
+             "test Dice, mean ± std over seeds "
+             f"{sorted({r['seed'] for r in recs})}. From scratch: **{cell(recs, encoder='scratch')}**.\n"]
+    rows = [[f"`{n}`"] + [cell(recs, encoder=n, setting=s) for s in settings] for n in encoders]
+    lines += [table(["encoder"] + [SETTING_TEXT[s] for s in settings], rows), ""]
+    lines += [encoder_line(recs, n) for n in encoders] + [""]
+    return "\n".join(lines)
+
+
+def builtin_section(records: list[dict]) -> str:
+    recs = [r for r in records if r["part"] == "builtin"]
+    if not recs:
+        return ""
+    datasets = list(dict.fromkeys(r["dataset"] for r in recs))
+    # from scratch does not depend on the encoder settings: runs of the other part count too
+    recs += [r for r in records if r["part"] != "builtin" and r["encoder"] == "scratch"
+             and r["dataset"] in datasets and r["ft_epochs"] == recs[0]["ft_epochs"]]
+    encoders = ["scratch"] + [n for n in dict.fromkeys(r["encoder"] for r in recs) if n != "scratch"]
+    seen = {"bbbc007": "no", "cells3d": "yes (unlabelled)", "cho_3dt": "yes (unlabelled)"}
+    rows = [[ds, seen.get(ds, "?")] + [cell(recs, dataset=ds, encoder=n) for n in encoders] for ds in datasets]
+    header = ["dataset", "in the built-in encoder's data"] + [
+        "from scratch" if n == "scratch" else f"`{n}`" for n in encoders]
+    lines = ["## The built-in encoder against from scratch and a short pre-training of one's own\n",
+             f"One annotated image per dataset (the first of `quality.py`'s training pool), "
+             f"`unet`, {recs[0]['ft_epochs']} fine-tuning epochs of 25 steps on {recs[0]['threads']} thread(s), "
+             "the engine's default encoder start; test Dice, mean ± std over seeds "
+             f"{sorted({r['seed'] for r in recs})}.\n",
+             table(header, rows, "ll" + "r" * len(encoders)), ""]
+    lines += [encoder_line(recs, n) for n in encoders if n != "scratch"] + [""]
+    lines += ["Per seed (a seed draws the same patches and decoder weights whatever the encoder, so the "
+              "columns of a row are paired):\n"]
+    rows = []
+    for ds in datasets:
+        for seed in sorted({r["seed"] for r in recs if r["dataset"] == ds}):
+            rows.append([ds, seed] + [cell(recs, dataset=ds, encoder=n, seed=seed).replace(" (1 seed)", "")
+                                      for n in encoders])
+    lines += [table(["dataset", "seed"] + header[2:], rows, "lr" + "r" * len(encoders)), ""]
+    return "\n".join(lines)
+
+
+def report(records: list[dict]) -> str:
+    parts = ["# Pre-training: when it pays off\n",
+             f"Generated by `benchmarks/pretraining.py` ({stamp()}, {machine()}, 1-min load at the end "
+             f"{load_average()}; records in [docs/data/pretraining.jsonl](data/pretraining.jsonl), "
+             "each with the load when it finished).\n",
+             start_section(records), builtin_section(records)]
+    if NOTES.exists():
+        parts.append(NOTES.read_text())
+    text = "\n".join(p for p in parts if p)
+    write_section("results_pretraining.md", text)
+    return text
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("part", choices=("start", "builtin", "report"))
+    p.add_argument("--encoders", nargs="*", default=[],
+                   help="NAME=FILE of each encoder (NAME alone: 'builtin', the packaged one)")
+    p.add_argument("--settings", nargs="+", default=["keep", "refit"], choices=list(SETTINGS))
+    p.add_argument("--datasets", nargs="+", default=["bbbc007"], choices=("bbbc007", "cells3d", "cho_3dt"))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=8, help="fine-tuning epochs (25 steps each)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-scratch", action="store_true",
+                   help="skip the from-scratch runs (the other part has them: same protocol)")
+    p.add_argument("--data", default=str(DEFAULT_DATA))
+    p.add_argument("--records", type=Path, default=RECORDS)
+    args = p.parse_args(argv)
+    args.records.parent.mkdir(parents=True, exist_ok=True)
+    if args.part != "report":
+        run(args)
+    print(report(read_records(args.records)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

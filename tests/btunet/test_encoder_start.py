@@ -1,0 +1,118 @@
+"""Starting a fine-tune from a pre-trained encoder (encoder_start.py) and the built-in encoder."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from torch import nn
+
+import btunet
+from btunet.builtin_encoder import BUILTIN_PATH, builtin_metadata, describe_builtin
+from btunet.checkpoint import load_checkpoint
+from btunet.cli import main
+from btunet.encoder_start import encoder_lr_factor, refit_batchnorm
+from btunet.models import create_model
+from btunet.pretrain import PretrainedEncoder, as_encoder
+
+
+def batches(n: int = 3, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(4, 1, 64, 64, generator=g) * 3 + 1 for _ in range(n)]
+
+
+def test_refit_batchnorm_replaces_pretraining_statistics_with_those_of_the_images():
+    net = create_model("unet")
+    first = net.encoder.blocks[0].body[0][1]  # the first BatchNorm: after the first separable conv
+    first.running_mean.fill_(5.0)  # statistics of other images, as pre-training leaves them
+    first.running_var.fill_(0.01)
+    seen: list[torch.Tensor] = []
+    hook = first.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach().clone()))
+    weights = {k: v.clone() for k, v in net.state_dict().items() if "running" not in k and "num_batches" not in k}
+    rng_before = torch.get_rng_state()
+    net.eval()
+    assert refit_batchnorm(net, batches()) == 3
+    hook.remove()
+    # the naive computation: each batch's per-channel mean and (unbiased) variance, averaged
+    mean = torch.stack([x.mean(dim=(0, 2, 3)) for x in seen]).mean(0)
+    var = torch.stack([x.var(dim=(0, 2, 3), unbiased=True) for x in seen]).mean(0)
+    assert torch.allclose(first.running_mean, mean, atol=1e-5)
+    assert torch.allclose(first.running_var, var, rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(first.running_mean, torch.full_like(mean, 5.0))
+    assert first.momentum == 0.1 and not net.training  # momentum and mode restored
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in weights.items())  # weights untouched
+    assert torch.equal(torch.get_rng_state(), rng_before)  # dropout draws did not move the torch RNG
+
+
+def test_encoder_lr_ramps_from_zero():
+    assert [encoder_lr_factor(s, 4) for s in (0, 1, 2, 4, 9)] == [0.0, 0.25, 0.5, 1.0, 1.0]
+    assert encoder_lr_factor(0, 0) == 1.0
+
+
+def test_finetune_starts_from_an_encoder_with_batchnorm_statistics_of_its_images(
+        small_sample, fast_pretrain_config, fast_finetune_config):
+    import dataclasses
+    images = sorted((small_sample / "images").iterdir())[:1]
+    masks = sorted((small_sample / "masks").iterdir())[:1]
+    enc = btunet.pretrain(images, fast_pretrain_config)
+    key = "blocks.0.body.0.1.running_mean"
+    built = lambda **kw: btunet.finetune(images, masks, dataclasses.replace(fast_finetune_config, epochs=0, **kw),
+                                         encoder=enc)
+    refit, kept = built(), built(encoder_refit_bn=False)
+    assert torch.equal(kept.encoder.state_dict()[key], enc.encoder_state[key])
+    assert not torch.allclose(refit.encoder.state_dict()[key], enc.encoder_state[key], atol=1e-3)
+    # only the statistics change: the weights are the pre-trained ones
+    w = "blocks.0.body.0.0.0.weight"
+    assert torch.equal(refit.encoder.state_dict()[w], enc.encoder_state[w])
+
+
+# ------------------------------------------------------------------------------- built-in encoder
+def test_builtin_encoder_is_packaged_with_provenance_and_loads_safely():
+    tensors, meta = load_checkpoint(BUILTIN_PATH, kind="encoder")  # the safe loader, all checks
+    assert meta.model.name == "unet"
+    assert {v.dtype for v in tensors.values() if v.is_floating_point()} == {torch.float16}  # half the size
+    prov = builtin_metadata()["provenance"]
+    for key in ("data", "data_files", "epochs", "steps", "wall_time_s", "cpu_threads", "seed", "final_loss",
+                "btunet_version", "date", "command"):
+        assert prov.get(key) not in (None, "", []), key
+    assert prov["steps"] >= prov["epochs"] >= 1
+    assert not any("bbbc007" in f.lower() for f in prov["data_files"])  # held out for measuring
+    enc = as_encoder("builtin")
+    assert isinstance(enc, PretrainedEncoder) and enc.variant == "unet"
+    assert all(v.dtype == torch.float32 for v in enc.encoder_state.values() if v.is_floating_point())
+    text = describe_builtin()
+    assert f"{prov['epochs']} epochs" in text and prov["data"] in text
+
+
+def test_finetune_encoder_builtin_end_to_end(small_sample, tmp_path, capsys):
+    out = tmp_path / "model.safetensors"
+    assert main(["finetune", "--images", str(small_sample / "images"), "--masks", str(small_sample / "masks"),
+                 "--encoder", "builtin", "--out", str(out), "--epochs", "1", "--steps-per-epoch", "2",
+                 "--batch-size", "4", "--patch-size", "64", "--device", "cpu"]) == 0
+    model = btunet.load_model(out)
+    assert model.metadata["encoder"]["provenance"]["data_files"] == builtin_metadata()["provenance"]["data_files"]
+    # the model starts from the packaged weights (a pointwise conv moves little in 2 steps)
+    w = "blocks.3.body.1.0.1.weight"
+    packaged = as_encoder("builtin").encoder_state[w]
+    fresh = create_model("unet").encoder.state_dict()[w]
+    got = model.encoder.state_dict()[w]
+    assert (got - packaged).norm() < (got - fresh).norm()
+    capsys.readouterr()
+    assert main(["info", "builtin"]) == 0
+    assert json.loads(capsys.readouterr().out)["provenance"]["storage"] == "float16"
+
+
+def test_builtin_through_the_api(small_sample, fast_finetune_config):
+    image = tifffile.imread(sorted((small_sample / "images").iterdir())[0])
+    mask = tifffile.imread(sorted((small_sample / "masks").iterdir())[0])
+    net = btunet.finetune([image], [(mask > 0).astype(np.uint8)], fast_finetune_config, encoder="builtin")
+    assert net.metadata["encoder"]["epochs"] == builtin_metadata()["epochs"]
+
+
+def test_builtin_refuses_another_variant(small_sample, fast_finetune_config):
+    import dataclasses
+    with pytest.raises(btunet.BTUnetError, match="pre-trained for 'unet'"):
+        btunet.finetune([small_sample / "images"], [small_sample / "masks"],
+                        dataclasses.replace(fast_finetune_config, model="attention_unet"), encoder="builtin")
