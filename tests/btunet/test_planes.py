@@ -10,6 +10,7 @@ import torch
 from scipy.special import expit
 
 import btunet
+from tests.btunet.nets import with_batchnorm_statistics
 from btunet import BTUnetError, Previewer, create_model, predict
 from btunet.chunked import LazyTiff, predict_chunked
 from btunet.data import image_planes
@@ -63,13 +64,7 @@ def close(a, b, atol=1e-6):
 def tiny_model(channels: int = 1, seed: int = 0):
     """A small random unet with non-trivial BatchNorm statistics (so folding them matters)."""
     torch.manual_seed(seed)
-    net = create_model("unet", in_channels=channels, base_filters=8)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-    return net.eval()
+    return with_batchnorm_statistics(create_model("unet", in_channels=channels, base_filters=8))
 
 
 @pytest.fixture(autouse=True)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.btunet.nets import with_batchnorm_statistics
 from btunet import BTUnetError, PredictConfig, create_model, predict
 from btunet import runtime
 from btunet.heads import default_classes
@@ -18,13 +19,7 @@ CPU = torch.device("cpu")
 def model(name: str = "unet", seed: int = 0, out_channels: int = 1):
     """A small random variant with non-trivial BatchNorm statistics (so folding them matters)."""
     torch.manual_seed(seed)
-    net = create_model(name, in_channels=1, base_filters=4, out_channels=out_channels)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-    return net.eval()
+    return with_batchnorm_statistics(create_model(name, in_channels=1, base_filters=4, out_channels=out_channels))
 
 
 def image(h: int = 90, w: int = 130, seed: int = 1) -> np.ndarray:
