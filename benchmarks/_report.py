@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 SECTIONS = ("results_interactive.md", "results_first_preview.md", "results_quality.md", "results_tuning.md",
-            "results_pretraining.md", "results_objects.md", "results_speed.md", "results_fused.md",
+            "results_pretraining.md", "results_painting_builtin.md", "results_objects.md", "results_speed.md", "results_fused.md",
             "results_export.md")
 
 
