@@ -67,9 +67,9 @@ def encoder_summary(enc) -> dict:
             "final_loss": (m.get("loss_history") or [None])[-1]}
 
 
-def run_one(ds: dict, seed: int, encoder, epochs: int, setting: str) -> dict:
+def run_one(ds: dict, seed: int, encoder, epochs: int, setting: str, n_images: int = 1) -> dict:
     import btunet
-    images, labels, mode = quality.annotations(ds, "1")
+    images, labels, mode = quality.annotations(ds, str(n_images))
     cfg = btunet.FinetuneConfig(model="unet", mask_mode=mode, epochs=epochs, seed=seed, **SETTINGS[setting])
     t = time.perf_counter()
     model = btunet.finetune(images, labels, cfg, encoder=encoder)
@@ -84,7 +84,8 @@ def run(args) -> None:
     from btunet.pretrain import as_encoder
     torch.set_num_threads(args.threads)
     records = read_records(args.records)
-    done = {(r["part"], r["dataset"], r["encoder"], r["setting"], r["seed"], r["ft_epochs"]) for r in records}
+    done = {(r["part"], r["dataset"], r["encoder"], r["setting"], r["seed"], r["ft_epochs"], r.get("images", 1))
+            for r in records}
     encoders = {} if args.no_scratch else {"scratch": None}
     for spec in args.encoders:
         name, _, path = spec.partition("=")
@@ -95,13 +96,14 @@ def run(args) -> None:
         for seed in args.seeds:
             for name, enc in encoders.items():
                 for setting in (["-"] if enc is None else settings):
-                    key = (args.part, ds_name, name, setting, seed, args.epochs)
+                    key = (args.part, ds_name, name, setting, seed, args.epochs, args.images)
                     if key in done:
                         continue
                     rec = {"part": args.part, "dataset": ds_name, "encoder": name, "setting": setting,
-                           "seed": seed, "ft_epochs": args.epochs, "threads": args.threads,
+                           "seed": seed, "ft_epochs": args.epochs, "threads": args.threads, "images": args.images,
                            "encoder_info": None if enc is None else encoder_summary(enc),
-                           **run_one(ds, seed, enc, args.epochs, setting if enc is not None else "default"),
+                           **run_one(ds, seed, enc, args.epochs, setting if enc is not None else "default",
+                                      args.images),
                            "load": load_average(), "date": stamp()}
                     records.append(rec)
                     with Path(args.records).open("a") as fh:
@@ -148,6 +150,11 @@ def start_section(records: list[dict]) -> str:
 
 
 def builtin_section(records: list[dict]) -> str:
+    counts = sorted({r.get("images", 1) for r in records if r["part"] == "builtin"})
+    return "\n".join(builtin_table([r for r in records if r.get("images", 1) == n], n) for n in counts)
+
+
+def builtin_table(records: list[dict], n_images: int) -> str:
     recs = [r for r in records if r["part"] == "builtin"]
     if not recs:
         return ""
@@ -160,8 +167,10 @@ def builtin_section(records: list[dict]) -> str:
     rows = [[ds, seen.get(ds, "?")] + [cell(recs, dataset=ds, encoder=n) for n in encoders] for ds in datasets]
     header = ["dataset", "in the built-in encoder's data"] + [
         "from scratch" if n == "scratch" else f"`{n}`" for n in encoders]
-    lines = ["## The built-in encoder against from scratch and a short pre-training of one's own\n",
-             f"One annotated image per dataset (the first of `quality.py`'s training pool), "
+    count = "One annotated image" if n_images == 1 else f"{n_images} annotated images"
+    lines = [f"## The built-in encoder against from scratch and a short pre-training of one's own: "
+             f"{count.lower()}\n",
+             f"{count} per dataset (the first of `quality.py`'s training pool), "
              f"`unet`, {recs[0]['ft_epochs']} fine-tuning epochs of 25 steps on {recs[0]['threads']} thread(s), "
              "the engine's default encoder start; test Dice, mean ± std over seeds "
              f"{sorted({r['seed'] for r in recs})}.\n",
@@ -201,6 +210,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=8, help="fine-tuning epochs (25 steps each)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--images", type=int, default=1, choices=(1, 2), help="annotated images (dense masks)")
     p.add_argument("--no-scratch", action="store_true",
                    help="skip the from-scratch runs (the other part has them: same protocol)")
     p.add_argument("--data", default=str(DEFAULT_DATA))
