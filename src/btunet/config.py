@@ -61,7 +61,7 @@ class PretrainConfig:
     projector_dim: int = 256
     lambd: float = 5e-3
     device: str = "auto"
-    fast: bool = True              # channels_last + bf16 autocast
+    fast: bool = True              # channels_last + bf16 autocast where bf16 is native (device.autocast)
     seed: int = 0
     axes: Optional[str] = None     # what each image axis is (btunet.axes, e.g. "TZYX", "CYX"); None: guessed
 
@@ -199,7 +199,7 @@ class PredictConfig:
     overlap: int = OVERLAP             # overlap of neighbouring tiles (multiple of 16, below tile)
     tile_batch: int = 4                # tiles per network call
     device: str = "auto"
-    fast: bool = True                  # channels_last + bf16 autocast (the eager path)
+    fast: bool = True                  # channels_last + bf16 where native (the eager path)
     runtime: str = "auto"              # "onnx": ONNX Runtime on the CPU (runtime.py); "eager": PyTorch;
     #                                    auto: ONNX Runtime for large CPU jobs or an already exported network
 
