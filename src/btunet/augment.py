@@ -11,15 +11,21 @@ _DIHEDRAL = torch.tensor([[[1, 0], [0, 1]], [[0, -1], [1, 0]], [[-1, 0], [0, -1]
 
 
 def random_resized_crop(x: torch.Tensor, scale: tuple[float, float] = (0.56, 1.0),
-                        generator: torch.Generator | None = None) -> torch.Tensor:
-    """Per-sample random crop (area fraction in ``scale``) + flip/rot90, resized back to H x W."""
+                        generator: torch.Generator | None = None, return_theta: bool = False
+                        ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample random crop (area fraction in ``scale``) + flip/rot90, resized back to H x W.
+
+    ``return_theta``: also return the (N, 2, 3) affines ``[sym * side | shift]`` that map a view's
+    normalised (x, y) coordinates to the patch's (as ``F.affine_grid``), for dense objectives.
+    """
     n, dev = x.shape[0], x.device
     side = torch.empty(n, device=dev).uniform_(*scale, generator=generator).sqrt()
     shift = (torch.rand(n, 2, device=dev, generator=generator) * 2 - 1) * (1 - side)[:, None]
     sym = _DIHEDRAL.to(dev)[torch.randint(0, 8, (n,), device=dev, generator=generator)]
     theta = torch.cat([sym * side[:, None, None], shift[:, :, None]], dim=2)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return (out, theta) if return_theta else out
 
 
 def _per_sample(n: int, low: float, high: float, device, generator) -> torch.Tensor:
@@ -64,13 +70,19 @@ def blur_and_noise(x: torch.Tensor, p_blur: float = 0.5, p_noise: float = 0.5,
     return x + use_noise * noise_std * torch.randn(x.shape, device=dev, generator=generator)
 
 
-def two_views(x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The Barlow Twins pair: two independent augmentations of the same batch of patches."""
-    def view() -> torch.Tensor:
-        v = random_resized_crop(x, generator=generator)
+def two_views(x: torch.Tensor, generator: torch.Generator | None = None, return_geometry: bool = False
+              ) -> tuple[torch.Tensor, ...]:
+    """The Barlow Twins pair: two independent augmentations of the same batch of patches.
+
+    ``return_geometry``: ``(view_a, view_b, theta_a, theta_b)`` with each view's crop affine
+    (see :func:`random_resized_crop`); the views are the same as without it.
+    """
+    def view() -> tuple[torch.Tensor, torch.Tensor]:
+        v, theta = random_resized_crop(x, generator=generator, return_theta=True)
         v = intensity_jitter(v, generator=generator)
-        return blur_and_noise(v, generator=generator)
-    return view(), view()
+        return blur_and_noise(v, generator=generator), theta
+    (view_a, theta_a), (view_b, theta_b) = view(), view()
+    return (view_a, view_b, theta_a, theta_b) if return_geometry else (view_a, view_b)
 
 
 def dihedral_batch(*tensors: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.Tensor]:

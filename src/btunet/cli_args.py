@@ -26,7 +26,7 @@ exit status: 0 done, 2 bad input or nothing could be done (one line on stderr), 
 LIMITS = {"epochs": (1, True), "batch_size": (1, True), "patch_size": (16, True), "steps_per_epoch": (1, True),
           "lr": (0, False), "time_budget": (0, False), "threads": (1, True), "chunk": (16, True),
           "depth": (0, True), "threshold": (0, True), "intensity_augment": (0, True),
-          "encoder_lr_scale": (0, True)}
+          "encoder_lr_scale": (0, True), "dense_weight": (0, True)}
 AT_MOST = {"threshold": 1, "intensity_augment": 1}
 
 
@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=pd.batch_size, help=f"default {pd.batch_size}")
     p.add_argument("--patch-size", type=int, default=pd.patch_size, help=f"default {pd.patch_size}")
     p.add_argument("--lr", type=float, default=pd.lr, help=f"peak learning rate (default {pd.lr})")
+    p.add_argument("--dense-weight", type=float, default=pd.dense_weight, metavar="W",
+                   help="add W x a dense Barlow Twins loss on the points both views share, read from "
+                        f"the 1/4-resolution skip (segmentation is dense); default {pd.dense_weight:g}: "
+                        "the pooled (global) loss only. One process only; resuming restarts its projector")
     p.add_argument("--resume", metavar="FILE", help="continue from this encoder checkpoint")
     _add_axes(p, "images")
     _add_device(p)

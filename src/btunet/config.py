@@ -60,6 +60,9 @@ class PretrainConfig:
     warmup_fraction: float = 0.1
     projector_dim: int = 256
     lambd: float = 5e-3
+    dense_weight: float = 0.0      # weight of the dense (pixel-level) Barlow Twins loss; 0: global loss only
+    dense_level: int = 2           # encoder level it reads: skips 0 (full res) .. 3, 4 the bottleneck
+    dense_points: int = 7          # K: K x K points per patch where both views are compared
     device: str = "auto"
     fast: bool = True              # channels_last + bf16 autocast where bf16 is native (device.autocast)
     seed: int = 0
@@ -79,6 +82,9 @@ class PretrainConfig:
         fields.number("warmup_fraction", self.warmup_fraction, 0.0, 1.0)
         fields.whole("projector_dim", self.projector_dim, 1, 16384)
         fields.number("lambd", self.lambd, 0.0)
+        fields.number("dense_weight", self.dense_weight, 0.0)
+        fields.whole("dense_level", self.dense_level, 0, 4)
+        fields.whole("dense_points", self.dense_points, 1, 32)
 
 
 @dataclass

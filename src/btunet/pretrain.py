@@ -21,6 +21,7 @@ from .builtin_encoder import builtin_path, is_builtin
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import PretrainConfig, Progress, ProgressCallback, StopCallback, config_dict, seed_everything
 from .data import ImageSource, image_planes, load_sources
+from .dense_twins import DenseTwins, level_channels
 from .device import autocast, describe_device, resolve_device
 from .errors import BTUnetError
 from .losses import barlow_twins_loss, global_barlow_twins_loss
@@ -29,22 +30,48 @@ from .normalize import DEFAULT_NORMALIZATION
 from .projector import Projector
 
 
-def embed(encoder: nn.Module, projector: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """encoder -> global average pool of the bottleneck -> projector."""
-    _, bottleneck = encoder(x)
-    return projector(bottleneck.float().mean(dim=(2, 3)))
+def embed(encoder: nn.Module, projector: nn.Module, x: torch.Tensor, level: Optional[int] = None
+          ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """encoder -> global average pool of the bottleneck -> projector.
+
+    ``level``: also return that encoder level's feature map (skips 0..3, then the bottleneck).
+    """
+    skips, bottleneck = encoder(x)
+    z = projector(bottleneck.float().mean(dim=(2, 3)))
+    return z if level is None else (z, [*skips, bottleneck][level])
 
 
 class TwinEmbedder(nn.Module):
-    """Encoder + projector with both views in one forward (DDP wants one forward per backward)."""
+    """Encoder + projector with both views in one forward (DDP wants one forward per backward).
 
-    def __init__(self, encoder: nn.Module, projector: nn.Module):
+    With ``dense`` (:class:`DenseTwins`) and the views' crop affines, it also returns the dense
+    embeddings of the points both views share: ``(z_a, z_b, d_a, d_b)``.
+    """
+
+    def __init__(self, encoder: nn.Module, projector: nn.Module, dense: Optional[DenseTwins] = None):
         super().__init__()
         self.encoder = encoder
         self.projector = projector
+        self.dense = dense
 
-    def forward(self, view_a: torch.Tensor, view_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return embed(self.encoder, self.projector, view_a), embed(self.encoder, self.projector, view_b)
+    def forward(self, view_a: torch.Tensor, view_b: torch.Tensor, theta_a: Optional[torch.Tensor] = None,
+                theta_b: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, ...]:
+        if self.dense is None:
+            return embed(self.encoder, self.projector, view_a), embed(self.encoder, self.projector, view_b)
+        z_a, f_a = embed(self.encoder, self.projector, view_a, self.dense.level)
+        z_b, f_b = embed(self.encoder, self.projector, view_b, self.dense.level)
+        return (z_a, z_b, *self.dense(f_a, f_b, theta_a, theta_b))
+
+
+def pair_loss(embeddings: Sequence[torch.Tensor], lambd: float, dense_weight: float = 0.0,
+              loss: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] = barlow_twins_loss
+              ) -> torch.Tensor:
+    """Barlow Twins loss of ``(z_a, z_b)``, plus ``dense_weight`` x that of ``(d_a, d_b)`` if given
+    (every matched point is one sample of the dense loss)."""
+    total = loss(embeddings[0], embeddings[1], lambd)
+    if len(embeddings) == 4:
+        total = total + dense_weight * loss(embeddings[2], embeddings[3], lambd)
+    return total
 
 
 def twin_loss(twin: nn.Module, view_a: torch.Tensor, view_b: torch.Tensor, lambd: float) -> torch.Tensor:
@@ -114,13 +141,14 @@ def pretrain(images: ImageSource | Sequence[ImageSource], config: PretrainConfig
               for p in image_planes(name, arr, cfg.channels, min_size=cfg.patch_size, axes=cfg.axes)]
     model, projector, history = build_encoder(cfg, resume, device)
     encoder = model.encoder
+    dense = build_dense(cfg, encoder, device)
     run = EncoderRun(
         planes=planes, total_planes=len(planes), files=[name for name, _ in sources], device=device,
         batch_size=cfg.batch_size, rng=np.random.default_rng(cfg.seed),
-        embed_pair=lambda a, b: (embed(encoder, projector, a), embed(encoder, projector, b)),
+        embed_pair=TwinEmbedder(encoder, projector, dense),
         loss=barlow_twins_loss, stop=lambda: should_stop is not None and should_stop(),
         report=on_progress)
-    return train_encoder(cfg, run, model.config, encoder, projector, history)
+    return train_encoder(cfg, run, model.config, encoder, projector, history, dense)
 
 
 def pretrain_ddp(images, config=None, on_progress=None, should_stop=None, resume=None,
@@ -131,6 +159,9 @@ def pretrain_ddp(images, config=None, on_progress=None, should_stop=None, resume
     rank 0. ``sync_batchnorm``: "auto" (default, or ``BTUNET_SYNC_BN``), "all", "projector".
     """
     cfg = config or PretrainConfig()
+    if cfg.dense_weight > 0:
+        raise BTUnetError("dense_weight (the dense Barlow Twins loss) works in one process only: "
+                          "set it to 0 under torchrun, or pre-train without torchrun")
     ctx = distributed.init_process_group(cfg.device)
     try:
         return _pretrain_rank(images, cfg, ctx, on_progress, should_stop, resume,
@@ -189,6 +220,16 @@ def build_encoder(cfg: PretrainConfig, resume, device: torch.device
     return model, projector, history
 
 
+def build_dense(cfg: PretrainConfig, encoder: nn.Module, device: torch.device) -> Optional[DenseTwins]:
+    """The dense objective's sampler and projector, or None with ``dense_weight`` 0 (no random
+    numbers drawn then, so the global-only run is unchanged). Its projector is not saved: a
+    resumed run starts it afresh."""
+    if cfg.dense_weight <= 0:
+        return None
+    width = level_channels(encoder, cfg.channels, cfg.dense_level)
+    return DenseTwins(width, cfg.projector_dim, cfg.dense_level, cfg.dense_points).to(device)
+
+
 @dataclass
 class EncoderRun:
     """What differs between one process and a torchrun rank: data, embedding, loss, stop, report."""
@@ -198,7 +239,7 @@ class EncoderRun:
     device: torch.device
     batch_size: int                      # patches drawn by this process per step
     rng: np.random.Generator
-    embed_pair: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    embed_pair: Callable[..., tuple[torch.Tensor, ...]]  # (view_a, view_b[, theta_a, theta_b]) -> embeddings
     loss: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
     stop: Callable[[], bool]
     report: Optional[ProgressCallback]
@@ -206,9 +247,15 @@ class EncoderRun:
 
 
 def train_encoder(cfg: PretrainConfig, run: EncoderRun, model_config: dict[str, Any], encoder: nn.Module,
-                  projector: nn.Module, history: dict[str, list]) -> PretrainedEncoder:
-    """The Barlow Twins loop: AdamW, linear warm-up then cosine decay, views made on the device."""
-    optimizer = torch.optim.AdamW(list(encoder.parameters()) + list(projector.parameters()),
+                  projector: nn.Module, history: dict[str, list],
+                  dense: Optional[DenseTwins] = None) -> PretrainedEncoder:
+    """The Barlow Twins loop: AdamW, linear warm-up then cosine decay, views made on the device.
+
+    With ``dense``, ``run.embed_pair`` also gets the views' crop affines and returns the dense
+    embeddings, whose loss is added with weight ``cfg.dense_weight``.
+    """
+    trained = [encoder, projector] + ([dense] if dense is not None else [])
+    optimizer = torch.optim.AdamW([p for m in trained for p in m.parameters()],
                                   lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
     steps_per_epoch = max(1, math.ceil(max(cfg.samples_per_epoch, run.total_planes) / cfg.batch_size))
     total = steps_per_epoch * cfg.epochs
@@ -216,8 +263,8 @@ def train_encoder(cfg: PretrainConfig, run: EncoderRun, model_config: dict[str, 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
         (s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warmup) / max(1, total - warmup))))))
     start, step, stopped = time.perf_counter(), 0, False
-    encoder.train()
-    projector.train()
+    for m in trained:
+        m.train()
     for epoch in range(cfg.epochs):
         epoch_losses = []
         for _ in range(steps_per_epoch):
@@ -226,13 +273,13 @@ def train_encoder(cfg: PretrainConfig, run: EncoderRun, model_config: dict[str, 
                 break
             batch = torch.from_numpy(random_patches(run.planes, run.batch_size, cfg.patch_size, run.rng))
             with torch.no_grad():
-                view_a, view_b = two_views(batch.to(run.device))
+                view_a, view_b, *geometry = two_views(batch.to(run.device), return_geometry=dense is not None)
             if cfg.fast:
                 view_a = view_a.contiguous(memory_format=torch.channels_last)
                 view_b = view_b.contiguous(memory_format=torch.channels_last)
             with autocast(run.device, cfg.fast):
-                z_a, z_b = run.embed_pair(view_a, view_b)
-            loss = run.loss(z_a, z_b, cfg.lambd)
+                embeddings = run.embed_pair(view_a, view_b, *geometry)
+            loss = pair_loss(embeddings, cfg.lambd, cfg.dense_weight, run.loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -247,8 +294,8 @@ def train_encoder(cfg: PretrainConfig, run: EncoderRun, model_config: dict[str, 
         if stopped:
             break
 
-    encoder.eval()
-    projector.eval()
+    for m in trained:
+        m.eval()
     metadata = {
         "normalization": DEFAULT_NORMALIZATION,
         "trained_on": {"files": run.files, "planes": run.total_planes},

@@ -31,6 +31,8 @@ BAD = {
         "patch_size": PATCH, "samples_per_epoch": [0, -5, 1.5, True, None], "lr": LR,
         "weight_decay": [-1, NAN, INF, True, None], "warmup_fraction": [-0.1, 1.5, NAN, True, None],
         "projector_dim": [0, -1, 10**6, 2.5, True, None], "lambd": [-1, NAN, INF, True, None],
+        "dense_weight": [-1, NAN, INF, True, None, "1"], "dense_level": [-1, 5, 1.5, True, None],
+        "dense_points": [0, 33, 2.5, True, None],
         "device": DEVICE, "fast": FLAG, "seed": SEED, "axes": AXES,
     },
     FinetuneConfig: {
