@@ -30,6 +30,7 @@ from _report import DEFAULT_DATA, DOCS, load_average, machine, stamp, table, wri
 from pretraining import run_one  # noqa: E402
 
 RECORDS = DOCS / "data" / "dense_pretraining.jsonl"
+NOTES = Path(__file__).resolve().parent / "dense_pretraining_notes.md"
 BATCH = 16  # the built-in encoder's batch and patch (PretrainConfig defaults)
 #: about 5 minutes of pre-training on one thread of this machine (0.45-0.55 s a step global,
 #: ~20 % more dense, at load ~2)
@@ -179,6 +180,8 @@ def main(argv=None) -> int:
     if not args.report_only:
         run(args)
     text = report(read_records(args.records), args.steps, args.dense_weight)
+    if NOTES.exists():
+        text += "\n" + NOTES.read_text()
     if args.records.resolve() == RECORDS.resolve():
         write_section("results_dense_pretraining.md", text)
     else:
