@@ -216,7 +216,7 @@ def report(r: dict) -> str:
     return f"""## Fused inference, training steps and shared cores
 
 Run {r['date']} on {r['machine']}; `benchmarks/fused.py`. The 1-minute load average is given beside
-every timing: other jobs shared these 2 cores, so absolute times are upper bounds and only rows of
+every timing (above 2, other jobs shared these 2 cores), so absolute times are upper bounds and only rows of
 one run compare. Data: docs/data/fused.jsonl.
 
 ### Inference, {inf['size']}² BBBC007 mosaic, default-width `unet`, {inf['threads']} thread(s)

@@ -166,11 +166,13 @@ def summary(records: list[dict], args) -> str:
              f"{load_average()}; each record in [docs/data/{args.records.name}](data/{args.records.name}) "
              "carries the load when it finished).", "",
              "Round 0: object blobs in 10 objects and eight 40-px background strokes on one training image "
-             f"(`btunet.simulate.scribbles`); rounds 1-{args.rounds}: {args.budget} more painted pixels per round, "
-             "blobs in the largest wrong regions of the current prediction (false positives -> background, "
-             "false negatives -> object) or, for the uncertainty-guided user, in the brightest regions of "
-             "the model's uncertainty map with the true label. The U-Net continues from its weights each "
-             "round (`FinetuneConfig.continuation()`); the forest is retrained on all strokes. Mean test "
+             "(`btunet.simulate.scribbles`)" + (
+                 f"; rounds 1-{args.rounds}: {args.budget} more painted pixels per round, "
+                 "blobs in the largest wrong regions of the current prediction (false positives -> background, "
+                 "false negatives -> object) or, for the uncertainty-guided user, in the brightest regions of "
+                 "the model's uncertainty map with the true label. The U-Net continues from its weights each "
+                 "round (`FinetuneConfig.continuation()`); the forest is retrained on all strokes"
+                 if args.rounds > 0 else "; the U-Net fine-tunes with the engine's defaults") + ". Mean test "
              "Dice ± std over seeds; time = wall time of the round (training + preview of the painted "
              "image) on this machine. What was tried on the way, with its numbers: "
              "[benchmarks/interactive_notes.md](../benchmarks/interactive_notes.md).", ""]

@@ -37,8 +37,6 @@ RUNTIMES = ("auto", "onnx", "eager")
 #: ``auto`` exports a not yet cached network only for jobs of at least this many pixels: an
 #: export takes 1-8 s, the fused path saves about 0.2-0.4 s per megapixel.
 FUSED_MIN_PIXELS = 4_000_000
-#: Export the `unet` decoder without its skip concatenations (``btunet.onnx_concat``).
-SPLIT_CONCAT = False
 #: Bumped when the exported graph changes, so cached files of older versions are not reused.
 FORMAT = 1
 INPUT, OUTPUT = "raw", "logits"
@@ -99,11 +97,8 @@ def _eager_copy(net: nn.Module) -> LogitNet:
 
 def export_logits(net: nn.Module, path: "str | os.PathLike") -> Path:
     """Write the (already BatchNorm-folded) ``net`` as ONNX with dynamic batch, H and W (atomic)."""
-    from .onnx_concat import without_skip_concat
     from .onnx_spectral import OPSET, onnx_ready
     logit_net = onnx_ready(_eager_copy(net))
-    if SPLIT_CONCAT:
-        logit_net = without_skip_concat(logit_net)
     example = torch.rand(1, int(net.in_channels), 64, 64, generator=torch.Generator().manual_seed(0))
     axes = {0: "batch", 2: "y", 3: "x"}
     with atomic_path(path) as tmp, warnings.catch_warnings(), torch.no_grad():
