@@ -163,8 +163,11 @@ def test_bioimageio_core_tiles_reproduce_btunet_away_from_the_border(packages, i
 
 @pytest.mark.parametrize("name", ["unet", "attention_unet"])
 def test_the_halo_is_the_smallest_that_gives_exact_tiles(image, name):
-    """In float64 (no rounding noise) a pixel at the measured radius still changes the output,
-    one pixel further does not, and tiles overlapping by the halo equal the whole image."""
+    """In float64 (no rounding noise) a pixel within the last tile step of the measured radius
+    still changes the output, none further out does, and tiles overlapping by the halo equal the
+    whole image. (Exactly at the radius the path is a single chain of ReLUs and max pools, which a
+    random network may switch off: whether it does depends on the CPU's rounding of the BatchNorm
+    statistics, so the bound itself is tested on the linearised network, below.)"""
     model = settled(name, 1, image)
     tile = tiling(model)
     net = inference_network(model).double()
@@ -178,7 +181,8 @@ def test_the_halo_is_the_smallest_that_gives_exact_tiles(image, name):
             bumped[..., :, column] += 50
             return float((net(bumped) - whole)[..., c:c + n, c:c + n].abs().max())
 
-        assert change(c - tile.radius) > 0 and change(c + n - 1 + tile.radius) > 0
+        inside = range(tile.radius - n + 1, tile.radius + 1)
+        assert any(change(c - r) > 0 for r in inside) and any(change(c + n - 1 + r) > 0 for r in inside)
         assert change(c - tile.radius - 1) == 0 and change(c + n + tile.radius) == 0
 
         def tiled(halo: int, block: int = 128) -> torch.Tensor:
