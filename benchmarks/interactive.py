@@ -34,16 +34,17 @@ from btunet.simulate import correct, correct_by_uncertainty, scribbles  # noqa: 
 
 RECORDS = DOCS / "data" / "interactive.jsonl"
 DATASETS = ("bbbc007", "cho_3dt", "cells3d")
-METHODS = ("scratch", "bt", "builtin", "rf", "scratch_uncertainty", "strokes_only", "teacher_forest",
+METHODS = ("scratch", "bt", "builtin", "builtin_lr3", "rf", "scratch_uncertainty", "strokes_only", "teacher_forest",
            "teacher_model")
 #: the alternatives that were tried for learning from strokes (engine settings of the `unet` run)
 VARIANTS = {"strokes_only": {"pseudo_labels": "none"}, "teacher_forest": {"continue_teacher": "forest"},
-            "teacher_model": {"continue_teacher": "model"}}
+            "teacher_model": {"continue_teacher": "model"}, "builtin_lr3": {"encoder_lr_scale": 3.0}}
 LABELS = {"strokes_only": "`unet` from scratch, strokes only (no pseudo-labels)",
           "teacher_forest": "`unet` from scratch, continuation pseudo-labels from the forest alone",
           "teacher_model": "`unet` from scratch, continuation pseudo-labels from the model alone",
 "scratch": "`unet` from scratch", "bt": "`unet` Barlow Twins",
-          "builtin": "`unet` from the built-in Barlow Twins encoder", "rf": "random forest (ilastik-style)",
+          "builtin": "`unet` from the built-in Barlow Twins encoder",
+          "builtin_lr3": "`unet` from the built-in encoder, encoder learning rate x3", "rf": "random forest (ilastik-style)",
           "scratch_uncertainty": "`unet` from scratch, user guided by its uncertainty map",
           "rf_full": "random forest, 1 fully annotated image"}
 
@@ -132,7 +133,7 @@ def forest_on_full_image(ds: dict, seed: int, max_pixels: int = 200_000) -> floa
 def run_loop(ds_name: str, ds: dict, method: str, seed: int, args, encoder) -> list[dict]:
     _, image, mask = ds["train"][0]
     user = (ForestUser(seed) if method == "rf" else
-            UNetUser("builtin" if method == "builtin" else encoder if method == "bt" else None, seed, args,
+            UNetUser("builtin" if method.startswith("builtin") else encoder if method == "bt" else None, seed, args,
                      VARIANTS.get(method)))
     ann = scribbles(mask, seed=seed)
     records, total_s = [], 0.0
@@ -259,9 +260,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="bbbc007, seed 0, 2 rounds, no Barlow Twins")
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
-    p.add_argument("--methods", nargs="+", default=list(METHODS[:4]), choices=METHODS,
+    p.add_argument("--methods", nargs="+", default=["scratch", "bt", "rf", "scratch_uncertainty"], choices=METHODS,
                    help="default: the four main ones; strokes_only, teacher_forest, teacher_model are the "
-                        "alternatives that were tried")
+                        "alternatives that were tried; builtin, builtin_lr3 start from the packaged encoder")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--budget", type=int, default=300, help="painted pixels per correction round (default 300)")
