@@ -592,10 +592,11 @@ def _wait_for(process: subprocess.Popen, log: Path, condition, timeout: float = 
 def test_sigterm_while_predicting_leaves_no_temporary_file(model_file, tmp_path):
     folder, out = tmp_path / "in", tmp_path / "out"
     folder.mkdir()
-    tifffile.imwrite(folder / "stack.tif", np.zeros((8, 64, 64), np.uint8), photometric="minisblack")
+    # 16 planes of 1 s: the signal lands while the stack is written even on a busy machine
+    tifffile.imwrite(folder / "stack.tif", np.zeros((16, 64, 64), np.uint8), photometric="minisblack")
     before = digest(folder)
     process, log = _start(tmp_path, ["predict", model_file, folder, "--out", out, "--device", "cpu",
-                                     "--threads", "1"], slow=0.5)
+                                     "--threads", "1"], slow=1.0)
     _wait_for(process, log, lambda: out.exists() and leftovers(out))  # the stack is being written
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=120) == 130
