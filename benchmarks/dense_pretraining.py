@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402
 from _report import DEFAULT_DATA, DOCS, load_average, machine, stamp, table, write_section  # noqa: E402
-from pretraining import run_one  # noqa: E402
+from pretraining import read_records, run_one  # noqa: E402
 
 RECORDS = DOCS / "data" / "dense_pretraining.jsonl"
 NOTES = Path(__file__).resolve().parent / "dense_pretraining_notes.md"
@@ -46,10 +46,6 @@ def epochs_for(steps: int) -> int:
     """Epochs that split ``steps`` evenly with at least 16 steps each (256 samples: one pass over
     the 225 planes), so ``samples_per_epoch`` fixes the steps exactly; fewer steps: one epoch of 15."""
     return max(e for e in range(1, max(1, steps // 16) + 1) if steps % e == 0)
-
-
-def read_records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
 def append(path: Path, rec: dict) -> None:

@@ -1,8 +1,8 @@
 """Speed where users wait: fused CPU inference, the fine-tuning step, and a shared CPU.
 
 1. A 2048 x 2048 BBBC007 mosaic with a default-width `unet`: one eager fp32 forward of the whole
-   image (what a plain PyTorch user runs), `btunet.predict` on the eager fast path (channels_last, bf16 where native) (the default
-   before the fused runtime) and `btunet.predict` with its defaults (ONNX Runtime), end to end,
+   image (what a plain PyTorch user runs), `btunet.predict` on the eager fast path (the default before the
+   fused runtime: channels_last, bf16 where the CPU has it) and `btunet.predict` with its defaults (ONNX Runtime), end to end,
    best of ``--repeat``; plus the one-time export. Same thread count for every row.
 2. Dice on the 12 BBBC007 test images of a `unet` fine-tuned on the first 2: eager default
    against the fused runtime.
