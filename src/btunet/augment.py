@@ -70,16 +70,20 @@ def blur_and_noise(x: torch.Tensor, p_blur: float = 0.5, p_noise: float = 0.5,
     return x + use_noise * noise_std * torch.randn(x.shape, device=dev, generator=generator)
 
 
-def two_views(x: torch.Tensor, generator: torch.Generator | None = None, return_geometry: bool = False
-              ) -> tuple[torch.Tensor, ...]:
+def two_views(x: torch.Tensor, generator: torch.Generator | None = None, return_geometry: bool = False,
+              intensity: float = 1.0) -> tuple[torch.Tensor, ...]:
     """The Barlow Twins pair: two independent augmentations of the same batch of patches.
+
+    ``intensity`` scales how far the views' gamma, contrast and brightness differ: what differs
+    between views the encoder learns to ignore, and where objects are told apart by their
+    intensity level a milder jitter keeps that level in the features.
 
     ``return_geometry``: ``(view_a, view_b, theta_a, theta_b)`` with each view's crop affine
     (see :func:`random_resized_crop`); the views are the same as without it.
     """
     def view() -> tuple[torch.Tensor, torch.Tensor]:
         v, theta = random_resized_crop(x, generator=generator, return_theta=True)
-        v = intensity_jitter(v, generator=generator)
+        v = intensity_jitter(v, strength=intensity, generator=generator)
         return blur_and_noise(v, generator=generator), theta
     (view_a, theta_a), (view_b, theta_b) = view(), view()
     return (view_a, view_b, theta_a, theta_b) if return_geometry else (view_a, view_b)

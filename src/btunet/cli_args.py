@@ -26,8 +26,9 @@ exit status: 0 done, 2 bad input or nothing could be done (one line on stderr), 
 LIMITS = {"epochs": (1, True), "batch_size": (1, True), "patch_size": (16, True), "steps_per_epoch": (1, True),
           "lr": (0, False), "time_budget": (0, False), "threads": (1, True), "chunk": (16, True),
           "depth": (0, True), "threshold": (0, True), "intensity_augment": (0, True),
-          "encoder_lr_scale": (0, True), "dense_weight": (0, True)}
-AT_MOST = {"threshold": 1, "intensity_augment": 1}
+          "encoder_lr_scale": (0, True), "dense_weight": (0, True),
+          "view_intensity": (0, True)}
+AT_MOST = {"threshold": 1, "intensity_augment": 1, "view_intensity": 2}
 
 
 class Parser(argparse.ArgumentParser):
@@ -117,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=pd.batch_size, help=f"default {pd.batch_size}")
     p.add_argument("--patch-size", type=int, default=pd.patch_size, help=f"default {pd.patch_size}")
     p.add_argument("--lr", type=float, default=pd.lr, help=f"peak learning rate (default {pd.lr})")
+    p.add_argument("--view-intensity", type=float, default=pd.view_intensity, metavar="S",
+                   help="how far the two views' gamma, contrast and brightness differ (0-2, default "
+                        f"{pd.view_intensity:g}); the encoder learns to ignore what differs, so a lower "
+                        "value keeps intensity levels in its features")
     p.add_argument("--dense-weight", type=float, default=pd.dense_weight, metavar="W",
                    help="add W x a dense Barlow Twins loss on the points both views share, read from "
                         f"the 1/4-resolution skip (segmentation is dense); default {pd.dense_weight:g}: "

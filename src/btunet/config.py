@@ -60,6 +60,7 @@ class PretrainConfig:
     warmup_fraction: float = 0.1
     projector_dim: int = 256
     lambd: float = 5e-3
+    view_intensity: float = 1.0    # strength of the views' gamma/contrast/brightness differences (0: none)
     dense_weight: float = 0.0      # weight of the dense (pixel-level) Barlow Twins loss; 0: global loss only
     dense_level: int = 2           # encoder level it reads: skips 0 (full res) .. 3, 4 the bottleneck
     dense_points: int = 7          # K: K x K points per patch where both views are compared
@@ -82,6 +83,7 @@ class PretrainConfig:
         fields.number("warmup_fraction", self.warmup_fraction, 0.0, 1.0)
         fields.whole("projector_dim", self.projector_dim, 1, 16384)
         fields.number("lambd", self.lambd, 0.0)
+        fields.number("view_intensity", self.view_intensity, 0.0, 2.0)
         fields.number("dense_weight", self.dense_weight, 0.0)
         fields.whole("dense_level", self.dense_level, 0, 4)
         fields.whole("dense_points", self.dense_points, 1, 32)
@@ -101,6 +103,7 @@ class FinetuneConfig:
     lr: float = 1e-3
     encoder_lr_scale: float = 1.0    # a pre-trained encoder's learning rate, relative to lr (0 = frozen)
     encoder_refit_bn: bool = True    # a pre-trained encoder's BatchNorm statistics re-estimated on the images
+    encoder_rescale: bool = False    # a pre-trained encoder's conv weights scaled back to a fresh init's norms
     encoder_warmup: float = 0.0      # epochs over which a pre-trained encoder's lr ramps up from 0
     annotated_fraction: float = 0.9  # share of patches centred on an annotated pixel
     val_fraction: float = 0.2        # share of annotated 64-px blocks held out for validation
@@ -143,6 +146,7 @@ class FinetuneConfig:
         fields.whole("lr_patience", self.lr_patience, 0)
         fields.number("encoder_lr_scale", self.encoder_lr_scale, 0.0)
         fields.flag("encoder_refit_bn", self.encoder_refit_bn)
+        fields.flag("encoder_rescale", self.encoder_rescale)
         fields.number("encoder_warmup", self.encoder_warmup, 0.0)
         fields.number("annotated_fraction", self.annotated_fraction, 0.0, 1.0)
         fields.number("val_fraction", self.val_fraction, 0.0, 1.0, hi_open=True)

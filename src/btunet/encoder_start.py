@@ -4,10 +4,11 @@ it learnt, and what is done about it (docs/results_pretraining.md has the measur
 * its BatchNorm running statistics describe pre-training patches (augmented crops of other
   images), not the images being annotated, so the first validations and any early model are
   computed with the wrong normalisation -> :func:`refit_batchnorm` re-estimates them;
-* its convolution weights may have grown or shrunk (a convolution followed by BatchNorm computes
-  the same function at any scale, but Adam's steps are a fixed size, so the scale would set how
-  fast the encoder can still move); measured, they stay within 3 % of a fresh init's norms after
-  35 epochs, so nothing is done about it;
+* its convolution weights may have grown (a convolution followed by BatchNorm computes the same
+  function at any scale, but Adam's steps are a fixed size, so a larger weight turns more slowly):
+  within 3 % of a fresh init's norms after 35 epochs, but up to 1.6x in the deep layers after
+  900 -> :func:`rescale_to_norms` brings each back to a fresh init's norm without changing what
+  the network computes;
 * a fresh decoder's first gradients are large and random; passed to a pre-trained encoder at
   the full learning rate they can undo what it learnt -> :func:`encoder_lr_factor` ramps its
   learning rate up from 0 while the decoder settles (off by default: in short fine-tunes it
@@ -53,6 +54,59 @@ def refit_batchnorm(net: nn.Module, batches: Iterable[torch.Tensor],
         m.momentum = momentum
     net.train(was_training)
     return n
+
+
+def conv_chains(net: nn.Module) -> list[list[nn.Conv2d]]:
+    """The convolutions that feed a BatchNorm directly, one chain per BatchNorm (a separable
+    convolution is a depthwise and a pointwise one, with nothing non-linear between them)."""
+    chains = []
+    for seq in (m for m in net.modules() if isinstance(m, nn.Sequential)):
+        children = list(seq.children())
+        for i, child in enumerate(children):
+            if not isinstance(child, nn.modules.batchnorm._BatchNorm):
+                continue
+            chain: list[nn.Conv2d] = []
+            for prev in reversed(children[:i]):
+                convs = [prev] if isinstance(prev, nn.Conv2d) else list(prev.children()) if (
+                    isinstance(prev, nn.Sequential) and all(isinstance(c, nn.Conv2d) for c in prev.children())) else None
+                if not convs:
+                    break
+                chain = convs + chain
+            if chain:
+                chains.append(chain)
+    return chains
+
+
+@torch.no_grad()
+def rescale_to_norms(net: nn.Module, norms: dict[int, float]) -> int:
+    """Scale every convolution that feeds a BatchNorm to the weight norm in ``norms`` (keyed by
+    ``id(weight)``, e.g. a fresh init's), so Adam moves it as fast as it moves a fresh layer.
+
+    The biases after it in its chain are scaled by the same factor, so the chain's output is only
+    multiplied by a positive number, which the BatchNorm's batch statistics divide out: in training
+    mode the network computes what it computed before. Running statistics are not adjusted (they
+    are re-estimated by :func:`refit_batchnorm`). Returns how many convolutions were rescaled.
+    """
+    n = 0
+    for chain in conv_chains(net):
+        for j, conv in enumerate(chain):
+            target = norms.get(id(conv.weight))
+            current = float(conv.weight.norm())
+            if target is None or current == 0.0:
+                continue
+            factor = target / current
+            conv.weight.mul_(factor)
+            for later in chain[j:]:
+                if later.bias is not None:
+                    later.bias.mul_(factor)
+            n += 1
+    return n
+
+
+@torch.no_grad()
+def weight_norms(net: nn.Module) -> dict[int, float]:
+    """Every convolution weight's norm, keyed by ``id(weight)`` (see :func:`rescale_to_norms`)."""
+    return {id(m.weight): float(m.weight.norm()) for m in net.modules() if isinstance(m, nn.Conv2d)}
 
 
 def encoder_lr_factor(step: int, warmup_steps: int) -> float:

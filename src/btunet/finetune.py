@@ -23,7 +23,7 @@ from .metadata import DEFAULT_THRESHOLD
 from .models import SegmentationModel, create_model
 from .normalize import DEFAULT_NORMALIZATION
 from .planes import check_budget, engine_image, plane_layout, predict_logits
-from .encoder_start import encoder_lr_factor, refit_batchnorm
+from .encoder_start import encoder_lr_factor, refit_batchnorm, rescale_to_norms, weight_norms
 from .pretrain import PretrainedEncoder, as_encoder
 from .pseudo import add_pseudo_labels, context_planes, focus_on_errors, model_probabilities  # noqa: F401
 
@@ -381,7 +381,10 @@ def build_from_encoder(cfg: FinetuneConfig, enc: Optional[PretrainedEncoder], ch
                           f"was chosen; pick {enc.variant!r} or pre-train a {cfg.model!r} encoder")
     net = create_model(cfg.model, **{**{k: v for k, v in enc.model_config.items() if k != "name"},
                                      "out_channels": out_channels})
+    fresh_norms = weight_norms(net.encoder)
     net.encoder.load_state_dict(enc.encoder_state)
+    if cfg.encoder_rescale:
+        rescale_to_norms(net.encoder, fresh_norms)
     return net
 
 

@@ -273,7 +273,8 @@ def train_encoder(cfg: PretrainConfig, run: EncoderRun, model_config: dict[str, 
                 break
             batch = torch.from_numpy(random_patches(run.planes, run.batch_size, cfg.patch_size, run.rng))
             with torch.no_grad():
-                view_a, view_b, *geometry = two_views(batch.to(run.device), return_geometry=dense is not None)
+                view_a, view_b, *geometry = two_views(batch.to(run.device), return_geometry=dense is not None,
+                                                        intensity=cfg.view_intensity)
             if cfg.fast:
                 view_a = view_a.contiguous(memory_format=torch.channels_last)
                 view_b = view_b.contiguous(memory_format=torch.channels_last)

@@ -30,3 +30,31 @@ def test_intensity_jitter_changes_values_only_when_asked():
     moved = [not torch.equal(a.flatten().sort().values, b.flatten().sort().values) for a, b in zip(image, out)]
     assert all(moved)
     assert t.sum() == target.sum()
+
+
+def test_view_intensity_scales_only_the_intensity_differences_between_views():
+    import pytest
+    from btunet import BTUnetError, PretrainConfig
+    from btunet.augment import intensity_jitter, two_views
+    x = torch.rand(6, 1, 32, 32, generator=torch.Generator().manual_seed(0)) + 0.5
+    assert torch.equal(intensity_jitter(x, strength=0.0, generator=torch.Generator().manual_seed(1)), x)
+    views = {s: two_views(x, generator=torch.Generator().manual_seed(2), return_geometry=True, intensity=s)
+             for s in (0.0, 0.25, 1.0)}
+    for s in (0.25, 1.0):  # the same random stream: the same crops whatever the strength
+        assert torch.equal(views[s][2], views[0.0][2]) and torch.equal(views[s][3], views[0.0][3])
+    # a view's mean brightness departs from the input's more the stronger the jitter
+    spread = {s: (v[0].mean(dim=(1, 2, 3)) - v[1].mean(dim=(1, 2, 3))).abs().mean().item()
+              for s, v in views.items()}
+    assert spread[0.0] < spread[0.25] < spread[1.0]
+    assert PretrainConfig(view_intensity=0.25).view_intensity == 0.25
+    for bad in (-0.1, 2.5, float("nan")):
+        with pytest.raises(BTUnetError, match="view_intensity"):
+            PretrainConfig(view_intensity=bad)
+
+
+def test_cli_refuses_a_view_intensity_out_of_range_in_one_line(tmp_path, capsys):
+    from btunet.cli import main
+    assert main(["pretrain", str(tmp_path), "--out", str(tmp_path / "e.safetensors"), "--view-intensity", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "view-intensity" in err and "\n" not in err
+    assert not (tmp_path / "e.safetensors").exists()

@@ -13,7 +13,7 @@ import btunet
 from btunet.builtin_encoder import BUILTIN_PATH, builtin_metadata, describe_builtin
 from btunet.checkpoint import load_checkpoint
 from btunet.cli import main
-from btunet.encoder_start import encoder_lr_factor, refit_batchnorm
+from btunet.encoder_start import conv_chains, encoder_lr_factor, refit_batchnorm, rescale_to_norms, weight_norms
 from btunet.models import create_model
 from btunet.pretrain import PretrainedEncoder, as_encoder
 
@@ -44,6 +44,57 @@ def test_refit_batchnorm_replaces_pretraining_statistics_with_those_of_the_image
     assert first.momentum == 0.1 and not net.training  # momentum and mode restored
     assert all(torch.equal(net.state_dict()[k], v) for k, v in weights.items())  # weights untouched
     assert torch.equal(torch.get_rng_state(), rng_before)  # dropout draws did not move the torch RNG
+
+
+@pytest.mark.parametrize("variant", ["unet", "attention_unet", "inception_unet", "rca_iunet"])
+def test_rescale_brings_grown_weights_back_without_changing_the_training_mode_output(variant):
+    torch.manual_seed(0)
+    net = create_model(variant)
+    for bn in (m for m in net.modules() if isinstance(m, nn.BatchNorm2d)):
+        bn.eps = 1e-12  # the one place the scale shows (as eps / variance): out of the way of the check
+    fresh = weight_norms(net.encoder)
+    chains = conv_chains(net.encoder)
+    assert chains and all(isinstance(c, nn.Conv2d) for chain in chains for c in chain)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # a long pre-training grows some layers (up to 1.6x), shrinks none here
+        for chain in chains:
+            for conv in chain:
+                factor = 1 + torch.rand(1, generator=g).item()
+                conv.weight.mul_(factor)
+                for later in chain[chain.index(conv):]:
+                    if later.bias is not None:
+                        later.bias.mul_(factor)
+    x = batches(1)[0]
+    net.train()
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)  # the same dropout draws in both passes
+        before = net.encoder(x)[-1].clone()
+    rescaled = rescale_to_norms(net.encoder, fresh)
+    assert rescaled == sum(len(chain) for chain in chains)
+    for chain in chains:
+        for conv in chain:
+            assert float(conv.weight.norm()) == pytest.approx(fresh[id(conv.weight)], rel=1e-5)
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)
+        after = net.encoder(x)[-1]
+    assert torch.allclose(after, before, atol=1e-4, rtol=1e-4)  # BatchNorm divides the scale out
+
+
+def test_finetune_rescales_a_pretrained_encoder_only_when_asked(fast_finetune_config):
+    from btunet.finetune import build_from_encoder
+    enc = as_encoder("builtin")
+    deep = "blocks.4.body.1.0.1.weight"  # grew most in the 900-epoch pre-training
+    saved = float(enc.encoder_state[deep].float().norm())
+    for rescale in (False, True):
+        cfg = btunet.FinetuneConfig(**{**fast_finetune_config.__dict__, "encoder_rescale": rescale})
+        net = build_from_encoder(cfg, enc, 1, 1)
+        norm = float(net.encoder.state_dict()[deep].norm())
+        if rescale:
+            assert norm < 0.8 * saved  # back near a fresh init's norm
+        else:
+            assert norm == pytest.approx(saved, rel=1e-6)
+    with pytest.raises(btunet.BTUnetError, match="encoder_rescale"):
+        btunet.FinetuneConfig(encoder_rescale="yes")
 
 
 def test_encoder_lr_ramps_from_zero():
