@@ -61,22 +61,24 @@ def blur_and_noise(x: torch.Tensor, p_blur: float = 0.5, p_noise: float = 0.5,
                    max_sigma: float = 1.5, max_noise: float = 0.08,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     n, dev = x.shape[0], x.device
-    sigma = torch.empty(n, device=dev).uniform_(0.1, max_sigma, generator=generator)
-    blurred = gaussian_blur(x, sigma)
+    sigma = torch.empty(n, device=dev).uniform_(min(0.1, max_sigma), max_sigma, generator=generator)
     use_blur = (torch.rand(n, 1, 1, 1, device=dev, generator=generator) < p_blur).to(x.dtype)
-    x = use_blur * blurred + (1 - use_blur) * x
+    if max_sigma > 0:  # 0: no blur (the same random draws, so the rest of the views stays as it was)
+        x = use_blur * gaussian_blur(x, sigma) + (1 - use_blur) * x
     noise_std = _per_sample(n, 0, max_noise, dev, generator)
     use_noise = (torch.rand(n, 1, 1, 1, device=dev, generator=generator) < p_noise).to(x.dtype)
     return x + use_noise * noise_std * torch.randn(x.shape, device=dev, generator=generator)
 
 
 def two_views(x: torch.Tensor, generator: torch.Generator | None = None, return_geometry: bool = False,
-              intensity: float = 1.0) -> tuple[torch.Tensor, ...]:
+              intensity: float = 1.0, blur: float = 1.0) -> tuple[torch.Tensor, ...]:
     """The Barlow Twins pair: two independent augmentations of the same batch of patches.
 
     ``intensity`` scales how far the views' gamma, contrast and brightness differ: what differs
     between views the encoder learns to ignore, and where objects are told apart by their
-    intensity level a milder jitter keeps that level in the features.
+    intensity level a milder jitter keeps that level in the features. ``blur`` scales the views'
+    largest blur (sigma 1.5 px at 1): where in-focus objects are told from out-of-focus haze by
+    their sharpness, blur invariance removes what tells them apart.
 
     ``return_geometry``: ``(view_a, view_b, theta_a, theta_b)`` with each view's crop affine
     (see :func:`random_resized_crop`); the views are the same as without it.
@@ -84,7 +86,7 @@ def two_views(x: torch.Tensor, generator: torch.Generator | None = None, return_
     def view() -> tuple[torch.Tensor, torch.Tensor]:
         v, theta = random_resized_crop(x, generator=generator, return_theta=True)
         v = intensity_jitter(v, strength=intensity, generator=generator)
-        return blur_and_noise(v, generator=generator), theta
+        return blur_and_noise(v, max_sigma=1.5 * blur, generator=generator), theta
     (view_a, theta_a), (view_b, theta_b) = view(), view()
     return (view_a, view_b, theta_a, theta_b) if return_geometry else (view_a, view_b)
 

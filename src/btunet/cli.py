@@ -100,7 +100,7 @@ def cmd_pretrain(a) -> int:
     axes = one_axes(list_images(a.images), a.axes, a.channel_axis)
     cfg = PretrainConfig(model=a.model, channels=a.channels, epochs=a.epochs, batch_size=a.batch_size,
                          patch_size=a.patch_size, lr=a.lr, dense_weight=a.dense_weight,
-                         view_intensity=a.view_intensity, device=a.device,
+                         view_intensity=a.view_intensity, view_blur=a.view_blur, device=a.device,
                          seed=a.seed, axes=axes)
     main_process = is_main_process()  # under torchrun only rank 0 shows progress and writes
     bar = ProgressBar("pretrain") if main_process else None

@@ -27,8 +27,8 @@ LIMITS = {"epochs": (1, True), "batch_size": (1, True), "patch_size": (16, True)
           "lr": (0, False), "time_budget": (0, False), "threads": (1, True), "chunk": (16, True),
           "depth": (0, True), "threshold": (0, True), "intensity_augment": (0, True),
           "encoder_lr_scale": (0, True), "dense_weight": (0, True),
-          "view_intensity": (0, True)}
-AT_MOST = {"threshold": 1, "intensity_augment": 1, "view_intensity": 2}
+          "view_intensity": (0, True), "view_blur": (0, True)}
+AT_MOST = {"threshold": 1, "intensity_augment": 1, "view_intensity": 2, "view_blur": 2}
 
 
 class Parser(argparse.ArgumentParser):
@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how far the two views' gamma, contrast and brightness differ (0-2, default "
                         f"{pd.view_intensity:g}); the encoder learns to ignore what differs, so a lower "
                         "value keeps intensity levels in its features")
+    p.add_argument("--view-blur", type=float, default=pd.view_blur, metavar="S",
+                   help=f"how strongly the views are blurred (0-2, default {pd.view_blur:g}: sigma up to 1.5 px); "
+                        "0 keeps sharpness in the features (in-focus objects told from out-of-focus haze)")
     p.add_argument("--dense-weight", type=float, default=pd.dense_weight, metavar="W",
                    help="add W x a dense Barlow Twins loss on the points both views share, read from "
                         f"the 1/4-resolution skip (segmentation is dense); default {pd.dense_weight:g}: "

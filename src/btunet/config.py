@@ -61,6 +61,7 @@ class PretrainConfig:
     projector_dim: int = 256
     lambd: float = 5e-3
     view_intensity: float = 1.0    # strength of the views' gamma/contrast/brightness differences (0: none)
+    view_blur: float = 1.0         # strength of the views' blur (largest sigma 1.5 px x this; 0: none)
     dense_weight: float = 0.0      # weight of the dense (pixel-level) Barlow Twins loss; 0: global loss only
     dense_level: int = 2           # encoder level it reads: skips 0 (full res) .. 3, 4 the bottleneck
     dense_points: int = 7          # K: K x K points per patch where both views are compared
@@ -84,6 +85,7 @@ class PretrainConfig:
         fields.whole("projector_dim", self.projector_dim, 1, 16384)
         fields.number("lambd", self.lambd, 0.0)
         fields.number("view_intensity", self.view_intensity, 0.0, 2.0)
+        fields.number("view_blur", self.view_blur, 0.0, 2.0)
         fields.number("dense_weight", self.dense_weight, 0.0)
         fields.whole("dense_level", self.dense_level, 0, 4)
         fields.whole("dense_points", self.dense_points, 1, 32)

@@ -274,7 +274,7 @@ def train_encoder(cfg: PretrainConfig, run: EncoderRun, model_config: dict[str, 
             batch = torch.from_numpy(random_patches(run.planes, run.batch_size, cfg.patch_size, run.rng))
             with torch.no_grad():
                 view_a, view_b, *geometry = two_views(batch.to(run.device), return_geometry=dense is not None,
-                                                        intensity=cfg.view_intensity)
+                                                        intensity=cfg.view_intensity, blur=cfg.view_blur)
             if cfg.fast:
                 view_a = view_a.contiguous(memory_format=torch.channels_last)
                 view_b = view_b.contiguous(memory_format=torch.channels_last)

@@ -47,9 +47,26 @@ def test_view_intensity_scales_only_the_intensity_differences_between_views():
               for s, v in views.items()}
     assert spread[0.0] < spread[0.25] < spread[1.0]
     assert PretrainConfig(view_intensity=0.25).view_intensity == 0.25
-    for bad in (-0.1, 2.5, float("nan")):
-        with pytest.raises(BTUnetError, match="view_intensity"):
-            PretrainConfig(view_intensity=bad)
+    for field in ("view_intensity", "view_blur"):
+        for bad in (-0.1, 2.5, float("nan")):
+            with pytest.raises(BTUnetError, match=field):
+                PretrainConfig(**{field: bad})
+
+
+def test_view_blur_zero_leaves_sharpness_and_the_other_draws_alone():
+    from btunet.augment import blur_and_noise, gaussian_blur, two_views
+    x = torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    kept = blur_and_noise(x, max_sigma=0.0, p_blur=1.0, p_noise=0.0, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(kept, x)
+    blurred = blur_and_noise(x, p_blur=1.0, p_noise=0.0, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(blurred, x, atol=1e-3)
+    assert gaussian_blur(x, torch.full((8,), 1.0)).std() < x.std()  # blur removes high frequencies
+    sharp = two_views(x, generator=torch.Generator().manual_seed(2), return_geometry=True, blur=0.0)
+    soft = two_views(x, generator=torch.Generator().manual_seed(2), return_geometry=True)
+    assert torch.equal(sharp[2], soft[2]) and torch.equal(sharp[3], soft[3])  # same crops
+    # high-frequency energy (differences of neighbours) is higher without the blur
+    energy = lambda v: (v[..., 1:] - v[..., :-1]).abs().mean()
+    assert energy(sharp[0]) > energy(soft[0])
 
 
 def test_cli_refuses_a_view_intensity_out_of_range_in_one_line(tmp_path, capsys):
