@@ -38,6 +38,7 @@ SETTINGS = {
     "keep": dict(encoder_refit_bn=False, encoder_warmup=0.0),
     "refit": dict(encoder_refit_bn=True, encoder_warmup=0.0),
     "refit+warmup": dict(encoder_refit_bn=True, encoder_warmup=2.0),
+    "lr3": dict(encoder_refit_bn=True, encoder_lr_scale=3.0),
     "rescale": dict(encoder_refit_bn=True, encoder_rescale=True),
     "rescale+lr3": dict(encoder_refit_bn=True, encoder_rescale=True, encoder_lr_scale=3.0),
     "default": {},  # the engine's defaults, whatever they are when the run is made
@@ -46,6 +47,7 @@ SETTING_TEXT = {
     "keep": "as saved (BN statistics of pre-training)",
     "refit": "BN statistics re-estimated",
     "refit+warmup": "re-estimated + encoder lr warm-up (2 epochs)",
+    "lr3": "encoder lr x3",
     "rescale": "re-estimated + weights scaled to a fresh init's norms",
     "rescale+lr3": "rescaled + encoder lr x3",
     "default": "engine default",
@@ -94,7 +96,7 @@ def run(args) -> None:
     for spec in args.encoders:
         name, _, path = spec.partition("=")
         encoders[name] = as_encoder(path or name)  # "builtin" names the shipped file
-    settings = args.settings if args.part == "start" else ["default"]
+    settings = args.settings if args.part in ("start", "recipe") else ["default"]
     for ds_name in args.datasets:
         ds = quality.load_dataset(ds_name, Path(args.data))
         for seed in args.seeds:
@@ -154,23 +156,47 @@ def start_section(records: list[dict]) -> str:
 
 
 def fixes_section(records: list[dict], n_images: int = 2) -> str:
-    """Ways of starting from the built-in encoder, per dataset, beside from scratch and the default."""
-    recs = [r for r in records if r["part"] == "start" and r["encoder"] == "builtin" and r.get("images", 1) == n_images]
+    """Ways of starting a fine-tune from long pre-trainings, per dataset, beside from scratch and
+    the engine's default start."""
+    recs = [r for r in records if r["part"] == "start" and r["encoder"] != "scratch" and r.get("images", 1) == n_images]
     if not recs:
         return ""
     epochs = recs[0]["ft_epochs"]
     same = [r for r in records if r.get("images", 1) == n_images and r["ft_epochs"] == epochs]
-    datasets = list(dict.fromkeys(r["dataset"] for r in recs))
     settings = [s for s in SETTINGS if any(r["setting"] == s for r in recs)]
-    rows = [[ds, cell(same, dataset=ds, encoder="scratch"),
-             cell(same, part="builtin", dataset=ds, encoder="builtin")]
-            + [cell(recs, dataset=ds, setting=s) for s in settings] for ds in datasets]
+    rows = [[ds, f"`{enc}`", cell(same, dataset=ds, encoder="scratch"),
+             cell(same, part="builtin", dataset=ds, encoder=enc)]
+            + [cell(recs, dataset=ds, encoder=enc, setting=s) for s in settings]
+            for ds in dict.fromkeys(r["dataset"] for r in recs)
+            for enc in dict.fromkeys(r["encoder"] for r in recs if r["dataset"] == ds)]
     return "\n".join([
-        f"## Starting from the built-in encoder: what was tried ({n_images} annotated images)\n",
-        f"Same protocol as the table below ({epochs} fine-tuning epochs, seeds "
-        f"{sorted({r['seed'] for r in recs})}); each column a way of starting from the built-in encoder.\n",
-        table(["dataset", "from scratch", "engine default"] + [SETTING_TEXT[s] for s in settings], rows,
-              "l" + "r" * (2 + len(settings))), ""])
+        f"## Starting from a long pre-training: what was tried ({n_images} annotated images)\n",
+        f"Same protocol as the tables below ({epochs} fine-tuning epochs, seeds "
+        f"{sorted({r['seed'] for r in recs})}); each column after the engine's default a way of starting.\n",
+        table(["dataset", "encoder", "from scratch", "engine default"] + [SETTING_TEXT[s] for s in settings], rows,
+              "ll" + "r" * (2 + len(settings))), ""])
+
+
+def recipe_section(records: list[dict]) -> str:
+    """The shipped recipe against from scratch, run together (part "recipe"), per annotated-image count."""
+    recs = [r for r in records if r["part"] == "recipe"]
+    out = []
+    for n in sorted({r.get("images", 1) for r in recs}):
+        rs = [r for r in recs if r.get("images", 1) == n]
+        columns = list(dict.fromkeys((r["encoder"], r["setting"]) for r in rs))
+        datasets = list(dict.fromkeys(r["dataset"] for r in rs))
+        name = lambda e, st: "from scratch" if e == "scratch" else f"`{e}`, {SETTING_TEXT[st]}"
+        rows = [[ds] + [cell(rs, dataset=ds, encoder=e, setting=st) for e, st in columns] for ds in datasets]
+        seeds = [[ds, seed] + [cell(rs, dataset=ds, encoder=e, setting=st, seed=seed).replace(" (1 seed)", "")
+                               for e, st in columns]
+                 for ds in datasets for seed in sorted({r["seed"] for r in rs if r["dataset"] == ds})]
+        out += [f"## The built-in encoder's recipe against from scratch, same run: {n} annotated image(s)\n",
+                f"`unet`, {rs[0]['ft_epochs']} fine-tuning epochs of 25 steps on {rs[0]['threads']} thread(s); "
+                "test Dice, mean ± std over seeds, then per seed (paired).\n",
+                table(["dataset"] + [name(*c) for c in columns], rows), "",
+                table(["dataset", "seed"] + [name(*c) for c in columns], seeds, "lr" + "r" * len(columns)), ""]
+        out += [encoder_line(rs, e) for e in dict.fromkeys(e for e, _ in columns) if e != "scratch"] + [""]
+    return "\n".join(out)
 
 
 def builtin_section(records: list[dict]) -> str:
@@ -216,7 +242,7 @@ def report(records: list[dict]) -> str:
              f"Generated by `benchmarks/pretraining.py` ({stamp()}, {machine()}, 1-min load at the end "
              f"{load_average()}; records in [docs/data/pretraining.jsonl](data/pretraining.jsonl), "
              "each with the load when it finished).\n",
-             start_section(records), fixes_section(records), builtin_section(records)]
+             recipe_section(records), start_section(records), fixes_section(records), builtin_section(records)]
     if NOTES.exists():
         parts.append(NOTES.read_text())
     text = "\n".join(p for p in parts if p)
@@ -226,7 +252,9 @@ def report(records: list[dict]) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("part", choices=("start", "builtin", "report"))
+    p.add_argument("part", choices=("start", "builtin", "recipe", "report"),
+                   help="start: ways of starting on BBBC007; builtin: encoders at the default start; "
+                        "recipe: encoders x settings with from scratch in the same run, per --images")
     p.add_argument("--encoders", nargs="*", default=[],
                    help="NAME=FILE of each encoder (NAME alone: 'builtin', the packaged one)")
     p.add_argument("--settings", nargs="+", default=["keep", "refit"], choices=list(SETTINGS))

@@ -60,7 +60,8 @@ class PretrainConfig:
     warmup_fraction: float = 0.1
     projector_dim: int = 256
     lambd: float = 5e-3
-    view_intensity: float = 1.0    # strength of the views' gamma/contrast/brightness differences (0: none)
+    view_intensity: float = 0.25   # strength of the views' gamma/contrast/brightness differences (0: none);
+    #                                mild: an encoder blind to intensity levels hurt cells3d
     view_blur: float = 1.0         # strength of the views' blur (largest sigma 1.5 px x this; 0: none)
     dense_weight: float = 0.0      # weight of the dense (pixel-level) Barlow Twins loss; 0: global loss only
     dense_level: int = 2           # encoder level it reads: skips 0 (full res) .. 3, 4 the bottleneck
@@ -103,7 +104,8 @@ class FinetuneConfig:
     batch_size: int = 8
     patch_size: int = 128
     lr: float = 1e-3
-    encoder_lr_scale: float = 1.0    # a pre-trained encoder's learning rate, relative to lr (0 = frozen)
+    encoder_lr_scale: float = 3.0    # a pre-trained encoder's learning rate, relative to lr (0 = frozen); x3 lets
+    #                                  it unlearn invariances the task needs (docs/results_pretraining.md)
     encoder_refit_bn: bool = True    # a pre-trained encoder's BatchNorm statistics re-estimated on the images
     encoder_rescale: bool = False    # a pre-trained encoder's conv weights scaled back to a fresh init's norms
     encoder_warmup: float = 0.0      # epochs over which a pre-trained encoder's lr ramps up from 0

@@ -8,7 +8,10 @@ it learnt, and what is done about it (docs/results_pretraining.md has the measur
   function at any scale, but Adam's steps are a fixed size, so a larger weight turns more slowly):
   within 3 % of a fresh init's norms after 35 epochs, but up to 1.6x in the deep layers after
   900 -> :func:`rescale_to_norms` brings each back to a fresh init's norm without changing what
-  the network computes;
+  the network computes (measured: it changed nothing, so it is off by default);
+* it has learnt to ignore what differed between its two views; where the task needs that (an
+  intensity level), the encoder must move further -> its learning rate is 3x the decoder's
+  (``FinetuneConfig.encoder_lr_scale``);
 * a fresh decoder's first gradients are large and random; passed to a pre-trained encoder at
   the full learning rate they can undo what it learnt -> :func:`encoder_lr_factor` ramps its
   learning rate up from 0 while the decoder settles (off by default: in short fine-tunes it
