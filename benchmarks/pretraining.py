@@ -158,7 +158,7 @@ def start_section(records: list[dict]) -> str:
 
 def fixes_section(records: list[dict], n_images: int = 2) -> str:
     """Ways of starting a fine-tune from long pre-trainings, per dataset, beside from scratch and
-    the engine's default start."""
+    the encoder lr x1 start of the "builtin" part."""
     recs = [r for r in records if r["part"] == "start" and r["encoder"] != "scratch" and r.get("images", 1) == n_images]
     if not recs:
         return ""

@@ -59,6 +59,14 @@ def refit_batchnorm(net: nn.Module, batches: Iterable[torch.Tensor],
     return n
 
 
+def _convs(module: nn.Module) -> list[nn.Conv2d]:
+    """A convolution, or a Sequential of convolutions only (a separable one), as a list; else []."""
+    if isinstance(module, nn.Conv2d):
+        return [module]
+    children = list(module.children()) if isinstance(module, nn.Sequential) else []
+    return children if children and all(isinstance(c, nn.Conv2d) for c in children) else []
+
+
 def conv_chains(net: nn.Module) -> list[list[nn.Conv2d]]:
     """The convolutions that feed a BatchNorm directly, one chain per BatchNorm (a separable
     convolution is a depthwise and a pointwise one, with nothing non-linear between them)."""
@@ -70,8 +78,7 @@ def conv_chains(net: nn.Module) -> list[list[nn.Conv2d]]:
                 continue
             chain: list[nn.Conv2d] = []
             for prev in reversed(children[:i]):
-                convs = [prev] if isinstance(prev, nn.Conv2d) else list(prev.children()) if (
-                    isinstance(prev, nn.Sequential) and all(isinstance(c, nn.Conv2d) for c in prev.children())) else None
+                convs = _convs(prev)
                 if not convs:
                     break
                 chain = convs + chain

@@ -381,9 +381,9 @@ def build_from_encoder(cfg: FinetuneConfig, enc: Optional[PretrainedEncoder], ch
                           f"was chosen; pick {enc.variant!r} or pre-train a {cfg.model!r} encoder")
     net = create_model(cfg.model, **{**{k: v for k, v in enc.model_config.items() if k != "name"},
                                      "out_channels": out_channels})
-    fresh_norms = weight_norms(net.encoder)
+    fresh_norms = weight_norms(net.encoder) if cfg.encoder_rescale else None  # before the load replaces them
     net.encoder.load_state_dict(enc.encoder_state)
-    if cfg.encoder_rescale:
+    if fresh_norms is not None:
         rescale_to_norms(net.encoder, fresh_norms)
     return net
 
