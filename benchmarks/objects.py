@@ -56,8 +56,16 @@ def run_unet(ds: dict, seed: int, args, boundary: bool) -> dict:
     t = time.perf_counter()
     preds = [btunet.predict(net, im, instances=True, probabilities=False).labels for _, im, _ in ds["test"]]
     assert (net.metadata.get("instances") == "boundary") == boundary
+    assert net.metadata["min_size"] == train_floor(ds)  # the model's floor: the baselines' too
     return {**instance_scores(preds, [m for _, _, m in ds["test"]]), "train_s": train_s,
-            "predict_s": time.perf_counter() - t, "epochs": net.metadata["epochs"]}
+            "predict_s": time.perf_counter() - t, "epochs": net.metadata["epochs"],
+            "min_size": net.metadata["min_size"]}
+
+
+def train_floor(ds: dict) -> int:
+    """The object-size floor a model trained on the 2 training masks stores (``btunet.instances``)."""
+    from btunet.instances import object_sizes, size_floor
+    return size_floor(np.concatenate([object_sizes(m) for _, _, m in ds["train"][:2]]))
 
 
 def run_otsu(ds: dict) -> dict:
@@ -67,8 +75,8 @@ def run_otsu(ds: dict) -> dict:
     preds = []
     for _, im, _ in ds["test"]:
         x = norm(im)
-        preds.append(distance_instances(x > threshold_otsu(x)))
-    return {**instance_scores(preds, [m for _, _, m in ds["test"]]), "train_s": 0.0}
+        preds.append(distance_instances(x > threshold_otsu(x), min_size=train_floor(ds)))
+    return {**instance_scores(preds, [m for _, _, m in ds["test"]]), "train_s": 0.0, "min_size": train_floor(ds)}
 
 
 def forest(xs: list, ys: list, seed: int, max_pixels: int = 200_000):
@@ -90,8 +98,10 @@ def run_forest(ds: dict, seed: int) -> dict:
     preds = []
     for _, im, _ in ds["test"]:
         f = rf_features(im)
-        preds.append(distance_instances(clf.predict(f.reshape(-1, f.shape[-1])).reshape(im.shape)))
-    return {**instance_scores(preds, [m for _, _, m in ds["test"]]), "train_s": train_s}
+        preds.append(distance_instances(clf.predict(f.reshape(-1, f.shape[-1])).reshape(im.shape),
+                                        min_size=train_floor(ds)))
+    return {**instance_scores(preds, [m for _, _, m in ds["test"]]), "train_s": train_s,
+            "min_size": train_floor(ds)}
 
 
 # ------------------------------------------------------------------------------ three classes
@@ -166,9 +176,11 @@ def summary(records: list[dict]) -> str:
              "sorted, 12 test images; `cells3d` and `cho_3dt`: the first 2 planes of the quality benchmark's "
              "training pool, its test planes). Every method's objects come from its own mask: the U-Net with a "
              "boundary channel by the seeded watershed on its boundary map, every other method by the "
-             "distance-transform watershed (`btunet predict --instances`). Means over test images (± std over "
+             "distance-transform watershed (`btunet predict --instances`). Every method drops objects below the "
+             "size floor a model stores from its training masks (a tenth of the median training object, "
+             "at least 15 px; column *floor*). Means over test images (± std over "
              "seeds); the U-Net's fine-tune length beside its name.\n"]
-    inst = [r for r in records if r["part"] == "instances"]
+    inst = [r for r in records if r["part"] == "instances" and "min_size" in r]
     rows = []
     for ds in dict.fromkeys(r.get("dataset", "bbbc007") for r in inst):
         for key in dict.fromkeys((r["method"], run_length(r) if r["method"].startswith("unet") else "")
@@ -178,9 +190,9 @@ def summary(records: list[dict]) -> str:
             name = f"{key[0]} ({key[1]})" if key[1] else key[0]
             rows.append([ds, name] + [fmt([r[k] for r in rs]) for k in
                                       ("dice", "object_f1", "ap", "ap50", "mean_matched_iou")]
-                        + [f"{np.mean([r['train_s'] for r in rs]):.0f}", len(rs)])
+                        + [rs[0]["min_size"], f"{np.mean([r['train_s'] for r in rs]):.0f}", len(rs)])
     lines.append(table(["set", "method", "pixel Dice", "object F1@0.5", "AP@0.5:0.95", "AP@0.5", "matched IoU",
-                        "train s", "runs"], rows, "ll" + "r" * 7))
+                        "floor px", "train s", "runs"], rows, "ll" + "r" * 8))
     lines += ["\n### Three classes from sparse strokes\n",
               f"Labels built from the BBBC007 masks: nucleus, a {RING}-px ring around each nucleus (the "
               "halo just outside it), background. Strokes: short rows inside each class on the first image "
@@ -215,9 +227,9 @@ def main(argv=None) -> int:
     records = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.exists() else []
     ft = {"ft_epochs": args.epochs} if args.epochs else {"budget_s": args.seconds}
 
-    def done(**key) -> bool:
+    def done(**key) -> bool:  # instance records made before objects had a size floor do not count
         return any(all(r.get(k, "bbbc007" if k == "dataset" else None) == v for k, v in key.items())
-                   for r in records)
+                   and (r["part"] != "instances" or "min_size" in r) for r in records)
 
     def add(rec: dict) -> None:
         rec = {**rec, "load": load_average(), "date": stamp()}

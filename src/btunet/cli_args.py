@@ -199,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--z-spacing", type=float, default=1.0, metavar="RATIO",
                    help="with --instances on a Z stack: Z step / pixel width (default 1), so objects are "
                         "split by their real shape in anisotropic stacks")
+    r.add_argument("--min-size", type=int, default=None, metavar="PX",
+                   help="with --instances: drop objects smaller than this many px (voxels for 3-D ids); "
+                        "default: the model's own, a tenth of its median training object from instance "
+                        "masks, else 15; 0 keeps every object")
     r.add_argument("--probabilities", action="store_true", help="also write NAME_prob.tif (float32)")
     r.add_argument("--uncertainty", action="store_true",
                    help="also write NAME_uncertainty.tif (float32, 0 = certain, 1 = a coin toss; from four "

@@ -206,6 +206,8 @@ class PredictConfig:
     z_spacing: float = 1.0             # Z step / pixel width, so 3-D seeds are round in space
     split_touching: bool = True        # instances: split touching objects by a distance watershed
     min_distance: int = 5              # instances: least distance (px) between two objects' centres
+    min_size: Optional[int] = None     # instances: drop objects below this many px (voxels in 3-D);
+    #                                    None: the model's own (from its training objects), 0: keep all
     probabilities: bool = True         # also return the object probability
     class_probabilities: bool = False  # a class model: also return each class's probability
     uncertainty: bool = False          # also return the uncertainty map (four test-time flips, 4x time)
@@ -229,6 +231,8 @@ class PredictConfig:
         for name in ("instances", "split_touching", "probabilities", "class_probabilities", "uncertainty", "fast"):
             fields.flag(name, getattr(self, name))
         fields.whole("min_distance", self.min_distance, 1)
+        if self.min_size is not None:
+            fields.whole("min_size", self.min_size, 0)
         if self.instances_3d is not None:
             fields.flag("instances_3d", self.instances_3d)
         if self.z_axis is not None:

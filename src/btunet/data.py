@@ -75,3 +75,4 @@ class AnnotatedPlane:
     val_region: Optional[np.ndarray] = None  # (H, W) bool: the held-out blocks, whole
     boundary: Optional[np.ndarray] = None    # (H, W) 1 = border of an object (instance masks)
     context: bool = False                    # an unpainted plane that learns from pseudo-labels only
+    object_sizes: Optional[np.ndarray] = None  # px of each instance of a dense mask

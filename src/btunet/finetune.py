@@ -18,6 +18,7 @@ from .device import autocast, describe_device, resolve_device
 from .errors import BTUnetError
 from .imageio import spatial_shape
 from .heads import MAX_CLASSES, HeadSpec, default_classes, head_of
+from .instances import MIN_SIZE, object_sizes, size_floor
 from .losses import segmentation_loss
 from .metadata import DEFAULT_THRESHOLD
 from .models import SegmentationModel, create_model
@@ -78,13 +79,23 @@ def annotated_planes(images, annotations, channels: int, mode: str, patch_size: 
             pad = lambda a: pad_to_min_size(a[None], patch_size, "constant")[0]
             planes.append(AnnotatedPlane(pad_to_min_size(pixels, patch_size), pad(target), pad(weight),
                                          np.zeros_like(pad(weight)), name, size=target.shape,
-                                         boundary=pad(boundary_target(plane_labels)) if head.boundary else None))
+                                         boundary=pad(boundary_target(plane_labels)) if head.boundary else None,
+                                         object_sizes=object_sizes(plane_labels) if mode == "dense" else None))
     n_obj = int(sum(((p.target > 0) * p.weight).sum() for p in planes))
     n_all = int(sum(p.weight.sum() for p in planes))
     per_class = [int(sum(((p.target == k) * p.weight).sum() for p in planes))
                  for k in range(1, head.n_classes + 1)]
     check_annotation_counts(n_obj, n_all - n_obj, mode, per_class)
     return planes
+
+
+def min_size_of(planes: list[AnnotatedPlane], previous: dict) -> int:
+    """The model's object-size floor: from the training instances of dense masks, else the one of
+    the model continued from, else the default."""
+    sizes = [p.object_sizes for p in planes if p.object_sizes is not None]
+    if sizes:
+        return size_floor(np.concatenate(sizes))
+    return int(previous.get("min_size", MIN_SIZE))
 
 
 def hold_out_validation(planes: list[AnnotatedPlane], fraction: float, rng: np.random.Generator,
@@ -342,6 +353,7 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     net.metadata = {
         **{k: v for k, v in head_meta.items() if v is not None},
         "normalization": DEFAULT_NORMALIZATION, "threshold": cfg.threshold,
+        "min_size": min_size_of(planes, previous),
         "trained_on": {"images": [name for name, _ in sources], "planes": n_planes,
                        "context_planes": len(planes) - n_planes,
                        "mask_mode": cfg.mask_mode, "convention": CONVENTIONS[cfg.mask_mode],

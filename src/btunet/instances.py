@@ -10,6 +10,10 @@ Both work on a plane (Y, X) or a volume (Z, Y, X):
   px). Plain local maxima put several seeds on the flat ridge of an elongated object, and the
   watershed between two seeds on one ridge cuts the object along a straight line.
 
+Objects smaller than ``min_size`` px (voxels for 3-D ids) are dropped by both: specks of a few
+pixels where the probability grazes the threshold are not objects, and every one of them counts
+as a false object. A model stores its own floor (``size_floor`` of its training objects).
+
 ``link_planes`` labels a stack: each volume along its Z axis in 3-D (one id per object
 through its planes), every other plane axis (time) plane by plane; ids are unique in the stack.
 """
@@ -23,6 +27,10 @@ from .errors import BTUnetError
 
 #: Seeds smaller than this (px or voxels) are noise of the boundary map, not objects.
 MIN_SEED = 8
+#: Objects smaller than this (px) are dropped when nothing better is known (cellpose's default).
+MIN_SIZE = 15
+#: A model trained on instance masks drops objects below this share of its median training object.
+SIZE_SHARE = 0.1
 #: Two distance peaks seed separate objects only when the straight path between them dips this
 #: many px below the lower one: a neck at least 3 px narrower than both objects' radii.
 SEED_DEPTH = 3.0
@@ -31,6 +39,36 @@ SEED_DEPTH = 3.0
 def _label(mask: np.ndarray) -> np.ndarray:
     from skimage.measure import label
     return label(mask, connectivity=1).astype(np.int32)
+
+
+def drop_small(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """``labels`` without the objects of fewer than ``min_size`` px, ids renumbered 1..n."""
+    if min_size <= 1 or not labels.any():
+        return labels
+    sizes = np.bincount(labels.ravel())
+    small = sizes < min_size
+    small[0] = False
+    if not small.any():
+        return labels
+    keep = np.flatnonzero(~small[1:] & (sizes[1:] > 0)) + 1
+    new_ids = np.zeros(len(sizes), labels.dtype)
+    new_ids[keep] = np.arange(1, len(keep) + 1, dtype=labels.dtype)
+    return new_ids[labels]
+
+
+def object_sizes(labels: np.ndarray) -> np.ndarray:
+    """px of each object of a mask: every connected region of one id (so a 0/1 mask counts its
+    blobs and an instance mask its instances)."""
+    from skimage.measure import label
+    counts = np.bincount(label(np.asarray(labels), background=0, connectivity=1).ravel())[1:]
+    return counts[counts > 0]
+
+
+def size_floor(sizes: Sequence[int]) -> int:
+    """The least object size (px) worth keeping, from the sizes of training objects: a tenth of
+    the median object, at least ``MIN_SIZE``; ``MIN_SIZE`` when there are none."""
+    sizes = np.asarray(sizes)
+    return max(MIN_SIZE, int(SIZE_SHARE * np.median(sizes))) if sizes.size else MIN_SIZE
 
 
 def _add_unseeded(markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -45,7 +83,8 @@ def _add_unseeded(markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def boundary_instances(object_prob: np.ndarray, boundary_prob: np.ndarray, threshold: float = 0.5,
-                       boundary_threshold: float = 0.5, min_seed: int = MIN_SEED) -> np.ndarray:
+                       boundary_threshold: float = 0.5, min_seed: int = MIN_SEED,
+                       min_size: int = MIN_SIZE) -> np.ndarray:
     """int32 instance ids from an object and a boundary probability map (a seeded watershed),
     of a plane or a volume."""
     from skimage.segmentation import watershed
@@ -56,7 +95,7 @@ def boundary_instances(object_prob: np.ndarray, boundary_prob: np.ndarray, thres
     small[0] = False
     seeds[small[seeds]] = 0
     markers = _add_unseeded(seeds, mask)
-    return watershed(boundary_prob, markers, mask=mask).astype(np.int32)
+    return drop_small(watershed(boundary_prob, markers, mask=mask).astype(np.int32), min_size)
 
 
 def _ridge_seeds(distance: np.ndarray, peaks: np.ndarray, depth: float) -> np.ndarray:
@@ -86,7 +125,7 @@ def _ridge_seeds(distance: np.ndarray, peaks: np.ndarray, depth: float) -> np.nd
 
 
 def distance_instances(mask: np.ndarray, split_touching: bool = True, min_distance: int = 5,
-                       sampling: Optional[Sequence[float]] = None) -> np.ndarray:
+                       sampling: Optional[Sequence[float]] = None, min_size: int = MIN_SIZE) -> np.ndarray:
     """Connected components; optionally split touching objects by a distance-transform watershed.
 
     ``sampling``: the pixel size along each axis (e.g. ``(z_spacing, 1, 1)`` for a volume whose
@@ -98,14 +137,14 @@ def distance_instances(mask: np.ndarray, split_touching: bool = True, min_distan
     mask = np.asarray(mask) > 0
     components = _label(mask)
     if not split_touching or not mask.any():
-        return components
+        return drop_small(components, min_size)
     distance = ndi.distance_transform_edt(mask, sampling=sampling)
     peaks = peak_local_max(distance, min_distance=min_distance, labels=components, exclude_border=False)
     markers = np.zeros(mask.shape, np.int32)
     if len(peaks):
         markers[tuple(peaks.T)] = _ridge_seeds(distance, peaks, SEED_DEPTH)
     markers = _add_unseeded(markers, mask)
-    return watershed(-distance, markers, mask=mask).astype(np.int32)
+    return drop_small(watershed(-distance, markers, mask=mask).astype(np.int32), min_size)
 
 
 def linked_axis(n_plane_axes: int, instances_3d: Optional[bool], z_axis: Optional[int]) -> Optional[int]:

@@ -16,6 +16,7 @@ from . import fields
 from .annotations import MASK_MODES
 from .errors import BTUnetError, CheckpointError
 from .heads import ClassInfo, HeadSpec, default_classes, parse_classes
+from .instances import MIN_SIZE
 from .models import SegmentationModel, create_model
 from .models.registry import check_model_settings
 
@@ -106,7 +107,9 @@ class ModelSpec:
 
 #: Top-level keys the typed structure owns; the rest is provenance.
 _TYPED = ("format", "format_version", "kind", "model", "channels", "normalization", "threshold",
-          "classes", "instances")
+          "classes", "instances", "min_size")
+#: The largest object-size floor a checkpoint may carry (px): 4096² would drop any real object.
+MAX_MIN_SIZE = 4096 ** 2
 #: How a model separates touching objects: ``boundary`` = it has a boundary channel.
 INSTANCE_METHODS = ("boundary",)
 
@@ -122,6 +125,7 @@ class CheckpointMetadata:
     format_version: int = FORMAT_VERSION
     classes: tuple = ()                   # ClassInfo of classes 1..K; () = one class, "object"
     instances: Optional[str] = None       # "boundary": the last output channel is object borders
+    min_size: int = MIN_SIZE              # instances: objects below this (px) are dropped
     provenance: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -175,8 +179,9 @@ class CheckpointMetadata:
                 raise BTUnetError(f"model.out_channels ({model.out_channels}) does not match "
                                   f"{len(classes) or 1} class(es)" + (" and a boundary channel" if head.boundary
                                                                      else "") + f" ({head.channels} channels)")
+        min_size = fields.whole("min_size", raw.get("min_size", MIN_SIZE), 0, MAX_MIN_SIZE)
         provenance = {k: v for k, v in raw.items() if k not in _TYPED}
-        return cls(kind, model, norm, threshold, mask_mode, version, classes, instances, provenance)
+        return cls(kind, model, norm, threshold, mask_mode, version, classes, instances, min_size, provenance)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON: the typed fields first, then the provenance as it was."""
@@ -184,6 +189,7 @@ class CheckpointMetadata:
                                "model": self.model.as_dict(), "channels": self.channels}
         if self.kind == "model":
             out["threshold"] = self.threshold
+            out["min_size"] = self.min_size
         out["normalization"] = self.normalization.as_dict()
         if self.classes:
             out["classes"] = [c.as_dict() for c in self.classes]

@@ -22,7 +22,7 @@ from .errors import BTUnetError, Cancelled
 from .imageio import is_rgb, plane_indices, spatial_shape, stack_writer
 from .models import SegmentationModel
 from .heads import class_image, head_of
-from .instances import boundary_instances, distance_instances, link_planes, linked_axis
+from .instances import MIN_SIZE, boundary_instances, distance_instances, link_planes, linked_axis
 from .planes import as_model, check_budget, engine_image, object_probability, plane_layout, plane_outputs
 from .runtime import fused_setup
 from .planes import FLIPS, predict_logits, uncertainty_map  # noqa: F401  (re-exported for callers of btunet.predict)
@@ -31,9 +31,11 @@ __all__ = ["OVERLAP", "TILE", "Prediction", "PredictConfig", "instance_labels", 
            "predict_logits", "predict_to_tiff", "uncertainty_map"]
 
 
-def instance_labels(mask: np.ndarray, split_touching: bool = True, min_distance: int = 5) -> np.ndarray:
-    """Connected components; optionally split touching objects by a distance-transform watershed."""
-    return distance_instances(mask, split_touching, min_distance)
+def instance_labels(mask: np.ndarray, split_touching: bool = True, min_distance: int = 5,
+                    min_size: int = MIN_SIZE) -> np.ndarray:
+    """Connected components; optionally split touching objects by a distance-transform watershed;
+    objects below ``min_size`` px dropped."""
+    return distance_instances(mask, split_touching, min_distance, min_size=min_size)
 
 
 @dataclass
@@ -45,7 +47,7 @@ class Prediction:
 
 
 def plane_result(net: SegmentationModel, pixels: np.ndarray, cfg: PredictConfig, threshold: float,
-                 label_instances: bool = True) -> dict:
+                 label_instances: bool = True, min_size: int = MIN_SIZE) -> dict:
     """Probability, labels (and uncertainty, class probabilities, boundary probability) of one plane.
 
     Labels: instance ids with ``cfg.instances`` and ``label_instances`` (from the learnt boundary
@@ -65,9 +67,9 @@ def plane_result(net: SegmentationModel, pixels: np.ndarray, cfg: PredictConfig,
     mask = prob > threshold
     out["boundary"] = outputs["boundary"] if outputs is not None else None
     if cfg.instances and label_instances and spec.boundary and cfg.split_touching:
-        labels = boundary_instances(prob, outputs["boundary"], threshold)
+        labels = boundary_instances(prob, outputs["boundary"], threshold, min_size=min_size)
     elif cfg.instances and label_instances:
-        labels = distance_instances(mask, cfg.split_touching, cfg.min_distance)
+        labels = distance_instances(mask, cfg.split_touching, cfg.min_distance, min_size=min_size)
     elif out["classes"] is not None:
         labels = class_image(out["classes"], mask)
     else:
@@ -111,14 +113,14 @@ def z_axis_of_stack(image, cfg: PredictConfig, rgb: Optional[bool] = None) -> Op
 
 
 def _label_stack(prob: np.ndarray, boundary: Optional[np.ndarray], threshold: float, cfg: PredictConfig,
-                 z_axis: int) -> np.ndarray:
+                 z_axis: int, min_size: int) -> np.ndarray:
     """int32 ids of every (Z, Y, X) volume of a stack's probabilities, unique in the stack."""
     sampling = (cfg.z_spacing, 1.0, 1.0)
 
     def volume(p: np.ndarray, b: Optional[np.ndarray] = None) -> np.ndarray:
         if b is not None and cfg.split_touching:
-            return boundary_instances(p, b, threshold)
-        return distance_instances(p > threshold, cfg.split_touching, cfg.min_distance, sampling)
+            return boundary_instances(p, b, threshold, min_size=min_size)
+        return distance_instances(p > threshold, cfg.split_touching, cfg.min_distance, sampling, min_size)
 
     arrays = [prob] if boundary is None else [prob, boundary]
     return link_planes(volume, arrays, z_axis, prob.ndim - 2)
@@ -139,13 +141,14 @@ def _results(model, image, cfg: PredictConfig, rgb: Optional[bool]) -> Iterator[
     net = as_model(model, resolve_device(cfg.device), cfg.fast)
     stored = model_metadata(net)  # the threshold and normalisation the model was trained with
     threshold = stored.threshold if cfg.threshold is None else cfg.threshold
+    min_size = stored.min_size if cfg.min_size is None else cfg.min_size
     layout = plane_layout(image, net.in_channels, rgb=rgb, normalization=stored.normalization)
     per_plane = z_axis_of_stack(image, cfg, rgb) is None
     net, cfg = fused_setup(net, cfg, int(np.prod(layout.spatial_shape)))
     offset = 0
     for index, pixels in layout.planes(image):
-        out = plane_result(net, pixels, cfg, threshold, label_instances=per_plane)
-        out["threshold"] = threshold
+        out = plane_result(net, pixels, cfg, threshold, label_instances=per_plane, min_size=min_size)
+        out["threshold"], out["min_size"] = threshold, min_size
         if cfg.instances and per_plane:
             labels = out["labels"]
             labels[labels > 0] += offset
@@ -178,12 +181,12 @@ def predict(model: "SegmentationModel | str | os.PathLike", image, config: Optio
     z_axis = z_axis_of_stack(image, cfg, rgb)
     labels = out if out is not None else np.zeros(shape, np.int32 if cfg.instances else np.uint8)
     probs = np.zeros(shape, np.float32) if cfg.probabilities or z_axis is not None else None
-    borders, threshold = None, None
+    borders, threshold, min_size = None, None, MIN_SIZE
     doubts = np.zeros(shape, np.float32) if cfg.uncertainty else None
     classes = None
     for done, (index, item) in enumerate(_results(model, image, cfg, rgb), 1):
         labels[index] = item["labels"]
-        threshold = item["threshold"]
+        threshold, min_size = item["threshold"], item["min_size"]
         if probs is not None:
             probs[index] = item["probability"]
         if z_axis is not None and item["boundary"] is not None:
@@ -201,7 +204,7 @@ def predict(model: "SegmentationModel | str | os.PathLike", image, config: Optio
         if should_stop is not None and should_stop() and done < n:
             raise Cancelled(f"prediction cancelled after {done} of {n} planes")
     if z_axis is not None:
-        labels[...] = _label_stack(probs, borders, threshold, cfg, z_axis)
+        labels[...] = _label_stack(probs, borders, threshold, cfg, z_axis, min_size)
     return Prediction(labels, probs if cfg.probabilities else None, doubts, classes)
 
 

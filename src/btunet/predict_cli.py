@@ -34,6 +34,8 @@ def cmd_predict(a) -> None:
     if read_metadata(a.model)["kind"] != "model":  # the header only: a wrong file is refused first
         raise BTUnetError(f"{a.model} is a pre-trained encoder, not a fine-tuned model; fine-tune it "
                           "first (btunet finetune --encoder ...)")
+    from .config import PredictConfig
+    PredictConfig(threshold=a.threshold, z_spacing=a.z_spacing, min_size=a.min_size)  # numbers checked first
     inputs = find_inputs(a.inputs)
     targets = plan_predictions(inputs, a.out, chunked=lambda p: is_chunked(a, p), zarr=a.zarr,
                                probabilities=a.probabilities, uncertainty=a.uncertainty,
@@ -106,7 +108,7 @@ def _predict_in_memory(model, target: Target, a, bar, axes: Optional[str] = None
 
     image = read_lazy(target.source)
     options = dict(threshold=a.threshold, instances=a.instances, device=a.device, fast=not a.exact,
-                   on_progress=show_planes, axes=axes, z_spacing=a.z_spacing)
+                   on_progress=show_planes, axes=axes, z_spacing=a.z_spacing, min_size=a.min_size)
     if a.per_plane:
         options["instances_3d"] = False
     try:

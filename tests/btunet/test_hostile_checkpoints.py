@@ -128,6 +128,7 @@ FIELD_TAMPERS = {
     "normalization.low": [-1, 100.5, math.nan, -math.inf, "1", True, MISSING],
     "normalization.high": [0.5, 101, math.nan, math.inf, None, MISSING],
     "threshold": [0, 1, 1.5, -0.1, math.nan, math.inf, "0.5", True, None],
+    "min_size": [-1, 1.5, "15", True, None, 10**40],
     "trained_on": ["sparse", [], 3],
     "trained_on.mask_mode": ["painted", 3, True],
     "loss_history": ["1, 2", [1.0, "x"], {"a": 1}],

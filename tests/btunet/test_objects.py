@@ -11,7 +11,7 @@ from btunet import FinetuneConfig, finetune, predict
 from btunet.annotations import boundary_target
 from btunet.checkpoint import load_model, read_metadata, save_model
 from btunet.heads import head_of
-from btunet.instances import boundary_instances, distance_instances
+from btunet.instances import MIN_SIZE, boundary_instances, distance_instances, drop_small, object_sizes, size_floor
 from btunet.metrics import AP_THRESHOLDS, evaluate, object_f1, object_scores
 
 
@@ -128,10 +128,49 @@ def test_instance_masks_train_a_boundary_head(boundary_model, tmp_path):
     assert read_metadata(path)["instances"] == "boundary"
     again = load_model(path)
     assert head_of(again).boundary
-    result = predict(again, image, instances=True, device="cpu", fast=False)
+    assert again.metadata["min_size"] == net.metadata["min_size"] >= MIN_SIZE
+    result = predict(again, image, instances=True, device="cpu", fast=False, min_size=0)
     assert result.labels.dtype == np.int32
     binary = predict(again, image, device="cpu", fast=False).labels
-    assert np.array_equal(result.labels > 0, binary > 0)   # instances cover the object mask exactly
+    assert np.array_equal(result.labels > 0, binary > 0)   # with min_size 0: the object mask exactly
+    floored = predict(again, image, instances=True, device="cpu", fast=False).labels
+    assert np.all(binary[floored > 0] > 0)                 # the model's floor only removes objects
+    assert np.bincount(floored.ravel())[1:].min() >= again.metadata["min_size"]
+    assert not predict(again, image, instances=True, device="cpu", fast=False, min_size=image.size).labels.any()
+
+
+def test_model_floor_is_a_tenth_of_the_median_training_object(boundary_model, small_sample):
+    import tifffile
+    net, _ = boundary_model
+    masks = [tifffile.imread(p) for p in sorted((small_sample / "masks").glob("*.tif"))[:2]]
+    sizes = np.concatenate([object_sizes(m) for m in masks])
+    assert net.metadata["min_size"] == max(MIN_SIZE, int(0.1 * np.median(sizes)))
+
+
+def test_drop_small_removes_specks_and_renumbers():
+    labels = np.zeros((30, 30), np.int32)
+    labels[0:10, 0:10] = 4      # 100 px
+    labels[20, 20] = 7          # a speck
+    labels[12:16, 12:16] = 9    # 16 px
+    out = drop_small(labels.copy(), 16)
+    assert sorted(np.unique(out)) == [0, 1, 2] and out.dtype == np.int32
+    assert (out > 0).sum() == 116 and out[20, 20] == 0
+    assert np.array_equal(drop_small(labels.copy(), 0), labels)
+    assert not drop_small(labels.copy(), 101).any()
+    speck = np.zeros((20, 20), bool)
+    speck[2:8, 2:8], speck[15, 15] = True, True
+    assert distance_instances(speck).max() == 1 and distance_instances(speck, min_size=0).max() == 2
+
+
+def test_object_sizes_count_blobs_of_a_binary_mask_and_instances_of_ids():
+    binary = np.zeros((20, 20), np.uint8)
+    binary[0:4, 0:4], binary[10:12, 10:15] = 1, 1
+    assert sorted(object_sizes(binary)) == [10, 16]
+    touching = np.zeros((10, 10), np.int32)
+    touching[0:5, 0:5], touching[0:5, 5:8] = 1, 2   # touching instances: two objects
+    assert sorted(object_sizes(touching)) == [15, 25]
+    assert size_floor([]) == MIN_SIZE and size_floor([10, 20]) == MIN_SIZE
+    assert size_floor([1000, 3000, 5000]) == 300
 
 
 def test_without_the_boundary_option_one_channel(small_sample, fast_finetune_config):
@@ -159,3 +198,20 @@ def test_cli_instances_and_object_metrics(boundary_model, small_sample, tmp_path
     assert len(report["images"]) == 4
     for key in ("object_f1", "mean_matched_iou", "ap", "ap50", "ap75"):
         assert 0.0 <= report["mean"][key] <= 1.0 and key in report["images"][0]
+
+
+def test_cli_min_size(boundary_model, small_sample, tmp_path, capsys):
+    import tifffile
+    from btunet.cli import main
+    net, _ = boundary_model
+    model = save_model(net, tmp_path / "m.safetensors")
+    image = sorted((small_sample / "images").glob("*.tif"))[0]
+    assert main(["predict", str(model), str(image), "--out", str(tmp_path / "bad"), "--instances",
+                 "--min-size", "-3", "--device", "cpu"]) == 2
+    assert "min_size" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    for size, folder in ((0, "all"), (10**6, "none")):
+        assert main(["predict", str(model), str(image), "--out", str(tmp_path / folder), "--instances",
+                     "--min-size", str(size), "--device", "cpu"]) == 0
+    kept = tifffile.imread(next((tmp_path / "all").glob("*.tif")))
+    dropped = tifffile.imread(next((tmp_path / "none").glob("*.tif")))
+    assert kept.max() > 0 and not dropped.any()
