@@ -8,6 +8,9 @@
 * ``classes`` (fully drawn class masks): 0 = background, k = class k.
 
 Targets hold class indices: 0 = background, k = class k (so 1 = object with one class).
+
+Where touching objects meet: in a dense mask, the inner border of every id; in sparse strokes,
+background painted between the strokes of two objects (``stroke_boundary``).
 """
 from __future__ import annotations
 
@@ -17,6 +20,9 @@ import numpy as np
 
 from .errors import BTUnetError
 from .heads import MAX_CLASSES
+
+#: A background stroke within this many px of two separate object strokes lies between two objects.
+STROKE_REACH = 40
 
 MaskMode = Literal["sparse", "dense", "classes"]
 MASK_MODES = ("sparse", "dense", "classes")
@@ -108,3 +114,29 @@ def check_annotation_counts(n_object: int, n_background: int, mode: MaskMode,
             label = missing[0] + 1 if mode == "sparse" else missing[0]
             raise BTUnetError(f"class {missing[0]} (label {label}) has no annotated pixels; "
                               f"annotate every class from 1 to {len(per_class)} or give fewer classes")
+
+
+def stroke_boundary(labels: np.ndarray, reach: int = STROKE_REACH) -> np.ndarray:
+    """float32 1 on background strokes (label 1) painted between two objects: within ``reach`` px
+    of two separate object strokes (label >= 2); 0 elsewhere. A mark outside every object does no
+    harm: the border map is only read inside the object mask."""
+    from scipy import ndimage as ndi
+    from skimage.measure import label
+    labels = np.asarray(labels)
+    out = np.zeros(labels.shape, np.float32)
+    objects = label(labels >= 2, connectivity=2)
+    if objects.max() < 2 or not (labels == 1).any():
+        return out
+    near = np.zeros(labels.shape, np.uint16)  # how many object strokes are within reach
+    for k, box in enumerate(ndi.find_objects(objects), start=1):
+        box = tuple(slice(max(0, s.start - reach), s.stop + reach) for s in box)
+        near[box] += ndi.distance_transform_edt(objects[box] != k) <= reach
+    out[(labels == 1) & (near >= 2)] = 1.0
+    return out
+
+
+def has_stroke_boundary(labels: np.ndarray) -> bool:
+    """Sparse strokes that mark where two objects meet (see ``stroke_boundary``), plane by plane."""
+    labels = np.asarray(labels)
+    planes = labels.reshape((-1,) + labels.shape[-2:]) if labels.ndim > 2 else labels[None]
+    return any(stroke_boundary(p).any() for p in planes if (p >= 2).any() and (p == 1).any())

@@ -155,8 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated names of classes 1..K, e.g. nuclei,ring (K defaults to the labels': "
                         "max label - 1 sparse, max id with --mask-mode classes)")
     f.add_argument("--boundary", action="store_true",
-                   help="also learn object borders from instance masks (dense masks with several ids), "
-                        "used by `btunet predict --instances` to separate touching objects")
+                   help="also learn object borders, used by `btunet predict --instances` to separate "
+                        "touching objects: from instance masks (dense masks with several ids) or from "
+                        "background strokes painted between two objects (sparse)")
     f.add_argument("--init", metavar="MODEL",
                    help="continue from this fine-tuned model (variant and channels taken from it) with the "
                         "short continuation schedule; the output is a new file")

@@ -128,7 +128,8 @@ class FinetuneConfig:
     threshold: float = DEFAULT_THRESHOLD  # probability above which a pixel is object; saved with the model
     n_classes: Optional[int] = None  # K object classes; None: from the labels (max label - 1 sparse, max id classes)
     class_names: Optional[list] = None  # names of classes 1..K (stored with the model)
-    instances: str = "none"          # "boundary": learn object borders; "auto": when dense masks hold instance ids
+    instances: str = "none"          # "boundary": learn object borders; "auto": when dense masks hold
+    #                                  instance ids or background strokes lie between two objects
     #                                  (opt-in: it has not yet beaten the distance watershed, docs/results_objects.md)
     axes: Optional[str] = None       # what each image axis is (btunet.axes, e.g. "TZYX", "CYX"); masks have
     #                                  the same axes without C. None: a trailing 3/4 is colour, the rest planes

@@ -9,8 +9,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .annotations import (CONVENTIONS, boundary_target, check_annotation_counts, has_instances,
-                          infer_classes, targets_and_weights)
+from .annotations import (CONVENTIONS, boundary_target, check_annotation_counts, has_instances, has_stroke_boundary,
+                          infer_classes, stroke_boundary, targets_and_weights)
 from .augment import finetune_augment
 from .config import FinetuneConfig, Progress, ProgressCallback, StopCallback, config_dict, seed_everything
 from .data import AnnotatedPlane, ImageSource, load_sources, pad_to_min_size
@@ -42,13 +42,15 @@ def head_for(annotations, cfg: FinetuneConfig, model: Optional[SegmentationModel
         k = cfg.n_classes or (len(cfg.class_names) if cfg.class_names else None)
         if k is None:
             k = max(infer_classes(np.asarray(labels), cfg.mask_mode) for _, labels in annotations)
+        marks_borders = {"dense": has_instances, "sparse": has_stroke_boundary}.get(cfg.mask_mode)
         boundary = cfg.instances == "boundary" or (
-            cfg.instances == "auto" and cfg.mask_mode == "dense"
-            and any(has_instances(np.asarray(labels)) for _, labels in annotations))
+            cfg.instances == "auto" and marks_borders is not None
+            and any(marks_borders(np.asarray(labels)) for _, labels in annotations))
         spec = HeadSpec(int(k), bool(boundary))
-    if spec.boundary and cfg.mask_mode != "dense":
-        raise BTUnetError("object borders are learnt from instance masks: use mask mode 'dense' "
-                          "with one id per object, or instances='none'")
+    if spec.boundary and cfg.mask_mode == "classes":
+        raise BTUnetError("object borders are learnt from instance masks (mask mode 'dense', one id per "
+                          "object) or from background strokes between objects (mode 'sparse'), not from "
+                          "class masks; use instances='none'")
     if spec.n_classes > MAX_CLASSES:
         raise BTUnetError(f"the labels ask for {spec.n_classes} classes, more than the {MAX_CLASSES} a model "
                           "can hold; use mask mode 'dense' for instance masks")
@@ -73,13 +75,14 @@ def annotated_planes(images, annotations, channels: int, mode: str, patch_size: 
         for index in layout.indices():
             plane_labels = np.asarray(labels[index])
             target, weight = targets_and_weights(plane_labels, mode, n_classes=head.n_classes)
+            border_target = stroke_boundary if mode == "sparse" else boundary_target
             if not weight.any():
                 continue
             pixels = layout.read(image, index)
             pad = lambda a: pad_to_min_size(a[None], patch_size, "constant")[0]
             planes.append(AnnotatedPlane(pad_to_min_size(pixels, patch_size), pad(target), pad(weight),
                                          np.zeros_like(pad(weight)), name, size=target.shape,
-                                         boundary=pad(boundary_target(plane_labels)) if head.boundary else None,
+                                         boundary=pad(border_target(plane_labels)) if head.boundary else None,
                                          object_sizes=object_sizes(plane_labels) if mode == "dense" else None))
     n_obj = int(sum(((p.target > 0) * p.weight).sum() for p in planes))
     n_all = int(sum(p.weight.sum() for p in planes))
@@ -242,6 +245,8 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
         planes += context_planes(sources, labels, channels, cfg.patch_size)
     for p in planes:
         p.painted = p.weight > 0
+        if head.boundary and p.boundary is None:  # unpainted context planes: no border anywhere
+            p.boundary = np.zeros_like(p.weight)
     net.to(device)
     probs = model_probabilities(net, planes, cfg.fast) if model is not None else None
     n_wrong = focus_on_errors(planes, probs, cfg.threshold) if model is not None else None

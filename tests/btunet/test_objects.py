@@ -215,3 +215,54 @@ def test_cli_min_size(boundary_model, small_sample, tmp_path, capsys):
     kept = tifffile.imread(next((tmp_path / "all").glob("*.tif")))
     dropped = tifffile.imread(next((tmp_path / "none").glob("*.tif")))
     assert kept.max() > 0 and not dropped.any()
+
+
+def touching_cells_with_strokes():
+    """Two bright cells touching along a faint seam; a stroke in each, background painted along
+    the seam and outside."""
+    rng = np.random.default_rng(0)
+    image = rng.normal(20, 4, (96, 128)).astype(np.float32)
+    image[24:72, 24:104] += 150
+    image[24:72, 63:65] -= 60
+    strokes = np.zeros(image.shape, np.uint8)
+    strokes[40:56, 40:44], strokes[40:56, 84:88] = 2, 2
+    strokes[30:66, 64] = 1
+    strokes[8:12, 10:118], strokes[84:88, 10:118] = 1, 1
+    return image, strokes
+
+
+def test_background_stroke_between_two_objects_is_a_border():
+    from btunet.annotations import has_stroke_boundary, stroke_boundary
+    _, strokes = touching_cells_with_strokes()
+    border = stroke_boundary(strokes)
+    assert border[30:66, 64].all()                        # the seam stroke, 20 px from both strokes
+    assert not border[strokes != 1].any()                 # only background strokes are borders
+    assert not border[8:12, :10].any()                    # out of reach of the second object
+    one = strokes.copy()
+    one[40:56, 84:88] = 0                                 # one object stroke: nothing lies between two
+    assert not stroke_boundary(one).any() and not has_stroke_boundary(one)
+    assert has_stroke_boundary(np.stack([one, strokes]))  # stacks: plane by plane
+
+
+def test_sparse_strokes_between_objects_train_a_border_and_give_two_instances():
+    image, strokes = touching_cells_with_strokes()
+    cfg = FinetuneConfig(mask_mode="sparse", instances="auto", epochs=10, steps_per_epoch=5, batch_size=4,
+                         patch_size=64, device="cpu", seed=0)
+    net = finetune(image, strokes, cfg)
+    assert net.metadata["instances"] == "boundary" and head_of(net).boundary
+    labels = predict(net, image, instances=True, device="cpu", fast=False).labels
+    left, right = np.unique(labels[40:56, 40:44]), np.unique(labels[40:56, 84:88])
+    assert len(left) == len(right) == 1 and 0 not in (left[0], right[0]) and left[0] != right[0]
+    plain = FinetuneConfig(mask_mode="sparse", instances="auto", epochs=1, steps_per_epoch=1, device="cpu")
+    no_between = strokes.copy()
+    no_between[40:56, 84:88] = 0
+    assert not head_of(finetune(image, no_between, plain)).boundary  # auto: only when strokes mark one
+
+
+def test_class_masks_cannot_learn_borders():
+    from btunet import BTUnetError
+    image, _ = touching_cells_with_strokes()
+    classes = (image > 100).astype(np.uint8)
+    with pytest.raises(BTUnetError, match="not from class masks"):
+        finetune(image, classes, FinetuneConfig(mask_mode="classes", instances="boundary", epochs=1,
+                                                steps_per_epoch=1, device="cpu"))
