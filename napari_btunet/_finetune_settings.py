@@ -119,6 +119,12 @@ class FinetuneSettings:
         self.lr_spin.setSingleStep(1e-4)
         self.lr_spin.setValue(FinetuneConfig.lr)
         adv.addRow("learning rate", self.lr_spin)
+        self.borders_check = QCheckBox("learn borders between touching objects")
+        self.borders_check.setToolTip(
+            "also learn where objects meet, so Predict's instances separate touching objects: from "
+            "instance masks (dense, one id per object) or from background strokes painted between "
+            "the strokes of two objects (sparse)")
+        adv.addRow(self.borders_check)
         self.preview_spin = QDoubleSpinBox()
         self.preview_spin.setRange(0, 600)
         self.preview_spin.setDecimals(1)
@@ -239,6 +245,7 @@ class FinetuneSettings:
             steps_per_epoch=self.steps_spin.value(), batch_size=self.batch_spin.value(),
             patch_size=self.patch_spin.value(), lr=self.lr_spin.value(),
             time_budget_s=60.0 * self.budget_spin.value() if budget else None,
+            instances="auto" if self.borders_check.isChecked() else "none",
             device=self.device_combo.currentText())
         return config.continuation() if self._continuing() and not budget else config
 
