@@ -14,8 +14,16 @@ import tempfile
 
 import pytest
 
-# exported networks (btunet.runtime) go to a throw-away folder, never the user's cache
-os.environ.setdefault("BTUNET_CACHE_DIR", tempfile.mkdtemp(prefix="btunet-test-cache-"))
+# exported networks (btunet.runtime) go to a throw-away folder, never the user's cache; it is
+# removed when the run ends
+_OWN_CACHE = None
+if "BTUNET_CACHE_DIR" not in os.environ:
+    _OWN_CACHE = os.environ["BTUNET_CACHE_DIR"] = tempfile.mkdtemp(prefix="btunet-test-cache-")
+
+
+def pytest_unconfigure(config):
+    if _OWN_CACHE is not None:
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 QT_FIXTURES = {"make_napari_viewer", "make_napari_viewer_proxy", "qtbot", "qapp"}
