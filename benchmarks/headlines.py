@@ -1,7 +1,7 @@
 """The headline numbers of README.md and the docs, generated from the benchmark records.
 
 Every number in a block between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` comes from a
-file in docs/data/ (the painting loop, quality and speed records); nothing there is typed by
+file in docs/data/ (the painting loop, quality, objects and speed records); nothing there is typed by
 hand. ``interactive.py``, ``quality.py`` and ``speed.py`` call :func:`update` when they finish,
 and tests/test_headlines.py checks that the committed text equals what the records give.
 
@@ -226,6 +226,30 @@ def cli_check_block(table: str) -> str:
             f"Dice of {mean:.3f}; see [docs/results.md](docs/results.md).")
 
 
+# ------------------------------------------------------------------------------------- objects
+OBJECT_METHODS = (("unet + boundary watershed", "U-Net with learnt borders"),
+                  ("unet + distance watershed", "U-Net + distance watershed"),
+                  ("random forest + distance watershed", "forest + distance watershed"))
+
+
+def objects_block(records: list[dict]) -> str:
+    """Object F1 (and pixel Dice) per set: the U-Net's two ways to instances against the forest,
+    from the runs with the size floor (records with ``min_size``)."""
+    inst = [r for r in records if r["part"] == "instances" and "min_size" in r]
+    lines = ["* **Touching objects** (2 densely annotated images, object F1 at IoU 0.5 / pixel Dice on the "
+             "rest, mean over seeds; [docs/results_objects.md](docs/results_objects.md)):"]
+    for ds_name in DATASETS:
+        parts = []
+        for method, label in OBJECT_METHODS:
+            rs = [r for r in inst if r.get("dataset", "bbbc007") == ds_name and r["method"] == method]
+            if rs:
+                parts.append(f"{label} {np.mean([r['object_f1'] for r in rs]):.3f} / "
+                             f"{np.mean([r['dice'] for r in rs]):.3f} ({len(rs)} seed{'s' if len(rs) > 1 else ''})")
+        if parts:
+            lines.append(f"  * {NAMES[ds_name]}: " + "; ".join(parts) + ".")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------- blocks
 def generate(data: Path = DATA) -> dict[str, str]:
     """Every block's text, by marker name, from the records in ``data``."""
@@ -236,11 +260,12 @@ def generate(data: Path = DATA) -> dict[str, str]:
         "speed": lambda: speed_block(json.loads((data / "speed.json").read_text()),
                                      read_jsonl(data / "fused.jsonl")),
         "cli-check": lambda: cli_check_block((data / "bbbc007_cli_check.txt").read_text()),
+        "objects": lambda: objects_block(read_jsonl(data / "objects.jsonl")),
     }
     return {name: make() for name, make in blocks.items()}
 
 
-BLOCKS = ("painting-loop", "quality", "quality-variants", "speed", "cli-check")
+BLOCKS = ("painting-loop", "quality", "quality-variants", "speed", "cli-check", "objects")
 
 
 def markers(name: str) -> tuple[str, str]:

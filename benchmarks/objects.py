@@ -260,6 +260,8 @@ def main(argv=None) -> int:
                     for rec in run_classes(ds, seed, args):
                         add({"part": "classes", "dataset": name, "seed": seed, **ft, "threads": args.threads, **rec})
     write_section("results_objects.md", summary(records))
+    from headlines import update
+    update()
     return 0
 
 
