@@ -65,6 +65,7 @@ def annotated_planes(images, annotations, channels: int, mode: str, patch_size: 
     """
     if len(images) != len(annotations):
         raise BTUnetError(f"got {len(images)} images but {len(annotations)} annotations")
+    border_target = stroke_boundary if mode == "sparse" else boundary_target  # where objects meet
     planes = []
     for (name, raw), (_, labels) in zip(images, annotations):
         image, rgb = engine_image(raw, axes, None, channels, what=f"image {name}")
@@ -75,7 +76,6 @@ def annotated_planes(images, annotations, channels: int, mode: str, patch_size: 
         for index in layout.indices():
             plane_labels = np.asarray(labels[index])
             target, weight = targets_and_weights(plane_labels, mode, n_classes=head.n_classes)
-            border_target = stroke_boundary if mode == "sparse" else boundary_target
             if not weight.any():
                 continue
             pixels = layout.read(image, index)
