@@ -130,7 +130,8 @@ class FinetuneConfig:
     class_names: Optional[list] = None  # names of classes 1..K (stored with the model)
     instances: str = "none"          # "boundary": learn object borders; "auto": when dense masks hold
     #                                  instance ids or background strokes lie between two objects
-    #                                  (opt-in: it has not yet beaten the distance watershed, docs/results_objects.md)
+    #                                  (opt-in: it beats the distance watershed on large nuclei and loses
+    #                                  on small ones, docs/results_objects.md)
     axes: Optional[str] = None       # what each image axis is (btunet.axes, e.g. "TZYX", "CYX"); masks have
     #                                  the same axes without C. None: a trailing 3/4 is colour, the rest planes
 

@@ -89,11 +89,7 @@ def boundary_instances(object_prob: np.ndarray, boundary_prob: np.ndarray, thres
     of a plane or a volume."""
     from skimage.segmentation import watershed
     mask = object_prob > threshold
-    seeds = _label(mask & (boundary_prob < boundary_threshold))
-    sizes = np.bincount(seeds.ravel())
-    small = sizes < min_seed
-    small[0] = False
-    seeds[small[seeds]] = 0
+    seeds = drop_small(_label(mask & (boundary_prob < boundary_threshold)), min_seed)
     markers = _add_unseeded(seeds, mask)
     return drop_small(watershed(boundary_prob, markers, mask=mask).astype(np.int32), min_size)
 
