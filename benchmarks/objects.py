@@ -72,11 +72,11 @@ def run_otsu(ds: dict) -> dict:
     from btunet.instances import distance_instances
     from quality import norm
     from skimage.filters import threshold_otsu
-    preds = []
+    preds, floor = [], train_floor(ds)
     for _, im, _ in ds["test"]:
         x = norm(im)
-        preds.append(distance_instances(x > threshold_otsu(x), min_size=train_floor(ds)))
-    return {**instance_scores(preds, [m for _, _, m in ds["test"]]), "train_s": 0.0, "min_size": train_floor(ds)}
+        preds.append(distance_instances(x > threshold_otsu(x), min_size=floor))
+    return {**instance_scores(preds, [m for _, _, m in ds["test"]]), "train_s": 0.0, "min_size": floor}
 
 
 def forest(xs: list, ys: list, seed: int, max_pixels: int = 200_000):
@@ -95,13 +95,11 @@ def run_forest(ds: dict, seed: int) -> dict:
     clf = forest([f.reshape(-1, f.shape[-1]) for f in feats],
                  [(m > 0).ravel() for _, _, m in ds["train"][:2]], seed)
     train_s = time.perf_counter() - t
-    preds = []
+    preds, floor = [], train_floor(ds)
     for _, im, _ in ds["test"]:
         f = rf_features(im)
-        preds.append(distance_instances(clf.predict(f.reshape(-1, f.shape[-1])).reshape(im.shape),
-                                        min_size=train_floor(ds)))
-    return {**instance_scores(preds, [m for _, _, m in ds["test"]]), "train_s": train_s,
-            "min_size": train_floor(ds)}
+        preds.append(distance_instances(clf.predict(f.reshape(-1, f.shape[-1])).reshape(im.shape), min_size=floor))
+    return {**instance_scores(preds, [m for _, _, m in ds["test"]]), "train_s": train_s, "min_size": floor}
 
 
 # ------------------------------------------------------------------------------ three classes
