@@ -227,7 +227,7 @@ def cli_check_block(table: str) -> str:
 
 
 # ------------------------------------------------------------------------------------- objects
-OBJECT_METHODS = (("unet + boundary watershed", "U-Net with learnt borders"),
+OBJECT_METHODS = (("unet + borders, split as chosen on validation", "U-Net with borders, split as chosen on validation"),
                   ("unet + distance watershed", "U-Net + distance watershed"),
                   ("random forest + distance watershed", "forest + distance watershed"))
 

@@ -169,6 +169,9 @@ def cmd_finetune(a) -> int:
     print(f"saved {model} model to {path} (epochs {meta['epochs']}, best {best}"
           + (f", validation Dice {dice[best - 1]:.3f}" if dice and 0 < best <= len(dice) else "")
           + (", stopped by an interrupt" if status else "") + ")")
+    from .separation import describe_separation
+    if describe_separation(meta):
+        print(describe_separation(meta))
     return status
 
 

@@ -157,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--boundary", action="store_true",
                    help="also learn object borders, used by `btunet predict --instances` to separate "
                         "touching objects: from instance masks (dense masks with several ids) or from "
-                        "background strokes painted between two objects (sparse)")
+                        "background strokes painted between two objects (sparse). With instance masks, "
+                        "the learnt borders and a distance watershed are scored on the validation "
+                        "objects and the better is stored with the model (separate_by)")
     f.add_argument("--init", metavar="MODEL",
                    help="continue from this fine-tuned model (variant and channels taken from it) with the "
                         "short continuation schedule; the output is a new file")
@@ -187,8 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threshold", type=float, default=None,
                    help="probability threshold (default: the one saved with the model, usually 0.5)")
     r.add_argument("--instances", action="store_true",
-                   help="label separate objects: touching ones are split by the model's learnt borders "
-                        "when it has them, else by a distance-transform watershed. A stack with a Z axis "
+                   help="label separate objects: touching ones are split as the model chose on its "
+                        "validation objects (its learnt borders or a distance-transform watershed; see "
+                        "--separate-by), else by the watershed. A stack with a Z axis "
                         "(--axes, the file's own axes, or a 3-D stack taken as Z, Y, X) is labelled in "
                         "3-D: an object keeps one id through its planes (the stack's probabilities are "
                         "held in memory); T is never linked, and an unnamed 4-D stack goes plane by "
@@ -200,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--z-spacing", type=float, default=1.0, metavar="RATIO",
                    help="with --instances on a Z stack: Z step / pixel width (default 1), so objects are "
                         "split by their real shape in anisotropic stacks")
+    r.add_argument("--separate-by", choices=("boundary", "distance"), default=None,
+                   help="with --instances: split touching objects along the model's learnt borders "
+                        "('boundary', a model fine-tuned with borders) or by a distance-transform "
+                        "watershed ('distance'); default: what the model chose on its validation objects "
+                        "(btunet info MODEL shows separate_by and the F1 of each)")
     r.add_argument("--min-size", type=int, default=None, metavar="PX",
                    help="with --instances: drop objects smaller than this many px (voxels for 3-D ids); "
                         "default: the model's own, a tenth of its median training object from instance "

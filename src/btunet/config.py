@@ -11,6 +11,7 @@ from . import fields
 from .annotations import MASK_MODES
 from .device import DEVICES
 from .errors import BTUnetError
+from .instances import SEPARATIONS
 from .metadata import DEFAULT_THRESHOLD, check_threshold
 from .models import SIZE_MULTIPLE
 from .models.registry import CHANNELS, check_model_settings
@@ -208,6 +209,8 @@ class PredictConfig:
     z_spacing: float = 1.0             # Z step / pixel width, so 3-D seeds are round in space
     split_touching: bool = True        # instances: split touching objects by a distance watershed
     min_distance: int = 5              # instances: least distance (px) between two objects' centres
+    separate_by: Optional[str] = None  # instances: "boundary" (a model's learnt borders) or "distance"
+    #                                    (watershed of the mask's distance transform); None: the model's
     min_size: Optional[int] = None     # instances: drop objects below this many px (voxels in 3-D);
     #                                    None: the model's own (from its training objects), 0: keep all
     probabilities: bool = True         # also return the object probability
@@ -233,6 +236,8 @@ class PredictConfig:
         for name in ("instances", "split_touching", "probabilities", "class_probabilities", "uncertainty", "fast"):
             fields.flag(name, getattr(self, name))
         fields.whole("min_distance", self.min_distance, 1)
+        if self.separate_by is not None:
+            fields.choice("separate_by", self.separate_by, SEPARATIONS)
         if self.min_size is not None:
             fields.whole("min_size", self.min_size, 0)
         if self.instances_3d is not None:

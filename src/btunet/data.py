@@ -76,3 +76,4 @@ class AnnotatedPlane:
     boundary: Optional[np.ndarray] = None    # (H, W) 1 = border of an object (instance masks)
     context: bool = False                    # an unpainted plane that learns from pseudo-labels only
     object_sizes: Optional[np.ndarray] = None  # px of each instance of a dense mask
+    instances: Optional[np.ndarray] = None     # (H, W) instance ids of a dense mask (a model with borders)

@@ -20,6 +20,7 @@ from .imageio import spatial_shape
 from .heads import MAX_CLASSES, HeadSpec, default_classes, head_of
 from .instances import MIN_SIZE, object_sizes, size_floor
 from .losses import segmentation_loss
+from .separation import best_separation, validation_f1
 from .metadata import DEFAULT_THRESHOLD
 from .models import SegmentationModel, create_model
 from .normalize import DEFAULT_NORMALIZATION
@@ -83,7 +84,9 @@ def annotated_planes(images, annotations, channels: int, mode: str, patch_size: 
             planes.append(AnnotatedPlane(pad_to_min_size(pixels, patch_size), pad(target), pad(weight),
                                          np.zeros_like(pad(weight)), name, size=target.shape,
                                          boundary=pad(border_target(plane_labels)) if head.boundary else None,
-                                         object_sizes=object_sizes(plane_labels) if mode == "dense" else None))
+                                         object_sizes=object_sizes(plane_labels) if mode == "dense" else None,
+                                         instances=(pad(plane_labels.astype(np.int32))
+                                                    if mode == "dense" and head.boundary else None)))
     n_obj = int(sum(((p.target > 0) * p.weight).sum() for p in planes))
     n_all = int(sum(p.weight.sum() for p in planes))
     per_class = [int(sum(((p.target == k) * p.weight).sum() for p in planes))
@@ -99,6 +102,18 @@ def min_size_of(planes: list[AnnotatedPlane], previous: dict) -> int:
     if sizes:
         return size_floor(np.concatenate(sizes))
     return int(previous.get("min_size", MIN_SIZE))
+
+
+def separation_of(net: SegmentationModel, planes: list[AnnotatedPlane], head: HeadSpec, cfg: FinetuneConfig,
+                  min_size: int, previous: dict) -> tuple[Optional[str], Optional[dict]]:
+    """How a model with borders separates objects (``separation.py``) and the validation F1 of
+    each way: chosen on held-out instance masks, else kept from the model continued from."""
+    if not head.boundary:
+        return None, None
+    scores = validation_f1(net, planes, cfg.threshold, min_size, cfg.fast)
+    if scores is None:
+        return previous.get("separate_by", "boundary"), None
+    return best_separation(scores), scores
 
 
 def hold_out_validation(planes: list[AnnotatedPlane], fraction: float, rng: np.random.Generator,
@@ -352,13 +367,17 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     if best_state is not None:
         net.load_state_dict(best_state)
     net.eval()
+    min_size = min_size_of(planes, previous)
+    separate_by, separation_f1 = separation_of(net, planes, head, cfg, min_size, previous)
     painted = [(p.painted | (p.val_weight > 0)) for p in planes]
     n_obj = int(sum((p.target[m] > 0.5).sum() for p, m in zip(planes, painted)))
     n_all = int(sum(m.sum() for m in painted))
     net.metadata = {
         **{k: v for k, v in head_meta.items() if v is not None},
         "normalization": DEFAULT_NORMALIZATION, "threshold": cfg.threshold,
-        "min_size": min_size_of(planes, previous),
+        "min_size": min_size,
+        **({"separate_by": separate_by} if separate_by else {}),
+        **({"separation_f1": separation_f1} if separation_f1 else {}),
         "trained_on": {"images": [name for name, _ in sources], "planes": n_planes,
                        "context_planes": len(planes) - n_planes,
                        "mask_mode": cfg.mask_mode, "convention": CONVENTIONS[cfg.mask_mode],

@@ -34,6 +34,9 @@ SIZE_SHARE = 0.1
 #: Two distance peaks seed separate objects only when the straight path between them dips this
 #: many px below the lower one: a neck at least 3 px narrower than both objects' radii.
 SEED_DEPTH = 3.0
+#: How touching objects are split: ``boundary`` along a model's learnt borders, ``distance`` by a
+#: watershed on the mask's distance transform (``separation.py`` chooses per model).
+SEPARATIONS = ("boundary", "distance")
 
 
 def _label(mask: np.ndarray) -> np.ndarray:
@@ -186,4 +189,4 @@ def link_planes(volume_labeller: Callable[..., np.ndarray], arrays: Sequence[np.
     return out
 
 
-__all__ = ["MIN_SEED", "SEED_DEPTH", "boundary_instances", "distance_instances", "link_planes", "linked_axis"]
+__all__ = ["MIN_SEED", "SEED_DEPTH", "SEPARATIONS", "boundary_instances", "distance_instances", "link_planes", "linked_axis"]

@@ -16,7 +16,7 @@ from . import fields
 from .annotations import MASK_MODES
 from .errors import BTUnetError, CheckpointError
 from .heads import ClassInfo, HeadSpec, default_classes, parse_classes
-from .instances import MIN_SIZE
+from .instances import MIN_SIZE, SEPARATIONS
 from .models import SegmentationModel, create_model
 from .models.registry import check_model_settings
 
@@ -107,7 +107,7 @@ class ModelSpec:
 
 #: Top-level keys the typed structure owns; the rest is provenance.
 _TYPED = ("format", "format_version", "kind", "model", "channels", "normalization", "threshold",
-          "classes", "instances", "min_size")
+          "classes", "instances", "min_size", "separate_by")
 #: The largest object-size floor a checkpoint may carry (px): 4096² would drop any real object.
 MAX_MIN_SIZE = 4096 ** 2
 #: How a model separates touching objects: ``boundary`` = it has a boundary channel.
@@ -126,6 +126,8 @@ class CheckpointMetadata:
     classes: tuple = ()                   # ClassInfo of classes 1..K; () = one class, "object"
     instances: Optional[str] = None       # "boundary": the last output channel is object borders
     min_size: int = MIN_SIZE              # instances: objects below this (px) are dropped
+    separate_by: str = "distance"         # instances: touching objects split along the learnt borders
+    #                                       ("boundary") or by a distance watershed (separation.py)
     provenance: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -180,8 +182,12 @@ class CheckpointMetadata:
                                   f"{len(classes) or 1} class(es)" + (" and a boundary channel" if head.boundary
                                                                      else "") + f" ({head.channels} channels)")
         min_size = fields.whole("min_size", raw.get("min_size", MIN_SIZE), 0, MAX_MIN_SIZE)
+        separate_by = fields.choice("separate_by", raw.get("separate_by", instances or "distance"), SEPARATIONS)
+        if separate_by == "boundary" and instances != "boundary":
+            raise BTUnetError("separate_by 'boundary' needs a boundary channel (instances: 'boundary')")
         provenance = {k: v for k, v in raw.items() if k not in _TYPED}
-        return cls(kind, model, norm, threshold, mask_mode, version, classes, instances, min_size, provenance)
+        return cls(kind, model, norm, threshold, mask_mode, version, classes, instances, min_size, separate_by,
+                   provenance)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON: the typed fields first, then the provenance as it was."""
@@ -195,6 +201,7 @@ class CheckpointMetadata:
             out["classes"] = [c.as_dict() for c in self.classes]
         if self.instances is not None:
             out["instances"] = self.instances
+            out["separate_by"] = self.separate_by
         return {**out, **copy.deepcopy(dict(self.provenance))}
 
 

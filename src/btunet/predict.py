@@ -15,6 +15,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from .checkpoint import model_metadata
+from .metadata import CheckpointMetadata
 from .axes import z_axis_of
 from .config import OVERLAP, TILE, PredictConfig
 from .device import resolve_device
@@ -46,13 +47,27 @@ class Prediction:
     class_probabilities: Optional[np.ndarray] = None  # float32 (K+1, ...): background, class 1..K
 
 
+def by_borders(cfg: PredictConfig, has_boundary: bool) -> bool:
+    """Whether touching objects are split along the model's learnt borders (``separation.py``)."""
+    return cfg.split_touching and has_boundary and cfg.separate_by != "distance"
+
+
+def separation_for(cfg: PredictConfig, stored: CheckpointMetadata) -> PredictConfig:
+    """``cfg`` with the way of separating objects settled: the one asked for, else the model's."""
+    if cfg.separate_by == "boundary" and stored.instances != "boundary":
+        raise BTUnetError("separate_by='boundary' needs a model with learnt borders (fine-tuned with "
+                          "instances='boundary', or on instance masks with instances='auto'); "
+                          "this one has none: use 'distance'")
+    return dataclasses.replace(cfg, separate_by=cfg.separate_by or stored.separate_by)
+
+
 def plane_result(net: SegmentationModel, pixels: np.ndarray, cfg: PredictConfig, threshold: float,
                  label_instances: bool = True, min_size: int = MIN_SIZE) -> dict:
     """Probability, labels (and uncertainty, class probabilities, boundary probability) of one plane.
 
-    Labels: instance ids with ``cfg.instances`` and ``label_instances`` (from the learnt boundary
-    when the model has one, else a distance-transform watershed), a class image for a class
-    model, else 0/1 (also when the instances are labelled later, in 3-D).
+    Labels: instance ids with ``cfg.instances`` and ``label_instances`` (split as
+    ``cfg.separate_by`` says: the learnt boundary or a distance-transform watershed), a class
+    image for a class model, else 0/1 (also when the instances are labelled later, in 3-D).
     """
     spec = head_of(net)
     opts = dict(tile=cfg.tile, overlap=cfg.overlap, fast=cfg.fast, tile_batch=cfg.tile_batch)
@@ -66,7 +81,7 @@ def plane_result(net: SegmentationModel, pixels: np.ndarray, cfg: PredictConfig,
         prob = first if cfg.uncertainty else object_probability(net, pixels, **opts)
     mask = prob > threshold
     out["boundary"] = outputs["boundary"] if outputs is not None else None
-    if cfg.instances and label_instances and spec.boundary and cfg.split_touching:
+    if cfg.instances and label_instances and by_borders(cfg, spec.boundary):
         labels = boundary_instances(prob, outputs["boundary"], threshold, min_size=min_size)
     elif cfg.instances and label_instances:
         labels = distance_instances(mask, cfg.split_touching, cfg.min_distance, min_size=min_size)
@@ -118,7 +133,7 @@ def _label_stack(prob: np.ndarray, boundary: Optional[np.ndarray], threshold: fl
     sampling = (cfg.z_spacing, 1.0, 1.0)
 
     def volume(p: np.ndarray, b: Optional[np.ndarray] = None) -> np.ndarray:
-        if b is not None and cfg.split_touching:
+        if b is not None and by_borders(cfg, True):
             return boundary_instances(p, b, threshold, min_size=min_size)
         return distance_instances(p > threshold, cfg.split_touching, cfg.min_distance, sampling, min_size)
 
@@ -142,13 +157,14 @@ def _results(model, image, cfg: PredictConfig, rgb: Optional[bool]) -> Iterator[
     stored = model_metadata(net)  # the threshold and normalisation the model was trained with
     threshold = stored.threshold if cfg.threshold is None else cfg.threshold
     min_size = stored.min_size if cfg.min_size is None else cfg.min_size
+    cfg = separation_for(cfg, stored)
     layout = plane_layout(image, net.in_channels, rgb=rgb, normalization=stored.normalization)
     per_plane = z_axis_of_stack(image, cfg, rgb) is None
     net, cfg = fused_setup(net, cfg, int(np.prod(layout.spatial_shape)))
     offset = 0
     for index, pixels in layout.planes(image):
         out = plane_result(net, pixels, cfg, threshold, label_instances=per_plane, min_size=min_size)
-        out["threshold"], out["min_size"] = threshold, min_size
+        out["threshold"], out["min_size"], out["separate_by"] = threshold, min_size, cfg.separate_by
         if cfg.instances and per_plane:
             labels = out["labels"]
             labels[labels > 0] += offset
@@ -187,6 +203,7 @@ def predict(model: "SegmentationModel | str | os.PathLike", image, config: Optio
     for done, (index, item) in enumerate(_results(model, image, cfg, rgb), 1):
         labels[index] = item["labels"]
         threshold, min_size = item["threshold"], item["min_size"]
+        cfg = dataclasses.replace(cfg, separate_by=item["separate_by"])
         if probs is not None:
             probs[index] = item["probability"]
         if z_axis is not None and item["boundary"] is not None:

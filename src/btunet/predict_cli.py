@@ -31,9 +31,13 @@ def is_chunked(args, path: Path) -> bool:
 def cmd_predict(a) -> None:
     from .checkpoint import read_metadata
     from .outputs import find_inputs, plan_predictions, probe_writable
-    if read_metadata(a.model)["kind"] != "model":  # the header only: a wrong file is refused first
+    header = read_metadata(a.model)
+    if header["kind"] != "model":  # the header only: a wrong file is refused first
         raise BTUnetError(f"{a.model} is a pre-trained encoder, not a fine-tuned model; fine-tune it "
                           "first (btunet finetune --encoder ...)")
+    if a.separate_by == "boundary" and header.get("instances") != "boundary":
+        raise BTUnetError(f"--separate-by boundary needs a model with learnt borders; {a.model} has none "
+                          "(fine-tune with --boundary, or use --separate-by distance)")
     from .config import PredictConfig
     PredictConfig(threshold=a.threshold, z_spacing=a.z_spacing, min_size=a.min_size)  # numbers checked first
     inputs = find_inputs(a.inputs)
@@ -108,7 +112,8 @@ def _predict_in_memory(model, target: Target, a, bar, axes: Optional[str] = None
 
     image = read_lazy(target.source)
     options = dict(threshold=a.threshold, instances=a.instances, device=a.device, fast=not a.exact,
-                   on_progress=show_planes, axes=axes, z_spacing=a.z_spacing, min_size=a.min_size)
+                   on_progress=show_planes, axes=axes, z_spacing=a.z_spacing, min_size=a.min_size,
+                   separate_by=a.separate_by)
     if a.per_plane:
         options["instances_3d"] = False
     try:

@@ -62,6 +62,7 @@ BAD = {
         "instances_3d": [1, 0, "3d", "yes"],
         "z_axis": [-1, 1.5, True, "0"], "z_spacing": [0, -1.0, NAN, INF, True, None, "2"],
         "min_size": [-1, 1.5, True, "15", NAN],
+        "separate_by": ["edges", "", 1, True],
     },
 }
 CASES = [(cls, name, value) for cls, table in BAD.items() for name, values in table.items() for value in values]
