@@ -34,17 +34,21 @@ from btunet.simulate import correct, correct_by_uncertainty, scribbles  # noqa: 
 
 RECORDS = DOCS / "data" / "interactive.jsonl"
 DATASETS = ("bbbc007", "cho_3dt", "cells3d")
-METHODS = ("scratch", "bt", "builtin", "builtin_lr3", "rf", "scratch_uncertainty", "strokes_only", "teacher_forest",
-           "teacher_model")
+METHODS = ("scratch", "bt", "builtin", "builtin_lr3", "scratch_encoder_teacher", "builtin_encoder_teacher", "rf",
+           "scratch_uncertainty", "strokes_only", "teacher_forest", "teacher_model")
 #: the alternatives that were tried for learning from strokes (engine settings of the `unet` run)
 VARIANTS = {"strokes_only": {"pseudo_labels": "none"}, "teacher_forest": {"continue_teacher": "forest"},
-            "teacher_model": {"continue_teacher": "model"}, "builtin_lr3": {"encoder_lr_scale": 3.0}}
+            "teacher_model": {"continue_teacher": "model"}, "builtin_lr3": {"encoder_lr_scale": 3.0},
+            "scratch_encoder_teacher": {"teacher_features": "encoder"},
+            "builtin_encoder_teacher": {"teacher_features": "encoder"}}
 LABELS = {"strokes_only": "`unet` from scratch, strokes only (no pseudo-labels)",
           "teacher_forest": "`unet` from scratch, continuation pseudo-labels from the forest alone",
           "teacher_model": "`unet` from scratch, continuation pseudo-labels from the model alone",
 "scratch": "`unet` from scratch", "bt": "`unet` Barlow Twins",
           "builtin": "`unet` from the built-in Barlow Twins encoder",
           "builtin_lr3": "`unet` from the built-in encoder, encoder learning rate x3", "rf": "random forest (ilastik-style)",
+          "scratch_encoder_teacher": "`unet` from scratch, forest teacher with the built-in encoder's features",
+          "builtin_encoder_teacher": "`unet` from the built-in encoder, forest teacher with its features",
           "scratch_uncertainty": "`unet` from scratch, user guided by its uncertainty map",
           "rf_full": "random forest, 1 fully annotated image"}
 

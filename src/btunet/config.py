@@ -120,6 +120,8 @@ class FinetuneConfig:
     pseudo_weight: float = 1.0       # loss weight of a pseudo-labelled pixel (a painted pixel has 1)
     pseudo_confidence: float = 0.6   # teacher probability needed for a pixel to get a pseudo-label
     continue_teacher: str = "both"   # pseudo-labels when continuing: mean of current model and new forest
+    teacher_features: str = "filters"  # the forest's features: "filters" (multiscale filters) or "encoder"
+    #                                    (+ the maps of the encoder the run starts from, else the built-in one)
     augment: bool = True             # flips and 90-degree rotations (+ blur/noise below)
     blur_noise: bool = True          # mild Gaussian blur and noise
     intensity_augment: float = 0.0   # gamma/contrast/brightness jitter strength (0 = off)
@@ -163,6 +165,7 @@ class FinetuneConfig:
         fields.choice("pseudo_labels", self.pseudo_labels, ("forest", "none"))
         fields.number("pseudo_weight", self.pseudo_weight, 0.0)
         fields.number("pseudo_confidence", self.pseudo_confidence, 0.5, 1.0, lo_open=True)
+        fields.choice("teacher_features", self.teacher_features, TEACHER_FEATURES)
         fields.choice("continue_teacher", self.continue_teacher, ("both", "model", "forest"))
         for name in ("augment", "blur_noise"):
             fields.flag(name, getattr(self, name))
@@ -194,6 +197,7 @@ class FinetuneConfig:
 
 
 SPARSE_EPOCHS, DENSE_EPOCHS = 12, 60
+TEACHER_FEATURES = ("filters", "encoder")
 CONTINUE_LR_SCALE = 0.5  # a warm start needs smaller steps than a fresh model
 
 

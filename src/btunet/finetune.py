@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import time
 from typing import Optional, Sequence
@@ -102,6 +103,24 @@ def min_size_of(planes: list[AnnotatedPlane], previous: dict) -> int:
     if sizes:
         return size_floor(np.concatenate(sizes))
     return int(previous.get("min_size", MIN_SIZE))
+
+
+def teacher_features(cfg: FinetuneConfig, enc: Optional[PretrainedEncoder], net: SegmentationModel,
+                     channels: int):
+    """The forest teacher's features beside its filters (``encoder_features.py``): with
+    ``teacher_features="encoder"`` the maps of the pre-trained encoder the run starts from (``net``
+    holds it, not yet trained), else of the built-in encoder (on the mean of the channels)."""
+    if cfg.teacher_features != "encoder":
+        return None
+    from .encoder_features import encoder_features
+    if enc is not None:
+        return encoder_features(net.encoder)
+    builtin = as_encoder("builtin")
+    features = encoder_features(build_from_encoder(dataclasses.replace(cfg, model=builtin.variant), builtin,
+                                                   builtin.channels).encoder)
+    if channels == builtin.channels:
+        return features
+    return lambda pixels: features(pixels.mean(axis=0, keepdims=True))
 
 
 def separation_of(net: SegmentationModel, planes: list[AnnotatedPlane], head: HeadSpec, cfg: FinetuneConfig,
@@ -265,7 +284,7 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     net.to(device)
     probs = model_probabilities(net, planes, cfg.fast) if model is not None else None
     n_wrong = focus_on_errors(planes, probs, cfg.threshold) if model is not None else None
-    n_pseudo = add_pseudo_labels(planes, cfg, probs) if use_pseudo else 0
+    n_pseudo = add_pseudo_labels(planes, cfg, probs, teacher_features(cfg, enc, net, channels)) if use_pseudo else 0
     fraction = min(cfg.annotated_fraction, 0.5) if use_pseudo else cfg.annotated_fraction
     sampler = PatchSampler(planes, cfg.patch_size, fraction, rng)
 

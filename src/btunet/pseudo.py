@@ -11,7 +11,7 @@ stack; they learn only from the teacher's confident pseudo-labels, at a lower we
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 from scipy.special import expit
@@ -58,7 +58,8 @@ def context_planes(images, annotations, channels: int, patch_size: int,
 
 
 def add_pseudo_labels(planes: list[AnnotatedPlane], cfg: FinetuneConfig,
-                      model_probs: Optional[list[np.ndarray]] = None) -> int:
+                      model_probs: Optional[list[np.ndarray]] = None,
+                      extra_features: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> int:
     """Give confident pseudo-labels (weight ``cfg.pseudo_weight``) to unpainted pixels.
 
     A fresh run takes them from a forest trained on the strokes. A continuation
@@ -67,7 +68,8 @@ def add_pseudo_labels(planes: list[AnnotatedPlane], cfg: FinetuneConfig,
     where they were painted), the new forest, or their mean ("both"). Around painted pixels
     the current model gets wrong (corrections), the model's pseudo-labels are dropped within
     ``CORRECTION_RADIUS`` px so they cannot outvote the correction. Painted pixels keep their
-    own label, held-out pixels stay out. Returns the number of pseudo-labelled pixels.
+    own label, held-out pixels stay out. ``extra_features``: the forest's features beside its
+    filters (``encoder_features``). Returns the number of pseudo-labelled pixels.
     """
     from scipy import ndimage as ndi
     from .teacher import forest_probabilities, pseudo_targets
@@ -75,7 +77,8 @@ def add_pseudo_labels(planes: list[AnnotatedPlane], cfg: FinetuneConfig,
     top = max(1, int(max(p.target.max() for p in planes)))
     n_classes = model_probs[0].shape[0] - 1 if model_probs is not None and model_probs[0].ndim == 3 else top
     forest = (forest_probabilities([p.pixels for p in planes], [p.target for p in planes],
-                                   [p.weight for p in planes], cfg.seed, n_classes) if teacher != "model" else None)
+                                   [p.weight for p in planes], cfg.seed, n_classes, extra_features)
+              if teacher != "model" else None)
     count = 0
     for k, p in enumerate(planes):
         painted = (p.weight > 0) | (p.val_weight > 0)

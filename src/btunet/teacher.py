@@ -9,6 +9,8 @@ them; the painted pixels always keep their own label.
 """
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import numpy as np
 
 from .errors import BTUnetError
@@ -69,24 +71,31 @@ FEATURE_CACHE_BYTES = 1 << 30
 
 
 def forest_probabilities(planes_pixels: list[np.ndarray], targets: list[np.ndarray],
-                         masks: list[np.ndarray], seed: int = 0, n_classes: int = 1) -> list[np.ndarray]:
+                         masks: list[np.ndarray], seed: int = 0, n_classes: int = 1,
+                         extra_features: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> list[np.ndarray]:
     """Object probability (H, W) of every pixel of every plane, from a forest fitted on the masked
     pixels; with ``n_classes`` K >= 2 (targets = class indices) the (K+1, H, W) class probabilities.
+    ``extra_features``: more (H, W, F) features of a plane beside the filters (``encoder_features``).
 
     Features take about 80 bytes a pixel, so for many or large planes only the annotated
     pixels' features are kept while fitting and each plane's are computed again to predict.
     """
     masks = [m > 0 for m in masks]
+
+    def features_of(pixels: np.ndarray) -> np.ndarray:
+        f = pixel_features(pixels)
+        return f if extra_features is None else np.concatenate([f, extra_features(pixels)], axis=-1)
+
     picked, cache, size = [], [], 0
     for pixels, mask in zip(planes_pixels, masks):
-        f = pixel_features(pixels)
+        f = features_of(pixels)
         picked.append(f[mask])
         size += f.nbytes
         cache.append(f if size <= FEATURE_CACHE_BYTES else None)
     forest = fit_forest(picked, targets, masks, seed)
     probs = []
     for pixels, f in zip(planes_pixels, cache):
-        f = pixel_features(pixels) if f is None else f
+        f = features_of(pixels) if f is None else f
         p = forest.predict_proba(f.reshape(-1, f.shape[-1]))
         if n_classes == 1:
             probs.append(p[:, 1].reshape(f.shape[:2]).astype(np.float32))

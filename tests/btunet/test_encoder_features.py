@@ -1,0 +1,87 @@
+"""The forest teacher with a pre-trained encoder's maps beside its filters."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from btunet import FinetuneConfig, finetune
+from btunet import encoder_features as ef
+from btunet.finetune import build_from_encoder, teacher_features
+from btunet.pretrain import as_encoder
+from btunet.teacher import forest_probabilities
+
+
+@pytest.fixture(scope="module")
+def builtin_net():
+    enc = as_encoder("builtin")
+    return build_from_encoder(FinetuneConfig(), enc, enc.channels)
+
+
+def test_maps_of_the_first_two_levels_at_full_resolution(builtin_net, rng):
+    pixels = rng.random((1, 70, 90), dtype=np.float32)  # not a multiple of 16
+    features = ef.encoder_features(builtin_net.encoder)(pixels)
+    import copy
+    probe = copy.deepcopy(builtin_net.encoder).eval()  # a train-mode call would move the fixture's BatchNorm
+    widths = [probe(torch.zeros(1, 1, 32, 32))[0][k].shape[1] for k in ef.LEVELS]
+    assert features.shape == (70, 90, sum(widths)) and features.dtype == np.float32
+    assert np.isfinite(features).all() and features.std() > 0
+
+
+def test_strips_give_the_maps_of_the_whole_plane(builtin_net, rng, monkeypatch):
+    pixels = rng.random((1, 200, 64), dtype=np.float32)
+    whole = ef.encoder_features(builtin_net.encoder)(pixels)
+    monkeypatch.setattr(ef, "STRIP", 48)  # four strips with margins instead of one pass
+    stripped = ef.encoder_features(builtin_net.encoder)(pixels)
+    np.testing.assert_allclose(stripped, whole, atol=1e-4)
+
+
+def test_the_caller_encoder_is_neither_changed_nor_put_in_eval_mode(builtin_net, rng):
+    builtin_net.train()
+    before = {k: v.clone() for k, v in builtin_net.encoder.state_dict().items()}
+    ef.encoder_features(builtin_net.encoder)(rng.random((1, 64, 64), dtype=np.float32))
+    assert builtin_net.encoder.training
+    assert all(torch.equal(before[k], v) for k, v in builtin_net.encoder.state_dict().items())
+
+
+def test_forest_takes_extra_features(small_sample):
+    image = tifffile.imread(sorted((small_sample / "images").iterdir())[0]).astype(np.float32)
+    mask = tifffile.imread(sorted((small_sample / "masks").iterdir())[0]) > 0
+    pixels = ((image - image.min()) / np.ptp(image))[None]
+    ann = np.zeros(mask.shape, np.float32)
+    ann[::7, ::7] = 1
+    seen = []
+
+    def extra(p):
+        seen.append(p.shape)
+        return np.stack([p[0], p[0] ** 2], axis=-1)  # two more features per pixel
+
+    prob = forest_probabilities([pixels], [mask.astype(np.float32)], [ann], extra_features=extra)[0]
+    assert prob.shape == mask.shape and seen and seen[0] == pixels.shape
+    assert ((prob > 0.5) == mask)[ann == 0].mean() > 0.9
+
+
+def test_teacher_uses_the_given_encoder_else_the_builtin(builtin_net):
+    cfg = FinetuneConfig()
+    assert teacher_features(cfg, None, builtin_net, 1) is None  # filters only, the default
+    cfg = replace(cfg, teacher_features="encoder")
+    plane = np.random.default_rng(0).random((1, 32, 48), dtype=np.float32)
+    from_builtin = teacher_features(cfg, None, builtin_net, 1)(plane)
+    own = teacher_features(cfg, as_encoder("builtin"), builtin_net, 1)(plane)
+    np.testing.assert_allclose(from_builtin, own, atol=1e-5)  # builtin_net holds the built-in weights
+    rgb = teacher_features(cfg, None, builtin_net, 3)(np.repeat(plane, 3, axis=0))
+    np.testing.assert_allclose(rgb, from_builtin, atol=1e-5)  # colour: the mean of the channels
+
+
+def test_strokes_fine_tune_with_the_encoder_teacher(small_sample, fast_finetune_config):
+    image = tifffile.imread(sorted((small_sample / "images").iterdir())[0])
+    mask = tifffile.imread(sorted((small_sample / "masks").iterdir())[0])
+    ann = np.zeros(mask.shape, np.uint8)
+    ann[::5, ::5] = np.where(mask[::5, ::5] > 0, 2, 1)
+    cfg = replace(fast_finetune_config, mask_mode="sparse", teacher_features="encoder")
+    net = finetune(image, ann, cfg)
+    assert net.metadata["finetune_config"]["teacher_features"] == "encoder"
+    assert 0 < net.metadata["trained_on"]["pseudo_labelled_pixels"] <= int((ann == 0).sum())
