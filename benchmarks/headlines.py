@@ -227,7 +227,7 @@ def cli_check_block(table: str) -> str:
 
 
 # ------------------------------------------------------------------------------------- objects
-OBJECT_METHODS = (("unet + borders, split as chosen on validation", "U-Net with borders, split as chosen on validation"),
+OBJECT_METHODS = (("unet + borders, split as the model chose", "U-Net with borders, split as it chose"),
                   ("unet + distance watershed", "U-Net + distance watershed"),
                   ("random forest + distance watershed", "forest + distance watershed"))
 

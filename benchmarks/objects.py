@@ -30,10 +30,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import DEFAULT_DATA, DOCS, load_average, machine, stamp, table, write_section  # noqa: E402
 from quality import load_dataset, rf_features  # noqa: E402
 
+from btunet.separation import CLEAR_MARGIN, LARGE_OBJECT_PX, MIN_VALIDATION_OBJECTS  # noqa: E402
+
 RING = 4  # px of the ring class around each nucleus
-#: The U-Net with a boundary channel, its objects split as it chose on its validation objects
-#: (``btunet.separation``); records before that choice existed are "unet + boundary watershed".
-CHOSEN = "unet + borders, split as chosen on validation"
+#: The U-Net with a boundary channel, its objects split as it chose at fine-tuning
+#: (``btunet.separation``: held-out objects when they are clear, else the objects' size). Earlier
+#: records: "unet + boundary watershed" (always the borders), "unet + borders, split by validation
+#: F1 alone" (the better F1 on held-out objects, a tie to the watershed).
+CHOSEN = "unet + borders, split as the model chose"
+EARLIER_CHOICE = "unet + borders, split by validation F1 alone"
 
 
 def instance_scores(preds: list, truths: list) -> dict:
@@ -65,7 +70,7 @@ def run_unet(ds: dict, seed: int, args, boundary: bool) -> dict:
     rec = {**instance_scores(preds, truths), "train_s": train_s, "predict_s": predict_s,
            "epochs": net.metadata["epochs"], "min_size": net.metadata["min_size"]}
     if boundary:  # the choice made on validation objects, and what each way gives on the test images
-        rec["separate_by"], rec["separation_f1"] = net.metadata["separate_by"], net.metadata.get("separation_f1")
+        rec["separate_by"], rec["separation"] = net.metadata["separate_by"], net.metadata.get("separation")
         rec["test_object_f1"] = {
             way: instance_scores([btunet.predict(net, im, instances=True, probabilities=False, separate_by=way).labels
                                   for _, im, _ in ds["test"]], truths)["object_f1"] for way in ("boundary", "distance")}
@@ -140,17 +145,23 @@ def class_dice(preds: list, truths: list) -> dict:
     return {k: float(np.mean([s[k] for s in per])) for k in per[0]}
 
 
+def class_method(args) -> str:
+    """The U-Net's name in the class records: the teacher's features when they are not the filters."""
+    return "unet (3 labels, sparse)" + (", encoder teacher" if args.teacher_features == "encoder" else "")
+
+
 def run_classes(ds: dict, seed: int, args) -> list[dict]:
     import btunet
     _, image, mask = ds["train"][0]
     strokes = class_strokes(ring_classes(mask), seed)
     truths = [ring_classes(m) for _, _, m in ds["test"]]
-    cfg = btunet.FinetuneConfig(mask_mode="sparse", seed=seed, class_names=["nucleus", "ring"], **length(args))
+    cfg = btunet.FinetuneConfig(mask_mode="sparse", seed=seed, class_names=["nucleus", "ring"],
+                                teacher_features=args.teacher_features, **length(args))
     t = time.perf_counter()
     net = btunet.finetune(image, strokes, cfg)
     train_s = time.perf_counter() - t
     preds = [btunet.predict(net, im, probabilities=False).labels for _, im, _ in ds["test"]]
-    out = [{"method": "unet (3 labels, sparse)", **class_dice(preds, truths), "train_s": train_s,
+    out = [{"method": class_method(args), **class_dice(preds, truths), "train_s": train_s,
             "painted_pixels": int((strokes > 0).sum())}]
     t = time.perf_counter()
     f = rf_features(image)
@@ -202,18 +213,29 @@ def summary(records: list[dict]) -> str:
                         + [rs[0]["min_size"], f"{np.mean([r['train_s'] for r in rs]):.0f}", len(rs)])
     lines.append(table(["set", "method", "pixel Dice", "object F1@0.5", "AP@0.5:0.95", "AP@0.5", "matched IoU",
                         "floor px", "train s", "runs"], rows, "ll" + "r" * 8))
-    chosen = [r for r in inst if r["method"] == CHOSEN]
+    chosen = [r for r in inst if r["method"] in (CHOSEN, EARLIER_CHOICE)]
     if chosen:
         lines += ["\n### How the model with borders splits objects\n",
                   "A model fine-tuned with a boundary channel scores its learnt borders and the distance watershed "
-                  "on its held-out validation objects (object F1) and keeps the better (`separate_by`, a tie goes "
-                  "to the watershed). Per run: that choice, and the test object F1 each way would give.\n"]
-        rows = [[r.get("dataset", "bbbc007"), r["seed"], run_length(r),
-                 " / ".join(f"{r['separation_f1'][w]:.3f}" for w in ("boundary", "distance")) if r.get("separation_f1") else "-",
-                 r["separate_by"], " / ".join(f"{r['test_object_f1'][w]:.3f}" for w in ("boundary", "distance")),
-                 f"{r['object_f1']:.3f}"] for r in chosen]
-        lines.append(table(["set", "seed", "fine-tune", "validation F1 borders / distance", "chosen",
-                            "test F1 borders / distance", "test F1 chosen"], rows, "lrlrlrr"))
+                  "on its held-out validation objects (object F1). *Split as the model chose* (the engine's rule, "
+                  "`btunet.separation`): validation decides when it has at least "
+                  f"{MIN_VALIDATION_OBJECTS} objects and one way is ahead by {CLEAR_MARGIN:g} or more, otherwise "
+                  f"the median training object does (from {LARGE_OBJECT_PX} px: the borders). *Split by "
+                  "validation F1 alone* (an earlier rule, same models): the better validation F1, a tie to the "
+                  "watershed. Per run: the validation scores, the choice, and the test object F1 each way gives.\n"]
+        rows = []
+        for r in chosen:
+            info = r.get("separation") or {"by": "validation", "f1": {**r["separation_f1"], "objects": "-"}}
+            f1 = info["f1"]
+            rows.append([r.get("dataset", "bbbc007"), "model's rule" if r["method"] == CHOSEN else "F1 alone",
+                         r["seed"], f1["objects"] if f1 else 0,
+                         " / ".join(f"{f1[w]:.3f}" for w in ("boundary", "distance")) if f1 else "-",
+                         f"{info.get('median_object_px', '-')}", info["by"], r["separate_by"],
+                         " / ".join(f"{r['test_object_f1'][w]:.3f}" for w in ("boundary", "distance")),
+                         f"{r['object_f1']:.3f}"])
+        lines.append(table(["set", "rule", "seed", "held-out objects", "validation F1 borders / distance",
+                            "median object px", "decided by", "chosen", "test F1 borders / distance",
+                            "test F1 chosen"], rows, "llrrrrllrr"))
     lines += ["\n### Three classes from sparse strokes\n",
               f"Labels built from the BBBC007 masks: nucleus, a {RING}-px ring around each nucleus (the "
               "halo just outside it), background. Strokes: short rows inside each class on the first image "
@@ -238,6 +260,8 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=150.0, help="time budget of each fine-tune, without --epochs")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--teacher-features", default="filters", choices=("filters", "encoder"),
+                   help="the forest teacher's features in the U-Net's class run (FinetuneConfig.teacher_features)")
     p.add_argument("--parts", nargs="+", default=["instances", "classes"], choices=("instances", "classes"))
     p.add_argument("--records", type=Path, default=DOCS / "data" / "objects.jsonl")
     args = p.parse_args(argv)
@@ -277,9 +301,11 @@ def main(argv=None) -> int:
                              **run_unet(ds, seed, args, boundary)})
         if "classes" in args.parts and name == "bbbc007":
             for seed in args.seeds:
-                if not done(part="classes", dataset=name, seed=seed, **ft):
-                    for rec in run_classes(ds, seed, args):
-                        add({"part": "classes", "dataset": name, "seed": seed, **ft, "threads": args.threads, **rec})
+                if not done(part="classes", dataset=name, seed=seed, method=class_method(args), **ft):
+                    for rec in run_classes(ds, seed, args):  # the forest's record once per seed
+                        if not done(part="classes", dataset=name, seed=seed, method=rec["method"], **ft):
+                            add({"part": "classes", "dataset": name, "seed": seed, **ft, "threads": args.threads,
+                                 **rec})
     write_section("results_objects.md", summary(records))
     from headlines import update
     update()

@@ -125,6 +125,12 @@ class FinetuneSettings:
             "instance masks (dense, one id per object) or from background strokes painted between "
             "the strokes of two objects (sparse)")
         adv.addRow(self.borders_check)
+        self.teacher_check = QCheckBox("teacher sees the encoder's features")
+        self.teacher_check.setToolTip(
+            "strokes: the random forest that labels the unpainted pixels also looks at the maps of the "
+            "pre-trained encoder (the chosen one, else the built-in one), beside its filters")
+        self.teacher_check.setChecked(FinetuneConfig.teacher_features == "encoder")
+        adv.addRow(self.teacher_check)
         self.preview_spin = QDoubleSpinBox()
         self.preview_spin.setRange(0, 600)
         self.preview_spin.setDecimals(1)
@@ -246,6 +252,7 @@ class FinetuneSettings:
             patch_size=self.patch_spin.value(), lr=self.lr_spin.value(),
             time_budget_s=60.0 * self.budget_spin.value() if budget else None,
             instances="auto" if self.borders_check.isChecked() else "none",
+            teacher_features="encoder" if self.teacher_check.isChecked() else "filters",
             device=self.device_combo.currentText())
         return config.continuation() if self._continuing() and not budget else config
 

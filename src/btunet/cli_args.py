@@ -177,6 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--encoder-lr-scale", type=float, default=fd.encoder_lr_scale, metavar="FACTOR",
                    help="learning rate of the pre-trained encoder relative to the rest (default "
                         f"{fd.encoder_lr_scale:g}; 0 keeps the encoder frozen)")
+    f.add_argument("--teacher-features", choices=("filters", "encoder"), default=fd.teacher_features,
+                   help="sparse strokes: the features of the random forest whose confident guesses label "
+                        "the unpainted pixels: multiscale filters, or the filters and the maps of the "
+                        "encoder the run starts from (--encoder), else of the built-in encoder "
+                        f"(default {fd.teacher_features})")
     _add_axes(f, "images (masks have the same axes without C)")
     _add_device(f)
 

@@ -133,8 +133,8 @@ class FinetuneConfig:
     class_names: Optional[list] = None  # names of classes 1..K (stored with the model)
     instances: str = "none"          # "boundary": learn object borders; "auto": when dense masks hold
     #                                  instance ids or background strokes lie between two objects
-    #                                  (opt-in: it beats the distance watershed on large nuclei and loses
-    #                                  on small ones, docs/results_objects.md)
+    #                                  (opt-in: it costs up to 0.01 pixel Dice on some sets; with instance
+    #                                  masks the model then picks borders or distance watershed, separation.py)
     axes: Optional[str] = None       # what each image axis is (btunet.axes, e.g. "TZYX", "CYX"); masks have
     #                                  the same axes without C. None: a trailing 3/4 is colour, the rest planes
 

@@ -21,7 +21,7 @@ from .imageio import spatial_shape
 from .heads import MAX_CLASSES, HeadSpec, default_classes, head_of
 from .instances import MIN_SIZE, object_sizes, size_floor
 from .losses import segmentation_loss
-from .separation import best_separation, validation_f1
+from .separation import choose_separation, validation_f1
 from .metadata import DEFAULT_THRESHOLD
 from .models import SegmentationModel, create_model
 from .normalize import DEFAULT_NORMALIZATION
@@ -125,14 +125,17 @@ def teacher_features(cfg: FinetuneConfig, enc: Optional[PretrainedEncoder], net:
 
 def separation_of(net: SegmentationModel, planes: list[AnnotatedPlane], head: HeadSpec, cfg: FinetuneConfig,
                   min_size: int, previous: dict) -> tuple[Optional[str], Optional[dict]]:
-    """How a model with borders separates objects (``separation.py``) and the validation F1 of
-    each way: chosen on held-out instance masks, else kept from the model continued from."""
+    """How a model with borders separates objects (``separation.py``) and why: chosen from
+    instance masks (held-out objects, else their size), else kept from the model continued from."""
     if not head.boundary:
         return None, None
+    sizes = [p.object_sizes for p in planes if p.object_sizes is not None and len(p.object_sizes)]
+    if not sizes:  # strokes: the borders they taught, or what the model continued from had
+        return previous.get("separate_by", "boundary"), previous.get("separation")
+    median = float(np.median(np.concatenate(sizes)))
     scores = validation_f1(net, planes, cfg.threshold, min_size, cfg.fast)
-    if scores is None:
-        return previous.get("separate_by", "boundary"), None
-    return best_separation(scores), scores
+    way, why = choose_separation(scores, median)
+    return way, {"by": why, "f1": scores, "median_object_px": round(median, 1)}
 
 
 def hold_out_validation(planes: list[AnnotatedPlane], fraction: float, rng: np.random.Generator,
@@ -387,7 +390,7 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
         net.load_state_dict(best_state)
     net.eval()
     min_size = min_size_of(planes, previous)
-    separate_by, separation_f1 = separation_of(net, planes, head, cfg, min_size, previous)
+    separate_by, separation = separation_of(net, planes, head, cfg, min_size, previous)
     painted = [(p.painted | (p.val_weight > 0)) for p in planes]
     n_obj = int(sum((p.target[m] > 0.5).sum() for p, m in zip(planes, painted)))
     n_all = int(sum(m.sum() for m in painted))
@@ -396,7 +399,7 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
         "normalization": DEFAULT_NORMALIZATION, "threshold": cfg.threshold,
         "min_size": min_size,
         **({"separate_by": separate_by} if separate_by else {}),
-        **({"separation_f1": separation_f1} if separation_f1 else {}),
+        **({"separation": separation} if separation else {}),
         "trained_on": {"images": [name for name, _ in sources], "planes": n_planes,
                        "context_planes": len(planes) - n_planes,
                        "mask_mode": cfg.mask_mode, "convention": CONVENTIONS[cfg.mask_mode],

@@ -1,11 +1,19 @@
-"""Which way a model separates touching objects, chosen on its held-out blocks.
+"""Which way a model separates touching objects: along its learnt borders or by their shape.
 
 A model with a boundary channel can split objects along its learnt borders
 (``instances.boundary_instances``) or, like every other model, by the distance transform of its
-mask (``instances.distance_instances``). Which is better depends on the objects: learnt borders
-win on large nuclei pressed together, the distance watershed on small round ones. Fine-tuning
-on instance masks scores both on the validation blocks, as StarDist tunes its thresholds on
-validation images, and stores the winner with the model (``CheckpointMetadata.separate_by``).
+mask (``instances.distance_instances``). Which is better depends on the objects. The learnt
+border is a band a few pixels wide: inside a small nucleus it leaves little seed and a faint
+border can merge two neighbours, while the distance transform of a small round object has one
+clean peak. A large nucleus has a flat or several-peaked distance map that the watershed cuts
+where there is no border, and there the learnt border wins (docs/results_objects.md: BBBC007,
+median nucleus 260 px, distance watershed 0.964 against 0.929; CHO, 3,280 px, 0.865 against
+0.928).
+
+So at the end of fine-tuning on instance masks both ways are scored on the held-out validation
+objects (as StarDist tunes its thresholds on validation images). When there are enough of them
+and one way is clearly better, it is chosen; otherwise the size of the training objects decides.
+The choice is stored with the model (``CheckpointMetadata.separate_by``).
 """
 from __future__ import annotations
 
@@ -16,6 +24,15 @@ import numpy as np
 from .data import AnnotatedPlane
 from .instances import SEPARATIONS, boundary_instances, distance_instances
 from .metrics import matched_ious
+
+#: Validation decides only with at least this many held-out objects ...
+MIN_VALIDATION_OBJECTS = 20
+#: ... and an object F1 difference of at least this much; two ways within it are a tie.
+CLEAR_MARGIN = 0.02
+#: Otherwise objects with a median area from this many px (a radius of about 25 px) are split by
+#: the learnt borders, smaller ones by the distance watershed. Set between the median nuclei of
+#: cells3d (1,400 px: distance watershed better) and CHO (3,280 px: borders better).
+LARGE_OBJECT_PX = 2000
 
 
 def held_out_objects(labels: np.ndarray, region: np.ndarray) -> np.ndarray:
@@ -30,9 +47,9 @@ def held_out_objects(labels: np.ndarray, region: np.ndarray) -> np.ndarray:
 
 
 def validation_f1(net, planes: list[AnnotatedPlane], threshold: float, min_size: int,
-                  fast: bool = True) -> Optional[dict[str, float]]:
+                  fast: bool = True) -> Optional[dict]:
     """Object F1 (IoU > 0.5) of each way of separating, pooled over the held-out objects of dense
-    instance masks; None when no plane has any."""
+    instance masks, and their number (``objects``); None when no plane has any."""
     from .planes import plane_outputs
     matched = {m: 0 for m in SEPARATIONS}
     counted = {m: 0 for m in SEPARATIONS}  # predicted + true objects
@@ -56,22 +73,31 @@ def validation_f1(net, planes: list[AnnotatedPlane], threshold: float, min_size:
         n_true += len(np.unique(truth)) - 1
     if n_true == 0:
         return None
-    return {m: round(2 * matched[m] / counted[m], 4) for m in SEPARATIONS}
+    return {**{m: round(2 * matched[m] / counted[m], 4) for m in SEPARATIONS}, "objects": n_true}
 
 
-def best_separation(scores: dict[str, float]) -> str:
-    """The method with the higher F1; a tie goes to the distance watershed, which every model has."""
-    return "boundary" if scores["boundary"] > scores["distance"] else "distance"
+def choose_separation(scores: Optional[dict], median_object_px: float) -> tuple[str, str]:
+    """(way, why): by the validation scores when they are clear, else by the objects' size."""
+    if scores is not None and scores["objects"] >= MIN_VALIDATION_OBJECTS:
+        gap = scores["boundary"] - scores["distance"]
+        if abs(gap) >= CLEAR_MARGIN:
+            return ("boundary" if gap > 0 else "distance"), "validation"
+    return ("boundary" if median_object_px >= LARGE_OBJECT_PX else "distance"), "object size"
 
 
 def describe_separation(metadata: dict) -> Optional[str]:
-    """One line on how a fine-tuned model splits touching objects, when it chose on validation."""
-    f1 = metadata.get("separation_f1")
-    if not f1:
+    """One line on how a fine-tuned model splits touching objects, when it chose at fine-tuning."""
+    info = metadata.get("separation")
+    if not info:
         return None
     way = "its learnt borders" if metadata.get("separate_by") == "boundary" else "a distance watershed"
-    return (f"touching objects: split by {way} (validation object F1: learnt borders {f1['boundary']:.3f}, "
-            f"distance watershed {f1['distance']:.3f})")
+    f1 = info.get("f1")
+    scores = (f"validation object F1 on {f1['objects']} objects: learnt borders {f1['boundary']:.3f}, "
+              f"distance watershed {f1['distance']:.3f}" if f1 else "no held-out objects")
+    reason = ("chosen on validation" if info["by"] == "validation" else
+              f"chosen by object size, median {info['median_object_px']:g} px")
+    return f"touching objects: split by {way} ({reason}; {scores})"
 
 
-__all__ = ["SEPARATIONS", "best_separation", "describe_separation", "held_out_objects", "validation_f1"]
+__all__ = ["CLEAR_MARGIN", "LARGE_OBJECT_PX", "MIN_VALIDATION_OBJECTS", "SEPARATIONS", "choose_separation",
+           "describe_separation", "held_out_objects", "validation_f1"]

@@ -9,9 +9,10 @@ import pytest
 
 from btunet import BTUnetError, FinetuneConfig, finetune, predict
 from btunet.checkpoint import load_model, model_metadata, read_metadata, save_model
-from btunet.instances import boundary_instances, distance_instances
+from btunet.instances import boundary_instances, distance_instances, object_sizes
 from btunet.planes import plane_layout, plane_outputs
-from btunet.separation import best_separation, held_out_objects, validation_f1
+from btunet.separation import (LARGE_OBJECT_PX, MIN_VALIDATION_OBJECTS, choose_separation, held_out_objects,
+                               validation_f1)
 
 
 def test_held_out_objects_keeps_whole_objects_at_least_half_inside():
@@ -26,10 +27,15 @@ def test_held_out_objects_keeps_whole_objects_at_least_half_inside():
     assert np.array_equal(kept == 2, labels == 2)   # kept whole, not cut at the region's edge
 
 
-def test_a_tie_goes_to_the_distance_watershed():
-    assert best_separation({"boundary": 0.9, "distance": 0.9}) == "distance"
-    assert best_separation({"boundary": 0.91, "distance": 0.9}) == "boundary"
-    assert best_separation({"boundary": 0.5, "distance": 0.9}) == "distance"
+def test_validation_decides_when_clear_else_the_objects_size():
+    many, few = MIN_VALIDATION_OBJECTS, MIN_VALIDATION_OBJECTS - 1
+    small, large = LARGE_OBJECT_PX - 1, LARGE_OBJECT_PX
+    assert choose_separation({"boundary": 0.95, "distance": 0.90, "objects": many}, small) == ("boundary", "validation")
+    assert choose_separation({"boundary": 0.80, "distance": 0.90, "objects": many}, large) == ("distance", "validation")
+    # a tie, or too few objects to tell: the size of the training objects decides
+    assert choose_separation({"boundary": 0.90, "distance": 0.91, "objects": many}, large) == ("boundary", "object size")
+    assert choose_separation({"boundary": 0.50, "distance": 1.0, "objects": few}, large) == ("boundary", "object size")
+    assert choose_separation(None, small) == ("distance", "object size")
 
 
 @pytest.fixture(scope="module")
@@ -38,21 +44,24 @@ def border_model(small_sample, fast_finetune_config):
     images = [tifffile.imread(p) for p in sorted((small_sample / "images").glob("*.tif"))]
     masks = [tifffile.imread(p) for p in sorted((small_sample / "masks").glob("*.tif"))]
     cfg = dataclasses.replace(fast_finetune_config, epochs=3, steps_per_epoch=5, instances="auto", val_fraction=0.5)
-    return finetune(images[:2], masks[:2], cfg), images[2]
+    return finetune(images[:2], masks[:2], cfg), images[2], masks[:2]
 
 
 def test_instance_masks_choose_a_separation_on_held_out_objects(border_model, tmp_path):
-    net, _ = border_model
-    scores = net.metadata["separation_f1"]
-    assert set(scores) == {"boundary", "distance"} and all(0.0 <= v <= 1.0 for v in scores.values())
-    assert net.metadata["separate_by"] == best_separation(scores)
+    net = border_model[0]
+    info = net.metadata["separation"]
+    scores = info["f1"]
+    assert scores["objects"] > 0 and all(0.0 <= scores[w] <= 1.0 for w in ("boundary", "distance"))
+    sizes = np.concatenate([object_sizes(m) for m in border_model[2]])
+    assert info["median_object_px"] == pytest.approx(float(np.median(sizes)), abs=0.05)
+    assert (net.metadata["separate_by"], info["by"]) == choose_separation(scores, info["median_object_px"])
     path = save_model(net, tmp_path / "m.safetensors")
     assert read_metadata(path)["separate_by"] == net.metadata["separate_by"]
-    assert load_model(path).metadata["separation_f1"] == scores
+    assert load_model(path).metadata["separation"] == info
 
 
 def test_predict_follows_the_model_and_can_be_told_otherwise(border_model):
-    net, image = border_model
+    net, image = border_model[:2]
     pixels = next(plane_layout(image, 1).planes(image))[1]
     out = plane_outputs(net, pixels, fast=False)
     floor, threshold = net.metadata["min_size"], net.metadata["threshold"]
@@ -68,7 +77,8 @@ def test_predict_follows_the_model_and_can_be_told_otherwise(border_model):
     try:  # the stored choice is what predict follows
         assert np.array_equal(ask(), by_distance if net.metadata["separate_by"] == "distance" else by_borders)
     finally:
-        net.metadata = {**net.metadata, "separate_by": best_separation(net.metadata["separation_f1"])}
+        net.metadata = {**net.metadata, "separate_by": "distance" if net.metadata["separate_by"] == "boundary"
+                        else "boundary"}
 
 
 def test_borders_cannot_be_asked_of_a_model_without_them(small_sample, fast_finetune_config, tmp_path, capsys):
@@ -92,7 +102,7 @@ def test_borders_cannot_be_asked_of_a_model_without_them(small_sample, fast_fine
 
 
 def test_validation_f1_needs_held_out_instance_masks(border_model):
-    net, _ = border_model
+    net = border_model[0]
     assert validation_f1(net, [], 0.5, 15) is None
 
 
@@ -103,10 +113,12 @@ def test_cli_fine_tune_with_borders_reports_the_choice(small_sample, tmp_path, c
                  "--out", str(model), "--mask-mode", "dense", "--boundary", "--epochs", "2",
                  "--steps-per-epoch", "3", "--batch-size", "2", "--patch-size", "64", "--device", "cpu"]) == 0
     meta = read_metadata(model)
-    f1 = meta["separation_f1"]
+    info = meta["separation"]
     way = "its learnt borders" if meta["separate_by"] == "boundary" else "a distance watershed"
-    assert f"touching objects: split by {way}" in capsys.readouterr().out
-    assert meta["separate_by"] == best_separation(f1)
+    printed = capsys.readouterr().out
+    assert f"touching objects: split by {way}" in printed and f"median {info['median_object_px']:g} px" in printed \
+        or "chosen on validation" in printed
+    assert (meta["separate_by"], info["by"]) == choose_separation(info["f1"], info["median_object_px"])
     out = tmp_path / "out"
     assert main(["predict", str(model), str(small_sample / "images"), "--out", str(out), "--instances",
                  "--separate-by", "distance", "--device", "cpu"]) == 0
