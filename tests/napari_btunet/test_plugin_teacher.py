@@ -1,0 +1,30 @@
+"""Fine-tune's Advanced switch: the forest teacher looks at the encoder's maps too."""
+import numpy as np
+import pytest
+
+from btunet import FinetuneConfig
+from napari_btunet._session import session
+from .plugin_helpers import dock, errors_of, small_training, wait_job
+from .test_plugin_uncertainty import SOURCE, record_finetune
+
+pytestmark = pytest.mark.viewer
+
+
+def test_teacher_switch_reaches_the_engine(sample_viewer, qtbot, messages, monkeypatch):
+    viewer = sample_viewer
+    finetune = dock(viewer, "Fine-tune")
+    calls = record_finetune(monkeypatch)
+    assert finetune.teacher_check.isChecked() == (FinetuneConfig.teacher_features == "encoder")
+    finetune.teacher_check.setChecked(False)
+    assert finetune.config().teacher_features == "filters"
+    finetune.teacher_check.setChecked(True)
+    assert finetune.config().teacher_features == "encoder"
+    small_training(finetune, epochs=1, steps=2, preview_s=0)
+    outcome = wait_job(qtbot, finetune.start(), timeout_s=240)
+    assert outcome.error is None, outcome.error
+    assert calls and calls[-1][0].teacher_features == "encoder"
+    meta = session.model.metadata
+    assert meta["finetune_config"]["teacher_features"] == "encoder"
+    painted = np.asarray(viewer.layers["BBBC007 annotation"].data) > 0
+    assert 0 < meta["trained_on"]["pseudo_labelled_pixels"] <= int((~painted).sum())
+    assert SOURCE in [layer.name for layer in viewer.layers] and not errors_of(messages)
