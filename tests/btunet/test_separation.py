@@ -55,6 +55,8 @@ def test_instance_masks_choose_a_separation_on_held_out_objects(border_model, tm
     sizes = np.concatenate([object_sizes(m) for m in border_model[2]])
     assert info["median_object_px"] == pytest.approx(float(np.median(sizes)), abs=0.05)
     assert (net.metadata["separate_by"], info["by"]) == choose_separation(scores, info["median_object_px"])
+    with pytest.raises(BTUnetError, match="separate_by"):  # a tampered value
+        model_metadata(net, separate_by="edges")
     path = save_model(net, tmp_path / "m.safetensors")
     assert read_metadata(path)["separate_by"] == net.metadata["separate_by"]
     assert load_model(path).metadata["separation"] == info
