@@ -260,6 +260,8 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=150.0, help="time budget of each fine-tune, without --epochs")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--unet", nargs="+", default=["borders", "distance"], choices=("borders", "distance"),
+                   help="which U-Nets to run for instances: with a boundary channel, without (default both)")
     p.add_argument("--teacher-features", default="filters", choices=("filters", "encoder"),
                    help="the forest teacher's features in the U-Net's class run (FinetuneConfig.teacher_features)")
     p.add_argument("--parts", nargs="+", default=["instances", "classes"], choices=("instances", "classes"))
@@ -296,6 +298,8 @@ def main(argv=None) -> int:
                     add({**base, "method": "random forest + distance watershed", "seed": seed,
                          **run_forest(ds, seed)})
                 for method, boundary in ((CHOSEN, True), ("unet + distance watershed", False)):
+                    if ("borders" if boundary else "distance") not in args.unet:
+                        continue
                     if not done(**base, method=method, seed=seed, **ft):
                         add({**base, "method": method, "seed": seed, **ft, "threads": args.threads,
                              **run_unet(ds, seed, args, boundary)})
