@@ -33,6 +33,8 @@ CLEAR_MARGIN = 0.02
 #: the learnt borders, smaller ones by the distance watershed. Set between the median nuclei of
 #: cells3d (1,400 px: distance watershed better) and CHO (3,280 px: borders better).
 LARGE_OBJECT_PX = 2000
+#: At most this many planes are predicted for the choice, so a long stack does not add minutes.
+MAX_PLANES = 16
 
 
 def held_out_objects(labels: np.ndarray, region: np.ndarray) -> np.ndarray:
@@ -53,15 +55,16 @@ def validation_f1(net, planes: list[AnnotatedPlane], threshold: float, min_size:
     from .planes import plane_outputs
     matched = {m: 0 for m in SEPARATIONS}
     counted = {m: 0 for m in SEPARATIONS}  # predicted + true objects
-    n_true = 0
+    n_true, n_planes = 0, 0
     for p in planes:
-        if p.val_region is None or p.instances is None or not p.val_region.any():
+        if p.val_region is None or p.instances is None or not p.val_region.any() or n_planes == MAX_PLANES:
             continue
         h, w = p.size
         region = p.val_region[:h, :w]
         truth = held_out_objects(p.instances[:h, :w], region)
         if not truth.any():
             continue
+        n_planes += 1
         out = plane_outputs(net, p.pixels, fast=fast)
         prob, border = out["object"][:h, :w], out["boundary"][:h, :w]
         labels = {"boundary": boundary_instances(prob, border, threshold, min_size=min_size),

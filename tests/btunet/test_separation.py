@@ -129,3 +129,26 @@ def test_cli_fine_tune_with_borders_reports_the_choice(small_sample, tmp_path, c
     expected = predict(load_model(model), tifffile.imread(first), instances=True, separate_by="distance",
                        device="cpu").labels
     assert np.array_equal(tifffile.imread(out / first.name), expected)
+
+
+def test_validation_scores_at_most_max_planes(border_model, small_sample, monkeypatch):
+    import tifffile
+    from btunet import planes as planes_module
+    from btunet import separation
+    from btunet.data import AnnotatedPlane
+    net = border_model[0]
+    planes = []
+    for path in sorted((small_sample / "images").glob("*.tif"))[:3]:
+        image = tifffile.imread(path)
+        mask = tifffile.imread(small_sample / "masks" / path.name).astype(np.int32)
+        pixels = next(plane_layout(image, 1).planes(image))[1]
+        zeros = np.zeros(mask.shape, np.float32)
+        planes.append(AnnotatedPlane(pixels, (mask > 0).astype(np.float32), zeros, zeros, path.name,
+                                     size=mask.shape, val_region=np.ones(mask.shape, bool), instances=mask))
+    calls = []
+    real = planes_module.plane_outputs
+    monkeypatch.setattr(planes_module, "plane_outputs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(separation, "MAX_PLANES", 2)
+    scores = validation_f1(net, planes, 0.5, 15, fast=False)
+    assert len(calls) == 2
+    assert scores["objects"] == sum(len(np.unique(p.instances)) - 1 for p in planes[:2])
