@@ -228,14 +228,14 @@ def summary(records: list[dict]) -> str:
             info = r.get("separation") or {"by": "validation", "f1": {**r["separation_f1"], "objects": "-"}}
             f1 = info["f1"]
             rows.append([r.get("dataset", "bbbc007"), "model's rule" if r["method"] == CHOSEN else "F1 alone",
-                         r["seed"], f1["objects"] if f1 else 0,
+                         r["seed"], run_length(r), f1["objects"] if f1 else 0,
                          " / ".join(f"{f1[w]:.3f}" for w in ("boundary", "distance")) if f1 else "-",
                          f"{info.get('median_object_px', '-')}", info["by"], r["separate_by"],
                          " / ".join(f"{r['test_object_f1'][w]:.3f}" for w in ("boundary", "distance")),
                          f"{r['object_f1']:.3f}"])
-        lines.append(table(["set", "rule", "seed", "held-out objects", "validation F1 borders / distance",
+        lines.append(table(["set", "rule", "seed", "fine-tune", "held-out objects", "validation F1 borders / distance",
                             "median object px", "decided by", "chosen", "test F1 borders / distance",
-                            "test F1 chosen"], rows, "llrrrrllrr"))
+                            "test F1 chosen"], rows, "llrlrrrllrr"))
     lines += ["\n### Three classes from sparse strokes\n",
               f"Labels built from the BBBC007 masks: nucleus, a {RING}-px ring around each nucleus (the "
               "halo just outside it), background. Strokes: short rows inside each class on the first image "

@@ -9,7 +9,7 @@ forest then tells nuclei from haze with fewer strokes, and the U-Net learns from
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -60,4 +60,21 @@ def encoder_features(encoder: torch.nn.Module) -> FeatureFn:
     return features
 
 
-__all__ = ["LEVELS", "encoder_features"]
+def teacher_features(setting: str, encoder, channels: int) -> Optional[FeatureFn]:
+    """The forest teacher's features beside its filters (``FinetuneConfig.teacher_features``):
+    for "encoder", the maps of ``encoder`` (the pre-trained encoder the run starts from), else of
+    the built-in encoder, on the mean of the channels when the image has more than it takes."""
+    if setting != "encoder":
+        return None
+    from .models import create_model
+    from .pretrain import as_encoder
+    enc = encoder if encoder is not None else as_encoder("builtin")
+    net = create_model(enc.variant, **{k: v for k, v in enc.model_config.items() if k != "name"})
+    net.encoder.load_state_dict(enc.encoder_state)
+    features = encoder_features(net.encoder)
+    if channels == enc.channels:
+        return features
+    return lambda pixels: features(pixels.mean(axis=0, keepdims=True))
+
+
+__all__ = ["LEVELS", "encoder_features", "teacher_features"]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 import time
 from typing import Optional, Sequence
@@ -21,7 +20,8 @@ from .imageio import spatial_shape
 from .heads import MAX_CLASSES, HeadSpec, default_classes, head_of
 from .instances import MIN_SIZE, object_sizes, size_floor
 from .losses import segmentation_loss
-from .separation import choose_separation, validation_f1
+from .separation import separation_of
+from .encoder_features import teacher_features
 from .metadata import DEFAULT_THRESHOLD
 from .models import SegmentationModel, create_model
 from .normalize import DEFAULT_NORMALIZATION
@@ -103,39 +103,6 @@ def min_size_of(planes: list[AnnotatedPlane], previous: dict) -> int:
     if sizes:
         return size_floor(np.concatenate(sizes))
     return int(previous.get("min_size", MIN_SIZE))
-
-
-def teacher_features(cfg: FinetuneConfig, enc: Optional[PretrainedEncoder], net: SegmentationModel,
-                     channels: int):
-    """The forest teacher's features beside its filters (``encoder_features.py``): with
-    ``teacher_features="encoder"`` the maps of the pre-trained encoder the run starts from (``net``
-    holds it, not yet trained), else of the built-in encoder (on the mean of the channels)."""
-    if cfg.teacher_features != "encoder":
-        return None
-    from .encoder_features import encoder_features
-    if enc is not None:
-        return encoder_features(net.encoder)
-    builtin = as_encoder("builtin")
-    features = encoder_features(build_from_encoder(dataclasses.replace(cfg, model=builtin.variant), builtin,
-                                                   builtin.channels).encoder)
-    if channels == builtin.channels:
-        return features
-    return lambda pixels: features(pixels.mean(axis=0, keepdims=True))
-
-
-def separation_of(net: SegmentationModel, planes: list[AnnotatedPlane], head: HeadSpec, cfg: FinetuneConfig,
-                  min_size: int, previous: dict) -> tuple[Optional[str], Optional[dict]]:
-    """How a model with borders separates objects (``separation.py``) and why: chosen from
-    instance masks (held-out objects, else their size), else kept from the model continued from."""
-    if not head.boundary:
-        return None, None
-    sizes = [p.object_sizes for p in planes if p.object_sizes is not None and len(p.object_sizes)]
-    if not sizes:  # strokes: the borders they taught, or what the model continued from had
-        return previous.get("separate_by", "boundary"), previous.get("separation")
-    median = float(np.median(np.concatenate(sizes)))
-    scores = validation_f1(net, planes, cfg.threshold, min_size, cfg.fast)
-    way, why = choose_separation(scores, median)
-    return way, {"by": why, "f1": scores, "median_object_px": round(median, 1)}
 
 
 def hold_out_validation(planes: list[AnnotatedPlane], fraction: float, rng: np.random.Generator,
@@ -287,7 +254,8 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     net.to(device)
     probs = model_probabilities(net, planes, cfg.fast) if model is not None else None
     n_wrong = focus_on_errors(planes, probs, cfg.threshold) if model is not None else None
-    n_pseudo = add_pseudo_labels(planes, cfg, probs, teacher_features(cfg, enc, net, channels)) if use_pseudo else 0
+    extra = teacher_features(cfg.teacher_features, enc, channels) if use_pseudo else None
+    n_pseudo = add_pseudo_labels(planes, cfg, probs, extra) if use_pseudo else 0
     fraction = min(cfg.annotated_fraction, 0.5) if use_pseudo else cfg.annotated_fraction
     sampler = PatchSampler(planes, cfg.patch_size, fraction, rng)
 
@@ -390,7 +358,8 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
         net.load_state_dict(best_state)
     net.eval()
     min_size = min_size_of(planes, previous)
-    separate_by, separation = separation_of(net, planes, head, cfg, min_size, previous)
+    separate_by, separation = (separation_of(net, planes, cfg.threshold, min_size, previous, cfg.fast)
+                               if head.boundary else (None, None))
     painted = [(p.painted | (p.val_weight > 0)) for p in planes]
     n_obj = int(sum((p.target[m] > 0.5).sum() for p, m in zip(planes, painted)))
     n_all = int(sum(m.sum() for m in painted))

@@ -88,6 +88,19 @@ def choose_separation(scores: Optional[dict], median_object_px: float) -> tuple[
     return ("boundary" if median_object_px >= LARGE_OBJECT_PX else "distance"), "object size"
 
 
+def separation_of(net, planes: list[AnnotatedPlane], threshold: float, min_size: int, previous: dict,
+                  fast: bool = True) -> tuple[str, Optional[dict]]:
+    """How a just fine-tuned model with borders separates objects, and why: chosen from instance
+    masks (held-out objects, else their size), else kept from the model continued from."""
+    sizes = [p.object_sizes for p in planes if p.object_sizes is not None and len(p.object_sizes)]
+    if not sizes:  # strokes: the borders they taught, or what the model continued from had
+        return previous.get("separate_by", "boundary"), previous.get("separation")
+    median = float(np.median(np.concatenate(sizes)))
+    scores = validation_f1(net, planes, threshold, min_size, fast)
+    way, why = choose_separation(scores, median)
+    return way, {"by": why, "f1": scores, "median_object_px": round(median, 1)}
+
+
 def describe_separation(metadata: dict) -> Optional[str]:
     """One line on how a fine-tuned model splits touching objects, when it chose at fine-tuning."""
     info = metadata.get("separation")
@@ -103,4 +116,4 @@ def describe_separation(metadata: dict) -> Optional[str]:
 
 
 __all__ = ["CLEAR_MARGIN", "LARGE_OBJECT_PX", "MIN_VALIDATION_OBJECTS", "SEPARATIONS", "choose_separation",
-           "describe_separation", "held_out_objects", "validation_f1"]
+           "describe_separation", "held_out_objects", "separation_of", "validation_f1"]

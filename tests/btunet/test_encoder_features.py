@@ -10,7 +10,8 @@ import torch
 
 from btunet import FinetuneConfig, finetune
 from btunet import encoder_features as ef
-from btunet.finetune import build_from_encoder, teacher_features
+from btunet.encoder_features import teacher_features
+from btunet.finetune import build_from_encoder
 from btunet.pretrain import as_encoder
 from btunet.teacher import forest_probabilities
 
@@ -65,14 +66,16 @@ def test_forest_takes_extra_features(small_sample):
 
 
 def test_teacher_uses_the_given_encoder_else_the_builtin(builtin_net):
-    cfg = FinetuneConfig()
-    assert teacher_features(cfg, None, builtin_net, 1) is None  # filters only, the default
-    cfg = replace(cfg, teacher_features="encoder")
+    assert teacher_features("filters", None, 1) is None  # filters only, the default
     plane = np.random.default_rng(0).random((1, 32, 48), dtype=np.float32)
-    from_builtin = teacher_features(cfg, None, builtin_net, 1)(plane)
-    own = teacher_features(cfg, as_encoder("builtin"), builtin_net, 1)(plane)
-    np.testing.assert_allclose(from_builtin, own, atol=1e-5)  # builtin_net holds the built-in weights
-    rgb = teacher_features(cfg, None, builtin_net, 3)(np.repeat(plane, 3, axis=0))
+    from_builtin = teacher_features("encoder", None, 1)(plane)
+    reference = ef.encoder_features(build_from_encoder(FinetuneConfig(), as_encoder("builtin"), 1).encoder)(plane)
+    np.testing.assert_allclose(from_builtin, reference, atol=1e-5)
+    other = as_encoder("builtin")
+    other.encoder_state = {k: v * 0.5 if v.is_floating_point() else v for k, v in other.encoder_state.items()}
+    own = teacher_features("encoder", other, 1)(plane)  # the run's encoder, not the built-in one
+    assert own.shape == from_builtin.shape and not np.allclose(own, from_builtin)
+    rgb = teacher_features("encoder", None, 3)(np.repeat(plane, 3, axis=0))
     np.testing.assert_allclose(rgb, from_builtin, atol=1e-5)  # colour: the mean of the channels
 
 
