@@ -3,9 +3,10 @@
 The forest that gives pseudo-labels for unpainted pixels (``teacher.py``) sees each pixel through
 multiscale filters. A Barlow Twins encoder has learnt which local patterns of microscopy images
 differ; the maps of its first two levels, brought back to full resolution, add 48 features per
-pixel (16 + 32 channels of ``unet``), as convpaint adds a CNN's maps to its forest. The
-forest then tells nuclei from haze with fewer strokes, and the U-Net learns from a better teacher
-(docs/results_pretraining.md has the measurements).
+pixel (16 + 32 channels of ``unet``), as convpaint adds a CNN's maps to its forest. On some
+images the forest then tells nuclei from haze better from the same strokes, on others worse, so
+it is an option (``FinetuneConfig.teacher_features``), off by default; the measurements are in
+docs/results_painting_builtin.md and benchmarks/pretraining_notes.md.
 """
 from __future__ import annotations
 
