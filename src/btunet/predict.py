@@ -197,13 +197,12 @@ def predict(model: "SegmentationModel | str | os.PathLike", image, config: Optio
     z_axis = z_axis_of_stack(image, cfg, rgb)
     labels = out if out is not None else np.zeros(shape, np.int32 if cfg.instances else np.uint8)
     probs = np.zeros(shape, np.float32) if cfg.probabilities or z_axis is not None else None
-    borders, threshold, min_size = None, None, MIN_SIZE
+    borders, threshold, min_size, separate_by = None, None, MIN_SIZE, cfg.separate_by
     doubts = np.zeros(shape, np.float32) if cfg.uncertainty else None
     classes = None
     for done, (index, item) in enumerate(_results(model, image, cfg, rgb), 1):
         labels[index] = item["labels"]
-        threshold, min_size = item["threshold"], item["min_size"]
-        cfg = dataclasses.replace(cfg, separate_by=item["separate_by"])
+        threshold, min_size, separate_by = item["threshold"], item["min_size"], item["separate_by"]
         if probs is not None:
             probs[index] = item["probability"]
         if z_axis is not None and item["boundary"] is not None:
@@ -221,7 +220,8 @@ def predict(model: "SegmentationModel | str | os.PathLike", image, config: Optio
         if should_stop is not None and should_stop() and done < n:
             raise Cancelled(f"prediction cancelled after {done} of {n} planes")
     if z_axis is not None:
-        labels[...] = _label_stack(probs, borders, threshold, cfg, z_axis, min_size)
+        labels[...] = _label_stack(probs, borders, threshold, dataclasses.replace(cfg, separate_by=separate_by),
+                                   z_axis, min_size)
     return Prediction(labels, probs if cfg.probabilities else None, doubts, classes)
 
 

@@ -7,7 +7,7 @@ border is a band a few pixels wide: inside a small nucleus it leaves little seed
 border can merge two neighbours, while the distance transform of a small round object has one
 clean peak. A large nucleus has a flat or several-peaked distance map that the watershed cuts
 where there is no border, and there the learnt border wins (docs/results_objects.md: BBBC007,
-median nucleus 260 px, distance watershed 0.964 against 0.929; CHO, 3,280 px, 0.865 against
+median nucleus 268 px, distance watershed 0.964 against 0.929; CHO, 3,288 px, 0.865 against
 0.928).
 
 So at the end of fine-tuning on instance masks both ways are scored on the held-out validation
@@ -31,7 +31,7 @@ MIN_VALIDATION_OBJECTS = 20
 CLEAR_MARGIN = 0.02
 #: Otherwise objects with a median area from this many px (a radius of about 25 px) are split by
 #: the learnt borders, smaller ones by the distance watershed. Set between the median nuclei of
-#: cells3d (1,400 px: distance watershed better) and CHO (3,280 px: borders better).
+#: cells3d (1,400 px: distance watershed better) and CHO (3,288 px: borders better).
 LARGE_OBJECT_PX = 2000
 #: At most this many planes are predicted for the choice, so a long stack does not add minutes.
 MAX_PLANES = 16
