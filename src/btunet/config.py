@@ -119,6 +119,7 @@ class FinetuneConfig:
     pseudo_labels: str = "forest"    # sparse only: "forest" (pseudo-labels for unpainted pixels) or "none"
     pseudo_weight: float = 1.0       # loss weight of a pseudo-labelled pixel (a painted pixel has 1)
     pseudo_confidence: float = 0.6   # teacher probability needed for a pixel to get a pseudo-label
+    pseudo_edge_weight: float = 0.0  # extra loss weight of pseudo-labels at the teacher's edges (pseudo.py)
     continue_teacher: str = "both"   # pseudo-labels when continuing: mean of current model and new forest
     teacher_features: str = "filters"  # the forest's features: "filters" (multiscale filters) or "encoder"
     #                                    (+ the maps of the encoder the run starts from, else the built-in one)
@@ -164,6 +165,7 @@ class FinetuneConfig:
         fields.choice("schedule", self.schedule, ("auto", "cosine", "plateau"))
         fields.choice("pseudo_labels", self.pseudo_labels, ("forest", "none"))
         fields.number("pseudo_weight", self.pseudo_weight, 0.0)
+        fields.number("pseudo_edge_weight", self.pseudo_edge_weight, 0.0)
         fields.number("pseudo_confidence", self.pseudo_confidence, 0.5, 1.0, lo_open=True)
         fields.choice("teacher_features", self.teacher_features, TEACHER_FEATURES)
         fields.choice("continue_teacher", self.continue_teacher, ("both", "model", "forest"))

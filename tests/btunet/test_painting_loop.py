@@ -37,6 +37,35 @@ def test_pseudo_targets_keep_only_confident_pixels():
     assert weight.tolist() == [[1, 0, 0], [0, 1, 1]]
 
 
+def test_edge_emphasis_weighs_up_both_sides_of_every_label_edge():
+    from btunet.pseudo import EDGE_SIGMA, edge_emphasis
+    target = np.zeros((40, 40), np.float32)
+    target[10:20, 10:20] = 1
+    target[25:30, 5:35] = 2  # an edge between two classes counts as one too
+    factor = edge_emphasis(target, 4.0)
+    assert factor[10, 15] == factor[9, 15] == 5.0  # inside and outside the square's top edge
+    assert factor[24, 20] == factor[25, 20] == 5.0
+    assert factor[15, 15] == pytest.approx(1 + 4 * np.exp(-16 / (2 * EDGE_SIGMA ** 2)), rel=1e-5)
+    assert factor[0, 39] == pytest.approx(1.0, abs=1e-6) and factor.min() >= 1.0
+    assert np.array_equal(edge_emphasis(np.ones((8, 8), np.float32), 4.0), np.ones((8, 8), np.float32))
+
+
+def test_pseudo_labels_at_the_teachers_edge_weigh_more_and_strokes_keep_their_weight(rng):
+    from btunet.finetune import add_pseudo_labels, annotated_planes
+    image = np.zeros((128, 128), np.float32)
+    image[40:90, 40:90] = 1.0
+    image += rng.normal(0, 0.05, image.shape).astype(np.float32)
+    labels = np.zeros((128, 128), np.uint8)
+    labels[60:70, 60:70] = 2
+    labels[5:8, 5:60] = 1
+    planes = annotated_planes([("a", image)], [("a", labels)], 1, "sparse", 128)
+    add_pseudo_labels(planes, FinetuneConfig(pseudo_edge_weight=5.0, device="cpu"))
+    w = planes[0].weight
+    assert w[39, 65] > 5.0 and w[40, 65] > 5.0  # both sides of the square's edge
+    assert w[110, 110] == pytest.approx(1.0, abs=1e-3)  # far from any edge
+    assert np.all(w[labels > 0] == 1.0)  # what was painted keeps its own weight
+
+
 def test_forest_learns_the_sample_from_strokes(crop):
     image, mask = crop
     ann = strokes(mask)
