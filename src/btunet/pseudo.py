@@ -87,8 +87,6 @@ def add_pseudo_labels(planes: list[AnnotatedPlane], cfg: FinetuneConfig,
         else:
             prob = model_probs[k] if teacher == "model" else 0.5 * (model_probs[k] + forest[k])
         target, weight = pseudo_targets(prob, cfg.pseudo_confidence)
-        if cfg.pseudo_edge_weight > 0:
-            weight *= edge_emphasis(target, cfg.pseudo_edge_weight)
         if teacher != "forest":
             wrong = painted & (predicted_class(model_probs[k], cfg.threshold) != p.target)
             if wrong.any():
@@ -99,6 +97,8 @@ def add_pseudo_labels(planes: list[AnnotatedPlane], cfg: FinetuneConfig,
         if p.size is not None:  # nor on the padding added to reach the patch size
             weight[p.size[0]:] = 0
             weight[:, p.size[1]:] = 0
+        if cfg.pseudo_edge_weight > 0:
+            weight = towards_edges(target, weight, cfg.pseudo_edge_weight)
         p.painted = p.weight > 0
         if p.focus is None:
             p.focus = p.painted
@@ -112,6 +112,17 @@ def add_pseudo_labels(planes: list[AnnotatedPlane], cfg: FinetuneConfig,
 CORRECTION_RADIUS = 12
 #: width (Gaussian sigma, px) of the band around the teacher's edges that ``edge_emphasis`` weighs up
 EDGE_SIGMA = 2.0
+
+
+def towards_edges(target: np.ndarray, weight: np.ndarray, strength: float) -> np.ndarray:
+    """``weight`` moved towards the edges of ``target`` (``edge_emphasis``) with its mean over the
+    weighted pixels kept: a plane's pseudo-labels count as much as before against its strokes and
+    against other planes (the unpainted planes of a stack have no edges to weigh up)."""
+    labelled = weight > 0
+    if not labelled.any():
+        return weight
+    factor = edge_emphasis(target, strength)
+    return (weight * factor / factor[labelled].mean()).astype(np.float32)
 
 
 def edge_emphasis(target: np.ndarray, strength: float, sigma: float = EDGE_SIGMA) -> np.ndarray:
