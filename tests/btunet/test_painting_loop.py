@@ -66,6 +66,11 @@ def test_pseudo_labels_move_weight_to_the_teachers_edge_and_strokes_keep_theirs(
     pseudo = (w > 0) & (labels == 0)
     assert w[pseudo].mean() == pytest.approx(1.0, rel=1e-4)  # moved, not added: the plane counts as before
     assert np.all(w[labels > 0] == 1.0)  # what was painted keeps its own weight
+    # a continuation's pseudo-labels (the current model's and a new forest's) stay flat
+    planes = annotated_planes([("a", image)], [("a", labels)], 1, "sparse", 128)
+    model_probs = [np.clip(image, 0.01, 0.99)]
+    add_pseudo_labels(planes, FinetuneConfig(pseudo_edge_weight=5.0, device="cpu"), model_probs)
+    assert set(np.unique(planes[0].weight).tolist()) == {0.0, 1.0}
 
 
 def test_forest_learns_the_sample_from_strokes(crop):
