@@ -34,10 +34,10 @@ from btunet.simulate import correct, correct_by_uncertainty, scribbles  # noqa: 
 
 RECORDS = DOCS / "data" / "interactive.jsonl"
 DATASETS = ("bbbc007", "cho_3dt", "cells3d")
-METHODS = ("scratch", "scratch_flat_edges", "bt", "builtin", "builtin_flat_edges", "builtin_lr3", "scratch_encoder_teacher", "builtin_encoder_teacher", "rf",
+METHODS = ("scratch", "scratch_edges", "bt", "builtin", "builtin_lr3", "scratch_encoder_teacher", "builtin_encoder_teacher", "rf",
            "scratch_uncertainty", "strokes_only", "teacher_forest", "teacher_model")
 #: the alternatives that were tried for learning from strokes (engine settings of the `unet` run)
-VARIANTS = {"scratch_flat_edges": {"pseudo_edge_weight": 0.0}, "builtin_flat_edges": {"pseudo_edge_weight": 0.0}, "strokes_only": {"pseudo_labels": "none"}, "teacher_forest": {"continue_teacher": "forest"},
+VARIANTS = {"scratch_edges": {"pseudo_edge_weight": 10.0}, "strokes_only": {"pseudo_labels": "none"}, "teacher_forest": {"continue_teacher": "forest"},
             "teacher_model": {"continue_teacher": "model"}, "builtin_lr3": {"encoder_lr_scale": 3.0},
             "scratch_encoder_teacher": {"teacher_features": "encoder"},
             "builtin_encoder_teacher": {"teacher_features": "encoder"}}
@@ -45,10 +45,9 @@ LABELS = {"strokes_only": "`unet` from scratch, strokes only (no pseudo-labels)"
           "teacher_forest": "`unet` from scratch, continuation pseudo-labels from the forest alone",
           "teacher_model": "`unet` from scratch, continuation pseudo-labels from the model alone",
 "scratch": "`unet` from scratch",
-          "scratch_flat_edges": "`unet` from scratch, the teacher's edges weighed like other pixels (the default before)",
+          "scratch_edges": "`unet` from scratch, the forest's edges weighed up in the first round (`pseudo_edge_weight=10`)",
           "bt": "`unet` Barlow Twins",
           "builtin": "`unet` from the built-in Barlow Twins encoder",
-          "builtin_flat_edges": "`unet` from the built-in encoder, the teacher's edges weighed like other pixels (before)",
           "builtin_lr3": "`unet` from the built-in encoder, encoder learning rate x3", "rf": "random forest (ilastik-style)",
           "scratch_encoder_teacher": "`unet` from scratch, forest teacher with the built-in encoder's features",
           "builtin_encoder_teacher": "`unet` from the built-in encoder, forest teacher with its features",
@@ -137,21 +136,6 @@ def forest_on_full_image(ds: dict, seed: int, max_pixels: int = 200_000) -> floa
     return test_dice(preds, ds)
 
 
-def user_settings(user) -> dict:
-    """The engine setting a record depends on that changed between runs (records without it were
-    made when the teacher's edges weighed like other pixels)."""
-    if not isinstance(user, UNetUser):
-        return {}
-    import btunet
-    return {"pseudo_edge_weight": user.settings.get("pseudo_edge_weight", btunet.FinetuneConfig().pseudo_edge_weight)}
-
-
-def method_label(recs: list[dict], method: str) -> str:
-    flat = method != "rf" and any("pseudo_edge_weight" not in r for r in recs if r["method"] == method)
-    return LABELS[method] + (" (made when the teacher's edges weighed like other pixels)"
-                             if flat and not method.endswith("_flat_edges") else "")
-
-
 def run_loop(ds_name: str, ds: dict, method: str, seed: int, args, encoder) -> list[dict]:
     _, image, mask = ds["train"][0]
     user = (ForestUser(seed) if method == "rf" else
@@ -165,7 +149,7 @@ def run_loop(ds_name: str, ds: dict, method: str, seed: int, args, encoder) -> l
                    else correct(ann, pred, mask, args.budget))
         round_s, pred, uncertainty = user.train(image, ann)
         total_s += round_s
-        rec = {"dataset": ds_name, "method": method, "seed": seed, "round": rnd, **user_settings(user),
+        rec = {"dataset": ds_name, "method": method, "seed": seed, "round": rnd,
                "painted": int((ann > 0).sum()), "dice": test_dice(user.test(ds), ds),
                "round_s": round(round_s, 2), "total_s": round(total_s, 2), "load": load_average()}
         if method != "rf" and args.auroc:
@@ -209,7 +193,7 @@ def summary(records: list[dict], args) -> str:
         methods = [m for m in METHODS if any(r["method"] == m for r in recs)]
         rows = []
         for m in methods:
-            row = [method_label(recs, m)]
+            row = [LABELS[m]]
             for k in rounds:
                 rr = [r for r in recs if r["method"] == m and r["round"] == k]
                 secs = np.mean([r["round_s"] for r in rr]) if rr else 0.0
@@ -230,17 +214,12 @@ def summary(records: list[dict], args) -> str:
 
 
 def paired(recs: list[dict], method: str, rounds: list[int]) -> str:
-    """Dice of ``method`` minus the error-guided `unet` from scratch of the same pseudo-label
-    weighting (runs made with flat weights against the flat-weight run), on the seeds both ran."""
+    """Dice of ``method`` minus the error-guided `unet` from scratch, on the seeds both ran."""
     seeds = sorted({r["seed"] for r in recs if r["method"] == method})
-    flat = any("pseudo_edge_weight" not in r for r in recs if r["method"] == method)
-    base = ("scratch_flat_edges" if method != "scratch_flat_edges" and (flat or method.endswith("_flat_edges"))
-            and any(r["method"] == "scratch_flat_edges" for r in recs) else "scratch")
-
     def dice(m: str, k: int) -> float:
         return float(np.mean([r["dice"] for r in recs if r["method"] == m and r["round"] == k and r["seed"] in seeds]))
-    deltas = ", ".join(f"round {k} {dice(method, k) - dice(base, k):+.3f}" for k in rounds)
-    return f"{method_label(recs, method)} minus {method_label(recs, base)} (seeds {seeds}): {deltas}."
+    deltas = ", ".join(f"round {k} {dice(method, k) - dice('scratch', k):+.3f}" for k in rounds)
+    return f"{LABELS[method]} minus `unet` from scratch (seeds {seeds}): {deltas}."
 
 
 def ds_protocol(name: str) -> str:

@@ -147,7 +147,8 @@ def class_dice(preds: list, truths: list) -> dict:
 
 def class_method(args) -> str:
     """The U-Net's name in the class records: the teacher's features when they are not the filters."""
-    return "unet (3 labels, sparse)" + (", encoder teacher" if args.teacher_features == "encoder" else "")
+    return ("unet (3 labels, sparse)" + (", encoder teacher" if args.teacher_features == "encoder" else "")
+            + (", teacher's edges weighed up" if args.pseudo_edge_weight else ""))
 
 
 def run_classes(ds: dict, seed: int, args) -> list[dict]:
@@ -156,7 +157,8 @@ def run_classes(ds: dict, seed: int, args) -> list[dict]:
     strokes = class_strokes(ring_classes(mask), seed)
     truths = [ring_classes(m) for _, _, m in ds["test"]]
     cfg = btunet.FinetuneConfig(mask_mode="sparse", seed=seed, class_names=["nucleus", "ring"],
-                                teacher_features=args.teacher_features, **length(args))
+                                teacher_features=args.teacher_features,
+                                pseudo_edge_weight=args.pseudo_edge_weight, **length(args))
     t = time.perf_counter()
     net = btunet.finetune(image, strokes, cfg)
     train_s = time.perf_counter() - t
@@ -264,6 +266,8 @@ def main(argv=None) -> int:
                    help="which U-Nets to run for instances: with a boundary channel, without (default both)")
     p.add_argument("--teacher-features", default="filters", choices=("filters", "encoder"),
                    help="the forest teacher's features in the U-Net's class run (FinetuneConfig.teacher_features)")
+    p.add_argument("--pseudo-edge-weight", type=float, default=0.0,
+                   help="the classes' fine-tune weighs up its forest's edges (FinetuneConfig.pseudo_edge_weight)")
     p.add_argument("--parts", nargs="+", default=["instances", "classes"], choices=("instances", "classes"))
     p.add_argument("--records", type=Path, default=DOCS / "data" / "objects.jsonl")
     args = p.parse_args(argv)

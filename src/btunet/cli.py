@@ -147,7 +147,7 @@ def cmd_finetune(a) -> int:
     cfg = FinetuneConfig(model=model, mask_mode=mask_mode, epochs=a.epochs, steps_per_epoch=a.steps_per_epoch,
                          batch_size=a.batch_size, patch_size=a.patch_size, time_budget_s=a.time_budget,
                          intensity_augment=a.intensity_augment, encoder_lr_scale=a.encoder_lr_scale,
-                         teacher_features=a.teacher_features,
+                         teacher_features=a.teacher_features, pseudo_edge_weight=a.edge_weight,
                          device=a.device, seed=a.seed, instances="auto" if a.boundary else "none", axes=axes,
                          class_names=[n.strip() for n in a.class_names.split(",")] if a.class_names else None)
     if init is not None:

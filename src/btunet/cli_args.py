@@ -26,7 +26,7 @@ exit status: 0 done, 2 bad input or nothing could be done (one line on stderr), 
 LIMITS = {"epochs": (1, True), "batch_size": (1, True), "patch_size": (16, True), "steps_per_epoch": (1, True),
           "lr": (0, False), "time_budget": (0, False), "threads": (1, True), "chunk": (16, True),
           "depth": (0, True), "threshold": (0, True), "intensity_augment": (0, True),
-          "encoder_lr_scale": (0, True), "dense_weight": (0, True),
+          "encoder_lr_scale": (0, True), "dense_weight": (0, True), "edge_weight": (0, True),
           "view_intensity": (0, True), "view_blur": (0, True)}
 AT_MOST = {"threshold": 1, "intensity_augment": 1, "view_intensity": 2, "view_blur": 2}
 
@@ -182,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "the unpainted pixels: multiscale filters, or the filters and the maps of the "
                         "encoder the run starts from (--encoder), else of the built-in encoder "
                         f"(default {fd.teacher_features})")
+    f.add_argument("--edge-weight", type=float, default=fd.pseudo_edge_weight, metavar="W",
+                   help="sparse strokes, a fresh run: the forest's pseudo-labels weigh up to 1 + W times more "
+                        "at its object edges, which no stroke marks (10 gave a better first round; later "
+                        f"corrections swing more; default {fd.pseudo_edge_weight:g})")
     _add_axes(f, "images (masks have the same axes without C)")
     _add_device(f)
 

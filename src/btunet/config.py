@@ -119,8 +119,8 @@ class FinetuneConfig:
     pseudo_labels: str = "forest"    # sparse only: "forest" (pseudo-labels for unpainted pixels) or "none"
     pseudo_weight: float = 1.0       # loss weight of a pseudo-labelled pixel (a painted pixel has 1)
     pseudo_confidence: float = 0.6   # teacher probability needed for a pixel to get a pseudo-label
-    pseudo_edge_weight: float = 10.0  # extra loss weight of a fresh run's pseudo-labels at the teacher's edges:
-    #                                   strokes never mark the boundary, and weighed like the rest it is learnt fat
+    pseudo_edge_weight: float = 0.0  # > 0: a fresh run's pseudo-labels weigh more at the forest's edges (10 wins
+    #                                  the first round, then corrections swing more; benchmarks/interactive_notes.md)
     continue_teacher: str = "both"   # pseudo-labels when continuing: mean of current model and new forest
     teacher_features: str = "filters"  # the forest's features: "filters" (multiscale filters) or "encoder"
     #                                    (+ the maps of the encoder the run starts from, else the built-in one)

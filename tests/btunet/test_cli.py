@@ -106,6 +106,8 @@ def test_finetune_errors(trained, small_sample, tmp_path, capsys):
     assert main(base + ["--masks", str(small_sample / "masks"), "--encoder", str(trained / "enc.safetensors"),
                         "--encoder-lr-scale", "-0.5"]) == 2
     assert "--encoder-lr-scale must be a number >= 0" in capsys.readouterr().err
+    assert main(base + ["--masks", str(small_sample / "masks"), "--edge-weight", "nan"]) == 2
+    assert "--edge-weight must be a number >= 0" in capsys.readouterr().err
     assert not (tmp_path / "m.safetensors").exists()
 
 
@@ -150,6 +152,9 @@ def test_init_continues_a_model_and_refuses_an_encoder(trained, small_sample, tm
     meta = read_metadata(out)
     assert meta["model"]["name"] == "unet" and meta["epochs"] == 4  # the continuation schedule
     assert meta["trained_on"]["painted_pixels_wrong_at_start"] is not None
+    fresh = tmp_path / "edges.safetensors"
+    assert main(base + ["--edge-weight", "10", "--epochs", "1", "--out", str(fresh)]) == 0
+    assert read_metadata(fresh)["finetune_config"]["pseudo_edge_weight"] == 10.0
     assert model.read_bytes() == before
     assert main(base + ["--init", str(trained / "enc.safetensors"), "--out", str(tmp_path / "x.safetensors")]) == 2
     assert "--encoder instead of --init" in capsys.readouterr().err
