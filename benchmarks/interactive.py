@@ -34,10 +34,11 @@ from btunet.simulate import correct, correct_by_uncertainty, scribbles  # noqa: 
 
 RECORDS = DOCS / "data" / "interactive.jsonl"
 DATASETS = ("bbbc007", "cho_3dt", "cells3d")
-METHODS = ("scratch", "scratch_edges", "bt", "builtin", "builtin_lr3", "scratch_encoder_teacher", "builtin_encoder_teacher", "rf",
-           "scratch_uncertainty", "strokes_only", "teacher_forest", "teacher_model")
+METHODS = ("scratch", "scratch_edges", "bt", "builtin", "builtin_lr3", "scratch_encoder_teacher",
+           "builtin_encoder_teacher", "rf", "scratch_uncertainty", "strokes_only", "teacher_forest", "teacher_model")
 #: the alternatives that were tried for learning from strokes (engine settings of the `unet` run)
-VARIANTS = {"scratch_edges": {"pseudo_edge_weight": 10.0}, "strokes_only": {"pseudo_labels": "none"}, "teacher_forest": {"continue_teacher": "forest"},
+VARIANTS = {"scratch_edges": {"pseudo_edge_weight": 10.0}, "strokes_only": {"pseudo_labels": "none"},
+            "teacher_forest": {"continue_teacher": "forest"},
             "teacher_model": {"continue_teacher": "model"}, "builtin_lr3": {"encoder_lr_scale": 3.0},
             "scratch_encoder_teacher": {"teacher_features": "encoder"},
             "builtin_encoder_teacher": {"teacher_features": "encoder"}}

@@ -139,12 +139,8 @@ def edge_emphasis(target: np.ndarray, strength: float, sigma: float = EDGE_SIGMA
     (BBBC007 seed 2, one round: recall 0.96 -> 0.86).
     """
     from scipy import ndimage as ndi
-    edge = np.zeros(target.shape, bool)
-    vertical, horizontal = target[1:] != target[:-1], target[:, 1:] != target[:, :-1]
-    edge[1:] |= vertical
-    edge[:-1] |= vertical
-    edge[:, 1:] |= horizontal
-    edge[:, :-1] |= horizontal
+    from skimage.segmentation import find_boundaries
+    edge = find_boundaries(target.astype(np.int64), connectivity=1, mode="thick")
     if not edge.any():
         return np.ones(target.shape, np.float32)
     distance = ndi.distance_transform_edt(~edge)
