@@ -34,10 +34,12 @@ from btunet.simulate import correct, correct_by_uncertainty, scribbles  # noqa: 
 
 RECORDS = DOCS / "data" / "interactive.jsonl"
 DATASETS = ("bbbc007", "cho_3dt", "cells3d")
-METHODS = ("scratch", "scratch_edges", "bt", "builtin", "builtin_lr3", "scratch_encoder_teacher",
+METHODS = ("scratch", "scratch_edges", "scratch_radius12", "scratch_edges_radius12", "bt", "builtin", "builtin_lr3", "scratch_encoder_teacher",
            "builtin_encoder_teacher", "rf", "scratch_uncertainty", "strokes_only", "teacher_forest", "teacher_model")
 #: the alternatives that were tried for learning from strokes (engine settings of the `unet` run)
 VARIANTS = {"scratch_edges": {"pseudo_edge_weight": 10.0}, "strokes_only": {"pseudo_labels": "none"},
+            "scratch_radius12": {"correction_radius": 12.0},
+            "scratch_edges_radius12": {"pseudo_edge_weight": 10.0, "correction_radius": 12.0},
             "teacher_forest": {"continue_teacher": "forest"},
             "teacher_model": {"continue_teacher": "model"}, "builtin_lr3": {"encoder_lr_scale": 3.0},
             "scratch_encoder_teacher": {"teacher_features": "encoder"},
@@ -47,6 +49,8 @@ LABELS = {"strokes_only": "`unet` from scratch, strokes only (no pseudo-labels)"
           "teacher_model": "`unet` from scratch, continuation pseudo-labels from the model alone",
 "scratch": "`unet` from scratch",
           "scratch_edges": "`unet` from scratch, the forest's edges weighed up in the first round (`pseudo_edge_weight=10`)",
+          "scratch_radius12": "`unet` from scratch, corrections overrule the model's pseudo-labels within 12 px",
+          "scratch_edges_radius12": "`unet` from scratch, edges weighed up, corrections overrule within 12 px",
           "bt": "`unet` Barlow Twins",
           "builtin": "`unet` from the built-in Barlow Twins encoder",
           "builtin_lr3": "`unet` from the built-in encoder, encoder learning rate x3", "rf": "random forest (ilastik-style)",

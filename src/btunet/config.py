@@ -122,6 +122,8 @@ class FinetuneConfig:
     pseudo_edge_weight: float = 0.0  # > 0: a fresh run's pseudo-labels weigh more at the forest's edges (10 wins
     #                                  the first round, then corrections swing more; benchmarks/interactive_notes.md)
     continue_teacher: str = "both"   # pseudo-labels when continuing: mean of current model and new forest
+    correction_radius: Optional[float] = None  # px around a correction where the model's pseudo-labels are
+    #                                  dropped; None: as deep as the model's mistake + 2, at most 12 (pseudo.py)
     teacher_features: str = "filters"  # the forest's features: "filters" (multiscale filters) or "encoder"
     #                                    (+ the maps of the encoder the run starts from, else the built-in one)
     augment: bool = True             # flips and 90-degree rotations (+ blur/noise below)
@@ -170,6 +172,8 @@ class FinetuneConfig:
         fields.number("pseudo_confidence", self.pseudo_confidence, 0.5, 1.0, lo_open=True)
         fields.choice("teacher_features", self.teacher_features, TEACHER_FEATURES)
         fields.choice("continue_teacher", self.continue_teacher, ("both", "model", "forest"))
+        if self.correction_radius is not None:
+            fields.number("correction_radius", self.correction_radius, 0.0)
         for name in ("augment", "blur_noise"):
             fields.flag(name, getattr(self, name))
         fields.number("intensity_augment", self.intensity_augment, 0.0, 1.0)

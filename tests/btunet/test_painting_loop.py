@@ -73,6 +73,54 @@ def test_pseudo_labels_move_weight_to_the_teachers_edge_and_strokes_keep_theirs(
     assert set(np.unique(planes[0].weight).tolist()) == {0.0, 1.0}
 
 
+def disk(shape, centre, radius) -> np.ndarray:
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius ** 2
+
+
+def test_a_correction_reaches_as_deep_as_the_models_mistake():
+    from btunet.pseudo import CORRECTION_MARGIN, CORRECTION_RADIUS, overruled_by
+    truth = disk((64, 64), (32, 32), 10)
+    fat = disk((64, 64), (32, 32), 11).astype(np.float32)  # the model draws the nucleus a pixel too fat
+    rim = np.zeros((64, 64), bool)
+    rim[32, 43] = True  # background painted on that rim
+    cleared = overruled_by(rim, fat, truth.astype(np.float32))
+    assert cleared[32, 43 - CORRECTION_MARGIN] and not cleared[32, 40 - CORRECTION_MARGIN]
+    assert not cleared[32, 32]  # the nucleus keeps its pseudo-labels
+    # background painted in the middle of a false blob in the haze clears the whole blob
+    blob = disk((64, 64), (12, 50), 8)
+    centre = np.zeros((64, 64), bool)
+    centre[12, 50] = True
+    cleared = overruled_by(centre, blob.astype(np.float32), np.zeros((64, 64), np.float32))
+    assert cleared[blob].all() and cleared.sum() < disk((64, 64), (12, 50), CORRECTION_RADIUS).sum()
+    # an object the model missed altogether: the largest reach; a fixed radius: that radius everywhere
+    missed = overruled_by(centre, np.zeros((64, 64), np.float32), np.ones((64, 64), np.float32))
+    assert np.array_equal(missed, disk((64, 64), (12, 50), CORRECTION_RADIUS))
+    assert np.array_equal(overruled_by(rim, fat, truth.astype(np.float32), 12.0), disk((64, 64), (32, 43), 12))
+
+
+def test_rim_corrections_leave_the_continuation_its_pseudo_labels_inside_the_object():
+    from btunet.finetune import add_pseudo_labels, annotated_planes
+    truth = disk((128, 128), (64, 64), 20)
+    image = truth.astype(np.float32)
+    labels = np.zeros((128, 128), np.uint8)
+    labels[62:66, 62:66] = 2
+    labels[5:8, 5:60] = 1
+    rim = disk((128, 128), (64, 64), 21) & ~truth
+    labels[rim & (np.arange(128)[None, :] > 64)] = 1  # background painted along half the fat rim
+    model_probs = [np.where(disk((128, 128), (64, 64), 21), 0.95, 0.05).astype(np.float32)]
+    weights = {}
+    for radius in (None, 12.0):
+        planes = annotated_planes([("a", image)], [("a", labels)], 1, "sparse", 128)
+        add_pseudo_labels(planes, FinetuneConfig(device="cpu", continue_teacher="model", correction_radius=radius),
+                          model_probs)
+        weights[radius] = planes[0].weight
+    inside = truth & (labels == 0)
+    assert (weights[None][inside] > 0).mean() > 0.8  # the nucleus keeps its labels
+    assert (weights[12.0][inside] > 0).mean() < 0.5  # a fixed 12 px strips most of it
+    assert np.all(weights[None][rim & (labels == 0) & (np.arange(128)[None, :] > 66)] == 0)
+
+
 def test_forest_learns_the_sample_from_strokes(crop):
     image, mask = crop
     ann = strokes(mask)
