@@ -34,10 +34,11 @@ from btunet.simulate import correct, correct_by_uncertainty, scribbles  # noqa: 
 
 RECORDS = DOCS / "data" / "interactive.jsonl"
 DATASETS = ("bbbc007", "cho_3dt", "cells3d")
-METHODS = ("scratch", "scratch_edges", "scratch_radius12", "scratch_edges_radius12", "bt", "builtin", "builtin_lr3", "scratch_encoder_teacher",
+METHODS = ("scratch", "scratch_edges", "scratch_edges_model", "scratch_radius12", "scratch_edges_radius12", "bt", "builtin", "builtin_lr3", "scratch_encoder_teacher",
            "builtin_encoder_teacher", "rf", "scratch_uncertainty", "strokes_only", "teacher_forest", "teacher_model")
 #: the alternatives that were tried for learning from strokes (engine settings of the `unet` run)
 VARIANTS = {"scratch_edges": {"pseudo_edge_weight": 10.0}, "strokes_only": {"pseudo_labels": "none"},
+            "scratch_edges_model": {"pseudo_edge_weight": 10.0, "continue_teacher": "model"},
             "scratch_radius12": {"correction_radius": 12.0},
             "scratch_edges_radius12": {"pseudo_edge_weight": 10.0, "correction_radius": 12.0},
             "teacher_forest": {"continue_teacher": "forest"},
@@ -49,6 +50,7 @@ LABELS = {"strokes_only": "`unet` from scratch, strokes only (no pseudo-labels)"
           "teacher_model": "`unet` from scratch, continuation pseudo-labels from the model alone",
 "scratch": "`unet` from scratch",
           "scratch_edges": "`unet` from scratch, the forest's edges weighed up in the first round (`pseudo_edge_weight=10`)",
+          "scratch_edges_model": "`unet` from scratch, edges weighed up, continuation pseudo-labels from the model alone",
           "scratch_radius12": "`unet` from scratch, corrections overrule the model's pseudo-labels within 12 px",
           "scratch_edges_radius12": "`unet` from scratch, edges weighed up, corrections overrule within 12 px",
           "bt": "`unet` Barlow Twins",
