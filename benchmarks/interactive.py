@@ -34,13 +34,18 @@ from btunet.simulate import correct, correct_by_uncertainty, scribbles  # noqa: 
 
 RECORDS = DOCS / "data" / "interactive.jsonl"
 DATASETS = ("bbbc007", "cho_3dt", "cells3d")
-METHODS = ("scratch", "scratch_edges", "scratch_edges_model", "scratch_radius12", "scratch_edges_radius12", "bt", "builtin", "builtin_lr3", "scratch_encoder_teacher",
-           "builtin_encoder_teacher", "rf", "scratch_uncertainty", "strokes_only", "teacher_forest", "teacher_model")
+METHODS = ("scratch", "scratch_flat", "scratch_radius12", "scratch_flat_radius12", "scratch_edges", "bt", "builtin",
+           "builtin_lr3", "scratch_encoder_teacher", "builtin_encoder_teacher", "rf", "scratch_uncertainty",
+           "strokes_only", "teacher_forest", "teacher_model")
+#: records of runs made under earlier engine defaults, reported but not run again under that name
+EARLIER = {"bt_flat_radius12": "`unet` Barlow Twins, flat weights, corrections overrule within 12 px (an earlier run)",
+           "scratch_uncertainty_flat_radius12": "`unet` from scratch, user guided by its uncertainty map, flat weights, "
+                                                "corrections overrule within 12 px (an earlier run)"}
+REPORTED = METHODS + tuple(EARLIER)
 #: the alternatives that were tried for learning from strokes (engine settings of the `unet` run)
-VARIANTS = {"scratch_edges": {"pseudo_edge_weight": 10.0}, "strokes_only": {"pseudo_labels": "none"},
-            "scratch_edges_model": {"pseudo_edge_weight": 10.0, "continue_teacher": "model"},
-            "scratch_radius12": {"correction_radius": 12.0},
-            "scratch_edges_radius12": {"pseudo_edge_weight": 10.0, "correction_radius": 12.0},
+VARIANTS = {"scratch_flat": {"pseudo_edge_weight": 0.0}, "scratch_radius12": {"correction_radius": 12.0},
+            "scratch_flat_radius12": {"pseudo_edge_weight": 0.0, "correction_radius": 12.0},
+            "scratch_edges": {"pseudo_edge_weight": 10.0}, "strokes_only": {"pseudo_labels": "none"},
             "teacher_forest": {"continue_teacher": "forest"},
             "teacher_model": {"continue_teacher": "model"}, "builtin_lr3": {"encoder_lr_scale": 3.0},
             "scratch_encoder_teacher": {"teacher_features": "encoder"},
@@ -49,17 +54,17 @@ LABELS = {"strokes_only": "`unet` from scratch, strokes only (no pseudo-labels)"
           "teacher_forest": "`unet` from scratch, continuation pseudo-labels from the forest alone",
           "teacher_model": "`unet` from scratch, continuation pseudo-labels from the model alone",
 "scratch": "`unet` from scratch",
-          "scratch_edges": "`unet` from scratch, the forest's edges weighed up in the first round (`pseudo_edge_weight=10`)",
-          "scratch_edges_model": "`unet` from scratch, edges weighed up, continuation pseudo-labels from the model alone",
+          "scratch_edges": "`unet` from scratch, the forest's edges weighed up (`pseudo_edge_weight=10`)",
+          "scratch_flat": "`unet` from scratch, flat pseudo-label weights (`pseudo_edge_weight=0`)",
           "scratch_radius12": "`unet` from scratch, corrections overrule the model's pseudo-labels within 12 px",
-          "scratch_edges_radius12": "`unet` from scratch, edges weighed up, corrections overrule within 12 px",
+          "scratch_flat_radius12": "`unet` from scratch, flat weights, corrections overrule within 12 px",
           "bt": "`unet` Barlow Twins",
           "builtin": "`unet` from the built-in Barlow Twins encoder",
           "builtin_lr3": "`unet` from the built-in encoder, encoder learning rate x3", "rf": "random forest (ilastik-style)",
           "scratch_encoder_teacher": "`unet` from scratch, forest teacher with the built-in encoder's features",
           "builtin_encoder_teacher": "`unet` from the built-in encoder, forest teacher with its features",
           "scratch_uncertainty": "`unet` from scratch, user guided by its uncertainty map",
-          "rf_full": "random forest, 1 fully annotated image"}
+          "rf_full": "random forest, 1 fully annotated image", **EARLIER}
 
 
 # ------------------------------------------------------------------------------------ methods
@@ -197,7 +202,7 @@ def summary(records: list[dict], args) -> str:
         full = [r["dice"] for r in records if r["dataset"] == ds_name and r["method"] == "rf_full"]
         seeds = sorted({r["seed"] for r in recs})
         rounds = sorted({r["round"] for r in recs})
-        methods = [m for m in METHODS if any(r["method"] == m for r in recs)]
+        methods = [m for m in REPORTED if any(r["method"] == m for r in recs)]
         rows = []
         for m in methods:
             row = [LABELS[m]]
@@ -213,7 +218,7 @@ def summary(records: list[dict], args) -> str:
         lines += [table(["method"] + [f"round {k}" for k in rounds] + ["uncertainty ranks errors (ROC AUC, all rounds)"], rows), ""]
         if full:
             lines += [f"Random forest trained on the whole mask of the same image: Dice {mean_std(full)}.", ""]
-        lines += [f"* {paired(recs, m, rounds)}" for m in ("bt", "builtin", "scratch_uncertainty", *VARIANTS)
+        lines += [f"* {paired(recs, m, rounds)}" for m in ("bt", "builtin", "scratch_uncertainty", *VARIANTS, *EARLIER)
                   if any(r["method"] == m for r in recs)] + [""]
         if args.records == RECORDS:
             lines += [f"![Dice against painted pixels and time, {ds_name}](interactive_{ds_name}.png)", ""]
@@ -240,11 +245,11 @@ def plot(records: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     for ds_name in DATASETS:
-        recs = [r for r in records if r["dataset"] == ds_name and r["method"] in METHODS]
+        recs = [r for r in records if r["dataset"] == ds_name and r["method"] in REPORTED]
         if not recs:
             continue
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-        for m in METHODS:
+        for m in REPORTED:
             rr = [r for r in recs if r["method"] == m]
             if not rr:
                 continue

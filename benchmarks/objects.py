@@ -148,7 +148,7 @@ def class_dice(preds: list, truths: list) -> dict:
 def class_method(args) -> str:
     """The U-Net's name in the class records: the teacher's features when they are not the filters."""
     return ("unet (3 labels, sparse)" + (", encoder teacher" if args.teacher_features == "encoder" else "")
-            + (", teacher's edges weighed up" if args.pseudo_edge_weight else ""))
+            + (", flat teacher weights" if not args.pseudo_edge_weight else ""))
 
 
 def run_classes(ds: dict, seed: int, args) -> list[dict]:
@@ -266,8 +266,9 @@ def main(argv=None) -> int:
                    help="which U-Nets to run for instances: with a boundary channel, without (default both)")
     p.add_argument("--teacher-features", default="filters", choices=("filters", "encoder"),
                    help="the forest teacher's features in the U-Net's class run (FinetuneConfig.teacher_features)")
-    p.add_argument("--pseudo-edge-weight", type=float, default=0.0,
-                   help="the classes' fine-tune weighs up its forest's edges (FinetuneConfig.pseudo_edge_weight)")
+    p.add_argument("--pseudo-edge-weight", type=float, default=10.0,
+                   help="how much the classes' fine-tune weighs up its forest's edges (FinetuneConfig.pseudo_edge_weight; "
+                        "0: flat weights)")
     p.add_argument("--parts", nargs="+", default=["instances", "classes"], choices=("instances", "classes"))
     p.add_argument("--records", type=Path, default=DOCS / "data" / "objects.jsonl")
     args = p.parse_args(argv)

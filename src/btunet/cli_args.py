@@ -184,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default {fd.teacher_features})")
     f.add_argument("--edge-weight", type=float, default=fd.pseudo_edge_weight, metavar="W",
                    help="sparse strokes, a fresh run: the forest's pseudo-labels weigh up to 1 + W times more "
-                        "at its object edges, which no stroke marks (10 gave a better first round; later "
-                        f"corrections swing more; default {fd.pseudo_edge_weight:g})")
+                        "at its object edges, which no stroke marks, so objects do not come out a pixel too "
+                        f"fat (0: flat weights; default {fd.pseudo_edge_weight:g})")
     _add_axes(f, "images (masks have the same axes without C)")
     _add_device(f)
 

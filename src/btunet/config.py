@@ -119,8 +119,8 @@ class FinetuneConfig:
     pseudo_labels: str = "forest"    # sparse only: "forest" (pseudo-labels for unpainted pixels) or "none"
     pseudo_weight: float = 1.0       # loss weight of a pseudo-labelled pixel (a painted pixel has 1)
     pseudo_confidence: float = 0.6   # teacher probability needed for a pixel to get a pseudo-label
-    pseudo_edge_weight: float = 0.0  # > 0: a fresh run's pseudo-labels weigh more at the forest's edges (10 wins
-    #                                  the first round, then corrections swing more; benchmarks/interactive_notes.md)
+    pseudo_edge_weight: float = 10.0  # a fresh run's pseudo-labels weigh up to 1 + this more at the forest's
+    #                                  edges, which no stroke marks (0: flat; benchmarks/interactive_notes.md)
     continue_teacher: str = "both"   # pseudo-labels when continuing: mean of current model and new forest
     correction_radius: Optional[float] = None  # px around a correction where the model's pseudo-labels are
     #                                  dropped; None: as deep as the model's mistake + 2, at most 12 (pseudo.py)

@@ -152,9 +152,10 @@ def test_init_continues_a_model_and_refuses_an_encoder(trained, small_sample, tm
     meta = read_metadata(out)
     assert meta["model"]["name"] == "unet" and meta["epochs"] == 4  # the continuation schedule
     assert meta["trained_on"]["painted_pixels_wrong_at_start"] is not None
-    fresh = tmp_path / "edges.safetensors"
-    assert main(base + ["--edge-weight", "10", "--epochs", "1", "--out", str(fresh)]) == 0
-    assert read_metadata(fresh)["finetune_config"]["pseudo_edge_weight"] == 10.0
+    assert meta["finetune_config"]["pseudo_edge_weight"] == 10.0  # the default
+    fresh = tmp_path / "flat.safetensors"
+    assert main(base + ["--edge-weight", "0", "--epochs", "1", "--out", str(fresh)]) == 0
+    assert read_metadata(fresh)["finetune_config"]["pseudo_edge_weight"] == 0.0
     assert model.read_bytes() == before
     assert main(base + ["--init", str(trained / "enc.safetensors"), "--out", str(tmp_path / "x.safetensors")]) == 2
     assert "--encoder instead of --init" in capsys.readouterr().err
