@@ -122,6 +122,7 @@ class FinetuneConfig:
     pseudo_edge_weight: float = 10.0  # a fresh run's pseudo-labels weigh up to 1 + this more at the forest's
     #                                  edges, which no stroke marks (0: flat; benchmarks/interactive_notes.md)
     continue_teacher: str = "both"   # pseudo-labels when continuing: mean of current model and new forest
+    #                                  ("mean"), except near the model's edges once it was continued before
     correction_radius: Optional[float] = None  # px around a correction where the model's pseudo-labels are
     #                                  dropped; None: as deep as the model's mistake + 2, at most 12 (pseudo.py)
     teacher_features: str = "filters"  # the forest's features: "filters" (multiscale filters) or "encoder"
@@ -171,7 +172,7 @@ class FinetuneConfig:
         fields.number("pseudo_edge_weight", self.pseudo_edge_weight, 0.0)
         fields.number("pseudo_confidence", self.pseudo_confidence, 0.5, 1.0, lo_open=True)
         fields.choice("teacher_features", self.teacher_features, TEACHER_FEATURES)
-        fields.choice("continue_teacher", self.continue_teacher, ("both", "model", "forest"))
+        fields.choice("continue_teacher", self.continue_teacher, ("both", "mean", "model", "forest"))
         if self.correction_radius is not None:
             fields.number("correction_radius", self.correction_radius, 0.0)
         for name in ("augment", "blur_noise"):

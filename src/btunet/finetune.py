@@ -255,7 +255,9 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     probs = model_probabilities(net, planes, cfg.fast) if model is not None else None
     n_wrong = focus_on_errors(planes, probs, cfg.threshold) if model is not None else None
     extra = teacher_features(cfg.teacher_features, enc, channels) if use_pseudo else None
-    n_pseudo = add_pseudo_labels(planes, cfg, probs, extra) if use_pseudo else 0
+    # a model continued before has learnt the forest's edges; later forests only move them
+    again = bool(previous.get("continued_from")) if model is not None else False
+    n_pseudo = add_pseudo_labels(planes, cfg, probs, extra, model_edges=again) if use_pseudo else 0
     fraction = min(cfg.annotated_fraction, 0.5) if use_pseudo else cfg.annotated_fraction
     sampler = PatchSampler(planes, cfg.patch_size, fraction, rng)
 

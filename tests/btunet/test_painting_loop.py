@@ -121,6 +121,46 @@ def test_rim_corrections_leave_the_continuation_its_pseudo_labels_inside_the_obj
     assert np.all(weights[None][rim & (labels == 0) & (np.arange(128)[None, :] > 66)] == 0)
 
 
+def test_after_the_first_continuation_the_model_alone_teaches_near_its_edges(monkeypatch):
+    import btunet.teacher as teacher
+    from btunet.finetune import add_pseudo_labels, annotated_planes
+    from btunet.pseudo import MODEL_EDGE_BAND, near_edges
+    nucleus = disk((96, 96), (48, 48), 16)
+    labels = np.zeros((96, 96), np.uint8)
+    labels[46:50, 46:50] = 2
+    labels[2:5, 2:90] = 1
+    model = np.where(nucleus, 0.9, 0.1).astype(np.float32)
+    # a forest that has just seen background painted on rims: it calls the nucleus's rim background
+    monkeypatch.setattr(teacher, "forest_probabilities", lambda *a, **k: [np.where(
+        disk((96, 96), (48, 48), 13), 0.9, 0.1).astype(np.float32)])
+    band = near_edges(nucleus.astype(np.float32))
+    assert band[48, 48 + 16] and band[48, 48 + 16 + MODEL_EDGE_BAND] and not band[48, 48]
+    targets = {}
+    for own in (False, True):
+        planes = annotated_planes([("a", model)], [("a", labels)], 1, "sparse", 96)
+        add_pseudo_labels(planes, FinetuneConfig(device="cpu"), [model], model_edges=own)
+        targets[own] = (planes[0].target, planes[0].weight)
+    rim = disk((96, 96), (48, 48), 15) & ~disk((96, 96), (48, 48), 14)
+    assert np.all(targets[False][1][rim] == 0)  # the mean of 0.9 and 0.1 is no label
+    assert np.all(targets[True][0][rim] == 1) and np.all(targets[True][1][rim] > 0)  # the model's own
+    inner = disk((96, 96), (48, 48), 10) & (labels == 0)
+    assert np.array_equal(targets[False][0][inner], targets[True][0][inner])  # away from edges: the same
+
+
+def test_only_a_model_continued_before_keeps_its_edges(crop, fast_finetune_config, monkeypatch):
+    import sys
+    ft = sys.modules["btunet.finetune"]  # the module; btunet.finetune is the function
+    image, mask = crop
+    cfg = replace(fast_finetune_config, mask_mode="sparse")
+    seen, real = [], ft.add_pseudo_labels
+    monkeypatch.setattr(ft, "add_pseudo_labels", lambda *a, model_edges=False, **k: (
+        seen.append(model_edges), real(*a, model_edges=model_edges, **k))[1])
+    model = finetune(image, strokes(mask), cfg)
+    for _ in range(2):
+        model = finetune(image, strokes(mask), replace(cfg.continuation(), epochs=1), model=model)
+    assert seen == [False, False, True]
+
+
 def test_forest_learns_the_sample_from_strokes(crop):
     image, mask = crop
     ann = strokes(mask)
