@@ -68,8 +68,8 @@ def add_pseudo_labels(planes: list[AnnotatedPlane], cfg: FinetuneConfig,
     the current model ("model": it keeps what it learnt, and the new strokes change it only
     where they were painted), the new forest, or their mean ("mean"; "both": the mean, except
     that with ``model_edges`` the model alone teaches near its own edges, ``MODEL_EDGE_BAND``).
-    Around painted pixels the current model gets wrong (corrections), the model's pseudo-labels are dropped
-    (``overruled_by``) so they cannot outvote the correction. Painted pixels keep their
+    Around painted pixels the current model gets wrong (corrections), the model's pseudo-labels
+    are dropped (``overruled_by``) so they cannot outvote the correction. Painted pixels keep their
     own label, held-out pixels stay out. ``extra_features``: the forest's features beside its
     filters (``encoder_features``). Returns the number of pseudo-labelled pixels.
     """
@@ -87,12 +87,12 @@ def add_pseudo_labels(planes: list[AnnotatedPlane], cfg: FinetuneConfig,
         if teacher == "forest":
             prob = forest[k]
         else:
+            predicted = predicted_class(model_probs[k], cfg.threshold)
             prob = model_probs[k] if teacher == "model" else 0.5 * (model_probs[k] + forest[k])
             if own_edges:
-                prob = np.where(near_edges(predicted_class(model_probs[k], cfg.threshold)), model_probs[k], prob)
+                prob = np.where(near_edges(predicted), model_probs[k], prob)
         target, weight = pseudo_targets(prob, cfg.pseudo_confidence)
         if teacher != "forest":
-            predicted = predicted_class(model_probs[k], cfg.threshold)
             wrong = painted & (predicted != p.target)
             if wrong.any():
                 weight[overruled_by(wrong, predicted, p.target, cfg.correction_radius)] = 0
@@ -169,6 +169,8 @@ def overruled_by(wrong: np.ndarray, predicted: np.ndarray, target: np.ndarray,
     for r in np.unique(reach[wrong]):
         out |= ndi.distance_transform_edt(~(wrong & (reach == r))) <= r
     return out
+
+
 #: width (Gaussian sigma, px) of the band around the teacher's edges that ``edge_emphasis`` weighs up
 EDGE_SIGMA = 2.0
 
