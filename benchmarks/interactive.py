@@ -34,8 +34,8 @@ from btunet.simulate import correct, correct_by_uncertainty, scribbles  # noqa: 
 
 RECORDS = DOCS / "data" / "interactive.jsonl"
 DATASETS = ("bbbc007", "cho_3dt", "cells3d")
-METHODS = ("scratch", "scratch_mean", "scratch_flat", "scratch_radius12", "scratch_flat_radius12", "scratch_edges", "bt", "builtin",
-           "builtin_lr3", "scratch_encoder_teacher", "builtin_encoder_teacher", "rf", "scratch_uncertainty",
+METHODS = ("scratch", "scratch_mean", "scratch_flat", "scratch_radius12", "scratch_flat_radius12", "scratch_edges",
+           "bt", "builtin", "builtin_lr3", "scratch_encoder_teacher", "builtin_encoder_teacher", "rf", "scratch_uncertainty",
            "strokes_only", "teacher_forest", "teacher_model")
 #: records of runs made under earlier engine defaults, reported but not run again under that name
 EARLIER = {"bt_flat_radius12": "`unet` Barlow Twins, flat weights, corrections overrule within 12 px (an earlier run)",
@@ -43,7 +43,8 @@ EARLIER = {"bt_flat_radius12": "`unet` Barlow Twins, flat weights, corrections o
                                                 "corrections overrule within 12 px (an earlier run)"}
 REPORTED = METHODS + tuple(EARLIER)
 #: the alternatives that were tried for learning from strokes (engine settings of the `unet` run)
-VARIANTS = {"scratch_mean": {"continue_teacher": "mean"}, "scratch_flat": {"pseudo_edge_weight": 0.0}, "scratch_radius12": {"correction_radius": 12.0},
+VARIANTS = {"scratch_mean": {"continue_teacher": "mean"}, "scratch_flat": {"pseudo_edge_weight": 0.0},
+            "scratch_radius12": {"correction_radius": 12.0},
             "scratch_flat_radius12": {"pseudo_edge_weight": 0.0, "correction_radius": 12.0},
             "scratch_edges": {"pseudo_edge_weight": 10.0}, "strokes_only": {"pseudo_labels": "none"},
             "teacher_forest": {"continue_teacher": "forest"},
