@@ -34,13 +34,15 @@ from btunet.simulate import correct, correct_by_uncertainty, scribbles  # noqa: 
 
 RECORDS = DOCS / "data" / "interactive.jsonl"
 DATASETS = ("bbbc007", "cho_3dt", "cells3d")
-METHODS = ("scratch", "scratch_mean", "scratch_flat", "scratch_radius12", "scratch_flat_radius12", "scratch_edges",
-           "bt", "builtin", "builtin_lr3", "scratch_encoder_teacher", "builtin_encoder_teacher", "rf", "scratch_uncertainty",
-           "strokes_only", "teacher_forest", "teacher_model")
+METHODS = ("scratch", "scratch_mean", "scratch_flat", "scratch_radius12", "scratch_flat_radius12",
+           "scratch_edges", "bt", "builtin", "builtin_lr3", "scratch_encoder_teacher",
+           "builtin_encoder_teacher", "rf", "scratch_uncertainty", "strokes_only", "teacher_forest",
+           "teacher_model")
 #: records of runs made under earlier engine defaults, reported but not run again under that name
-EARLIER = {"bt_flat_radius12": "`unet` Barlow Twins, flat weights, corrections overrule within 12 px (an earlier run)",
-           "scratch_uncertainty_flat_radius12": "`unet` from scratch, user guided by its uncertainty map, flat weights, "
-                                                "corrections overrule within 12 px (an earlier run)"}
+EARLIER = {"bt_flat_radius12": "`unet` Barlow Twins, flat weights, corrections overrule within 12 px "
+                               "(an earlier run)",
+           "scratch_uncertainty_flat_radius12": "`unet` from scratch, user guided by its uncertainty map, "
+                                                "flat weights, corrections overrule within 12 px (an earlier run)"}
 REPORTED = METHODS + tuple(EARLIER)
 #: the alternatives that were tried for learning from strokes (engine settings of the `unet` run)
 VARIANTS = {"scratch_mean": {"continue_teacher": "mean"}, "scratch_flat": {"pseudo_edge_weight": 0.0},
