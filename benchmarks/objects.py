@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import DEFAULT_DATA, DOCS, load_average, machine, stamp, table, write_section  # noqa: E402
 from quality import load_dataset, rf_features  # noqa: E402
 
+from btunet.config import FinetuneConfig  # noqa: E402
 from btunet.separation import CLEAR_MARGIN, LARGE_OBJECT_PX, MIN_VALIDATION_OBJECTS  # noqa: E402
 
 RING = 4  # px of the ring class around each nucleus
@@ -146,9 +147,12 @@ def class_dice(preds: list, truths: list) -> dict:
 
 
 def class_method(args) -> str:
-    """The U-Net's name in the class records: the teacher's features when they are not the filters."""
+    """The U-Net's name in the class records: the teacher's features and edge weight where they are
+    not the engine's defaults."""
+    weight, default = args.pseudo_edge_weight, FinetuneConfig.pseudo_edge_weight
     return ("unet (3 labels, sparse)" + (", encoder teacher" if args.teacher_features == "encoder" else "")
-            + (", flat teacher weights" if not args.pseudo_edge_weight else ""))
+            + ("" if weight == default else ", flat teacher weights" if weight == 0
+               else f", teacher's edges weighed {weight:g}"))
 
 
 def run_classes(ds: dict, seed: int, args) -> list[dict]:
@@ -266,9 +270,9 @@ def main(argv=None) -> int:
                    help="which U-Nets to run for instances: with a boundary channel, without (default both)")
     p.add_argument("--teacher-features", default="filters", choices=("filters", "encoder"),
                    help="the forest teacher's features in the U-Net's class run (FinetuneConfig.teacher_features)")
-    p.add_argument("--pseudo-edge-weight", type=float, default=10.0,
-                   help="how much the classes' fine-tune weighs up its forest's edges (FinetuneConfig.pseudo_edge_weight; "
-                        "0: flat weights)")
+    p.add_argument("--pseudo-edge-weight", type=float, default=FinetuneConfig.pseudo_edge_weight,
+                   help="how much the classes' fine-tune weighs up its forest's edges "
+                        "(FinetuneConfig.pseudo_edge_weight, default %(default)g; 0: flat weights)")
     p.add_argument("--parts", nargs="+", default=["instances", "classes"], choices=("instances", "classes"))
     p.add_argument("--records", type=Path, default=DOCS / "data" / "objects.jsonl")
     args = p.parse_args(argv)

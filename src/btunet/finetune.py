@@ -256,7 +256,7 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     n_wrong = focus_on_errors(planes, probs, cfg.threshold) if model is not None else None
     extra = teacher_features(cfg.teacher_features, enc, channels) if use_pseudo else None
     # a model continued before has learnt the forest's edges; later forests only move them
-    again = bool(previous.get("continued_from")) if model is not None else False
+    again = bool(previous.get("continued_from"))
     n_pseudo = add_pseudo_labels(planes, cfg, probs, extra, model_edges=again) if use_pseudo else 0
     fraction = min(cfg.annotated_fraction, 0.5) if use_pseudo else cfg.annotated_fraction
     sampler = PatchSampler(planes, cfg.patch_size, fraction, rng)
