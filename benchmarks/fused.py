@@ -16,6 +16,7 @@ The 1-minute load average is recorded beside every timing: other jobs share thes
 Writes docs/results_fused.md and appends a record to docs/data/fused.jsonl (~5 minutes).
 
     python benchmarks/fused.py
+    python benchmarks/fused.py --report-only   # the page again from the last record (after a notes edit)
 """
 from __future__ import annotations
 
@@ -262,7 +263,11 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--threads", type=int, default=None, help="inference threads (default: the policy)")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the page from the last record")
     a = parser.parse_args(argv)
+    if a.report_only:
+        write_section("results_fused.md", report(json.loads(RECORD.read_text().splitlines()[-1])))
+        return 0
     import btunet.threads
     btunet.threads.configure_threads(a.threads)
     model = trained_unet(a.data, ROOT / "benchmarks" / ".cache")

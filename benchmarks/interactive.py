@@ -35,7 +35,7 @@ from btunet.simulate import correct, correct_by_uncertainty, scribbles  # noqa: 
 RECORDS = DOCS / "data" / "interactive.jsonl"
 DATASETS = ("bbbc007", "cho_3dt", "cells3d")
 METHODS = ("scratch", "scratch_mean", "scratch_flat", "scratch_radius12", "scratch_flat_radius12",
-           "scratch_edges", "bt", "builtin", "builtin_lr3", "scratch_encoder_teacher",
+           "scratch_edges", "bt", "builtin", "builtin_edges", "builtin_lr3", "scratch_encoder_teacher",
            "builtin_encoder_teacher", "rf", "scratch_uncertainty", "strokes_only", "teacher_forest",
            "teacher_model")
 #: records of runs made under earlier engine defaults, reported but not run again under that name
@@ -51,6 +51,7 @@ VARIANTS = {"scratch_mean": {"continue_teacher": "mean"}, "scratch_flat": {"pseu
             "scratch_edges": {"pseudo_edge_weight": 10.0}, "strokes_only": {"pseudo_labels": "none"},
             "teacher_forest": {"continue_teacher": "forest"},
             "teacher_model": {"continue_teacher": "model"}, "builtin_lr3": {"encoder_lr_scale": 3.0},
+            "builtin_edges": {"pseudo_edge_weight": 10.0},
             "scratch_encoder_teacher": {"teacher_features": "encoder"},
             "builtin_encoder_teacher": {"teacher_features": "encoder"}}
 LABELS = {"strokes_only": "`unet` from scratch, strokes only (no pseudo-labels)",
@@ -64,6 +65,7 @@ LABELS = {"strokes_only": "`unet` from scratch, strokes only (no pseudo-labels)"
           "scratch_flat_radius12": "`unet` from scratch, flat weights, corrections overrule within 12 px",
           "bt": "`unet` Barlow Twins",
           "builtin": "`unet` from the built-in Barlow Twins encoder",
+          "builtin_edges": "`unet` from the built-in encoder, the forest's edges weighed up (`pseudo_edge_weight=10`)",
           "builtin_lr3": "`unet` from the built-in encoder, encoder learning rate x3", "rf": "random forest (ilastik-style)",
           "scratch_encoder_teacher": "`unet` from scratch, forest teacher with the built-in encoder's features",
           "builtin_encoder_teacher": "`unet` from the built-in encoder, forest teacher with its features",
