@@ -178,6 +178,26 @@ def fixes_section(records: list[dict], n_images: int = 2) -> str:
               "ll" + "r" * (2 + len(settings))), ""])
 
 
+def seeds_cell(records: list[dict], ds: str, encoder: str, setting: str) -> str:
+    """Mean ± std of a column, naming its seeds when it has fewer than the dataset's runs."""
+    seeds = sorted({r["seed"] for r in records if r["dataset"] == ds and r["encoder"] == encoder
+                    and r["setting"] == setting})
+    every = {r["seed"] for r in records if r["dataset"] == ds}
+    text = cell(records, dataset=ds, encoder=encoder, setting=setting)
+    return text if set(seeds) == every or not seeds else f"{text} (seeds {', '.join(map(str, seeds))})"
+
+
+def paired_gain(records: list[dict], ds: str, encoder: str, setting: str) -> str:
+    """The column minus from scratch, seed by seed, on the seeds both have."""
+    mine = {r["seed"]: r["dice"] for r in records if r["dataset"] == ds and r["encoder"] == encoder
+            and r["setting"] == setting}
+    base = {r["seed"]: r["dice"] for r in records if r["dataset"] == ds and r["encoder"] == "scratch"}
+    diffs = [mine[k] - base[k] for k in sorted(mine.keys() & base.keys())]
+    if not diffs:
+        return "—"
+    return f"{np.mean(diffs):+.3f} ± {np.std(diffs):.3f} ({len(diffs)} seeds)"
+
+
 def recipe_section(records: list[dict]) -> str:
     """The shipped recipe against from scratch, run together (part "recipe"), per annotated-image count."""
     recs = [r for r in records if r["part"] == "recipe"]
@@ -187,7 +207,8 @@ def recipe_section(records: list[dict]) -> str:
         columns = list(dict.fromkeys((r["encoder"], r["setting"]) for r in rs))
         datasets = list(dict.fromkeys(r["dataset"] for r in rs))
         name = lambda e, st: "from scratch" if e == "scratch" else f"`{e}`, {SETTING_TEXT[st]}"
-        rows = [[ds] + [cell(rs, dataset=ds, encoder=e, setting=st) for e, st in columns] for ds in datasets]
+        rows = [[ds] + [seeds_cell(rs, ds, e, st) for e, st in columns] for ds in datasets]
+        gains = [[ds] + [paired_gain(rs, ds, e, st) for e, st in columns[1:]] for ds in datasets]
         seeds = [[ds, seed] + [cell(rs, dataset=ds, encoder=e, setting=st, seed=seed).replace(" (1 seed)", "")
                                for e, st in columns]
                  for ds in datasets for seed in sorted({r["seed"] for r in rs if r["dataset"] == ds})]
@@ -195,6 +216,8 @@ def recipe_section(records: list[dict]) -> str:
                 f"`unet`, {rs[0]['ft_epochs']} fine-tuning epochs of 25 steps on {rs[0]['threads']} thread(s); "
                 "test Dice, mean ± std over seeds, then per seed (paired).\n",
                 table(["dataset"] + [name(*c) for c in columns], rows), "",
+                "Minus from scratch on the same seeds (paired), mean ± std of the differences:\n",
+                table(["dataset"] + [name(*c) for c in columns[1:]], gains), "",
                 table(["dataset", "seed"] + [name(*c) for c in columns], seeds, "lr" + "r" * len(columns)), ""]
         out += [encoder_line(rs, e) for e in dict.fromkeys(e for e, _ in columns) if e != "scratch"] + [""]
     return "\n".join(out)
@@ -211,7 +234,9 @@ def builtin_table(records: list[dict], n_images: int) -> str:
         return ""
     datasets = list(dict.fromkeys(r["dataset"] for r in recs))
     # from scratch does not depend on the encoder settings: runs of the other part count too
-    recs += [r for r in records if r["part"] != "builtin" and r["encoder"] == "scratch"
+    # (on this part's seeds, so the columns stay paired)
+    seeds = {r["seed"] for r in recs}
+    recs += [r for r in records if r["part"] != "builtin" and r["encoder"] == "scratch" and r["seed"] in seeds
              and r["dataset"] in datasets and r["ft_epochs"] == recs[0]["ft_epochs"]]
     encoders = ["scratch"] + [n for n in dict.fromkeys(r["encoder"] for r in recs) if n != "scratch"]
     seen = {"bbbc007": "no", "cells3d": "yes (unlabelled)", "cho_3dt": "yes (unlabelled)"}

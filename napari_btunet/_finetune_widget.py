@@ -257,6 +257,7 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
                               on_progress=on_progress, should_stop=job.should_stop, model=model)
         if preview is not None:
             job.progress("showing the final model in the preview…")
+            preview.threshold = None  # the model's own: dense masks may have tuned it on validation pixels
             preview.run(net, job)  # the returned (best) weights
         if request.path is not None:
             job.progress("saving the model…")

@@ -34,7 +34,8 @@ class LivePreview:
     """
 
     def __init__(self, image, rgb: bool, tracker: PlaneTracker, interval_s: float,
-                 uncertainty: bool = False, threshold: float = DEFAULT_THRESHOLD, axes: Optional[str] = None):
+                 uncertainty: bool = False, threshold: Optional[float] = DEFAULT_THRESHOLD,
+                 axes: Optional[str] = None):
         self.image, self.rgb, self.tracker, self.interval_s = image, rgb, tracker, interval_s
         self.uncertainty, self.threshold = uncertainty, threshold
         self.previewer = btunet.Previewer(image, None if axes else rgb, axes=axes)

@@ -149,10 +149,12 @@ def cmd_finetune(a) -> int:
                          intensity_augment=a.intensity_augment, encoder_lr_scale=a.encoder_lr_scale,
                          teacher_features=a.teacher_features, pseudo_edge_weight=a.edge_weight,
                          device=a.device, seed=a.seed, instances="auto" if a.boundary else "none", axes=axes,
+                         **({} if a.threshold is None else {"threshold": a.threshold, "tune_threshold": False}),
                          class_names=[n.strip() for n in a.class_names.split(",")] if a.class_names else None)
     if init is not None:
         cfg = cfg.continuation()
-        cfg.threshold = stored.threshold  # a continued model keeps its threshold
+        if a.threshold is None:
+            cfg.threshold = stored.threshold  # a continued model keeps its threshold
         if a.epochs is not None:
             cfg.epochs = a.epochs
     bar = ProgressBar("finetune")

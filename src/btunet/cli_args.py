@@ -186,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sparse strokes, a fresh run: the forest's pseudo-labels weigh up to 1 + W times more "
                         "at its object edges, which no stroke marks, so objects do not come out a pixel too "
                         f"fat (0: flat weights; default {fd.pseudo_edge_weight:g})")
+    f.add_argument("--threshold", type=float, default=None, metavar="P",
+                   help="probability threshold saved with the model (default: with dense masks, the one "
+                        "with the best Dice on the held-out validation pixels when it beats 0.5 clearly "
+                        "there, else 0.5; with --init, the model's own)")
     _add_axes(f, "images (masks have the same axes without C)")
     _add_device(f)
 

@@ -134,6 +134,8 @@ class FinetuneConfig:
     fast: bool = True
     seed: int = 0
     threshold: float = DEFAULT_THRESHOLD  # probability above which a pixel is object; saved with the model
+    tune_threshold: bool = True      # dense masks: a threshold with clearly better Dice on the held-out
+    #                                  validation pixels replaces ``threshold`` (thresholds.py)
     n_classes: Optional[int] = None  # K object classes; None: from the labels (max label - 1 sparse, max id classes)
     class_names: Optional[list] = None  # names of classes 1..K (stored with the model)
     instances: str = "none"          # "boundary": learn object borders; "auto": when dense masks hold
@@ -175,7 +177,7 @@ class FinetuneConfig:
         fields.choice("continue_teacher", self.continue_teacher, ("both", "mean", "model", "forest"))
         if self.correction_radius is not None:
             fields.number("correction_radius", self.correction_radius, 0.0)
-        for name in ("augment", "blur_noise"):
+        for name in ("augment", "blur_noise", "tune_threshold"):
             fields.flag(name, getattr(self, name))
         fields.number("intensity_augment", self.intensity_augment, 0.0, 1.0)
         check_threshold("threshold", self.threshold)

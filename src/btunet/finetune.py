@@ -21,6 +21,7 @@ from .heads import MAX_CLASSES, HeadSpec, default_classes, head_of
 from .instances import MIN_SIZE, object_sizes, size_floor
 from .losses import segmentation_loss
 from .separation import separation_of
+from .thresholds import threshold_of
 from .encoder_features import teacher_features
 from .metadata import DEFAULT_THRESHOLD
 from .models import SegmentationModel, create_model
@@ -360,15 +361,16 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
         net.load_state_dict(best_state)
     net.eval()
     min_size = min_size_of(planes, previous)
-    separate_by, separation = (separation_of(net, planes, cfg.threshold, min_size, previous, cfg.fast)
+    threshold, tuned = threshold_of(net, planes, cfg, head, has_val, previous if model is not None else None)
+    separate_by, separation = (separation_of(net, planes, threshold, min_size, previous, cfg.fast)
                                if head.boundary else (None, None))
     painted = [(p.painted | (p.val_weight > 0)) for p in planes]
     n_obj = int(sum((p.target[m] > 0.5).sum() for p, m in zip(planes, painted)))
     n_all = int(sum(m.sum() for m in painted))
     net.metadata = {
         **{k: v for k, v in head_meta.items() if v is not None},
-        "normalization": DEFAULT_NORMALIZATION, "threshold": cfg.threshold,
-        "min_size": min_size,
+        "normalization": DEFAULT_NORMALIZATION, "threshold": threshold,
+        **({"threshold_tuning": tuned} if tuned else {}), "min_size": min_size,
         **({"separate_by": separate_by} if separate_by else {}),
         **({"separation": separation} if separation else {}),
         "trained_on": {"images": [name for name, _ in sources], "planes": n_planes,

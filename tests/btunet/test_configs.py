@@ -49,7 +49,7 @@ BAD = {
         "pseudo_edge_weight": [-1, NAN, INF, True, None], "correction_radius": [-1, NAN, INF, True, "3"],
         "pseudo_confidence": [0.5, 0.4, 1.1, NAN, True, None], "continue_teacher": ["teacher", None],
         "teacher_features": ["vgg", "", None, 1],
-        "augment": FLAG, "blur_noise": FLAG, "intensity_augment": [-0.1, 1.5, NAN, True, None],
+        "augment": FLAG, "blur_noise": FLAG, "tune_threshold": FLAG, "intensity_augment": [-0.1, 1.5, NAN, True, None],
         "device": DEVICE, "fast": FLAG, "seed": SEED, "axes": AXES,
         "threshold": [0, 1, 1.5, -0.1, NAN, INF, "0.5", True, None],
         "n_classes": [0, -1, 1.5, True, 99], "class_names": [[], "nuclei", [""], [1, 2]],
@@ -158,7 +158,7 @@ def test_a_threshold_out_of_range_is_not_saved(tmp_path):
 
 
 def test_finetune_threshold_is_saved_and_predicts(tmp_path, small_sample, fast_finetune_config):
-    cfg = dataclasses.replace(fast_finetune_config, epochs=1, steps_per_epoch=2, threshold=0.8)
+    cfg = dataclasses.replace(fast_finetune_config, epochs=1, steps_per_epoch=2, threshold=0.8, tune_threshold=False)
     images = sorted((small_sample / "images").iterdir())[:1]
     masks = sorted((small_sample / "masks").iterdir())[:1]
     net = finetune(images, masks, cfg)

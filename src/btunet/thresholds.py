@@ -1,0 +1,87 @@
+"""The object threshold, chosen on the held-out validation pixels of dense masks (as StarDist tunes
+its thresholds on validation images) and saved with the model.
+
+Two seeds of the same fine-tune can come out with objects a pixel fatter or thinner than the
+masks; a fixed 0.5 then costs up to 0.01 Dice (benchmarks/objects_notes.md). Sparse strokes are
+not used: their held-out pixels lie inside objects and background, far from the edges a threshold
+moves, so every threshold would look alike there.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .data import AnnotatedPlane
+from .heads import HeadSpec, split_logits
+from .planes import predict_logits
+
+#: thresholds tried; the ends stay clear of 0 and 1, where a few pixels would decide
+CANDIDATES = tuple(round(t, 2) for t in np.arange(0.2, 0.81, 0.05))
+#: validation Dice a candidate must add over the configured threshold to replace it, so that a
+#: flat curve (where the best candidate is luck) keeps the configured one
+MIN_GAIN = 0.005
+
+
+def validation_probabilities(model, planes: list[AnnotatedPlane], fast: bool,
+                             head: HeadSpec) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """(object probability, is object) of every held-out validation pixel, or None if there are none."""
+    probs, truth = [], []
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for p in planes:
+            keep = p.val_weight > 0
+            if keep.any():
+                logits = predict_logits(model, p.pixels, fast=fast, all_channels=True)
+                probs.append(split_logits(logits, head)["object"][keep])
+                truth.append(p.target[keep] > 0)
+    model.train(was_training)
+    return (np.concatenate(probs), np.concatenate(truth)) if probs else None
+
+
+def dice_at(prob: np.ndarray, truth: np.ndarray, threshold: float) -> float:
+    pred = prob > threshold
+    return float((2 * (pred & truth).sum() + 1) / (pred.sum() + truth.sum() + 1))
+
+
+def choose_threshold(prob: np.ndarray, truth: np.ndarray, configured: float) -> tuple[float, dict]:
+    """(threshold, record) for validation pixels' object probabilities ``prob`` and truth: the
+    candidate with the best Dice if it beats ``configured`` by ``MIN_GAIN``, else ``configured``
+    (ties go to the candidate nearest it). The record keeps every candidate's Dice."""
+    scores = {f"{t:.2f}": dice_at(prob, truth, t) for t in CANDIDATES}
+    base = dice_at(prob, truth, configured)
+    best = max(CANDIDATES, key=lambda t: (scores[f"{t:.2f}"], -abs(t - configured)))
+    chosen = float(best) if scores[f"{best:.2f}"] >= base + MIN_GAIN else float(configured)
+    return chosen, {"chosen": chosen, "configured": float(configured), "pixels": int(truth.size),
+                    "validation_dice_configured": round(base, 4),
+                    "validation_dice": round(dice_at(prob, truth, chosen), 4),
+                    "candidates": {k: round(v, 4) for k, v in scores.items()}}
+
+
+def tune_threshold(model, planes: list[AnnotatedPlane], fast: bool, head: HeadSpec,
+                   configured: float) -> tuple[float, Optional[dict]]:
+    """``choose_threshold`` on ``model``'s held-out validation pixels; (``configured``, None) without any."""
+    held_out = validation_probabilities(model, planes, fast, head)
+    return (configured, None) if held_out is None else choose_threshold(*held_out, configured)
+
+
+def threshold_of(model, planes: list[AnnotatedPlane], cfg, head: HeadSpec, has_validation: bool,
+                 continued: Optional[dict]) -> tuple[float, Optional[dict]]:
+    """The threshold a fine-tune saves, and the tuning record if it was tuned. ``cfg``: the
+    ``FinetuneConfig``; ``continued``: the metadata of the model a continuation started from.
+
+    With ``tune_threshold`` off: ``cfg.threshold``. On: a continued model keeps its own; a new one
+    trained on dense masks (or class masks) with validation pixels gets ``tune_threshold``'s; else
+    ``cfg.threshold``."""
+    if not cfg.tune_threshold:
+        return cfg.threshold, None
+    if continued is not None:
+        return float(continued.get("threshold", cfg.threshold)), None
+    if has_validation and cfg.mask_mode != "sparse":
+        return tune_threshold(model, planes, cfg.fast, head, cfg.threshold)
+    return cfg.threshold, None
+
+
+__all__ = ["CANDIDATES", "MIN_GAIN", "choose_threshold", "dice_at", "threshold_of", "tune_threshold", "validation_probabilities"]
