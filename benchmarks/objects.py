@@ -40,6 +40,9 @@ RING = 4  # px of the ring class around each nucleus
 #: F1 alone" (the better F1 on held-out objects, a tie to the watershed).
 CHOSEN = "unet + borders, split as the model chose"
 EARLIER_CHOICE = "unet + borders, split by validation F1 alone"
+#: U-Net runs whose threshold was tuned on validation pixels (the engine's default since
+#: thresholds.py); records without it kept 0.5
+TUNED = ", threshold from validation"
 
 
 def instance_scores(preds: list, truths: list) -> dict:
@@ -58,7 +61,7 @@ def run_unet(ds: dict, seed: int, args, boundary: bool) -> dict:
     images = [im for _, im, _ in ds["train"][:2]]
     masks = [m for _, _, m in ds["train"][:2]]
     cfg = btunet.FinetuneConfig(mask_mode="dense", seed=seed, instances="auto" if boundary else "none",
-                                **length(args))
+                                tune_threshold=args.threshold == "tuned", **length(args))
     t = time.perf_counter()
     net = btunet.finetune(images, masks, cfg)
     train_s = time.perf_counter() - t
@@ -69,7 +72,8 @@ def run_unet(ds: dict, seed: int, args, boundary: bool) -> dict:
     assert (net.metadata.get("instances") == "boundary") == boundary
     assert net.metadata["min_size"] == train_floor(ds)  # the model's floor: the baselines' too
     rec = {**instance_scores(preds, truths), "train_s": train_s, "predict_s": predict_s,
-           "epochs": net.metadata["epochs"], "min_size": net.metadata["min_size"]}
+           "epochs": net.metadata["epochs"], "min_size": net.metadata["min_size"],
+           "threshold": net.metadata["threshold"]}
     if boundary:  # the choice made on validation objects, and what each way gives on the test images
         rec["separate_by"], rec["separation"] = net.metadata["separate_by"], net.metadata.get("separation")
         rec["test_object_f1"] = {
@@ -219,7 +223,7 @@ def summary(records: list[dict]) -> str:
                         + [rs[0]["min_size"], f"{np.mean([r['train_s'] for r in rs]):.0f}", len(rs)])
     lines.append(table(["set", "method", "pixel Dice", "object F1@0.5", "AP@0.5:0.95", "AP@0.5", "matched IoU",
                         "floor px", "train s", "runs"], rows, "ll" + "r" * 8))
-    chosen = [r for r in inst if r["method"] in (CHOSEN, EARLIER_CHOICE)]
+    chosen = [r for r in inst if r["method"] in (CHOSEN, CHOSEN + TUNED, EARLIER_CHOICE)]
     if chosen:
         lines += ["\n### How the model with borders splits objects\n",
                   "A model fine-tuned with a boundary channel scores its learnt borders and the distance watershed "
@@ -233,7 +237,8 @@ def summary(records: list[dict]) -> str:
         for r in chosen:
             info = r.get("separation") or {"by": "validation", "f1": {**r["separation_f1"], "objects": "-"}}
             f1 = info["f1"]
-            rows.append([r.get("dataset", "bbbc007"), "model's rule" if r["method"] == CHOSEN else "F1 alone",
+            rule = "F1 alone" if r["method"] == EARLIER_CHOICE else "model's rule"
+            rows.append([r.get("dataset", "bbbc007"), rule + (" (tuned threshold)" if r["method"].endswith(TUNED) else ""),
                          r["seed"], run_length(r), f1["objects"] if f1 else 0,
                          " / ".join(f"{f1[w]:.3f}" for w in ("boundary", "distance")) if f1 else "-",
                          f"{info.get('median_object_px', '-')}", info["by"], r["separate_by"],
@@ -273,6 +278,9 @@ def main(argv=None) -> int:
     p.add_argument("--pseudo-edge-weight", type=float, default=FinetuneConfig.pseudo_edge_weight,
                    help="how much the classes' fine-tune weighs up its forest's edges "
                         "(FinetuneConfig.pseudo_edge_weight, default %(default)g; 0: flat weights)")
+    p.add_argument("--threshold", default="tuned", choices=("tuned", "fixed"),
+                   help="the U-Nets' object threshold: tuned on validation pixels (the engine's default, "
+                        "records named '...%s') or the fixed 0.5 of earlier records" % TUNED)
     p.add_argument("--parts", nargs="+", default=["instances", "classes"], choices=("instances", "classes"))
     p.add_argument("--records", type=Path, default=DOCS / "data" / "objects.jsonl")
     args = p.parse_args(argv)
@@ -306,7 +314,8 @@ def main(argv=None) -> int:
                 if not done(**base, method="random forest + distance watershed", seed=seed):
                     add({**base, "method": "random forest + distance watershed", "seed": seed,
                          **run_forest(ds, seed)})
-                for method, boundary in ((CHOSEN, True), ("unet + distance watershed", False)):
+                suffix = TUNED if args.threshold == "tuned" else ""
+                for method, boundary in ((CHOSEN + suffix, True), ("unet + distance watershed" + suffix, False)):
                     if ("borders" if boundary else "distance") not in args.unet:
                         continue
                     if not done(**base, method=method, seed=seed, **ft):

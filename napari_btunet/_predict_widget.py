@@ -64,6 +64,7 @@ class PredictRequest:
     probabilities: bool
     device: str
     instances_3d: Optional[bool] = None  # False: per plane; None: 3-D on a (Z, Y, X) stack
+    tta: bool = False  # average four flips of every plane
 
 
 class PredictWidget(JobWidget):
@@ -126,6 +127,10 @@ class PredictWidget(JobWidget):
         form.addRow(self.output_hint)
         self.probability_check = QCheckBox("also add the object probability")
         form.addRow(self.probability_check)
+        self.tta_check = QCheckBox("average four flips (4x time, smoother edges)")
+        self.tta_check.setToolTip("test-time augmentation: every plane is predicted as it is and flipped "
+                                  "left-right, up-down and both, and the four results are averaged")
+        form.addRow(self.tta_check)
         self.device_combo, self.device_label = add_device_row(form)
         layout.addWidget(options)
 
@@ -182,7 +187,7 @@ class PredictWidget(JobWidget):
         output = self.output_combo.currentText()
         return PredictRequest(model, sources, self.threshold_spin.value(), output.startswith("instances"),
                               self.probability_check.isChecked(), self.device_combo.currentText(),
-                              False if output == "instances per plane" else None)
+                              False if output == "instances per plane" else None, self.tta_check.isChecked())
 
     # ------------------------------------------------------------------ run
     def start(self) -> Optional[Job]:
@@ -216,7 +221,7 @@ class PredictWidget(JobWidget):
             result = btunet.predict(model, source.data, rgb=rgb, axes=source.axes, threshold=request.threshold,
                                     instances=request.instances, instances_3d=request.instances_3d,
                                     z_spacing=source.z_spacing, probabilities=request.probabilities,
-                                    device=request.device, on_progress=on_progress,
+                                    device=request.device, tta=request.tta, on_progress=on_progress,
                                     should_stop=job.should_stop)
             job.item((k, result))
             if job.should_stop() and k < n - 1:

@@ -88,7 +88,8 @@ def _stage(model: SegmentationModel, folder: Path, tile) -> dict[str, Path]:
     files["cover"] = folder / "cover.png"
     imsave(files["cover"], _cover(scale_range(raw)[0], prob[0, 0]), check_contrast=False)
     files["documentation"] = folder / "README.md"
-    files["documentation"].write_text(documentation(model, tile, THRESHOLD, EPS, CHECKPOINT), encoding="utf-8")
+    files["documentation"].write_text(documentation(model, tile, threshold_of(model), EPS, CHECKPOINT),
+                                      encoding="utf-8")
     return files
 
 
@@ -152,7 +153,7 @@ def _describe(model: SegmentationModel, files: dict[str, Path], tile, authors: l
     ref = {axis: spec.SizeReference(tensor_id=spec.TensorId("raw"), axis_id=spec.AxisId(axis)) for axis in "yx"}
     output = spec.OutputTensorDescr(
         id=spec.TensorId("probability"),
-        description=f"object probability; threshold at {THRESHOLD} for the mask",
+        description=f"object probability; threshold at {threshold_of(model)} for the mask",
         axes=[spec.BatchAxis(), spec.ChannelAxis(channel_names=[spec.Identifier("object")]),
               spec.SpaceOutputAxisWithHalo(id=spec.AxisId("y"), size=ref["y"], halo=tile.halo),
               spec.SpaceOutputAxisWithHalo(id=spec.AxisId("x"), size=ref["x"], halo=tile.halo)],
@@ -181,9 +182,14 @@ def _describe(model: SegmentationModel, files: dict[str, Path], tile, authors: l
         inputs=[image], outputs=[output], weights=weights,
         **({"timestamp": meta["date"]} if meta.get("date") else {}),
         config={"btunet": {"version": __version__, "checkpoint": CHECKPOINT, "model": model.config,
-                           "normalization": norm, "threshold": THRESHOLD,
+                           "normalization": norm, "threshold": threshold_of(model),
                            "receptive_field": {"radius": tile.radius, "halo": tile.halo, "step": tile.step,
                                                "global": tile.global_field}}})
+
+
+def threshold_of(model: SegmentationModel) -> float:
+    """The model's own threshold (tuned on validation pixels for dense masks), else 0.5."""
+    return float((getattr(model, "metadata", None) or {}).get("threshold", THRESHOLD))
 
 
 def _trained_on_bbbc007(meta: dict) -> bool:

@@ -229,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--uncertainty", action="store_true",
                    help="also write NAME_uncertainty.tif (float32, 0 = certain, 1 = a coin toss; from four "
                         "test-time flips, 4x the time): where to paint next")
+    r.add_argument("--tta", action="store_true",
+                   help="average the outputs of four flips of every plane (test-time augmentation, 4x the "
+                        "time): smoother edges, usually a few thousandths more Dice")
     r.add_argument("--exact", action="store_true", help="fp32 instead of the bf16 fast path")
     r.add_argument("--overwrite", action="store_true", help="replace existing output files")
     r.add_argument("--device", choices=DEVICES, default="auto", help="compute device (default auto)")

@@ -230,6 +230,7 @@ class PredictConfig:
     probabilities: bool = True         # also return the object probability
     class_probabilities: bool = False  # a class model: also return each class's probability
     uncertainty: bool = False          # also return the uncertainty map (four test-time flips, 4x time)
+    tta: bool = False                  # average the outputs of four flips of each plane (4x time)
     tile: int = TILE                   # tile side (multiple of 16); larger planes are tiled and blended
     overlap: int = OVERLAP             # overlap of neighbouring tiles (multiple of 16, below tile)
     tile_batch: int = 4                # tiles per network call
@@ -247,7 +248,8 @@ class PredictConfig:
         fields.choice("runtime", self.runtime, RUNTIMES)
         if self.threshold is not None:
             check_threshold("threshold", self.threshold)
-        for name in ("instances", "split_touching", "probabilities", "class_probabilities", "uncertainty", "fast"):
+        for name in ("instances", "split_touching", "probabilities", "class_probabilities", "uncertainty", "tta",
+                     "fast"):
             fields.flag(name, getattr(self, name))
         fields.whole("min_distance", self.min_distance, 1)
         if self.separate_by is not None:

@@ -26,7 +26,7 @@ from .heads import class_image, head_of
 from .instances import MIN_SIZE, boundary_instances, distance_instances, link_planes, linked_axis
 from .planes import as_model, check_budget, engine_image, object_probability, plane_layout, plane_outputs
 from .runtime import fused_setup
-from .planes import FLIPS, predict_logits, uncertainty_map  # noqa: F401  (re-exported for callers of btunet.predict)
+from .planes import FLIPS, flip_mean, predict_logits, uncertainty_map  # noqa: F401  (re-exported for callers of btunet.predict)
 
 __all__ = ["OVERLAP", "TILE", "Prediction", "PredictConfig", "instance_labels", "iter_predict", "predict",
            "predict_logits", "predict_to_tiff", "uncertainty_map"]
@@ -72,13 +72,14 @@ def plane_result(net: SegmentationModel, pixels: np.ndarray, cfg: PredictConfig,
     spec = head_of(net)
     opts = dict(tile=cfg.tile, overlap=cfg.overlap, fast=cfg.fast, tile_batch=cfg.tile_batch)
     out = {"uncertainty": None, "classes": None}
-    outputs = plane_outputs(net, pixels, **opts) if spec.channels > 1 else None
+    run = (lambda fn: flip_mean(fn, pixels)) if cfg.tta else (lambda fn: fn(pixels))
+    outputs = run(lambda p: plane_outputs(net, p, **opts)) if spec.channels > 1 else None
     if cfg.uncertainty:
-        first, out["uncertainty"] = uncertainty_map(net, pixels, **opts)
+        first, out["uncertainty"] = uncertainty_map(net, pixels, **opts, mean=cfg.tta)
     if outputs is not None:
         prob, out["classes"] = outputs["object"], outputs["classes"]
     else:
-        prob = first if cfg.uncertainty else object_probability(net, pixels, **opts)
+        prob = first if cfg.uncertainty else run(lambda p: object_probability(net, p, **opts))
     mask = prob > threshold
     out["boundary"] = outputs["boundary"] if outputs is not None else None
     if cfg.instances and label_instances and by_borders(cfg, spec.boundary):

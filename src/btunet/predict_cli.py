@@ -49,8 +49,9 @@ def cmd_predict(a) -> None:
         raise BTUnetError("--instances needs whole-image labelling and is not available for chunked "
                           f"(zarr / --zarr / --scheduler) prediction ({chunked[0].source.name}); "
                           "label the written mask afterwards")
-    if chunked and a.uncertainty:
-        raise BTUnetError("--uncertainty works on TIFF/PNG inputs, not with zarr, --zarr or --scheduler")
+    for flag, name in ((a.uncertainty, "--uncertainty"), (a.tta, "--tta")):
+        if chunked and flag:
+            raise BTUnetError(f"{name} works on TIFF/PNG inputs, not with zarr, --zarr or --scheduler")
     from .cli_args import input_axes
     model = _load(a, in_memory=len(chunked) < len(targets))
     channels = model.in_channels if model is not None else None
@@ -113,7 +114,7 @@ def _predict_in_memory(model, target: Target, a, bar, axes: Optional[str] = None
     image = read_lazy(target.source)
     options = dict(threshold=a.threshold, instances=a.instances, device=a.device, fast=not a.exact,
                    on_progress=show_planes, axes=axes, z_spacing=a.z_spacing, min_size=a.min_size,
-                   separate_by=a.separate_by)
+                   separate_by=a.separate_by, tta=a.tta)
     if a.per_plane:
         options["instances_3d"] = False
     try:

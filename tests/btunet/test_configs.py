@@ -57,7 +57,7 @@ BAD = {
     },
     PredictConfig: {
         "threshold": [0, 1, 1.5, -0.5, NAN, INF, "0.5", True], "instances": FLAG, "split_touching": FLAG,
-        "min_distance": [0, -1, 1.5, True, None], "probabilities": FLAG, "uncertainty": FLAG,
+        "min_distance": [0, -1, 1.5, True, None], "probabilities": FLAG, "uncertainty": FLAG, "tta": FLAG,
         "tile": [0, 8, 100, 1024.0, True, None], "overlap": [-16, 8, 1024, 2048, 1.5, True, None],
         "tile_batch": [0, -1, 1.5, True, None], "device": DEVICE, "fast": FLAG,
         "class_probabilities": FLAG, "runtime": ["tensorrt", "", None, 1, "ONNX"],

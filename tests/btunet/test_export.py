@@ -220,6 +220,15 @@ def test_package_documents_the_training(trained, tmp_path):
     assert read_metadata(package) == meta
 
 
+def test_package_carries_the_models_own_threshold(trained, tmp_path):
+    tuned = save_model(load_model(trained), tmp_path / "tuned.safetensors", threshold=0.65)
+    package = export(tuned, tmp_path / "tuned.zip")
+    with zipfile.ZipFile(package) as archive:
+        doc, yaml = archive.read("README.md").decode(), archive.read("rdf.yaml").decode()
+    assert "threshold it at 0.65" in doc and "threshold at 0.65 for the mask" in yaml
+    assert "threshold: 0.65" in yaml and read_metadata(package)["threshold"] == 0.65
+
+
 def test_onnx_and_torchscript_files(trained, tmp_path):
     import onnxruntime
     model = load_model(trained)

@@ -117,6 +117,23 @@ def test_threshold_starts_at_the_models_saved_one(stacks, qtbot, messages, tmp_p
     assert not errors_of(messages)
 
 
+def test_averaging_flips_predicts_as_the_engine_does(stacks, qtbot, messages):
+    viewer = stacks
+    predict = dock(viewer, "Predict")
+    predict.layers_list.set_checked(["volume"])
+    predict.probability_check.setChecked(True)
+    predict.tta_check.setChecked(True)
+    run_predict(qtbot, predict)
+    volume = viewer.layers["volume"].data
+    expected = btunet.predict(session.model, volume, tta=True)
+    plain = btunet.predict(session.model, volume)
+    got = viewer.layers["volume probability [btunet]"].data
+    assert np.abs(got - expected.probabilities).max() < 1e-5
+    assert np.abs(got - plain.probabilities).max() > 1e-4  # the flips were used
+    np.testing.assert_array_equal(viewer.layers["volume labels [btunet]"].data, expected.labels)
+    assert not errors_of(messages)
+
+
 def test_instances_on_a_3d_stack_are_linked_across_planes(viewer, qtbot, messages):
     """One object through every plane of a (Z, Y, X) layer keeps one id; "instances per plane"
     gives each plane its own ids; the layer's Z scale reaches the engine as the Z spacing."""
