@@ -232,6 +232,7 @@ OBJECT_METHODS = (("unet + borders, split as the model chose", "U-Net with borde
                   ("random forest + distance watershed", "forest + distance watershed"))
 
 
+TUNED = ", threshold from validation"  # objects.py's name suffix of runs with the tuned threshold
 #: The headline's U-Net rows are the runs of this fine-tune length (longer runs sit in the page)
 OBJECTS_EPOCHS = 12
 
@@ -247,7 +248,9 @@ def objects_block(records: list[dict]) -> str:
     for ds_name in DATASETS:
         parts = []
         for method, label in OBJECT_METHODS:
-            rs = [r for r in inst if r.get("dataset", "bbbc007") == ds_name and r["method"] == method]
+            # the runs with the engine's threshold (tuned on validation pixels) where there are any
+            rs = ([r for r in inst if r.get("dataset", "bbbc007") == ds_name and r["method"] == method + TUNED]
+                  or [r for r in inst if r.get("dataset", "bbbc007") == ds_name and r["method"] == method])
             if rs:
                 parts.append(f"{label} {np.mean([r['object_f1'] for r in rs]):.3f} / "
                              f"{np.mean([r['dice'] for r in rs]):.3f} ({len(rs)} seed{'s' if len(rs) > 1 else ''})")
