@@ -243,7 +243,8 @@ def objects_block(records: list[dict]) -> str:
     inst = [r for r in records if r["part"] == "instances" and "min_size" in r
             and r.get("ft_epochs", OBJECTS_EPOCHS) == OBJECTS_EPOCHS]
     lines = ["* **Touching objects** (2 densely annotated images, object F1 at IoU 0.5 / pixel Dice on the "
-             f"rest, mean over seeds, U-Net fine-tuned for {OBJECTS_EPOCHS} epochs; "
+             f"rest, mean over seeds, U-Net fine-tuned for {OBJECTS_EPOCHS} epochs, with the threshold chosen on "
+             "validation pixels where those runs exist; "
              "[docs/results_objects.md](docs/results_objects.md)):"]
     for ds_name in DATASETS:
         parts = []

@@ -74,6 +74,11 @@ def run_unet(ds: dict, seed: int, args, boundary: bool) -> dict:
     rec = {**instance_scores(preds, truths), "train_s": train_s, "predict_s": predict_s,
            "epochs": net.metadata["epochs"], "min_size": net.metadata["min_size"],
            "threshold": net.metadata["threshold"]}
+    if net.metadata["threshold"] != cfg.threshold:  # what the configured threshold would have given
+        fixed = [btunet.predict(net, im, instances=True, probabilities=False, threshold=cfg.threshold).labels
+                 for _, im, _ in ds["test"]]
+        rec["at_configured_threshold"] = {k: v for k, v in instance_scores(fixed, truths).items()
+                                          if k in ("dice", "object_f1", "ap")}
     tta = [btunet.predict(net, im, instances=True, probabilities=False, tta=True).labels for _, im, _ in ds["test"]]
     rec["with_tta"] = {k: v for k, v in instance_scores(tta, truths).items() if k in ("dice", "object_f1", "ap")}
     if boundary:  # the choice made on validation objects, and what each way gives on the test images
