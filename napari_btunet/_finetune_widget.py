@@ -18,6 +18,7 @@ import btunet
 from btunet import BTUnetError, FinetuneConfig
 from btunet.builtin_encoder import BUILTIN
 from btunet.separation import describe_separation
+from btunet.thresholds import describe_threshold
 
 from . import _messages
 from ._finetune_pairs import PairRow, matching_labels, pair_titles
@@ -306,8 +307,9 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
         meta = net.metadata
         text = (f"{'cancelled' if outcome.cancelled else 'done'}: {meta['epochs']} epochs in "
                 f"{meta['seconds']} s, best epoch {meta['best_epoch']}")
-        if describe_separation(meta):
-            text += f"; {describe_separation(meta)}"
+        for line in (describe_threshold(meta), describe_separation(meta)):
+            if line:
+                text += f"; {line}"
         if saved is not None:
             text += f"; saved to {saved}"
         self.progress.set_fraction(1.0 if not outcome.cancelled else self.progress.bar.value() / 1000, text)

@@ -173,8 +173,10 @@ def cmd_finetune(a) -> int:
           + (f", validation Dice {dice[best - 1]:.3f}" if dice and 0 < best <= len(dice) else "")
           + (", stopped by an interrupt" if status else "") + ")")
     from .separation import describe_separation
-    if describe_separation(meta):
-        print(describe_separation(meta))
+    from .thresholds import describe_threshold
+    for line in (describe_threshold(meta), describe_separation(meta)):
+        if line:
+            print(line)
     return status
 
 

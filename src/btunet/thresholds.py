@@ -86,4 +86,15 @@ def threshold_of(model, planes: list[AnnotatedPlane], cfg, head: HeadSpec, has_v
     return cfg.threshold, None
 
 
-__all__ = ["CANDIDATES", "MIN_GAIN", "choose_threshold", "dice_at", "threshold_of", "tune_threshold", "validation_probabilities"]
+def describe_threshold(metadata: dict) -> Optional[str]:
+    """One line on the threshold a fine-tune saved, when it tried the candidates."""
+    info = metadata.get("threshold_tuning")
+    if not info:
+        return None
+    if info["chosen"] != info["configured"]:
+        return (f"threshold {info['chosen']:g}, chosen on {info['pixels']} validation pixels (Dice "
+                f"{info['validation_dice']:.3f} there, {info['validation_dice_configured']:.3f} at {info['configured']:g})")
+    return f"threshold {info['configured']:g} kept: no other gained {MIN_GAIN:g} Dice on the validation pixels"
+
+
+__all__ = ["CANDIDATES", "MIN_GAIN", "choose_threshold", "describe_threshold", "dice_at", "threshold_of", "tune_threshold", "validation_probabilities"]

@@ -8,7 +8,7 @@ import tifffile
 
 from btunet import FinetuneConfig, finetune, load_model, save_model
 from btunet.cli import main
-from btunet.thresholds import CANDIDATES, MIN_GAIN, choose_threshold, dice_at
+from btunet.thresholds import CANDIDATES, MIN_GAIN, choose_threshold, describe_threshold, dice_at
 
 
 def disk_probability(fat: float, softness: float = 2.0):
@@ -92,6 +92,16 @@ def test_a_continued_model_keeps_its_threshold(dense_run):
     assert more.metadata["threshold"] == 0.65
 
 
+def test_the_choice_is_described_in_one_line(dense_run):
+    meta = dense_run[3].metadata
+    line = describe_threshold(meta)
+    assert line.startswith(f"threshold {meta['threshold']:g}") and "validation pixels" in line
+    moved = {**meta, "threshold_tuning": {**meta["threshold_tuning"], "chosen": 0.7, "validation_dice": 0.95,
+                                          "validation_dice_configured": 0.93}}
+    assert describe_threshold(moved).startswith("threshold 0.7, chosen on")
+    assert describe_threshold({"threshold": 0.5}) is None
+
+
 def test_cli_threshold_is_saved_as_given(small_sample, tmp_path, capsys):
     out = tmp_path / "m.safetensors"
     args = ["finetune", "--images", str(small_sample / "images"), "--masks", str(small_sample / "masks"),
@@ -100,6 +110,11 @@ def test_cli_threshold_is_saved_as_given(small_sample, tmp_path, capsys):
     assert main(args + ["--threshold", "0.6"]) == 0
     meta = load_model(out).metadata
     assert meta["threshold"] == 0.6 and "threshold_tuning" not in meta
+    tuned = tmp_path / "tuned.safetensors"
+    capsys.readouterr()
+    assert main(args[:6] + [str(tuned)] + args[7:]) == 0  # no --threshold: tried on the validation pixels
+    meta = load_model(tuned).metadata
+    assert f"threshold {meta['threshold']:g}" in capsys.readouterr().out and "threshold_tuning" in meta
     assert main(args + ["--threshold", "1.5", "--overwrite"]) == 2
     assert "--threshold must be between 0 and 1" in capsys.readouterr().err
     assert load_model(out).metadata["threshold"] == 0.6  # the earlier file is untouched

@@ -62,4 +62,7 @@ def test_instance_masks_with_borders_report_how_objects_are_split(viewer, qtbot,
     assert meta["instances"] == "boundary" and meta["separation"]["by"] in ("validation", "object size")
     way = "its learnt borders" if meta["separate_by"] == "boundary" else "a distance watershed"
     assert f"touching objects: split by {way}" in finetune.progress.label.text()
+    tuning = meta["threshold_tuning"]  # dense masks: the threshold was tried on validation pixels
+    assert meta["threshold"] == tuning["chosen"]
+    assert f"threshold {tuning['chosen']:g}" in finetune.progress.label.text()
     assert not errors_of(messages)
