@@ -357,6 +357,6 @@ def predict_planes(model: SegmentationModel, source, layout: PlaneLayout, *, til
     return out
 
 
-__all__ = ["FLIPS", "OVERLAP", "as_image", "engine_image", "PlaneLayout", "TILE", "as_model", "check_budget", "flip_mean",
-           "model_planes", "object_probability", "plane_layout", "plane_outputs", "predict_logits",
+__all__ = ["FLIPS", "OVERLAP", "as_image", "engine_image", "PlaneLayout", "TILE", "as_model", "check_budget",
+           "flip_mean", "model_planes", "object_probability", "plane_layout", "plane_outputs", "predict_logits",
            "predict_plane", "predict_planes", "stack_range", "tile_boxes", "uncertainty_map"]
