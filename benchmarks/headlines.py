@@ -232,7 +232,9 @@ OBJECT_METHODS = (("unet + borders, split as the model chose", "U-Net with borde
                   ("random forest + distance watershed", "forest + distance watershed"))
 
 
-TUNED = ", threshold from validation"  # objects.py's name suffix of runs with the tuned threshold
+#: name suffix of the objects benchmark's U-Net runs whose threshold was tuned on validation pixels
+#: (the engine's default since thresholds.py); records without it kept 0.5
+TUNED = ", threshold from validation"
 #: The headline's U-Net rows are the runs of this fine-tune length (longer runs sit in the page)
 OBJECTS_EPOCHS = 12
 

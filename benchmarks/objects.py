@@ -29,6 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import DEFAULT_DATA, DOCS, load_average, machine, stamp, table, write_section  # noqa: E402
 from quality import load_dataset, rf_features  # noqa: E402
+from headlines import TUNED  # noqa: E402
 
 from btunet.config import FinetuneConfig  # noqa: E402
 from btunet.separation import CLEAR_MARGIN, LARGE_OBJECT_PX, MIN_VALIDATION_OBJECTS  # noqa: E402
@@ -40,9 +41,6 @@ RING = 4  # px of the ring class around each nucleus
 #: F1 alone" (the better F1 on held-out objects, a tie to the watershed).
 CHOSEN = "unet + borders, split as the model chose"
 EARLIER_CHOICE = "unet + borders, split by validation F1 alone"
-#: U-Net runs whose threshold was tuned on validation pixels (the engine's default since
-#: thresholds.py); records without it kept 0.5
-TUNED = ", threshold from validation"
 
 
 def instance_scores(preds: list, truths: list) -> dict:

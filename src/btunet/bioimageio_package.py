@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from .checkpoint import model_metadata
 from .models import SegmentationModel
 from .package_reader import CHECKPOINT, checkpoint_file
 from .package_docs import BT_UNET, VARIANTS, documentation
 
-THRESHOLD = 0.5
 #: ``scale_range`` divides by (upper - lower + eps); this eps vanishes next to any real range in
 #: float32, so the package's pre-processing is btunet's (x - lower) / (upper - lower).
 EPS = 1e-10
@@ -88,8 +88,8 @@ def _stage(model: SegmentationModel, folder: Path, tile) -> dict[str, Path]:
     files["cover"] = folder / "cover.png"
     imsave(files["cover"], _cover(scale_range(raw)[0], prob[0, 0]), check_contrast=False)
     files["documentation"] = folder / "README.md"
-    files["documentation"].write_text(documentation(model, tile, threshold_of(model), EPS, CHECKPOINT),
-                                      encoding="utf-8")
+    threshold = model_metadata(model).threshold  # the model's own, as prediction reads it
+    files["documentation"].write_text(documentation(model, tile, threshold, EPS, CHECKPOINT), encoding="utf-8")
     return files
 
 
@@ -137,6 +137,7 @@ def _describe(model: SegmentationModel, files: dict[str, Path], tile, authors: l
 
     from . import __version__
     meta = getattr(model, "metadata", {}) or {}
+    threshold = model_metadata(model).threshold  # the model's own, as prediction reads it
     channels = ["gray"] if model.in_channels == 1 else ["red", "green", "blue"]
     size = spec.ParameterizedSize(min=tile.min_size, step=tile.step)
     norm = meta.get("normalization") or {"low": 1.0, "high": 99.8}
@@ -153,7 +154,7 @@ def _describe(model: SegmentationModel, files: dict[str, Path], tile, authors: l
     ref = {axis: spec.SizeReference(tensor_id=spec.TensorId("raw"), axis_id=spec.AxisId(axis)) for axis in "yx"}
     output = spec.OutputTensorDescr(
         id=spec.TensorId("probability"),
-        description=f"object probability; threshold at {threshold_of(model)} for the mask",
+        description=f"object probability; threshold at {threshold} for the mask",
         axes=[spec.BatchAxis(), spec.ChannelAxis(channel_names=[spec.Identifier("object")]),
               spec.SpaceOutputAxisWithHalo(id=spec.AxisId("y"), size=ref["y"], halo=tile.halo),
               spec.SpaceOutputAxisWithHalo(id=spec.AxisId("x"), size=ref["x"], halo=tile.halo)],
@@ -182,14 +183,9 @@ def _describe(model: SegmentationModel, files: dict[str, Path], tile, authors: l
         inputs=[image], outputs=[output], weights=weights,
         **({"timestamp": meta["date"]} if meta.get("date") else {}),
         config={"btunet": {"version": __version__, "checkpoint": CHECKPOINT, "model": model.config,
-                           "normalization": norm, "threshold": threshold_of(model),
+                           "normalization": norm, "threshold": threshold,
                            "receptive_field": {"radius": tile.radius, "halo": tile.halo, "step": tile.step,
                                                "global": tile.global_field}}})
-
-
-def threshold_of(model: SegmentationModel) -> float:
-    """The model's own threshold (tuned on validation pixels for dense masks), else 0.5."""
-    return float((getattr(model, "metadata", None) or {}).get("threshold", THRESHOLD))
 
 
 def _trained_on_bbbc007(meta: dict) -> bool:

@@ -301,39 +301,39 @@ def object_probability(model: SegmentationModel, pixels: np.ndarray, tile: Optio
     return plane_outputs(model, pixels, tile, overlap, fast, tile_batch)["object"]
 
 
-def flip_mean(predict_fn, pixels: np.ndarray):
-    """The mean of ``predict_fn`` over the four test-time flips (``FLIPS``) of a (C, H, W) plane,
-    each flipped back: an (H, W) / (K, H, W) array, or a dict of them (None stays None).
-    Averaging the flips (nnU-Net's mirroring) smooths edges that one orientation gets wrong."""
+def flipped_outputs(predict_fn, pixels: np.ndarray) -> list:
+    """``predict_fn`` of the four test-time flips (``FLIPS``) of a (C, H, W) plane, each flipped
+    back: (H, W) / (K, H, W) arrays, or dicts of them (None stays None)."""
     outs = []
     for axes in FLIPS:  # axes count from the end, so they fit (C, H, W), (K, H, W) and (H, W)
         out = predict_fn(np.ascontiguousarray(np.flip(pixels, axes)) if axes else pixels)
-        single = not isinstance(out, dict)
-        outs.append({k: v if v is None or not axes else np.flip(v, axes)
-                     for k, v in ({None: out} if single else out).items()})
-    mean = {k: None if v is None else np.mean([o[k] for o in outs], axis=0, dtype=np.float32)
-            for k, v in outs[0].items()}
-    return mean[None] if single else mean
+        back = (lambda a: a if a is None or not axes else np.flip(a, axes))
+        outs.append({k: back(v) for k, v in out.items()} if isinstance(out, dict) else back(out))
+    return outs
+
+
+def mean_output(outs: list):
+    """The float32 mean of ``flipped_outputs``, key by key for dicts: averaging the flips (nnU-Net's
+    mirroring, ``PredictConfig.tta``) smooths edges that one orientation gets wrong."""
+    if isinstance(outs[0], dict):
+        return {k: None if v is None else np.mean([o[k] for o in outs], axis=0, dtype=np.float32)
+                for k, v in outs[0].items()}
+    return np.mean(outs, axis=0, dtype=np.float32)
+
+
+def flip_entropy(probs: list) -> np.ndarray:
+    """Binary entropy (in bits, 0 = certain, 1 = a coin toss) of the mean of the flips' object
+    probabilities: high both where the model sits near 0.5 and where the flips disagree."""
+    average = np.clip(np.mean(probs, axis=0), 1e-6, 1 - 1e-6)
+    return (-(average * np.log2(average) + (1 - average) * np.log2(1 - average))).astype(np.float32)
 
 
 def uncertainty_map(model: SegmentationModel, pixels: np.ndarray, tile: Optional[int] = TILE,
-                    overlap: int = OVERLAP, fast: bool = True, tile_batch: int = 4,
-                    mean: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(probability, uncertainty) of one (C, H, W) plane from four test-time flips.
-
-    Uncertainty is the binary entropy (in bits, 0 = certain, 1 = a coin toss) of the mean
-    probability over the flips: it is high both where the model sits near 0.5 and where the
-    flipped predictions disagree. The probability is the unflipped one, so labels do not change
-    when the map is asked for; with ``mean``, the mean over the flips (``PredictConfig.tta``).
-    """
-    probs = []
-    for axes in FLIPS:
-        flipped = np.flip(pixels, axes) if axes else pixels
-        prob = object_probability(model, np.ascontiguousarray(flipped), tile, overlap, fast, tile_batch)
-        probs.append(np.flip(prob, axes) if axes else prob)
-    average = np.clip(np.mean(probs, axis=0), 1e-6, 1 - 1e-6)
-    entropy = -(average * np.log2(average) + (1 - average) * np.log2(1 - average))
-    return (np.mean(probs, axis=0) if mean else probs[0]).astype(np.float32), entropy.astype(np.float32)
+                    overlap: int = OVERLAP, fast: bool = True, tile_batch: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """(probability, uncertainty) of one (C, H, W) plane from four test-time flips (``flip_entropy``).
+    The probability is the unflipped one, so labels do not change when the map is asked for."""
+    probs = flipped_outputs(lambda p: object_probability(model, p, tile, overlap, fast, tile_batch), pixels)
+    return probs[0].astype(np.float32), flip_entropy(probs)
 
 
 def predict_plane(model: SegmentationModel, pixels: np.ndarray, *, tile: Optional[int] = TILE,
@@ -358,5 +358,6 @@ def predict_planes(model: SegmentationModel, source, layout: PlaneLayout, *, til
 
 
 __all__ = ["FLIPS", "OVERLAP", "as_image", "engine_image", "PlaneLayout", "TILE", "as_model", "check_budget",
-           "flip_mean", "model_planes", "object_probability", "plane_layout", "plane_outputs", "predict_logits",
-           "predict_plane", "predict_planes", "stack_range", "tile_boxes", "uncertainty_map"]
+           "flip_entropy", "flipped_outputs", "mean_output", "model_planes", "object_probability",
+           "plane_layout", "plane_outputs", "predict_logits", "predict_plane", "predict_planes",
+           "stack_range", "tile_boxes", "uncertainty_map"]

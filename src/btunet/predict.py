@@ -24,9 +24,10 @@ from .imageio import is_rgb, plane_indices, spatial_shape, stack_writer
 from .models import SegmentationModel
 from .heads import class_image, head_of
 from .instances import MIN_SIZE, boundary_instances, distance_instances, link_planes, linked_axis
-from .planes import as_model, check_budget, engine_image, object_probability, plane_layout, plane_outputs
+from .planes import (as_model, check_budget, engine_image, flip_entropy, flipped_outputs, mean_output, plane_layout,
+                     plane_outputs)
 from .runtime import fused_setup
-from .planes import FLIPS, flip_mean, predict_logits, uncertainty_map  # noqa: F401  (re-exported for callers of btunet.predict)
+from .planes import FLIPS, predict_logits, uncertainty_map  # noqa: F401  (re-exported for callers of btunet.predict)
 
 __all__ = ["OVERLAP", "TILE", "Prediction", "PredictConfig", "instance_labels", "iter_predict", "predict",
            "predict_logits", "predict_to_tiff", "uncertainty_map"]
@@ -71,17 +72,21 @@ def plane_result(net: SegmentationModel, pixels: np.ndarray, cfg: PredictConfig,
     """
     spec = head_of(net)
     opts = dict(tile=cfg.tile, overlap=cfg.overlap, fast=cfg.fast, tile_batch=cfg.tile_batch)
-    out = {"uncertainty": None, "classes": None}
-    run = (lambda fn: flip_mean(fn, pixels)) if cfg.tta else (lambda fn: fn(pixels))
-    outputs = run(lambda p: plane_outputs(net, p, **opts)) if spec.channels > 1 else None
-    if cfg.uncertainty:
-        first, out["uncertainty"] = uncertainty_map(net, pixels, **opts, mean=cfg.tta)
-    if outputs is not None:
-        prob, out["classes"] = outputs["object"], outputs["classes"]
+    out = {"uncertainty": None}
+
+    def outputs_of(p: np.ndarray) -> dict:
+        return plane_outputs(net, p, **opts)
+
+    if cfg.tta or cfg.uncertainty:  # one set of four flips serves both
+        flips = flipped_outputs(outputs_of, pixels)
+        outputs = mean_output(flips) if cfg.tta else flips[0]
+        if cfg.uncertainty:
+            out["uncertainty"] = flip_entropy([f["object"] for f in flips])
     else:
-        prob = first if cfg.uncertainty else run(lambda p: object_probability(net, p, **opts))
+        outputs = outputs_of(pixels)
+    prob, out["classes"] = outputs["object"], outputs["classes"]
     mask = prob > threshold
-    out["boundary"] = outputs["boundary"] if outputs is not None else None
+    out["boundary"] = outputs["boundary"]
     if cfg.instances and label_instances and by_borders(cfg, spec.boundary):
         labels = boundary_instances(prob, outputs["boundary"], threshold, min_size=min_size)
     elif cfg.instances and label_instances:

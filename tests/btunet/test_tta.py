@@ -7,19 +7,19 @@ import torch
 from btunet import create_model, predict, save_model
 from btunet.cli import main
 from btunet.heads import HeadSpec, default_classes
-from btunet.planes import flip_mean
+from btunet.planes import flipped_outputs, mean_output
 
 
 def test_flip_mean_averages_each_orientation_flipped_back():
     ramp = np.linspace(0, 1, 8, dtype=np.float32)[None, :] * np.ones((6, 1), np.float32)
     pixels = np.ones((1, 6, 8), np.float32)
     # a "model" that adds a left-to-right ramp whatever it sees: the mean over flips is symmetric
-    out = flip_mean(lambda p: p[0] + ramp, pixels)
+    out = mean_output(flipped_outputs(lambda p: p[0] + ramp, pixels))
     assert np.allclose(out, 1.5) and out.dtype == np.float32
     # an orientation-free model is unchanged, and dict outputs are averaged key by key
     image = np.random.default_rng(0).random((1, 6, 8), dtype=np.float32)
-    both = flip_mean(lambda p: {"object": p[0] * 2, "classes": np.stack([p[0], 1 - p[0]]), "boundary": None},
-                     image)
+    both = mean_output(flipped_outputs(
+        lambda p: {"object": p[0] * 2, "classes": np.stack([p[0], 1 - p[0]]), "boundary": None}, image))
     assert np.allclose(both["object"], image[0] * 2) and both["boundary"] is None
     assert both["classes"].shape == (2, 6, 8) and np.allclose(both["classes"][1], 1 - image[0])
 
@@ -68,3 +68,17 @@ def test_cli_tta(model, tmp_path, capsys):
     assert main(["predict", str(path), str(tmp_path / "in.tif"), "--out", str(tmp_path / "z"), "--tta",
                  "--zarr", "--device", "cpu"]) == 2
     assert "--tta works on TIFF/PNG inputs" in capsys.readouterr().err
+
+
+def test_one_set_of_flips_serves_tta_and_uncertainty(model, monkeypatch):
+    import importlib
+    predict_module = importlib.import_module("btunet.predict")
+    calls = []
+    real = predict_module.plane_outputs
+    monkeypatch.setattr(predict_module, "plane_outputs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    image = (np.random.default_rng(4).random((48, 48)) * 255).astype(np.uint8)
+    predict(model, image, tta=True, uncertainty=True, device="cpu", fast=False)
+    assert len(calls) == 4  # the four flips, once
+    calls.clear()
+    predict(model, image, device="cpu", fast=False)
+    assert len(calls) == 1
