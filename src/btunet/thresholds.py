@@ -15,6 +15,7 @@ import torch
 
 from .data import AnnotatedPlane
 from .heads import HeadSpec, split_logits
+from .metrics import pixel_scores
 from .planes import predict_logits
 
 #: thresholds tried; the ends stay clear of 0 and 1, where a few pixels would decide
@@ -44,8 +45,7 @@ def validation_probabilities(model, planes: list[AnnotatedPlane], fast: bool,
 
 
 def dice_at(prob: np.ndarray, truth: np.ndarray, threshold: float) -> float:
-    pred = prob > threshold
-    return float((2 * (pred & truth).sum() + 1) / (pred.sum() + truth.sum() + 1))
+    return float(pixel_scores(prob > threshold, truth)["dice"])
 
 
 def choose_threshold(prob: np.ndarray, truth: np.ndarray, configured: float) -> tuple[float, dict]:
