@@ -152,9 +152,7 @@ def cmd_finetune(a) -> int:
                          **({} if a.threshold is None else {"threshold": a.threshold, "tune_threshold": False}),
                          class_names=[n.strip() for n in a.class_names.split(",")] if a.class_names else None)
     if init is not None:
-        cfg = cfg.continuation()
-        if a.threshold is None:
-            cfg.threshold = stored.threshold  # a continued model keeps its threshold
+        cfg = cfg.continuation()  # the engine keeps the model's threshold unless --threshold fixes one
         if a.epochs is not None:
             cfg.epochs = a.epochs
     bar = ProgressBar("finetune")

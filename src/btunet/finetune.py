@@ -237,6 +237,9 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
         classes = None  # one unnamed class: today's object model
     net = model if model is not None else build_from_encoder(cfg, enc, channels, head.channels)
     previous = dict(getattr(model, "metadata", None) or {})
+    if model is not None and cfg.tune_threshold:  # a continued model keeps its own threshold
+        cfg = copy.copy(cfg)
+        cfg.threshold = float(previous.get("threshold", cfg.threshold))
     planes = annotated_planes(sources, labels, channels, cfg.mask_mode, cfg.patch_size, head, cfg.axes)
     head_meta = {"classes": classes, "instances": "boundary" if head.boundary else None}
     if model is None:  # what the channels mean, for previews while training
@@ -361,7 +364,7 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
         net.load_state_dict(best_state)
     net.eval()
     min_size = min_size_of(planes, previous)
-    threshold, tuned = threshold_of(net, planes, cfg, head, has_val, previous if model is not None else None)
+    threshold, tuned = threshold_of(net, planes, cfg, head, has_val)
     separate_by, separation = (separation_of(net, planes, threshold, min_size, previous, cfg.fast)
                                if head.boundary else (None, None))
     painted = [(p.painted | (p.val_weight > 0)) for p in planes]

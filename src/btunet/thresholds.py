@@ -69,19 +69,12 @@ def tune_threshold(model, planes: list[AnnotatedPlane], fast: bool, head: HeadSp
     return (configured, None) if held_out is None else choose_threshold(*held_out, configured)
 
 
-def threshold_of(model, planes: list[AnnotatedPlane], cfg, head: HeadSpec, has_validation: bool,
-                 continued: Optional[dict]) -> tuple[float, Optional[dict]]:
-    """The threshold a fine-tune saves, and the tuning record if it was tuned. ``cfg``: the
-    ``FinetuneConfig``; ``continued``: the metadata of the model a continuation started from.
-
-    With ``tune_threshold`` off: ``cfg.threshold``. On: a continued model keeps its own; a new one
-    trained on dense masks (or class masks) with validation pixels gets ``tune_threshold``'s; else
-    ``cfg.threshold``."""
-    if not cfg.tune_threshold:
-        return cfg.threshold, None
-    if continued is not None:
-        return float(continued.get("threshold", cfg.threshold)), None
-    if has_validation and cfg.mask_mode != "sparse":
+def threshold_of(model, planes: list[AnnotatedPlane], cfg, head: HeadSpec,
+                 has_validation: bool) -> tuple[float, Optional[dict]]:
+    """The threshold a fine-tune saves (``cfg``: its ``FinetuneConfig``), and the tuning record if
+    it was tuned: ``tune_threshold``'s for dense (or class) masks with validation pixels, else
+    ``cfg.threshold`` (a continuation has no validation pixels and runs with the model's own)."""
+    if cfg.tune_threshold and has_validation and cfg.mask_mode != "sparse":
         return tune_threshold(model, planes, cfg.fast, head, cfg.threshold)
     return cfg.threshold, None
 

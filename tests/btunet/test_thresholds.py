@@ -90,6 +90,8 @@ def test_a_continued_model_keeps_its_threshold(dense_run):
     more = finetune(images[:1], masks[:1], dataclasses.replace(cfg.continuation(), epochs=1, steps_per_epoch=1),
                     model=net)
     assert more.metadata["threshold"] == 0.65
+    assert more.metadata["finetune_config"]["threshold"] == 0.65  # the run itself used it
+    assert cfg.threshold == 0.5  # the caller's config is not changed
 
 
 def test_the_choice_is_described_in_one_line(dense_run):
