@@ -262,6 +262,55 @@ def objects_block(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------------- pre-training
+#: the records' name for the encoder the package ships (``btunet info builtin``), and its start
+BUILTIN_RECORD = ("bt600mild", "lr3")
+
+
+def paired_diffs(records: list[dict], ds: str) -> list[float]:
+    """The built-in encoder minus from scratch, seed by seed, on the seeds both ran."""
+    enc, setting = BUILTIN_RECORD
+    mine = {r["seed"]: r["dice"] for r in records if r["dataset"] == ds and r["encoder"] == enc
+            and r["setting"] == setting}
+    base = {r["seed"]: r["dice"] for r in records if r["dataset"] == ds and r["encoder"] == "scratch"}
+    return [mine[k] - base[k] for k in sorted(mine.keys() & base.keys())]
+
+
+def pretraining_block(records: list[dict]) -> str:
+    """What the built-in encoder buys at one annotated image, per fine-tune length, and how much
+    room more masks leave a better start (all from the same-code records)."""
+    lines = ["* **Pre-training** (`unet` from the built-in Barlow Twins encoder minus from scratch, one "
+             "annotated image, paired seeds, mean test Dice; "
+             "[docs/results_pretraining.md](docs/results_pretraining.md)):"]
+    one = [r for r in records if r["part"] == "recipe" and r.get("images", 1) == 1]
+    for epochs in sorted({r["ft_epochs"] for r in one}):
+        rs = [r for r in one if r["ft_epochs"] == epochs]
+        parts = [(NAMES[ds], paired_diffs(rs, ds)) for ds in DATASETS]
+        parts = [(name, d) for name, d in parts if d]
+        if not parts:
+            continue
+        counts = sorted({len(d) for _, d in parts})
+        seeds = "/".join(map(str, counts))
+        lines.append(f"  * {epochs} fine-tuning epochs ({seeds} seeds): "
+                     + ", ".join(f"{name} {np.mean(d):+.3f}" for name, d in parts) + ".")
+    room = []
+    for ds in DATASETS:
+        full = [r["dice"] for r in records if r["dataset"] == ds and r["encoder"] == "scratch"
+                and r.get("images", 1) > 2]
+        if not full:
+            continue
+        n, epochs = next((r["images"], r["ft_epochs"]) for r in records if r["dataset"] == ds
+                         and r["encoder"] == "scratch" and r.get("images", 1) > 2)
+        single = [r["dice"] for r in one if r["dataset"] == ds and r["encoder"] == "scratch"
+                  and r["ft_epochs"] == epochs]
+        if single:
+            room.append(f"{NAMES[ds]} {np.mean(full) - np.mean(single):+.3f}")
+    if room:
+        lines.append(f"  * What {n} annotated images add over one, from scratch at {epochs} epochs (the most a "
+                     f"better start could add): {', '.join(room)}.")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------- blocks
 def generate(data: Path = DATA) -> dict[str, str]:
     """Every block's text, by marker name, from the records in ``data``."""
@@ -273,11 +322,12 @@ def generate(data: Path = DATA) -> dict[str, str]:
                                      read_jsonl(data / "fused.jsonl")),
         "cli-check": lambda: cli_check_block((data / "bbbc007_cli_check.txt").read_text()),
         "objects": lambda: objects_block(read_jsonl(data / "objects.jsonl")),
+        "pretraining": lambda: pretraining_block(read_jsonl(data / "pretraining_same_code.jsonl")),
     }
     return {name: make() for name, make in blocks.items()}
 
 
-BLOCKS = ("painting-loop", "quality", "quality-variants", "speed", "cli-check", "objects")
+BLOCKS = ("painting-loop", "quality", "quality-variants", "speed", "cli-check", "objects", "pretraining")
 
 
 def markers(name: str) -> tuple[str, str]:

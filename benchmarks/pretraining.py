@@ -29,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402
+from btunet.config import DENSE_EPOCHS  # noqa: E402  (the engine's length for dense masks)
 from _report import DEFAULT_DATA, DOCS, ROOT, load_average, machine, stamp, table, write_section  # noqa: E402
 
 RECORDS = DOCS / "data" / "pretraining.jsonl"
@@ -207,9 +208,11 @@ def recipe_section(records: list[dict], title: str = "The built-in encoder's rec
     """The shipped recipe against from scratch, run together (part "recipe"), per annotated-image count."""
     recs = [r for r in records if r["part"] == "recipe"]
     out = []
-    for n in sorted({r.get("images", 1) for r in recs}):
-        rs = [r for r in recs if r.get("images", 1) == n]
+    for n, epochs in sorted({(r.get("images", 1), r["ft_epochs"]) for r in recs}):
+        rs = [r for r in recs if r.get("images", 1) == n and r["ft_epochs"] == epochs]
         columns = list(dict.fromkeys((r["encoder"], r["setting"]) for r in rs))
+        if len(columns) < 2:
+            continue  # from scratch alone: the headroom table shows it
         datasets = list(dict.fromkeys(r["dataset"] for r in rs))
         name = lambda e, st: "from scratch" if e == "scratch" else f"`{e}`, {SETTING_TEXT[st]}"
         rows = [[ds] + [seeds_cell(rs, ds, e, st) for e, st in columns] for ds in datasets]
@@ -217,15 +220,53 @@ def recipe_section(records: list[dict], title: str = "The built-in encoder's rec
         seeds = [[ds, seed] + [cell(rs, dataset=ds, encoder=e, setting=st, seed=seed).replace(" (1 seed)", "")
                                for e, st in columns]
                  for ds in datasets for seed in sorted({r["seed"] for r in rs if r["dataset"] == ds})]
-        out += [f"## {title}: {n} annotated image(s)\n",
-                f"{source}`unet`, {rs[0]['ft_epochs']} fine-tuning epochs of 25 steps on {rs[0]['threads']} "
-                "thread(s); test Dice, mean ± std over seeds, then per seed (paired).\n",
+        out += [f"## {title}: {n} annotated image(s), {epochs} fine-tuning epochs\n",
+                f"{source}`unet`, {epochs} fine-tuning epochs of 25 steps on {rs[0]['threads']} thread(s)"
+                f"{' (the default for dense masks, with early stopping)' if epochs == DENSE_EPOCHS else ''}; "
+                f"run {run_dates(rs)}; test Dice, mean ± std over seeds, then per seed (paired).\n",
                 table(["dataset"] + [name(*c) for c in columns], rows), "",
                 "Minus from scratch on the same seeds (paired), mean ± std of the differences:\n",
                 table(["dataset"] + [name(*c) for c in columns[1:]], gains), "",
                 table(["dataset", "seed"] + [name(*c) for c in columns], seeds, "lr" + "r" * len(columns)), ""]
         out += [encoder_line(rs, e) for e in dict.fromkeys(e for e, _ in columns) if e != "scratch"] + [""]
     return "\n".join(out)
+
+
+def run_dates(records: list[dict]) -> str:
+    """When a table's runs finished and under what load (the records carry both)."""
+    dates = sorted(r["date"] for r in records if r.get("date"))
+    loads = sorted(float(r["load"]) for r in records if r.get("load"))
+    if not dates:
+        return "on unrecorded dates"
+    same_day = dates[0][:10] == dates[-1][:10]
+    when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1][11:] if same_day else dates[-1]}"
+    return f"{when}, 1-min load {loads[0]:.1f}-{loads[-1]:.1f}" if loads else when
+
+
+def headroom_section(records: list[dict]) -> str:
+    """How far from scratch at one image is from what more annotation reaches: the most any start can add."""
+    recs = [r for r in records if r["part"] == "recipe"]
+    full = [r for r in recs if r["encoder"] == "scratch" and r.get("images", 1) > 2]
+    if not full:
+        return ""
+    columns = [(1, e) for e in sorted({r["ft_epochs"] for r in recs if r.get("images", 1) == 1})]
+    columns += sorted({(r["images"], r["ft_epochs"]) for r in full})
+    top = columns[-1]
+    rows = []
+    for ds in dict.fromkeys(r["dataset"] for r in full):
+        mean = {c: [r["dice"] for r in recs if r["encoder"] == "scratch" and r["dataset"] == ds
+                    and (r.get("images", 1), r["ft_epochs"]) == c] for c in columns}
+        room = [f"{np.mean(mean[top]) - np.mean(mean[c]):+.3f}" if mean[c] and mean[top] else "—"
+                for c in columns[:-1]]
+        rows.append([ds] + [quality.mean_std(mean[c]) if mean[c] else "—" for c in columns] + room)
+    head = [f"{n} image{'s' if n > 1 else ''}, {e} epochs" for n, e in columns]
+    return "\n".join([
+        "## Headroom: from scratch at one image against more annotation\n",
+        f"From scratch only, same records and test images. The last columns are what {head[-1]} adds over "
+        "one image: the most a better start (a pre-trained encoder) could add to a fine-tune on one image, "
+        "unless it did better than more masks.\n",
+        table(["dataset"] + [f"from scratch, {h}" for h in head] + [f"room over {h}" for h in head[:-1]], rows),
+        ""])
 
 
 def builtin_section(records: list[dict]) -> str:
@@ -276,9 +317,10 @@ def report(records: list[dict]) -> str:
              "each with the load when it finished).\n",
              recipe_section(read_records(SAME_CODE), "Every column on one version of the code",
                             "Records in [docs/data/pretraining_same_code.jsonl](data/pretraining_same_code.jsonl), "
-                            "all run on 2026-12-02 (two jobs on the 2 cores), so every seed is paired; the other "
-                            "tables mix runs made before and after changes to the fine-tune, which move a "
+                            "every column of a table run on one version of the code, so every seed is paired; the "
+                            "other tables mix runs made before and after changes to the fine-tune, which move a "
                             "from-scratch run of the same seed by up to 0.06. "),
+             headroom_section(read_records(SAME_CODE)),
              recipe_section(records), start_section(records), fixes_section(records), builtin_section(records)]
     if NOTES.exists():
         parts.append(NOTES.read_text())
@@ -299,7 +341,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=8, help="fine-tuning epochs (25 steps each)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--images", type=int, default=1, choices=(1, 2), help="annotated images (dense masks)")
+    p.add_argument("--images", type=int, default=1, choices=(1, 2, 4),
+                   help="annotated images (dense masks; 4: the headroom, from scratch only)")
     p.add_argument("--no-scratch", action="store_true",
                    help="skip the from-scratch runs (the other part has them: same protocol)")
     p.add_argument("--data", default=str(DEFAULT_DATA))
@@ -308,7 +351,7 @@ def main(argv=None) -> int:
     args.records.parent.mkdir(parents=True, exist_ok=True)
     if args.part != "report":
         run(args)
-    print(report(read_records(args.records)))
+    print(report(read_records(RECORDS)))  # the page reads the same-code file itself
     return 0
 
 

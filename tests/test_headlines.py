@@ -29,11 +29,11 @@ def test_committed_blocks_equal_what_the_records_give(rel, blocks):
 
 def test_readme_headlines_are_all_generated():
     found = headlines.blocks_in((ROOT / "README.md").read_text())
-    assert set(found) >= {"painting-loop", "quality", "speed", "cli-check", "objects"}
+    assert set(found) >= {"painting-loop", "quality", "speed", "cli-check", "objects", "pretraining"}
     results = (ROOT / "README.md").read_text().split("## Results", 1)[1].split("\n## ", 1)[0]
     bullets = [line for line in results.splitlines() if line.startswith("* ")]
     # every headline bullet of the Results section sits inside a generated block
-    generated = "\n".join(found[n] for n in ("painting-loop", "quality", "speed", "objects"))
+    generated = "\n".join(found[n] for n in ("painting-loop", "quality", "speed", "objects", "pretraining"))
     assert bullets and all(b in generated for b in bullets)
 
 
@@ -114,6 +114,31 @@ def test_painting_loop_and_cli_check_come_from_the_records(data, blocks):
     assert f"`cho_3dt` (3 seeds): strokes only {sum(unet) / len(unet):.3f} (forest 0.500)" in new["painting-loop"]
     assert "(forest 0.896)" in blocks["painting-loop"]
     assert "mean Dice of 0.901;" in new["cli-check"] and "mean Dice of 0.977;" in blocks["cli-check"]
+
+
+def test_pretraining_numbers_come_from_the_paired_records(data, blocks):
+    enc, setting = headlines.BUILTIN_RECORD
+    records = [json.loads(line) for line in (data / "pretraining_same_code.jsonl").read_text().splitlines()]
+    cho = [r for r in records if r["dataset"] == "cho_3dt" and r["ft_epochs"] == 4 and r.get("images", 1) == 1]
+    seeds = {r["seed"] for r in cho if r["encoder"] == enc and r["setting"] == setting}
+    diffs = [next(r["dice"] for r in cho if r["seed"] == k and r["encoder"] == enc and r["setting"] == setting)
+             - next(r["dice"] for r in cho if r["seed"] == k and r["encoder"] == "scratch") for k in sorted(seeds)]
+    assert f"CHO {sum(diffs) / len(diffs):+.3f}" in blocks["pretraining"]
+    # one from-scratch run 0.1 lower moves the mean paired gain by 0.1 / seeds
+    rewrite_jsonl(data / "pretraining_same_code.jsonl",
+                  lambda r: {**r, "dice": r["dice"] - 0.1} if (r["dataset"], r["encoder"], r["seed"], r["ft_epochs"])
+                  == ("cho_3dt", "scratch", 0, 4) else r)
+    new = headlines.generate(data)["pretraining"]
+    assert f"CHO {sum(diffs) / len(diffs) + 0.1 / len(diffs):+.3f}" in new
+
+
+def test_the_builtin_record_names_the_shipped_encoder():
+    from btunet.builtin_encoder import builtin_metadata
+    meta = builtin_metadata()
+    info = next(json.loads(line)["encoder_info"] for line in
+                (ROOT / "docs" / "data" / "pretraining_same_code.jsonl").read_text().splitlines()
+                if json.loads(line)["encoder"] == headlines.BUILTIN_RECORD[0])
+    assert (info["epochs"], info["seconds"]) == (meta["epochs"], meta["seconds"])
 
 
 def test_update_rewrites_a_stale_file(tmp_path, blocks):
