@@ -189,7 +189,7 @@ def seeds_cell(records: list[dict], ds: str, encoder: str, setting: str) -> str:
                     and r["setting"] == setting})
     every = {r["seed"] for r in records if r["dataset"] == ds}
     text = cell(records, dataset=ds, encoder=encoder, setting=setting)
-    return text if set(seeds) == every or not seeds else f"{text} (seeds {', '.join(map(str, seeds))})"
+    return text if set(seeds) == every or len(seeds) < 2 else f"{text} (seeds {', '.join(map(str, seeds))})"
 
 
 def paired_gain(records: list[dict], ds: str, encoder: str, setting: str) -> str:
@@ -213,7 +213,7 @@ def recipe_section(records: list[dict], title: str = "The built-in encoder's rec
         columns = list(dict.fromkeys((r["encoder"], r["setting"]) for r in rs))
         if len(columns) < 2:
             continue  # from scratch alone: the headroom table shows it
-        datasets = list(dict.fromkeys(r["dataset"] for r in rs))
+        datasets = ordered(r["dataset"] for r in rs)
         name = lambda e, st: "from scratch" if e == "scratch" else f"`{e}`, {SETTING_TEXT[st]}"
         rows = [[ds] + [seeds_cell(rs, ds, e, st) for e, st in columns] for ds in datasets]
         gains = [[ds] + [paired_gain(rs, ds, e, st) for e, st in columns[1:]] for ds in datasets]
@@ -230,6 +230,12 @@ def recipe_section(records: list[dict], title: str = "The built-in encoder's rec
                 table(["dataset", "seed"] + [name(*c) for c in columns], seeds, "lr" + "r" * len(columns)), ""]
         out += [encoder_line(rs, e) for e in dict.fromkeys(e for e, _ in columns) if e != "scratch"] + [""]
     return "\n".join(out)
+
+
+def ordered(datasets) -> list[str]:
+    """Datasets in the page's order: the unseen BBBC007 first."""
+    order = ("bbbc007", "cho_3dt", "cells3d")
+    return sorted(set(datasets), key=lambda d: (order.index(d) if d in order else len(order), d))
 
 
 def run_dates(records: list[dict]) -> str:
@@ -253,7 +259,7 @@ def headroom_section(records: list[dict]) -> str:
     columns += sorted({(r["images"], r["ft_epochs"]) for r in full})
     top = columns[-1]
     rows = []
-    for ds in dict.fromkeys(r["dataset"] for r in full):
+    for ds in ordered(r["dataset"] for r in full):
         mean = {c: [r["dice"] for r in recs if r["encoder"] == "scratch" and r["dataset"] == ds
                     and (r.get("images", 1), r["ft_epochs"]) == c] for c in columns}
         room = [f"{np.mean(mean[top]) - np.mean(mean[c]):+.3f}" if mean[c] and mean[top] else "—"
