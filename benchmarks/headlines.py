@@ -293,21 +293,18 @@ def pretraining_block(records: list[dict]) -> str:
         seeds = "/".join(map(str, counts))
         lines.append(f"  * {epochs} fine-tuning epochs ({seeds} seeds): "
                      + ", ".join(f"{name} {np.mean(d):+.3f}" for name, d in parts) + ".")
-    room = []
-    for ds in DATASETS:
-        full = [r["dice"] for r in records if r["dataset"] == ds and r["encoder"] == "scratch"
-                and r.get("images", 1) > 2]
-        if not full:
-            continue
-        n, epochs = next((r["images"], r["ft_epochs"]) for r in records if r["dataset"] == ds
-                         and r["encoder"] == "scratch" and r.get("images", 1) > 2)
-        single = [r["dice"] for r in one if r["dataset"] == ds and r["encoder"] == "scratch"
-                  and r["ft_epochs"] == epochs]
-        if single:
-            room.append(f"{NAMES[ds]} {np.mean(full) - np.mean(single):+.3f}")
-    if room:
-        lines.append(f"  * What {n} annotated images add over one, from scratch at {epochs} epochs (the most a "
-                     f"better start could add): {', '.join(room)}.")
+    full = [r for r in records if r["encoder"] == "scratch" and r.get("images", 1) > 2]
+    if full:
+        n, length = max((r["images"], r["ft_epochs"]) for r in full)
+        room = []
+        for ds in DATASETS:
+            many = [r["dice"] for r in full if r["dataset"] == ds and (r["images"], r["ft_epochs"]) == (n, length)]
+            single = [r["dice"] for r in one if r["dataset"] == ds and r["encoder"] == "scratch"
+                      and r["ft_epochs"] == length]
+            if many and single:
+                room.append(f"{NAMES[ds]} {np.mean(many) - np.mean(single):+.3f}")
+        lines.append(f"  * What {n} annotated images add over one, from scratch at {length} epochs (the most a "
+                     f"better start could add, unless it beats more masks): {', '.join(room)}.")
     return "\n".join(lines)
 
 
