@@ -267,10 +267,11 @@ def objects_block(records: list[dict]) -> str:
 BUILTIN_RECORD = ("bt600mild", "lr3")
 
 
-def paired_diffs(records: list[dict], ds: str) -> list[float]:
-    """The built-in encoder minus from scratch, seed by seed, on the seeds both ran."""
-    enc, setting = BUILTIN_RECORD
-    mine = {r["seed"]: r["dice"] for r in records if r["dataset"] == ds and r["encoder"] == enc
+def paired_diffs(records: list[dict], ds: str, encoder: str = BUILTIN_RECORD[0],
+                 setting: str = BUILTIN_RECORD[1]) -> list[float]:
+    """An encoder's runs (the built-in one's by default) minus from scratch, seed by seed, on the
+    seeds both ran."""
+    mine = {r["seed"]: r["dice"] for r in records if r["dataset"] == ds and r["encoder"] == encoder
             and r["setting"] == setting}
     base = {r["seed"]: r["dice"] for r in records if r["dataset"] == ds and r["encoder"] == "scratch"}
     return [mine[k] - base[k] for k in sorted(mine.keys() & base.keys())]

@@ -30,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402
 from btunet.config import DENSE_EPOCHS  # noqa: E402  (the engine's length for dense masks)
+from headlines import paired_diffs  # noqa: E402
 from _report import DEFAULT_DATA, DOCS, ROOT, load_average, machine, stamp, table, write_section  # noqa: E402
 
 RECORDS = DOCS / "data" / "pretraining.jsonl"
@@ -194,10 +195,7 @@ def seeds_cell(records: list[dict], ds: str, encoder: str, setting: str) -> str:
 
 def paired_gain(records: list[dict], ds: str, encoder: str, setting: str) -> str:
     """The column minus from scratch, seed by seed, on the seeds both have."""
-    mine = {r["seed"]: r["dice"] for r in records if r["dataset"] == ds and r["encoder"] == encoder
-            and r["setting"] == setting}
-    base = {r["seed"]: r["dice"] for r in records if r["dataset"] == ds and r["encoder"] == "scratch"}
-    diffs = [mine[k] - base[k] for k in sorted(mine.keys() & base.keys())]
+    diffs = paired_diffs(records, ds, encoder, setting)
     if not diffs:
         return "—"
     return f"{np.mean(diffs):+.3f} ± {np.std(diffs):.3f} ({len(diffs)} seeds)"
