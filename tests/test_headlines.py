@@ -163,3 +163,18 @@ def test_benchmarks_import_no_private_engine_names():
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("btunet"):
                 private = [a.name for a in node.names if a.name.startswith("_")]
                 assert not private, f"{path.name} imports {private} from {node.module}"
+
+
+#: notes files that their benchmark copies into results pages (the others are linked)
+COPIED_NOTES = {"dense_pretraining": ("results_dense_pretraining.md", "results.md"),
+                "empty_planes": ("results_empty_planes.md",), "fused": ("results_fused.md", "results.md"),
+                "pretraining": ("results_pretraining.md", "results.md"),
+                "quality": ("results_quality.md", "results.md"), "speed": ("results_speed.md", "results.md")}
+
+
+@pytest.mark.parametrize("name", sorted(COPIED_NOTES))
+def test_pages_hold_the_current_text_of_their_notes(name):
+    notes = (ROOT / "benchmarks" / f"{name}_notes.md").read_text()
+    for page in COPIED_NOTES[name]:
+        assert notes in (ROOT / "docs" / page).read_text(), (
+            f"docs/{page} has an older {name}_notes.md: rerun its benchmark's report")
