@@ -32,6 +32,7 @@ NUCLEI_Z = (20, 55)
 def run(seed: int, epochs: int, data: Path, painted: str = "stack") -> dict:
     import tifffile
     import torch
+
     import btunet
     from btunet.metrics import pixel_scores
     from btunet.simulate import scribbles

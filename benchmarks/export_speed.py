@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import DOCS, load_average, stamp, table  # noqa: E402
-
 import torch  # noqa: E402
+from _report import DOCS, load_average, stamp, table  # noqa: E402
 
 
 def best_of(fn, repeat: int) -> tuple[float, object]:
@@ -37,6 +36,7 @@ def best_of(fn, repeat: int) -> tuple[float, object]:
 
 def mosaic(size: int = 1024) -> np.ndarray:
     import tifffile
+
     from btunet.demo import sample_paths
     tiles = [tifffile.imread(p)[:size // 2, :size // 2] for p in sample_paths()[0][:4]]
     return np.block([[tiles[0], tiles[1]], [tiles[2], tiles[3]]])[:size, :size]
@@ -57,6 +57,7 @@ def model_for(name: str):
 
 def measure(name: str, threads: int, repeat: int, image: np.ndarray, folder: Path) -> list[list]:
     import onnxruntime
+
     from btunet import predict
     from btunet.bioimageio_package import scale_range
     from btunet.export import write_onnx, write_torchscript

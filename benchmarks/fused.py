@@ -81,9 +81,10 @@ def trained_unet(data: Path, cache: Path):
 # ------------------------------------------------------------------------------------ inference
 def inference(model, image: np.ndarray, repeat: int) -> dict:
     import torch
+
     import btunet
     from btunet import runtime
-    from btunet.planes import as_model, predict_logits, plane_layout
+    from btunet.planes import as_model, plane_layout, predict_logits
     mp = image.size / 1e6
     net32 = as_model(model, torch.device("cpu"), fast=False)
     pixels = next(plane_layout(image, 1).planes(image))[1]

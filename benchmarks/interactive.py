@@ -81,8 +81,9 @@ def test_dice(predictions: list[np.ndarray], ds: dict) -> float:
 
 def error_auroc(model, ds: dict) -> float:
     """ROC AUC of the uncertainty map for telling wrong pixels from right ones, on the test images."""
-    import btunet
     from sklearn.metrics import roc_auc_score
+
+    import btunet
     scores, wrong = [], []
     for _, image, mask in ds["test"]:
         r = btunet.predict(model, image, probabilities=False, uncertainty=True)

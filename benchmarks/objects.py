@@ -28,8 +28,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import DEFAULT_DATA, DOCS, load_average, machine, stamp, table, write_section  # noqa: E402
-from quality import load_dataset, rf_features  # noqa: E402
 from headlines import TUNED  # noqa: E402
+from quality import load_dataset, rf_features  # noqa: E402
 
 from btunet.config import FinetuneConfig  # noqa: E402
 from btunet.separation import CLEAR_MARGIN, LARGE_OBJECT_PX, MIN_VALIDATION_OBJECTS  # noqa: E402
@@ -94,9 +94,10 @@ def train_floor(ds: dict) -> int:
 
 
 def run_otsu(ds: dict) -> dict:
-    from btunet.instances import distance_instances
     from quality import norm
     from skimage.filters import threshold_otsu
+
+    from btunet.instances import distance_instances
     preds, floor = [], train_floor(ds)
     for _, im, _ in ds["test"]:
         x = norm(im)

@@ -29,9 +29,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402
-from btunet.config import DENSE_EPOCHS  # noqa: E402  (the engine's length for dense masks)
-from headlines import paired_diffs  # noqa: E402
 from _report import DEFAULT_DATA, DOCS, ROOT, load_average, machine, stamp, table, write_section  # noqa: E402
+from headlines import paired_diffs  # noqa: E402
+
+from btunet.config import DENSE_EPOCHS  # noqa: E402  (the engine's length for dense masks)
 
 RECORDS = DOCS / "data" / "pretraining.jsonl"
 #: every column of the 1-image recipe rerun together on one version of the code (seeds paired)
@@ -92,6 +93,7 @@ def run_one(ds: dict, seed: int, encoder, epochs: int, setting: str, n_images: i
 
 def run(args) -> None:
     import torch
+
     from btunet.pretrain import as_encoder
     torch.set_num_threads(args.threads)
     records = read_records(args.records)

@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from btunet.simulate import scribbles  # noqa: E402
 import headlines  # noqa: E402
 from _report import DEFAULT_DATA, DOCS, ROOT, load_average, machine, stamp, table, write_section  # noqa: E402
+
+from btunet.simulate import scribbles  # noqa: E402
 
 LEVELS = ("1", "2", "4", "sparse")
 GRAY_UNLABELLED = ("ctc_2d_timelapse.tif", "mahotas_nuclear.png")  # fluorescence, like the sets
@@ -40,6 +41,7 @@ def norm(image: np.ndarray) -> np.ndarray:
 def load_dataset(name: str, data: Path) -> dict:
     """Training pool (in the order images are added), test images and unlabelled extras."""
     import tifffile
+
     from btunet.imageio import read_image
     if name == "bbbc007":
         files = sorted((data / "bbbc007" / "images").iterdir())
@@ -206,6 +208,7 @@ def run_monai(ds: dict, level: str, seed: int, budget_s: float, args) -> dict:
     import torch
     from monai.inferers import sliding_window_inference
     from monai.networks.nets import BasicUNet
+
     from btunet.augment import finetune_augment
     from btunet.config import seed_everything
     from btunet.data import load_sources

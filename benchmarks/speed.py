@@ -25,9 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import headlines  # noqa: E402
-from _report import DEFAULT_DATA, ROOT, load_average, machine, stamp, table, write_section  # noqa: E402
-
 import torch  # noqa: E402
+from _report import DEFAULT_DATA, ROOT, load_average, machine, stamp, table, write_section  # noqa: E402
 
 
 def timed(fn, repeat: int, warmup: int = 1) -> float:
@@ -71,6 +70,7 @@ def count_bytes(model, x) -> int:
     """Bytes every aten op reads and writes in the fast path (no fusion: what eager mode moves)."""
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils._pytree import tree_flatten
+
     from btunet.device import autocast
 
     class Bytes(TorchDispatchMode):
@@ -235,6 +235,7 @@ def make_stack(data: Path, planes: int, h: int, w: int, dtype) -> np.ndarray:
 
 def cli_overhead(model_path: Path, data: Path, planes: int, repeat: int) -> dict:
     import tifffile
+
     import btunet
     from btunet.cli import main as cli
     from btunet.models.base import pad_to_multiple

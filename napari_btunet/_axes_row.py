@@ -7,8 +7,6 @@ the engine calls (``axes=``); a C axis is the model's input channels, T and Z ar
 """
 from __future__ import annotations
 
-from typing import Optional
-
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QWidget
 
@@ -19,14 +17,14 @@ from ._layers import AXES_KEY, axes_of, layer_array
 from ._messages import sentence
 
 
-def _fits(axes: Optional[str], shape) -> Optional[str]:
+def _fits(axes: str | None, shape) -> str | None:
     try:
         return check_axes(axes, shape) if axes else None
     except BTUnetError:
         return None
 
 
-def suggested_axes(layer) -> Optional[str]:
+def suggested_axes(layer) -> str | None:
     """The axes of an image layer: set before, the layer's own letters, its file's, the default."""
     shape = tuple(layer_array(layer).shape)
     rgb = bool(getattr(layer, "rgb", False))
@@ -58,7 +56,7 @@ class AxesRow(QWidget):
 
     changed = Signal()
 
-    def __init__(self, viewer, parent: Optional[QWidget] = None):
+    def __init__(self, viewer, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer, self.layer = viewer, None
         self.edit = QLineEdit()
@@ -113,6 +111,6 @@ class AxesRow(QWidget):
         name_sliders(self.viewer, self.layer, axes)
 
 
-def engine_axes(layer) -> Optional[str]:
+def engine_axes(layer) -> str | None:
     """The axes an engine call gets for ``layer`` (None: the engine's default rule)."""
     return axes_of(layer) or suggested_axes(layer)

@@ -6,10 +6,10 @@ colour of label k, so a predicted class never looks like the annotation's backgr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 
-def model_classes(model: Any) -> Optional[list[dict]]:
+def model_classes(model: Any) -> list[dict] | None:
     """The ``classes`` metadata of a model object or file when it holds two or more classes."""
     if isinstance(model, (str, Path)):
         import btunet
@@ -37,7 +37,7 @@ def show_classes(layer, classes: list[dict]) -> None:
     layer.metadata["btunet_classes"] = {int(c["id"]): c["name"] for c in classes}
 
 
-def class_dice_text(values: Optional[list]) -> str:
+def class_dice_text(values: list | None) -> str:
     """' · class Dice 0.91/0.84' for the status line of a class model's training."""
     if not values:
         return ""

@@ -3,11 +3,22 @@ device choice, hints, and the dock layout (a fixed header over a scrolling, coll
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from qtpy.QtCore import QEvent, QSize, Qt, QTimer, Signal
-from qtpy.QtWidgets import (QComboBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QLineEdit,
-                            QProgressBar, QPushButton, QScrollArea, QSpinBox, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ._classes import class_dice_text
 from ._messages import sentence
@@ -31,7 +42,7 @@ class ProgressPanel(QWidget):
     in the middle; the tooltip has the whole text.
     """
 
-    def __init__(self, parent: Optional[QWidget] = None, min_interval_s: float = 0.5):
+    def __init__(self, parent: QWidget | None = None, min_interval_s: float = 0.5):
         super().__init__(parent)
         self.bar = QProgressBar()
         self.bar.setRange(0, 1000)
@@ -41,7 +52,7 @@ class ProgressPanel(QWidget):
         self.label = QLabel("idle")
         self.label.setWordWrap(True)
         self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self._pending: Optional[tuple[float, str]] = None
+        self._pending: tuple[float, str] | None = None
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(int(1000 * min_interval_s))
@@ -121,7 +132,7 @@ class PathField(QWidget):
     changed = Signal()
 
     def __init__(self, mode: str = "open", filter: str = "Checkpoints (*.safetensors)",
-                 placeholder: str = "", parent: Optional[QWidget] = None):
+                 placeholder: str = "", parent: QWidget | None = None):
         super().__init__(parent)
         self.mode, self.filter = mode, filter
         self.edit = QLineEdit()
@@ -136,11 +147,11 @@ class PathField(QWidget):
         layout.addWidget(self.edit)
         layout.addWidget(self.button)
 
-    def path(self) -> Optional[Path]:
+    def path(self) -> Path | None:
         text = self.edit.text().strip()
         return Path(text).expanduser() if text else None
 
-    def set_path(self, path: "str | Path | None") -> None:
+    def set_path(self, path: str | Path | None) -> None:
         self.edit.setText("" if path is None else str(path))
         self.changed.emit()
 
@@ -160,7 +171,7 @@ class PathField(QWidget):
             self.set_path(chosen)
 
 
-def describe_checkpoint(path: Optional[Path], wanted: str) -> tuple[str, Optional[dict]]:
+def describe_checkpoint(path: Path | None, wanted: str) -> tuple[str, dict | None]:
     """What a checkpoint file holds, in a line, and its metadata (None if unreadable):
     'unet model (fine-tuned, 1 channel) from nuclei.safetensors' or
     'unet encoder (pre-trained, 3 channels) from enc.safetensors'; ``wanted`` ('model' or
@@ -203,8 +214,8 @@ def add_device_row(form) -> tuple[QComboBox, QLabel]:
 
 
 def describe_device_choice(choice: str) -> str:
-    from btunet.device import describe_device, resolve_device
     from btunet import BTUnetError
+    from btunet.device import describe_device, resolve_device
     try:
         return "runs on " + describe_device(resolve_device(choice))
     except BTUnetError as exc:
@@ -225,7 +236,7 @@ class BodyArea(QScrollArea):
     """A vertical-only scroll area whose minimum width is its content's: the dock is never
     narrower than what it holds, so nothing is cut at the right and nothing scrolls sideways."""
 
-    def __init__(self, parent: Optional[QWidget] = None):
+    def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setWidgetResizable(True)
         self.setFrameShape(QFrame.Shape.NoFrame)

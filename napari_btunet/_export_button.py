@@ -3,8 +3,9 @@ deepImageJ, ilastik, bioimageio.core), an ONNX file or a TorchScript file, writt
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from qtpy.QtWidgets import QPushButton, QWidget
 
@@ -26,7 +27,7 @@ def export_button(parent: QWidget, get_model: Callable[[], Any]) -> QPushButton:
 
 
 def choose_and_export(parent: QWidget, get_model: Callable[[], Any],
-                      button: Optional[QPushButton] = None) -> Optional[Job]:
+                      button: QPushButton | None = None) -> Job | None:
     from qtpy.QtWidgets import QFileDialog
     if get_model() is None:
         _messages.show_warning("There is no model to export yet: fine-tune one first.")
@@ -40,8 +41,8 @@ def choose_and_export(parent: QWidget, get_model: Callable[[], Any],
     return start_export(parent, get_model(), chosen if Path(chosen).suffix else chosen + suffix, format, button)
 
 
-def start_export(parent: Optional[QWidget], model: Any, path: "str | Path", format: str,
-                 button: Optional[QPushButton] = None) -> Optional[Job]:
+def start_export(parent: QWidget | None, model: Any, path: str | Path, format: str,
+                 button: QPushButton | None = None) -> Job | None:
     """Export a copy of ``model`` in a worker (asks before replacing a file)."""
     import btunet
     from btunet import BTUnetError

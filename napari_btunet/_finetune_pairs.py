@@ -1,7 +1,7 @@
 """Fine-tuning data: one row per (image layer, labels layer) pair, with a live shape check."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from napari.layers import Image, Labels
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
@@ -13,7 +13,7 @@ from ._pickers import LayerCombo
 class PairRow(QWidget):
     """One (image layer, labels layer) pair with a live shape check."""
 
-    def __init__(self, viewer, on_remove, parent: Optional[QWidget] = None):
+    def __init__(self, viewer, on_remove, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = viewer
         self.image = LayerCombo(viewer, Image)
@@ -55,7 +55,7 @@ class PairRow(QWidget):
         self.labels.refresh()
         self.check()
 
-    def problem(self) -> Optional[str]:
+    def problem(self) -> str | None:
         """None if the pair can be trained on, else a sentence saying what is wrong."""
         image, labels = self.image.layer(), self.labels.layer()
         if image is None:

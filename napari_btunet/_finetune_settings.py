@@ -7,10 +7,9 @@ epochs of a fresh run and of a continuation apart.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox,
-                            QHBoxLayout, QSpinBox)
+from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QSpinBox
 
 import btunet
 from btunet import FinetuneConfig
@@ -23,7 +22,7 @@ ENCODER_CHOICES = ("last pre-trained", "built-in encoder", "from file", "none")
 LENGTH_CHOICES = ("epochs", "time budget")
 
 
-def builtin_encoder_text() -> tuple[str, Optional[str]]:
+def builtin_encoder_text() -> tuple[str, str | None]:
     """What the built-in encoder was trained on, and its variant (None if it is missing)."""
     from btunet import BTUnetError
     from btunet.builtin_encoder import builtin_metadata, describe_builtin
@@ -39,7 +38,7 @@ class FinetuneSettings:
 
     def _init_settings(self) -> None:
         #: epochs the user typed, for a fresh run and for a continuation; None = the engine default
-        self._epochs: dict[str, Optional[int]] = {"fresh": None, "continue": None}
+        self._epochs: dict[str, int | None] = {"fresh": None, "continue": None}
         self._showing_epochs = False
 
     # ------------------------------------------------------------------ layout

@@ -9,7 +9,7 @@ import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QPushButton, QVBoxLayout
@@ -21,16 +21,16 @@ from btunet.separation import describe_separation
 from btunet.thresholds import describe_threshold
 
 from . import _messages
-from ._finetune_pairs import PairRow, matching_labels, pair_titles
 from ._axes_row import AxesRow, engine_axes
 from ._export_button import export_button
+from ._finetune_pairs import PairRow, matching_labels, pair_titles
 from ._finetune_settings import FinetuneSettings
 from ._job_widget import JobWidget
-from ._plot import LivePlot
 from ._jobs import Job, Outcome, snapshot
 from ._layers import layer_array, plane_geometry, spatial_shape, watch_layers
 from ._live_preview import PREVIEW_KIND, LivePreview, PreviewLayers
 from ._messages import Declined, sentence
+from ._plot import LivePlot
 from ._session import session
 
 
@@ -42,8 +42,8 @@ class Request:
     config: FinetuneConfig
     encoder: Any = None
     resume: Any = None
-    path: Optional[Path] = None
-    preview: Optional[LivePreview] = None
+    path: Path | None = None
+    preview: LivePreview | None = None
 
 
 class FinetuneWidget(FinetuneSettings, JobWidget):
@@ -54,8 +54,8 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
         self.pairs: list[PairRow] = []
-        self.preview_layers: Optional[PreviewLayers] = None  # those of the latest run with a preview
-        self.last_outcome: Optional[Outcome] = None
+        self.preview_layers: PreviewLayers | None = None  # those of the latest run with a preview
+        self.last_outcome: Outcome | None = None
         self.last_progress = None  # the latest engine Progress (without the model)
         self.previewed: list[tuple] = []
         self.uncertainty_shown: list[tuple] = []
@@ -166,7 +166,7 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
         for row in self.pairs:
             row.refresh()
 
-    def _axes(self) -> Optional[str]:
+    def _axes(self) -> str | None:
         """The one axes string of the training images (they must share it)."""
         if self.axes_row.layer is not None and not self.axes_row.apply():
             raise BTUnetError(f"the axes of {self.axes_row.layer.name!r}: {self.axes_row.note.text()}")
@@ -211,7 +211,7 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
         return Request(images, labels, config, encoder, resume, path)
 
     # ------------------------------------------------------------------ run
-    def start(self) -> Optional[Job]:
+    def start(self) -> Job | None:
         if self.job is not None and self.job.running:
             return None
         try:
@@ -231,7 +231,7 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
         return self.run_job(Job(lambda job: self._train(job, request), self._done,
                                 on_progress=self._on_progress, on_item=self._on_item))
 
-    def _make_preview(self, threshold: float) -> Optional[LivePreview]:
+    def _make_preview(self, threshold: float) -> LivePreview | None:
         interval = self.preview_spin.value()
         if interval <= 0:
             return None
@@ -326,7 +326,7 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
         if chosen:
             self.save_model(chosen if Path(chosen).suffix else chosen + ".safetensors")
 
-    def save_model(self, path: "str | Path") -> Optional[Path]:
+    def save_model(self, path: str | Path) -> Path | None:
         """Save the session model (asks before replacing a file; the write is atomic)."""
         if session.model is None:
             _messages.show_warning("There is no model to save yet: fine-tune one first.")

@@ -2,7 +2,7 @@
 scrolling body, one engine job at a time, one status line per outcome, and clean-up."""
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import QDockWidget, QHBoxLayout, QPushButton, QWidget
@@ -32,7 +32,7 @@ class JobWidget(QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
-        self.job: Optional[Job] = None
+        self.job: Job | None = None
         self._job_ref: list = [None]
         self._docked = False
         self._cleanups: list[Callable[[], None]] = []
@@ -123,7 +123,7 @@ class JobWidget(QWidget):
         _messages.report_failure(self.activity, exc)
 
     # ------------------------------------------------------------------ docking
-    def dock(self) -> Optional[QDockWidget]:
+    def dock(self) -> QDockWidget | None:
         parent = self.parent()
         while parent is not None and not isinstance(parent, QDockWidget):
             parent = parent.parent()

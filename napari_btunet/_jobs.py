@@ -11,7 +11,8 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from qtpy.QtCore import QObject, Signal
 
@@ -25,7 +26,7 @@ class _Bridge(QObject):
 @dataclasses.dataclass
 class Outcome:
     result: Any = None
-    error: Optional[BaseException] = None
+    error: BaseException | None = None
     cancelled: bool = False
 
 
@@ -57,9 +58,9 @@ class Job:
     to the engine. ``on_done(Outcome)`` runs on the GUI thread when the task ends, whatever happened.
     """
 
-    def __init__(self, task: Callable[["Job"], Any], on_done: Callable[[Outcome], None],
-                 on_progress: Optional[Callable[[Any], None]] = None,
-                 on_item: Optional[Callable[[Any], None]] = None):
+    def __init__(self, task: Callable[[Job], Any], on_done: Callable[[Outcome], None],
+                 on_progress: Callable[[Any], None] | None = None,
+                 on_item: Callable[[Any], None] | None = None):
         self.task, self.on_done = task, on_done
         self._stop = threading.Event()
         self._bridge = _Bridge()
@@ -69,9 +70,9 @@ class Job:
             self._bridge.item.connect(on_item)
         self.worker = None
         self.running = False
-        self.outcome: Optional[Outcome] = None
-        self.stop_requested_at: Optional[float] = None
-        self.finished_at: Optional[float] = None
+        self.outcome: Outcome | None = None
+        self.stop_requested_at: float | None = None
+        self.finished_at: float | None = None
 
     # worker-thread side
     def should_stop(self) -> bool:
@@ -94,7 +95,7 @@ class Job:
             return Outcome(error=exc)
 
     # GUI-thread side
-    def start(self) -> "Job":
+    def start(self) -> Job:
         from napari.qt.threading import thread_worker
         self.worker = thread_worker(self._run, start_thread=False)()
         self.worker.returned.connect(self._returned)
@@ -172,6 +173,7 @@ def warm_up_imports() -> None:
     extensions whose loading holds the interpreter lock for up to ~0.7 s at a time). Opening a
     dock waits for them once, instead of the GUI stalling in the first seconds of a training run."""
     import torch._dynamo  # noqa: F401
+
     from btunet.teacher import import_feature_modules
     import_feature_modules()
 

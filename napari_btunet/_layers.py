@@ -3,7 +3,8 @@ metadata, never by name alone), the plane on screen, and layer-list changes."""
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,7 @@ def layer_array(layer) -> Any:
     return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
 
 
-def axes_of(layer) -> "str | None":
+def axes_of(layer) -> str | None:
     """The axes the Axes row gave this layer, if they still fit its data (else None)."""
     axes = getattr(layer, "metadata", {}).get(AXES_KEY)
     if not axes:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 import numpy as np
 
@@ -34,18 +33,18 @@ class LivePreview:
     """
 
     def __init__(self, image, rgb: bool, tracker: PlaneTracker, interval_s: float,
-                 uncertainty: bool = False, threshold: Optional[float] = DEFAULT_THRESHOLD,
-                 axes: Optional[str] = None):
+                 uncertainty: bool = False, threshold: float | None = DEFAULT_THRESHOLD,
+                 axes: str | None = None):
         self.image, self.rgb, self.tracker, self.interval_s = image, rgb, tracker, interval_s
         self.uncertainty, self.threshold = uncertainty, threshold
         self.previewer = btunet.Previewer(image, None if axes else rgb, axes=axes)
         self._next = 0.0
-        self._deadline: Optional[float] = None
+        self._deadline: float | None = None
         self._cost = 0.0  # the last preview's duration
         self.count = 0
         self.seconds = 0.0
 
-    def prepare(self, time_budget_s: Optional[float] = None) -> None:
+    def prepare(self, time_budget_s: float | None = None) -> None:
         """Read what the previews need now; with a time budget, previews stop in time for the
         run to end within it."""
         self.previewer.prepare()
@@ -93,14 +92,14 @@ class PreviewLayers:
                 "image", **UNCERTAINTY_STYLE)
         if keep_active is not None and keep_active in viewer.layers:
             viewer.layers.selection.active = keep_active  # keep the user's brush where it was
-        self.tracker: Optional[PlaneTracker] = PlaneTracker(viewer, image)
+        self.tracker: PlaneTracker | None = PlaneTracker(viewer, image)
 
     def live_preview(self, interval_s: float, threshold: float = DEFAULT_THRESHOLD) -> LivePreview:
         """The training-thread side, predicting the plane this tracker follows."""
         return LivePreview(layer_array(self.image), bool(self.image.rgb), self.tracker, interval_s,
                            self.uncertainty, threshold, axes=axes_of(self.image))
 
-    def show(self, index: tuple, mask: np.ndarray, doubt: Optional[np.ndarray]) -> tuple[bool, bool]:
+    def show(self, index: tuple, mask: np.ndarray, doubt: np.ndarray | None) -> tuple[bool, bool]:
         """Show one previewed plane; whether the mask and the uncertainty map were shown."""
         shown = self._show_plane(self.preview_layer, index, mask)
         return shown, doubt is not None and self._show_plane(self.uncertainty_layer, index, doubt)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Optional
 
 from napari.utils import notifications
 from qtpy.QtWidgets import QMessageBox, QWidget
@@ -85,7 +84,7 @@ def failure_text(what: str, exc: BaseException) -> str:
     return f"{what} failed with an unexpected {type(exc).__name__}: {sentence(exc)}"
 
 
-def ask_overwrite(parent: Optional[QWidget], path: Path) -> bool:
+def ask_overwrite(parent: QWidget | None, path: Path) -> bool:
     """Ask before replacing an existing file (tests patch this)."""
     answer = QMessageBox.question(
         parent, "Overwrite file?", f"{path} already exists.\nReplace it?",
@@ -94,7 +93,7 @@ def ask_overwrite(parent: Optional[QWidget], path: Path) -> bool:
     return answer == QMessageBox.StandardButton.Yes
 
 
-def may_write(parent: Optional[QWidget], path: "str | Path") -> bool:
+def may_write(parent: QWidget | None, path: str | Path) -> bool:
     path = Path(path)
     return not path.exists() or ask_overwrite(parent, path)
 

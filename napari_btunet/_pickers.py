@@ -2,8 +2,6 @@
 plugin's own output layers."""
 from __future__ import annotations
 
-from typing import Optional
-
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QComboBox, QVBoxLayout, QWidget
 
@@ -13,7 +11,7 @@ from ._layers import is_output
 class LayerCombo(QComboBox):
     """Pick a layer of one type (outputs of this plugin excluded); refreshed as layers change."""
 
-    def __init__(self, viewer, layer_type: type, parent: Optional[QWidget] = None):
+    def __init__(self, viewer, layer_type: type, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer, self.layer_type = viewer, layer_type
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
@@ -55,7 +53,7 @@ class LayerCombo(QComboBox):
 class LayerChecklist(QWidget):
     """Tick image layers (outputs of this plugin excluded); new layers start ticked."""
 
-    def __init__(self, viewer, layer_type: type, parent: Optional[QWidget] = None):
+    def __init__(self, viewer, layer_type: type, parent: QWidget | None = None):
         super().__init__(parent)
         from qtpy.QtWidgets import QListWidget
         self.viewer, self.layer_type = viewer, layer_type

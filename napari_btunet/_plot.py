@@ -6,8 +6,6 @@ laying out tick labels), and points only schedule a repaint, at most every ``min
 """
 from __future__ import annotations
 
-from typing import Optional
-
 from qtpy.QtCore import QPointF, QRectF, QSize, Qt, QTimer
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QSizePolicy, QWidget
@@ -23,8 +21,8 @@ def _number(value: float) -> str:
 class LivePlot(QWidget):
     """Loss against step, plus an optional right-axis series; ``redraws`` counts repaints asked for."""
 
-    def __init__(self, right_label: Optional[str] = None, min_interval_s: float = 1.0,
-                 parent: Optional[QWidget] = None):
+    def __init__(self, right_label: str | None = None, min_interval_s: float = 1.0,
+                 parent: QWidget | None = None):
         super().__init__(parent)
         self.right_label = right_label
         self.loss: tuple[list, list] = ([], [])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from napari.layers import Image
 from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QVBoxLayout
@@ -15,10 +15,10 @@ from btunet.metadata import DEFAULT_THRESHOLD
 
 from . import _messages
 from ._axes_row import AxesRow, engine_axes
+from ._classes import model_classes, show_classes
 from ._controls import PathField, add_device_row, describe_checkpoint, hint
 from ._job_widget import JobWidget
 from ._jobs import Job, Outcome
-from ._classes import model_classes, show_classes
 from ._layers import SOURCE_KEY, layer_array, prediction_colormap, upsert_output, watch_layers
 from ._pickers import LayerChecklist
 from ._session import session
@@ -38,11 +38,11 @@ class Source:
     name: str
     data: Any
     rgb: bool
-    axes: Optional[str] = None  # btunet.axes letters; None: the engine's default rule
+    axes: str | None = None  # btunet.axes letters; None: the engine's default rule
     z_spacing: float = 1.0  # the layer's Z scale over its X scale (3-D instance seeds)
 
 
-def z_spacing_of(layer, axes: Optional[str] = None) -> float:
+def z_spacing_of(layer, axes: str | None = None) -> float:
     """Z step / pixel width from a layer's scale (1 for a 2-D layer or an unusable scale); with
     ``axes`` naming every axis of the layer, Z is where the axes say."""
     scale = [float(s) for s in getattr(layer, "scale", ())]
@@ -63,7 +63,7 @@ class PredictRequest:
     instances: bool
     probabilities: bool
     device: str
-    instances_3d: Optional[bool] = None  # False: per plane; None: 3-D on a (Z, Y, X) stack
+    instances_3d: bool | None = None  # False: per plane; None: 3-D on a (Z, Y, X) stack
     tta: bool = False  # average four flips of every plane
 
 
@@ -190,7 +190,7 @@ class PredictWidget(JobWidget):
                               False if output == "instances per plane" else None, self.tta_check.isChecked())
 
     # ------------------------------------------------------------------ run
-    def start(self) -> Optional[Job]:
+    def start(self) -> Job | None:
         if self.job is not None and self.job.running:
             return None
         try:

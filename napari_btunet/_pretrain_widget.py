@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from napari.layers import Image
 from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox
@@ -32,7 +31,7 @@ class PretrainRequest:
     config: PretrainConfig
     channels: str         # one of CHANNEL_CHOICES
     any_rgb: bool
-    path: Optional[Path]
+    path: Path | None
 
 
 class PretrainWidget(JobWidget):
@@ -42,7 +41,7 @@ class PretrainWidget(JobWidget):
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
-        self.last_outcome: Optional[Outcome] = None
+        self.last_outcome: Outcome | None = None
         self.last_progress = None  # the latest engine Progress (without the model)
         self._build()
         self.follow_session(session, "_session_changed")
@@ -129,7 +128,7 @@ class PretrainWidget(JobWidget):
             raise Declined(f"{path} was kept; choose another encoder file")
         return PretrainRequest(sources, self.config(), self.channels_combo.currentText(), any_rgb, path)
 
-    def start(self) -> Optional[Job]:
+    def start(self) -> Job | None:
         if self.job is not None and self.job.running:
             return None
         try:

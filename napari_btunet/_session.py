@@ -7,7 +7,7 @@ predict widget (and a later "continue" run) can use it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from psygnal import Signal
 
@@ -19,15 +19,15 @@ class Session:
 
     def __init__(self) -> None:
         self.encoder: Any = None
-        self.encoder_path: Optional[Path] = None
+        self.encoder_path: Path | None = None
         self.model: Any = None
-        self.model_path: Optional[Path] = None
+        self.model_path: Path | None = None
 
-    def set_encoder(self, encoder: Any, path: "str | Path | None" = None) -> None:
+    def set_encoder(self, encoder: Any, path: str | Path | None = None) -> None:
         self.encoder, self.encoder_path = encoder, (Path(path) if path else None)
         self.changed.emit("encoder")
 
-    def set_model(self, model: Any, path: "str | Path | None" = None) -> None:
+    def set_model(self, model: Any, path: str | Path | None = None) -> None:
         self.model, self.model_path = model, (Path(path) if path else None)
         self.changed.emit("model")
 

@@ -6,8 +6,8 @@ inside a function, so a cycle cannot hide behind a deferred import.
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"btunet": ROOT / "src" / "btunet", "napari_btunet": ROOT / "napari_btunet"}

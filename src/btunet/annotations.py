@@ -14,7 +14,7 @@ background painted between the strokes of two objects (``stroke_boundary``).
 """
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
 
@@ -54,7 +54,7 @@ def infer_classes(labels: np.ndarray, mode: str) -> int:
 
 
 def targets_and_weights(labels: np.ndarray, mode: MaskMode = "sparse", region: np.ndarray | None = None,
-                        n_classes: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+                        n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Return float32 (target, weight): target = class index (0 = background, 1 = object or class 1,
     ...), weight 1 = pixel is annotated. ``n_classes``: K (default: inferred from ``labels``)."""
     labels = _check_labels(labels, mode)
@@ -98,7 +98,7 @@ def boundary_target(labels: np.ndarray) -> np.ndarray:
 
 
 def check_annotation_counts(n_object: int, n_background: int, mode: MaskMode,
-                            per_class: Optional[list[int]] = None) -> None:
+                            per_class: list[int] | None = None) -> None:
     """Refuse annotations that would train a constant (and useless) model."""
     hint = ("paint object pixels with label 2 and background with label 1" if mode == "sparse"
             else "the masks need both background (0) and object (> 0) pixels")

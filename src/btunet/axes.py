@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -65,7 +64,7 @@ def check_axes(axes: str, shape) -> str:
     return text
 
 
-def default_axes(shape) -> Optional[str]:
+def default_axes(shape) -> str | None:
     """The axes the engine assumes without being told: a trailing 3 or 4 after two axes longer than
     4 is colour (C), the last two other axes are Y, X, one leading axis is Z, two are T, Z. None
     when there are more leading axes than T and Z can name (they are still read as planes)."""
@@ -87,7 +86,7 @@ def output_axes(axes: str) -> str:
     return axes.upper().replace("C", "")
 
 
-def z_axis_of(axes: Optional[str]) -> Optional[int]:
+def z_axis_of(axes: str | None) -> int | None:
     """The index of Z among the plane axes (the leading axes of the labels), None without Z:
     ``z_axis_of("TZYX") == 1``, ``z_axis_of("ZCYX") == 0``, ``z_axis_of("TYX") is None``."""
     if axes is None:
@@ -114,7 +113,7 @@ def channel_axes(shape, channel_axis: int) -> str:
     return others[:at] + "C" + others[at:]
 
 
-def resolve_axes(shape, axes: Optional[str] = None, channel_axis: Optional[int] = None) -> Optional[str]:
+def resolve_axes(shape, axes: str | None = None, channel_axis: int | None = None) -> str | None:
     """The checked axes of an image from ``axes`` or ``channel_axis`` (one of them, or neither:
     None, the default rule)."""
     if axes is not None and channel_axis is not None:
@@ -131,7 +130,7 @@ def engine_order(axes: str) -> list[int]:
     return [axes.index(c) for c in letters]
 
 
-def check_channels(axes: str, shape, model_channels: Optional[int] = None) -> None:
+def check_channels(axes: str, shape, model_channels: int | None = None) -> None:
     """The models take 1 or 3 channels: a C axis of 1, 3 or 4 (RGBA) is read, another size only
     when the model has exactly that many input channels."""
     if "C" not in axes.upper():
@@ -144,7 +143,7 @@ def check_channels(axes: str, shape, model_channels: Optional[int] = None) -> No
                       "before segmenting, or name that axis T or Z to segment each channel as a plane")
 
 
-def to_engine(array, axes: Optional[str], model_channels: Optional[int] = None):
+def to_engine(array, axes: str | None, model_channels: int | None = None):
     """``array`` in the engine's order (planes..., Y, X[, C]) given its ``axes``; None or an
     order that already is the engine's returns ``array`` itself. numpy and dask arrays are
     transposed (a view); other sources (zarr, TIFF pages) are wrapped in an :class:`AxesView`."""
@@ -207,7 +206,7 @@ class AxesView:
 
 # --------------------------------------------------------------------------- file metadata
 
-def tifffile_axes(letters: str, shape) -> Optional[str]:
+def tifffile_axes(letters: str, shape) -> str | None:
     """Our axes for tifffile's ``series.axes``: S (samples) is C, Q/I (unnamed) become Z or T if
     those are free; None for any other letter or anything that does not check out."""
     mapped = []
@@ -227,7 +226,7 @@ def tifffile_axes(letters: str, shape) -> Optional[str]:
         return None
 
 
-def file_axes(path: "str | os.PathLike") -> Optional[str]:
+def file_axes(path: str | os.PathLike) -> str | None:
     """The axes a file declares: OME-TIFF, ImageJ hyperstacks and tifffile's own ``axes``
     metadata, or OME-Zarr ``multiscales`` axes; None when the file does not say (then
     :func:`default_axes` applies) or cannot be read."""
@@ -248,7 +247,7 @@ def file_axes(path: "str | os.PathLike") -> Optional[str]:
     return None
 
 
-def _zarr_axes(path: Path) -> Optional[str]:
+def _zarr_axes(path: Path) -> str | None:
     import zarr
     node = zarr.open(str(path), mode="r")
     if isinstance(node, zarr.Array):
@@ -264,7 +263,7 @@ def _zarr_axes(path: Path) -> Optional[str]:
     return tifffile_axes(letters, node[multiscales[0]["datasets"][0]["path"]].shape)
 
 
-def image_axes(path: "str | os.PathLike", shape) -> Optional[str]:
+def image_axes(path: str | os.PathLike, shape) -> str | None:
     """The axes of an image file: its own metadata, else the default rule."""
     return file_axes(path) or default_axes(shape)
 

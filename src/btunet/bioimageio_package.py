@@ -18,8 +18,8 @@ import numpy as np
 
 from .checkpoint import model_metadata
 from .models import SegmentationModel
-from .package_reader import CHECKPOINT, checkpoint_file
 from .package_docs import BT_UNET, VARIANTS, documentation
+from .package_reader import CHECKPOINT, checkpoint_file
 
 #: ``scale_range`` divides by (upper - lower + eps); this eps vanishes next to any real range in
 #: float32, so the package's pre-processing is btunet's (x - lower) / (upper - lower).
@@ -32,14 +32,14 @@ BBBC = ("Ljosa, Sokolnicki & Carpenter (2012): Annotated high-throughput microsc
 
 # ----------------------------------------------------------------------------- reading
 
-def load_package(path: "str | os.PathLike", device: str = "cpu") -> SegmentationModel:
+def load_package(path: str | os.PathLike, device: str = "cpu") -> SegmentationModel:
     """The btunet model a package from ``btunet export`` carries (eval mode, metadata attached)."""
     from .checkpoint import load_model
     with checkpoint_file(path) as checkpoint:
         return load_model(checkpoint, device)
 
 
-def package_metadata(path: "str | os.PathLike") -> dict[str, Any]:
+def package_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The btunet metadata of the checkpoint inside a package."""
     from .checkpoint import read_metadata
     with checkpoint_file(path) as checkpoint:
@@ -96,8 +96,8 @@ def _stage(model: SegmentationModel, folder: Path, tile) -> dict[str, Path]:
 def sample_tensor(channels: int, size: int) -> np.ndarray:
     """(1, C, size, size) float32 raw intensities: the centre of the first BBBC007 sample image;
     3 channels are an RGB rendering of it (different gains per channel)."""
-    from .sample import sample_paths
     from .imageio import read_image
+    from .sample import sample_paths
     image = read_image(sample_paths()[0][0]).astype(np.float32)
     h, w = image.shape
     if min(h, w) < size:

@@ -53,6 +53,7 @@ class TensorInfo:
 
 def library_versions() -> dict[str, str]:
     import numpy
+
     from . import __version__
     return {"btunet": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
             "python": platform.python_version()}
@@ -166,7 +167,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> S
     return model.to(device).eval()
 
 
-def model_from_config(config: "dict[str, Any] | ModelSpec") -> SegmentationModel:
+def model_from_config(config: dict[str, Any] | ModelSpec) -> SegmentationModel:
     spec = config if isinstance(config, ModelSpec) else ModelSpec.parse(dict(config))
     return spec.build()
 

@@ -19,7 +19,7 @@ import os
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -125,6 +125,7 @@ class ModelRef:
 
     def __init__(self, model):
         import torch  # noqa: F401  (weights are torch tensors)
+
         from .checkpoint import inspect_checkpoint, model_metadata
         self._model = None
         if isinstance(model, (str, os.PathLike)):
@@ -202,7 +203,7 @@ def axis_chunks(size: int, chunk: int, depth: int) -> tuple[int, ...]:
 
 
 def _predict_block(block: np.ndarray, ref: ModelRef, lo: float, hi: float, rgb: bool,
-                   tile: Optional[int], overlap: int, fast: bool, device: str) -> np.ndarray:
+                   tile: int | None, overlap: int, fast: bool, device: str) -> np.ndarray:
     """Probabilities for every plane of one block (leading axes, Y, X[, RGB]), read and predicted
     like a whole image (``planes``); an RGB block keeps its shape for map_overlap."""
     from .planes import PlaneLayout, predict_planes
@@ -234,12 +235,12 @@ def _as_dask(array, rgb: bool, chunk: int, depth: int):
 
 
 def predict_chunked(model, array, *, chunks: int = DEFAULT_CHUNK, depth: int = DEFAULT_DEPTH,
-                    scheduler=None, out: "str | os.PathLike | None" = None,
-                    probabilities_out: "str | os.PathLike | None" = None,
-                    output: str = "labels", threshold: Optional[float] = None, rgb: Optional[bool] = None,
-                    axes: Optional[str] = None,
-                    device: str = "auto", fast: bool = True, tile: Optional[int] = None, overlap: int = 128,
-                    norm_range: Optional[tuple[float, float]] = None, overwrite: bool = False,
+                    scheduler=None, out: str | os.PathLike | None = None,
+                    probabilities_out: str | os.PathLike | None = None,
+                    output: str = "labels", threshold: float | None = None, rgb: bool | None = None,
+                    axes: str | None = None,
+                    device: str = "auto", fast: bool = True, tile: int | None = None, overlap: int = 128,
+                    norm_range: tuple[float, float] | None = None, overwrite: bool = False,
                     num_workers: int = 1, progress: bool = False):
     """Predict ``array`` block by block.
 

@@ -72,7 +72,7 @@ class GracefulStop:
         print("\nbtunet: stopping after this step and saving what was trained so far "
               "(press Ctrl-C again to abort without saving)", file=sys.stderr, flush=True)
 
-    def __enter__(self) -> "GracefulStop":
+    def __enter__(self) -> GracefulStop:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -90,11 +90,11 @@ class GracefulStop:
 
 
 def cmd_pretrain(a) -> int:
+    from .cli_args import one_axes
     from .distributed import is_main_process
+    from .imageio import list_images
     from .outputs import check_model_output
     from .pretrain import pretrain
-    from .cli_args import one_axes
-    from .imageio import list_images
     _check_model(a.model)
     check_model_output(a.out, [a.resume], a.overwrite)
     axes = one_axes(list_images(a.images), a.axes, a.channel_axis)
@@ -214,8 +214,8 @@ def cmd_info(a) -> None:
 
 def _load_init(path: str):
     """The fine-tuned model that ``--init`` continues; a pre-trained encoder is refused with a hint."""
-    from .package_reader import is_package
     from .checkpoint import inspect_checkpoint, load_model
+    from .package_reader import is_package
     if not is_package(path) and inspect_checkpoint(path).kind == "encoder":
         raise BTUnetError(f"{path} is a pre-trained encoder, not a fine-tuned model; "
                           "start from it with --encoder instead of --init")

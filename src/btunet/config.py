@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 
@@ -70,7 +71,7 @@ class PretrainConfig:
     device: str = "auto"
     fast: bool = True              # channels_last + bf16 autocast where bf16 is native (device.autocast)
     seed: int = 0
-    axes: Optional[str] = None     # what each image axis is (btunet.axes, e.g. "TZYX", "CYX"); None: guessed
+    axes: str | None = None     # what each image axis is (btunet.axes, e.g. "TZYX", "CYX"); None: guessed
 
     def __post_init__(self) -> None:
         self.check()
@@ -99,7 +100,7 @@ class FinetuneConfig:
     model: str = "unet"
     mask_mode: str = "sparse"
     base_filters: int = 16
-    epochs: Optional[int] = None     # None: 12 for sparse strokes (cosine schedule), 60 for dense masks
+    epochs: int | None = None     # None: 12 for sparse strokes (cosine schedule), 60 for dense masks
     continue_epochs: int = 4         # length of a continuation (``continuation()``) after more painting
     steps_per_epoch: int = 25
     batch_size: int = 8
@@ -114,7 +115,7 @@ class FinetuneConfig:
     val_fraction: float = 0.2        # share of annotated 64-px blocks held out for validation
     lr_patience: int = 10            # epochs without improvement before lr x 0.1
     patience: int = 20               # epochs without improvement before stopping
-    time_budget_s: Optional[float] = None
+    time_budget_s: float | None = None
     schedule: str = "auto"           # "cosine" (decay to 0, keep the end), "plateau"; auto: cosine for sparse
     pseudo_labels: str = "forest"    # sparse only: "forest" (pseudo-labels for unpainted pixels) or "none"
     pseudo_weight: float = 1.0       # loss weight of a pseudo-labelled pixel (a painted pixel has 1)
@@ -123,7 +124,7 @@ class FinetuneConfig:
     #                                  edges, which no stroke marks (0: flat; benchmarks/interactive_notes.md)
     continue_teacher: str = "both"   # pseudo-labels when continuing: mean of current model and new forest
     #                                  ("mean"), except near the model's edges once it was continued before
-    correction_radius: Optional[float] = None  # px around a correction where the model's pseudo-labels are
+    correction_radius: float | None = None  # px around a correction where the model's pseudo-labels are
     #                                  dropped; None: as deep as the model's mistake + 2, at most 12 (pseudo.py)
     teacher_features: str = "filters"  # the forest's features: "filters" (multiscale filters) or "encoder"
     #                                    (+ the maps of the encoder the run starts from, else the built-in one)
@@ -136,13 +137,13 @@ class FinetuneConfig:
     threshold: float = DEFAULT_THRESHOLD  # probability above which a pixel is object; saved with the model
     tune_threshold: bool = True      # dense masks: a threshold with clearly better Dice on the held-out
     #                                  validation pixels replaces ``threshold`` (thresholds.py)
-    n_classes: Optional[int] = None  # K object classes; None: from the labels (max label - 1 sparse, max id classes)
-    class_names: Optional[list] = None  # names of classes 1..K (stored with the model)
+    n_classes: int | None = None  # K object classes; None: from the labels (max label - 1 sparse, max id classes)
+    class_names: list | None = None  # names of classes 1..K (stored with the model)
     instances: str = "none"          # "boundary": learn object borders; "auto": when dense masks hold
     #                                  instance ids or background strokes lie between two objects
     #                                  (opt-in: it costs up to 0.01 pixel Dice on some sets; with instance
     #                                  masks the model then picks borders or distance watershed, separation.py)
-    axes: Optional[str] = None       # what each image axis is (btunet.axes, e.g. "TZYX", "CYX"); masks have
+    axes: str | None = None       # what each image axis is (btunet.axes, e.g. "TZYX", "CYX"); masks have
     #                                  the same axes without C. None: a trailing 3/4 is colour, the rest planes
 
     def __post_init__(self) -> None:
@@ -201,7 +202,7 @@ class FinetuneConfig:
     def uses_cosine(self) -> bool:
         return self.schedule == "cosine" or (self.schedule == "auto" and self.mask_mode == "sparse")
 
-    def continuation(self) -> "FinetuneConfig":
+    def continuation(self) -> FinetuneConfig:
         """The short run that continues a trained model after the user painted more."""
         return dataclasses.replace(self, epochs=self.continue_epochs, schedule="cosine", lr=self.lr * CONTINUE_LR_SCALE)
 
@@ -214,18 +215,18 @@ CONTINUE_LR_SCALE = 0.5  # a warm start needs smaller steps than a fresh model
 @dataclass
 class PredictConfig:
     """How ``predict`` turns a model's output into labels; the same knobs in the API, CLI and widget."""
-    threshold: Optional[float] = None  # probability above which a pixel is object; None: the model's own
+    threshold: float | None = None  # probability above which a pixel is object; None: the model's own
     instances: bool = False            # label separate objects instead of 0/1
-    instances_3d: Optional[bool] = None  # instances: one id per object through the Z planes of a stack
+    instances_3d: bool | None = None  # instances: one id per object through the Z planes of a stack
     #                                      (None: when the stack has a Z axis; False: per plane)
-    z_axis: Optional[int] = None       # which plane axis (counted before Y, X) is Z; None: the only
+    z_axis: int | None = None       # which plane axis (counted before Y, X) is Z; None: the only
     #                                    one of a (Z, Y, X) stack (a time axis is never linked)
     z_spacing: float = 1.0             # Z step / pixel width, so 3-D seeds are round in space
     split_touching: bool = True        # instances: split touching objects by a distance watershed
     min_distance: int = 5              # instances: least distance (px) between two objects' centres
-    separate_by: Optional[str] = None  # instances: "boundary" (a model's learnt borders) or "distance"
+    separate_by: str | None = None  # instances: "boundary" (a model's learnt borders) or "distance"
     #                                    (watershed of the mask's distance transform); None: the model's
-    min_size: Optional[int] = None     # instances: drop objects below this many px (voxels in 3-D);
+    min_size: int | None = None     # instances: drop objects below this many px (voxels in 3-D);
     #                                    None: the model's own (from its training objects), 0: keep all
     probabilities: bool = True         # also return the object probability
     class_probabilities: bool = False  # a class model: also return each class's probability
@@ -270,7 +271,7 @@ class PredictConfig:
         fields.choice("device", self.device, DEVICES)
 
     @classmethod
-    def of(cls, config: "PredictConfig | None" = None, **overrides: Any) -> "PredictConfig":
+    def of(cls, config: PredictConfig | None = None, **overrides: Any) -> PredictConfig:
         """``config`` (or the defaults) with keyword ``overrides``, checked; unknown names are a TypeError."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(overrides) - names)
@@ -296,13 +297,13 @@ class Progress:
     elapsed_s: float
     eta_s: float
     lr: float = 0.0
-    val_loss: Optional[float] = None
-    val_dice: Optional[float] = None
-    val_class_dice: Optional[list] = None  # a class model: validation Dice of classes 1..K
+    val_loss: float | None = None
+    val_dice: float | None = None
+    val_class_dice: list | None = None  # a class model: validation Dice of classes 1..K
     epoch_end: bool = False
     history: dict[str, list] = field(default_factory=dict)
     model: Any = field(default=None, repr=False)
-    time_budget_s: Optional[float] = None  # set when the run is limited by time: then ``epochs``
+    time_budget_s: float | None = None  # set when the run is limited by time: then ``epochs``
     #                                        and ``total_steps`` are only upper bounds
 
     @property

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import Union
 
 import numpy as np
 
@@ -40,7 +41,7 @@ def load_sources(images: ImageSource | Sequence[ImageSource]) -> list[tuple[str,
 
 
 def image_planes(name: str, array, channels: int, rgb: bool | None = None,
-                 min_size: int = 0, axes: Optional[str] = None) -> list[Plane]:
+                 min_size: int = 0, axes: str | None = None) -> list[Plane]:
     """Normalise an image or stack with whole-stack percentiles and split it into planes
     (``axes``: what each axis is, ``btunet.axes``; a C axis is the model's input channels)."""
     array = np.asarray(array) if not hasattr(array, "shape") else array
@@ -69,11 +70,11 @@ class AnnotatedPlane:
     weight: np.ndarray      # (H, W) 1 = used for training
     val_weight: np.ndarray  # (H, W) 1 = held out for validation
     source: str
-    focus: Optional[np.ndarray] = None    # (H, W) bool: patches are centred here (default: weight > 0)
-    painted: Optional[np.ndarray] = None  # (H, W) bool: the user's own training pixels
-    size: Optional[tuple] = None          # (h, w) before padding to the patch size
-    val_region: Optional[np.ndarray] = None  # (H, W) bool: the held-out blocks, whole
-    boundary: Optional[np.ndarray] = None    # (H, W) 1 = border of an object (instance masks)
+    focus: np.ndarray | None = None    # (H, W) bool: patches are centred here (default: weight > 0)
+    painted: np.ndarray | None = None  # (H, W) bool: the user's own training pixels
+    size: tuple | None = None          # (h, w) before padding to the patch size
+    val_region: np.ndarray | None = None  # (H, W) bool: the held-out blocks, whole
+    boundary: np.ndarray | None = None    # (H, W) 1 = border of an object (instance masks)
     context: bool = False                    # an unpainted plane that learns from pseudo-labels only
-    object_sizes: Optional[np.ndarray] = None  # px of each instance of a dense mask
-    instances: Optional[np.ndarray] = None     # (H, W) instance ids of a dense mask (a model with borders)
+    object_sizes: np.ndarray | None = None  # px of each instance of a dense mask
+    instances: np.ndarray | None = None     # (H, W) instance ids of a dense mask (a model with borders)

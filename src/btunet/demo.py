@@ -15,6 +15,7 @@ import numpy as np
 
 from .sample import sample_paths  # noqa: F401  (the demo's data; also imported from here by the tests)
 
+
 def forest_dice(image, strokes, tests, test_features) -> float:
     """Dice on ``tests`` of a random forest on multiscale features trained on the same strokes."""
     from .metrics import pixel_scores

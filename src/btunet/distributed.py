@@ -27,7 +27,7 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -95,7 +95,7 @@ class Context:
         return self.rank == 0
 
 
-def init_process_group(device: str = "auto", timeout_s: Optional[float] = None) -> Context:
+def init_process_group(device: str = "auto", timeout_s: float | None = None) -> Context:
     """Join (or create from the torchrun variables) the default process group.
 
     CUDA (``device`` "cuda", or "auto" with a GPU): NCCL, this rank on ``cuda:LOCAL_RANK``.
@@ -253,7 +253,7 @@ def _expand(images) -> list:
     return items
 
 
-def load_shard(images, channels: int, min_size: int, ctx: Context, axes: Optional[str] = None
+def load_shard(images, channels: int, min_size: int, ctx: Context, axes: str | None = None
                ) -> tuple[list[np.ndarray], int, list[str]]:
     """This rank's planes, the number of planes over all ranks and every rank's file names.
 

@@ -10,7 +10,7 @@ docs/results_painting_builtin.md and benchmarks/pretraining_notes.md.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -61,7 +61,7 @@ def encoder_features(encoder: torch.nn.Module) -> FeatureFn:
     return features
 
 
-def teacher_features(setting: str, encoder, channels: int) -> Optional[FeatureFn]:
+def teacher_features(setting: str, encoder, channels: int) -> FeatureFn | None:
     """The forest teacher's features beside its filters (``FinetuneConfig.teacher_features``):
     for "encoder", the maps of ``encoder`` (the pre-trained encoder the run starts from), else of
     the built-in encoder, on the mean of the channels when the image has more than it takes."""

@@ -19,7 +19,7 @@ it learnt, and what is done about it (docs/results_pretraining.md has the measur
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn

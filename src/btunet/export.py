@@ -7,22 +7,32 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from .bioimageio_package import load_package, write_package
 from .errors import BTUnetError
 from .models import SegmentationModel
-from .network_export import (DEFAULT_LICENSE, FORMATS, INSTALL, SUFFIX, ProbabilityNet, Tiling,
-                             inference_network, receptive_radius, require, tiling, write_onnx,
-                             write_torchscript)
+from .network_export import (
+    DEFAULT_LICENSE,
+    FORMATS,
+    INSTALL,
+    SUFFIX,
+    ProbabilityNet,
+    Tiling,
+    inference_network,
+    receptive_radius,
+    require,
+    tiling,
+    write_onnx,
+    write_torchscript,
+)
 from .package_reader import is_package
-
 
 # ----------------------------------------------------------------------------- export
 
-def export(model_or_path: "SegmentationModel | str | os.PathLike", out: "str | os.PathLike",
-           format: str = "bioimageio", *, overwrite: bool = False, authors: Optional[Sequence[str]] = None,
+def export(model_or_path: SegmentationModel | str | os.PathLike, out: str | os.PathLike,
+           format: str = "bioimageio", *, overwrite: bool = False, authors: Sequence[str] | None = None,
            license: str = DEFAULT_LICENSE) -> Path:
     """Write a fine-tuned model as a bioimage.io package, an ONNX file or a TorchScript file.
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 from .errors import BTUnetError
 
@@ -24,7 +25,7 @@ def _range_text(lo, hi, lo_open: bool = False, hi_open: bool = False) -> str:
     return f"from {lo:g} to {hi:g}"
 
 
-def whole(name: str, value: Any, lo: int, hi: Optional[int] = None) -> int:
+def whole(name: str, value: Any, lo: int, hi: int | None = None) -> int:
     """A whole number (not a bool, not a float) in [lo, hi]."""
     wanted = f"a whole number {_range_text(lo, hi)}"
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -41,7 +42,7 @@ def whole_in(name: str, value: Any, allowed: Iterable[int], wanted: str) -> int:
     return int(value)
 
 
-def number(name: str, value: Any, lo: float, hi: Optional[float] = None, *,
+def number(name: str, value: Any, lo: float, hi: float | None = None, *,
            lo_open: bool = False, hi_open: bool = False) -> float:
     """A finite real number (not a bool) in the range; ``*_open`` excludes that end."""
     wanted = f"a finite number {_range_text(lo, hi, lo_open, hi_open)}"

@@ -4,37 +4,45 @@ from __future__ import annotations
 import copy
 import os
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from .annotations import (CONVENTIONS, boundary_target, check_annotation_counts, has_instances, has_stroke_boundary,
-                          infer_classes, stroke_boundary, targets_and_weights)
+from .annotations import (
+    CONVENTIONS,
+    boundary_target,
+    check_annotation_counts,
+    has_instances,
+    has_stroke_boundary,
+    infer_classes,
+    stroke_boundary,
+    targets_and_weights,
+)
 from .augment import finetune_augment
 from .config import FinetuneConfig, Progress, ProgressCallback, StopCallback, config_dict, seed_everything
 from .data import AnnotatedPlane, ImageSource, load_sources, pad_to_min_size
 from .device import autocast, describe_device, resolve_device
+from .encoder_features import teacher_features
+from .encoder_start import encoder_lr_factor, refit_batchnorm, rescale_to_norms, weight_norms
 from .errors import BTUnetError
-from .imageio import spatial_shape
 from .heads import MAX_CLASSES, HeadSpec, default_classes, head_of
+from .imageio import spatial_shape
 from .instances import MIN_SIZE, object_sizes, size_floor
 from .losses import segmentation_loss
-from .separation import separation_of
-from .thresholds import threshold_of
-from .encoder_features import teacher_features
 from .metadata import DEFAULT_THRESHOLD
 from .models import SegmentationModel, create_model
 from .normalize import DEFAULT_NORMALIZATION
 from .planes import check_budget, engine_image, plane_layout, predict_logits
-from .encoder_start import encoder_lr_factor, refit_batchnorm, rescale_to_norms, weight_norms
 from .pretrain import PretrainedEncoder, as_encoder
 from .pseudo import add_pseudo_labels, context_planes, focus_on_errors, model_probabilities  # noqa: F401
+from .separation import separation_of
+from .thresholds import threshold_of
 
 VAL_BLOCK = 64  # validation pixels are held out in whole blocks, so they are not neighbours of training pixels
 
 
-def head_for(annotations, cfg: FinetuneConfig, model: Optional[SegmentationModel] = None) -> HeadSpec:
+def head_for(annotations, cfg: FinetuneConfig, model: SegmentationModel | None = None) -> HeadSpec:
     """The head the annotations ask for: K classes (given, the model's, or from the labels) and a
     boundary channel when dense masks hold instance ids (or ``cfg.instances == "boundary"``)."""
     for _, labels in annotations:  # before any label array is read whole
@@ -61,7 +69,7 @@ def head_for(annotations, cfg: FinetuneConfig, model: Optional[SegmentationModel
 
 
 def annotated_planes(images, annotations, channels: int, mode: str, patch_size: int,
-                     head: HeadSpec = HeadSpec(), axes: Optional[str] = None) -> list[AnnotatedPlane]:
+                     head: HeadSpec = HeadSpec(), axes: str | None = None) -> list[AnnotatedPlane]:
     """Pair images with annotations, check shapes, keep only planes with annotated pixels.
 
     ``axes``: what each image axis is (``btunet.axes``); annotations have the same axes without C.
@@ -176,8 +184,8 @@ class PatchSampler:
 
 @torch.no_grad()
 def validate(model: SegmentationModel, planes: list[AnnotatedPlane], fast: bool,
-             threshold: float = DEFAULT_THRESHOLD, head: Optional[HeadSpec] = None
-             ) -> tuple[float, float, Optional[list[float]]]:
+             threshold: float = DEFAULT_THRESHOLD, head: HeadSpec | None = None
+             ) -> tuple[float, float, list[float] | None]:
     """Loss, object Dice (at the model's ``threshold``) and, for a class model, the Dice of each
     class 1..K over the held-out pixels of whole planes."""
     head = head or HeadSpec()
@@ -209,7 +217,7 @@ def validate(model: SegmentationModel, planes: list[AnnotatedPlane], fast: bool,
 
 
 def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSource | Sequence[ImageSource],
-             config: FinetuneConfig | None = None, encoder: "PretrainedEncoder | str | os.PathLike | None" = None,
+             config: FinetuneConfig | None = None, encoder: PretrainedEncoder | str | os.PathLike | None = None,
              on_progress: ProgressCallback | None = None, should_stop: StopCallback | None = None,
              model: SegmentationModel | None = None) -> SegmentationModel:
     """Train ``config.model`` on annotated pixels only and return the best weights.
@@ -396,14 +404,14 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     return net
 
 
-def image_channels(image, axes: Optional[str] = None) -> int:
+def image_channels(image, axes: str | None = None) -> int:
     """The input channels a new model gets from an image: 3 for colour (a C axis of 3 or more
     channels, or a guessed RGB axis), else 1."""
     image, rgb = engine_image(image, axes)
     return 3 if rgb and int(image.shape[-1]) >= 3 else 1
 
 
-def build_from_encoder(cfg: FinetuneConfig, enc: Optional[PretrainedEncoder], channels: int,
+def build_from_encoder(cfg: FinetuneConfig, enc: PretrainedEncoder | None, channels: int,
                        out_channels: int = 1) -> SegmentationModel:
     """A fresh variant (``out_channels``: ``heads.HeadSpec.channels``) whose encoder (if given)
     starts from pre-trained weights."""

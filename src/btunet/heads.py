@@ -8,8 +8,9 @@ optional object-boundary channel.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 from scipy.special import expit, softmax
@@ -62,7 +63,7 @@ def head_of(model) -> HeadSpec:
     return spec
 
 
-def default_classes(n: int, names: Optional[Sequence[str]] = None) -> tuple[ClassInfo, ...]:
+def default_classes(n: int, names: Sequence[str] | None = None) -> tuple[ClassInfo, ...]:
     """Classes 1..n named ``names`` (or "object" / "class k") with distinct colours."""
     if names is not None and len(names) != n:
         raise BTUnetError(f"{len(names)} class names were given for {n} classes; give one name per class")
@@ -92,7 +93,7 @@ def parse_classes(raw: Any) -> tuple[ClassInfo, ...]:
     return tuple(out)
 
 
-def split_logits(logits: np.ndarray, spec: HeadSpec) -> dict[str, Optional[np.ndarray]]:
+def split_logits(logits: np.ndarray, spec: HeadSpec) -> dict[str, np.ndarray | None]:
     """(C, H, W) logits -> object probability (H, W), class probabilities (K+1, H, W) or None,
     boundary probability (H, W) or None."""
     logits = np.asarray(logits, np.float32)

@@ -11,8 +11,8 @@ import os
 import queue
 import threading
 import warnings
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import tifffile
@@ -237,7 +237,7 @@ class TiffPages:
         self._leading = self.shape[:self.ndim - len(self._page_shape)]
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "TiffPages | None":
+    def open(cls, path: str | os.PathLike) -> TiffPages | None:
         """A page reader when every plane is one page of the first series, else None."""
         try:
             stack = cls(path)

@@ -19,7 +19,7 @@ through its planes), every other plane axis (time) plane by plane; ids are uniqu
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -124,7 +124,7 @@ def _ridge_seeds(distance: np.ndarray, peaks: np.ndarray, depth: float) -> np.nd
 
 
 def distance_instances(mask: np.ndarray, split_touching: bool = True, min_distance: int = 5,
-                       sampling: Optional[Sequence[float]] = None, min_size: int = MIN_SIZE) -> np.ndarray:
+                       sampling: Sequence[float] | None = None, min_size: int = MIN_SIZE) -> np.ndarray:
     """Connected components; optionally split touching objects by a distance-transform watershed.
 
     ``sampling``: the pixel size along each axis (e.g. ``(z_spacing, 1, 1)`` for a volume whose
@@ -146,7 +146,7 @@ def distance_instances(mask: np.ndarray, split_touching: bool = True, min_distan
     return drop_small(watershed(-distance, markers, mask=mask).astype(np.int32), min_size)
 
 
-def linked_axis(n_plane_axes: int, instances_3d: Optional[bool], z_axis: Optional[int]) -> Optional[int]:
+def linked_axis(n_plane_axes: int, instances_3d: bool | None, z_axis: int | None) -> int | None:
     """The plane axis whose planes are labelled together (Z), or None for per-plane ids.
 
     ``n_plane_axes``: the leading axes that index planes (1 for Z, Y, X; 2 for T, Z, Y, X).

@@ -9,8 +9,9 @@ kept as they are in ``provenance``.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from . import fields
 from .annotations import MASK_MODES
@@ -67,7 +68,7 @@ class Normalization:
                               f"normalization.high ({self.high})")
 
     @classmethod
-    def parse(cls, raw: Any) -> "Normalization":
+    def parse(cls, raw: Any) -> Normalization:
         raw = _object("normalization", raw)
         _known_keys("normalization", raw, ("method", "low", "high"))
         return cls(**{k: _required("normalization.", raw, k) for k in ("method", "low", "high")})
@@ -90,7 +91,7 @@ class ModelSpec:
                              prefix="model.")
 
     @classmethod
-    def parse(cls, raw: Any) -> "ModelSpec":
+    def parse(cls, raw: Any) -> ModelSpec:
         raw = _object("model", raw)
         keys = ("name", "in_channels", "out_channels", "base_filters", "dropout")
         _known_keys("model", raw, keys)
@@ -121,10 +122,10 @@ class CheckpointMetadata:
     model: ModelSpec
     normalization: Normalization = Normalization()
     threshold: float = DEFAULT_THRESHOLD
-    mask_mode: Optional[str] = None       # what the model was trained on (trained_on.mask_mode)
+    mask_mode: str | None = None       # what the model was trained on (trained_on.mask_mode)
     format_version: int = FORMAT_VERSION
     classes: tuple = ()                   # ClassInfo of classes 1..K; () = one class, "object"
-    instances: Optional[str] = None       # "boundary": the last output channel is object borders
+    instances: str | None = None       # "boundary": the last output channel is object borders
     min_size: int = MIN_SIZE              # instances: objects below this (px) are dropped
     separate_by: str = "distance"         # instances: touching objects split along the learnt borders
     #                                       ("boundary") or by a distance watershed (separation.py)
@@ -144,7 +145,7 @@ class CheckpointMetadata:
         return self.classes or default_classes(1)
 
     @classmethod
-    def from_dict(cls, raw: Any) -> "CheckpointMetadata":
+    def from_dict(cls, raw: Any) -> CheckpointMetadata:
         """Check every field that shapes the network or the prediction (BTUnetError names it)."""
         raw = _object("metadata", raw)
         fmt = _required("", raw, "format")

@@ -73,7 +73,7 @@ def object_f1(pred: np.ndarray, truth: np.ndarray, iou_threshold: float = 0.5) -
     return 1.0 if n_p + n_t == 0 else 2 * int((ious > iou_threshold).sum()) / (n_p + n_t)
 
 
-def class_dice(pred: np.ndarray, truth: np.ndarray, classes: "list[int] | None" = None,
+def class_dice(pred: np.ndarray, truth: np.ndarray, classes: list[int] | None = None,
                smooth: float = 1.0) -> dict[str, float]:
     """Dice of each class id (``dice_class_k``) of two class-label images; default: the ids > 0
     in either image."""
@@ -90,7 +90,7 @@ def class_dice(pred: np.ndarray, truth: np.ndarray, classes: "list[int] | None" 
 
 
 def evaluate(pred: np.ndarray, truth: np.ndarray, objects: bool = False,
-             classes: "list[int] | None | bool" = False) -> dict[str, float]:
+             classes: list[int] | None | bool = False) -> dict[str, float]:
     """Pixel scores of one image, plus object scores (``object_scores``) when ``objects`` and the
     Dice of each class when ``classes`` (True: the ids found; or a list of ids)."""
     scores = pixel_scores(pred, truth)

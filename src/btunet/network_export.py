@@ -14,9 +14,9 @@ import importlib
 import math
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
 
 import torch
 from torch import nn
@@ -97,7 +97,7 @@ def tiling(model: SegmentationModel) -> Tiling:
     return Tiling(SIZE_MULTIPLE, radius, halo, has_spectral(model))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def receptive_radius(name: str) -> int:
     """Receptive-field radius (pixels) of variant ``name``, from the support of an input gradient.
 
@@ -115,7 +115,7 @@ def receptive_radius(name: str) -> int:
     raise RuntimeError(f"the receptive field of {name} exceeds 2000 pixels")
 
 
-def _support_radius(name: str, size: int) -> Optional[int]:
+def _support_radius(name: str, size: int) -> int | None:
     from .models.blocks import SpectralLowPass2d, SpectralPool2d
     net = create_model(name, in_channels=1, base_filters=2).double().eval()
     for parent in list(net.modules()):
@@ -157,7 +157,7 @@ def _check_same(reference: nn.Module, exported, channels: int, what: str) -> Non
         raise RuntimeError(f"the {what} export does not reproduce the model at another image size")
 
 
-def write_torchscript(model: SegmentationModel, path: "str | os.PathLike") -> Path:
+def write_torchscript(model: SegmentationModel, path: str | os.PathLike) -> Path:
     """Trace the probability network into a TorchScript file (atomic)."""
     net = inference_network(model)
     example = torch.rand(1, model.in_channels, 64, 64, generator=torch.Generator().manual_seed(0))
@@ -169,7 +169,7 @@ def write_torchscript(model: SegmentationModel, path: "str | os.PathLike") -> Pa
     return Path(path)
 
 
-def write_onnx(model: SegmentationModel, path: "str | os.PathLike") -> Path:
+def write_onnx(model: SegmentationModel, path: str | os.PathLike) -> Path:
     """Export the probability network to ONNX (opset 17) with dynamic batch, H and W (atomic)."""
     require("onnx")
     import onnx

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
 
 from .errors import BTUnetError
 
@@ -25,8 +25,8 @@ class Target:
     """One input of ``btunet predict`` and the files it becomes."""
     source: Path
     labels: Path
-    probabilities: Optional[Path]
-    uncertainty: Optional[Path]
+    probabilities: Path | None
+    uncertainty: Path | None
     chunked: bool  # predicted block by block with dask (zarr inputs, --zarr, --scheduler)
 
     @property

@@ -16,7 +16,7 @@ CHECKPOINT = "btunet_model.safetensors"
 YAML_NAMES = ("bioimageio.yaml", "rdf.yaml")
 
 
-def is_package(path: "str | os.PathLike") -> bool:
+def is_package(path: str | os.PathLike) -> bool:
     """A bioimage.io package: a .zip file, a folder with a bioimage.io yaml, or that yaml."""
     p = Path(path)
     if p.is_dir():
@@ -27,7 +27,7 @@ def is_package(path: "str | os.PathLike") -> bool:
 class checkpoint_file:
     """Context manager: a path to the package's btunet checkpoint (extracted from a zip)."""
 
-    def __init__(self, path: "str | os.PathLike"):
+    def __init__(self, path: str | os.PathLike):
         self.path, self.tmp = Path(path), None
 
     def __enter__(self) -> Path:

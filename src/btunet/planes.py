@@ -15,8 +15,8 @@ for 1-channel models; gray is copied into each channel of an RGB model.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Optional
 
 import numpy as np
 import torch
@@ -28,13 +28,11 @@ from .device import autocast
 from .errors import BTUnetError
 from .heads import head_of, split_logits
 from .imageio import is_rgb, max_plane_pixels, to_channels
+from .metadata import Normalization
 from .models import SIZE_MULTIPLE, SegmentationModel
 from .models.base import pad_to_multiple
 from .models.fuse import fuse_batchnorm
-from .metadata import Normalization
 from .normalize import normalize_plane, percentile_range
-
-
 
 #: Test-time flips of the uncertainty map: identity, left-right, up-down, both.
 FLIPS = ((), (-1,), (-2,), (-2, -1))
@@ -86,8 +84,8 @@ def as_image(image, what: str = "image"):
     return image
 
 
-def engine_image(image, axes: Optional[str] = None, rgb: Optional[bool] = None,
-                 channels: Optional[int] = None, what: str = "image") -> tuple:
+def engine_image(image, axes: str | None = None, rgb: bool | None = None,
+                 channels: int | None = None, what: str = "image") -> tuple:
     """(image in the engine's order, whether its last axis holds channels): the one place where an
     image's ``axes`` (``btunet.axes``) rearrange it, a view, before it becomes planes.
 
@@ -102,7 +100,7 @@ def engine_image(image, axes: Optional[str] = None, rgb: Optional[bool] = None,
     return to_engine(image, axes, channels), "C" in axes.upper()
 
 
-def stack_range(source, rgb: bool, normalization: Optional[Normalization] = None) -> tuple[float, float]:
+def stack_range(source, rgb: bool, normalization: Normalization | None = None) -> tuple[float, float]:
     """The whole image's or stack's intensity range for ``normalization`` (a checkpoint's setting)."""
     norm = normalization or Normalization()
     return percentile_range(source, rgb, norm.low, norm.high)
@@ -146,8 +144,8 @@ class PlaneLayout:
             yield index, self.read(source, index)
 
 
-def plane_layout(source, channels: int, *, rgb: Optional[bool] = None, normalization: Optional[Normalization] = None,
-                 norm_range: Optional[tuple[float, float]] = None) -> PlaneLayout:
+def plane_layout(source, channels: int, *, rgb: bool | None = None, normalization: Normalization | None = None,
+                 norm_range: tuple[float, float] | None = None) -> PlaneLayout:
     """Describe ``source`` for a ``channels``-input model.
 
     ``source``: anything with ``shape`` and indexing (numpy, memmap, dask, zarr,
@@ -164,8 +162,8 @@ def plane_layout(source, channels: int, *, rgb: Optional[bool] = None, normaliza
     return PlaneLayout(shape, rgb, int(channels), float(lo), float(hi))
 
 
-def model_planes(source, channels: int, *, rgb: Optional[bool] = None,
-                 normalization: Optional[Normalization] = None) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+def model_planes(source, channels: int, *, rgb: bool | None = None,
+                 normalization: Normalization | None = None) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
     """(index, normalised float32 (C, Y, X)) for every plane of an array or an image file.
 
     Files are opened lazily (``imageio.read_lazy``: TIFF stacks page by page), so memory holds
@@ -184,7 +182,7 @@ def model_planes(source, channels: int, *, rgb: Optional[bool] = None,
 
 # --------------------------------------------------------------------------- plane -> probabilities
 
-def as_model(model: "SegmentationModel | str | os.PathLike", device: torch.device,
+def as_model(model: SegmentationModel | str | os.PathLike, device: torch.device,
              fast: bool = False) -> SegmentationModel:
     """An inference copy on ``device``: eval mode, BatchNorm folded into the convolutions, and
     channels_last when ``fast``.
@@ -234,7 +232,7 @@ def _origins(size: int, tile: int, stride: int) -> list[int]:
     return sorted(set(list(range(0, last + 1, stride)) + [last]))
 
 
-def tile_boxes(height: int, width: int, tile: Optional[int] = TILE,
+def tile_boxes(height: int, width: int, tile: int | None = TILE,
                overlap: int = OVERLAP) -> tuple[int, int, list[tuple[int, int]]]:
     """(tile height, tile width, top-left corners) that ``predict_logits`` uses on a padded plane.
 
@@ -247,7 +245,7 @@ def tile_boxes(height: int, width: int, tile: Optional[int] = TILE,
 
 
 @torch.no_grad()
-def predict_logits(model: SegmentationModel, pixels: np.ndarray, tile: Optional[int] = TILE,
+def predict_logits(model: SegmentationModel, pixels: np.ndarray, tile: int | None = TILE,
                    overlap: int = OVERLAP, fast: bool = True, tile_batch: int = 4,
                    all_channels: bool = False) -> np.ndarray:
     """Logits (H, W) of the first output channel of one normalised (C, H, W) plane, or
@@ -284,7 +282,7 @@ def predict_logits(model: SegmentationModel, pixels: np.ndarray, tile: Optional[
     return (out / norm)[pick, :h, :w].cpu().numpy()
 
 
-def plane_outputs(model: SegmentationModel, pixels: np.ndarray, tile: Optional[int] = TILE,
+def plane_outputs(model: SegmentationModel, pixels: np.ndarray, tile: int | None = TILE,
                   overlap: int = OVERLAP, fast: bool = True, tile_batch: int = 4) -> dict:
     """Every output of one plane as probabilities (``heads.split_logits``): ``object`` (H, W),
     ``classes`` (K+1, H, W) or None, ``boundary`` (H, W) or None."""
@@ -293,7 +291,7 @@ def plane_outputs(model: SegmentationModel, pixels: np.ndarray, tile: Optional[i
     return split_logits(logits, spec)
 
 
-def object_probability(model: SegmentationModel, pixels: np.ndarray, tile: Optional[int] = TILE,
+def object_probability(model: SegmentationModel, pixels: np.ndarray, tile: int | None = TILE,
                        overlap: int = OVERLAP, fast: bool = True, tile_batch: int = 4) -> np.ndarray:
     """The probability (H, W) that a pixel is any object: 1 - P(background) for a class model."""
     if head_of(model).channels == 1:
@@ -328,7 +326,7 @@ def flip_entropy(probs: list) -> np.ndarray:
     return (-(average * np.log2(average) + (1 - average) * np.log2(1 - average))).astype(np.float32)
 
 
-def uncertainty_map(model: SegmentationModel, pixels: np.ndarray, tile: Optional[int] = TILE,
+def uncertainty_map(model: SegmentationModel, pixels: np.ndarray, tile: int | None = TILE,
                     overlap: int = OVERLAP, fast: bool = True, tile_batch: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """(probability, uncertainty) of one (C, H, W) plane from four test-time flips (``flip_entropy``).
     The probability is the unflipped one, so labels do not change when the map is asked for."""
@@ -336,7 +334,7 @@ def uncertainty_map(model: SegmentationModel, pixels: np.ndarray, tile: Optional
     return probs[0].astype(np.float32), flip_entropy(probs)
 
 
-def predict_plane(model: SegmentationModel, pixels: np.ndarray, *, tile: Optional[int] = TILE,
+def predict_plane(model: SegmentationModel, pixels: np.ndarray, *, tile: int | None = TILE,
                   overlap: int = OVERLAP, fast: bool = True, uncertainty: bool = False, tile_batch: int = 4):
     """Object probability (H, W) float32 of one normalised plane from ``PlaneLayout``.
 
@@ -348,7 +346,7 @@ def predict_plane(model: SegmentationModel, pixels: np.ndarray, *, tile: Optiona
     return object_probability(model, pixels, tile, overlap, fast, tile_batch)
 
 
-def predict_planes(model: SegmentationModel, source, layout: PlaneLayout, *, tile: Optional[int] = TILE,
+def predict_planes(model: SegmentationModel, source, layout: PlaneLayout, *, tile: int | None = TILE,
                    overlap: int = OVERLAP, fast: bool = True) -> np.ndarray:
     """Probabilities of every plane of a small in-memory ``source`` (a dask block), one array."""
     out = np.empty(layout.spatial_shape, np.float32)

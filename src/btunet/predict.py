@@ -9,25 +9,35 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
 
 import numpy as np
 
-from .checkpoint import model_metadata
-from .metadata import CheckpointMetadata
 from .axes import z_axis_of
+from .checkpoint import model_metadata
 from .config import OVERLAP, TILE, PredictConfig
 from .device import resolve_device
 from .errors import BTUnetError, Cancelled
-from .imageio import is_rgb, plane_indices, spatial_shape, stack_writer
-from .models import SegmentationModel
 from .heads import class_image, head_of
+from .imageio import is_rgb, plane_indices, spatial_shape, stack_writer
 from .instances import MIN_SIZE, boundary_instances, distance_instances, link_planes, linked_axis
-from .planes import (as_model, check_budget, engine_image, flip_entropy, flipped_outputs, mean_output, plane_layout,
-                     plane_outputs)
+from .metadata import CheckpointMetadata
+from .models import SegmentationModel
+from .planes import (  # noqa: F401  (re-exported for callers of btunet.predict)
+    FLIPS,
+    as_model,
+    check_budget,
+    engine_image,
+    flip_entropy,
+    flipped_outputs,
+    mean_output,
+    plane_layout,
+    plane_outputs,
+    predict_logits,
+    uncertainty_map,
+)
 from .runtime import fused_setup
-from .planes import FLIPS, predict_logits, uncertainty_map  # noqa: F401  (re-exported for callers of btunet.predict)
 
 __all__ = ["OVERLAP", "TILE", "Prediction", "PredictConfig", "instance_labels", "iter_predict", "predict",
            "predict_logits", "predict_to_tiff", "uncertainty_map"]
@@ -43,9 +53,9 @@ def instance_labels(mask: np.ndarray, split_touching: bool = True, min_distance:
 @dataclass
 class Prediction:
     labels: np.ndarray                    # uint8 0/1 (a class model: 0 = background, k = class k), or int32 instance ids
-    probabilities: Optional[np.ndarray]   # float32 object probability, when asked for
-    uncertainty: Optional[np.ndarray] = None  # float32, 0 = certain, 1 = a coin toss (test-time flips)
-    class_probabilities: Optional[np.ndarray] = None  # float32 (K+1, ...): background, class 1..K
+    probabilities: np.ndarray | None   # float32 object probability, when asked for
+    uncertainty: np.ndarray | None = None  # float32, 0 = certain, 1 = a coin toss (test-time flips)
+    class_probabilities: np.ndarray | None = None  # float32 (K+1, ...): background, class 1..K
 
 
 def by_borders(cfg: PredictConfig, has_boundary: bool) -> bool:
@@ -99,9 +109,9 @@ def plane_result(net: SegmentationModel, pixels: np.ndarray, cfg: PredictConfig,
     return out
 
 
-def iter_predict(model: "SegmentationModel | str | os.PathLike", image,
-                 config: Optional[PredictConfig] = None, *, rgb: Optional[bool] = None,
-                 axes: Optional[str] = None, **overrides) -> Iterator[tuple]:
+def iter_predict(model: SegmentationModel | str | os.PathLike, image,
+                 config: PredictConfig | None = None, *, rgb: bool | None = None,
+                 axes: str | None = None, **overrides) -> Iterator[tuple]:
     """Yield (plane index, probability, labels) plane by plane; only one plane is in memory.
 
     ``config`` / keyword ``overrides``: see ``PredictConfig``. With ``uncertainty`` each item has a
@@ -120,12 +130,12 @@ def iter_predict(model: "SegmentationModel | str | os.PathLike", image,
         yield item + (out["uncertainty"],) if cfg.uncertainty else item
 
 
-def _channels(model) -> Optional[int]:
+def _channels(model) -> int | None:
     """A model object's input channels (None for a checkpoint path, not read here)."""
     return getattr(model, "in_channels", None)
 
 
-def z_axis_of_stack(image, cfg: PredictConfig, rgb: Optional[bool] = None) -> Optional[int]:
+def z_axis_of_stack(image, cfg: PredictConfig, rgb: bool | None = None) -> int | None:
     """The plane axis whose planes ``predict`` labels together (Z), or None for per-plane ids."""
     if not cfg.instances:
         return None
@@ -133,12 +143,12 @@ def z_axis_of_stack(image, cfg: PredictConfig, rgb: Optional[bool] = None) -> Op
     return linked_axis(len(spatial_shape(image, rgb)) - 2, cfg.instances_3d, cfg.z_axis)
 
 
-def _label_stack(prob: np.ndarray, boundary: Optional[np.ndarray], threshold: float, cfg: PredictConfig,
+def _label_stack(prob: np.ndarray, boundary: np.ndarray | None, threshold: float, cfg: PredictConfig,
                  z_axis: int, min_size: int) -> np.ndarray:
     """int32 ids of every (Z, Y, X) volume of a stack's probabilities, unique in the stack."""
     sampling = (cfg.z_spacing, 1.0, 1.0)
 
-    def volume(p: np.ndarray, b: Optional[np.ndarray] = None) -> np.ndarray:
+    def volume(p: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
         if b is not None and by_borders(cfg, True):
             return boundary_instances(p, b, threshold, min_size=min_size)
         return distance_instances(p > threshold, cfg.split_touching, cfg.min_distance, sampling, min_size)
@@ -147,7 +157,7 @@ def _label_stack(prob: np.ndarray, boundary: Optional[np.ndarray], threshold: fl
     return link_planes(volume, arrays, z_axis, prob.ndim - 2)
 
 
-def with_axes(cfg: PredictConfig, axes: Optional[str]) -> PredictConfig:
+def with_axes(cfg: PredictConfig, axes: str | None) -> PredictConfig:
     """Instances follow the named axes: ids linked through Z where there is one, per plane where
     the stack has only T (a time axis is never linked); unnamed stacks keep the config's rule."""
     if not axes or not cfg.instances or cfg.instances_3d is False or cfg.z_axis is not None:
@@ -158,7 +168,7 @@ def with_axes(cfg: PredictConfig, axes: Optional[str]) -> PredictConfig:
     return dataclasses.replace(cfg, z_axis=z)
 
 
-def _results(model, image, cfg: PredictConfig, rgb: Optional[bool]) -> Iterator[tuple[tuple, dict]]:
+def _results(model, image, cfg: PredictConfig, rgb: bool | None) -> Iterator[tuple[tuple, dict]]:
     net = as_model(model, resolve_device(cfg.device), cfg.fast)
     stored = model_metadata(net)  # the threshold and normalisation the model was trained with
     threshold = stored.threshold if cfg.threshold is None else cfg.threshold
@@ -178,9 +188,9 @@ def _results(model, image, cfg: PredictConfig, rgb: Optional[bool]) -> Iterator[
         yield index, out
 
 
-def predict(model: "SegmentationModel | str | os.PathLike", image, config: Optional[PredictConfig] = None, *,
-            rgb: Optional[bool] = None, axes: Optional[str] = None, on_progress: Optional[Callable[[int, int], None]] = None,
-            should_stop: Optional[Callable[[], bool]] = None, out: Optional[np.ndarray] = None,
+def predict(model: SegmentationModel | str | os.PathLike, image, config: PredictConfig | None = None, *,
+            rgb: bool | None = None, axes: str | None = None, on_progress: Callable[[int, int], None] | None = None,
+            should_stop: Callable[[], bool] | None = None, out: np.ndarray | None = None,
             **overrides) -> Prediction:
     """Segment a 2-D image or an N-D stack (last two axes spatial; a trailing RGB axis is allowed).
 
@@ -231,12 +241,12 @@ def predict(model: "SegmentationModel | str | os.PathLike", image, config: Optio
     return Prediction(labels, probs if cfg.probabilities else None, doubts, classes)
 
 
-def predict_to_tiff(model: "SegmentationModel | str | os.PathLike", image, labels_path: "str | os.PathLike",
-                    probabilities_path: "str | os.PathLike | None" = None, *, rgb: Optional[bool] = None,
-                    axes: Optional[str] = None,
-                    uncertainty_path: "str | os.PathLike | None" = None,
-                    on_progress: Optional[Callable[[int, int], None]] = None,
-                    config: Optional[PredictConfig] = None, **options) -> None:
+def predict_to_tiff(model: SegmentationModel | str | os.PathLike, image, labels_path: str | os.PathLike,
+                    probabilities_path: str | os.PathLike | None = None, *, rgb: bool | None = None,
+                    axes: str | None = None,
+                    uncertainty_path: str | os.PathLike | None = None,
+                    on_progress: Callable[[int, int], None] | None = None,
+                    config: PredictConfig | None = None, **options) -> None:
     """Segment ``image`` straight into TIFF files, one plane at a time.
 
     Memory stays at a few planes however long the stack is (with a lazy ``image`` such as

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -103,7 +103,7 @@ def _model_ref(path: str):
     return ModelRef(path)
 
 
-def _predict_in_memory(model, target: Target, a, bar, axes: Optional[str] = None) -> None:
+def _predict_in_memory(model, target: Target, a, bar, axes: str | None = None) -> None:
     from .imageio import read_lazy, write_image_atomic, write_labels
     from .predict import predict, predict_to_tiff
 
@@ -136,7 +136,7 @@ def _predict_in_memory(model, target: Target, a, bar, axes: Optional[str] = None
 
 # --------------------------------------------------------------------------- block-wise engine
 
-def connect(address: Optional[str]):
+def connect(address: str | None):
     """A ``dask.distributed`` client for ``--scheduler``, made before any work so an unreachable
     address is one message, not a traceback after the first image; None for local schedulers."""
     if address is None or address in LOCAL_SCHEDULERS:
@@ -150,7 +150,7 @@ def connect(address: Optional[str]):
                           "check the address (tcp://HOST:PORT) and that the scheduler runs") from exc
 
 
-def predict_target(ref, target: Target, args, client=None, axes: Optional[str] = None) -> Path:
+def predict_target(ref, target: Target, args, client=None, axes: str | None = None) -> Path:
     """One input, block by block, into ``target``'s paths.
 
     zarr outputs are written block-wise; a TIFF/PNG output (``--scheduler`` without ``--zarr``) is

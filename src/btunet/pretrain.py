@@ -7,9 +7,10 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ from .normalize import DEFAULT_NORMALIZATION
 from .projector import Projector
 
 
-def embed(encoder: nn.Module, projector: nn.Module, x: torch.Tensor, level: Optional[int] = None
+def embed(encoder: nn.Module, projector: nn.Module, x: torch.Tensor, level: int | None = None
           ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """encoder -> global average pool of the bottleneck -> projector.
 
@@ -48,14 +49,14 @@ class TwinEmbedder(nn.Module):
     embeddings of the points both views share: ``(z_a, z_b, d_a, d_b)``.
     """
 
-    def __init__(self, encoder: nn.Module, projector: nn.Module, dense: Optional[DenseTwins] = None):
+    def __init__(self, encoder: nn.Module, projector: nn.Module, dense: DenseTwins | None = None):
         super().__init__()
         self.encoder = encoder
         self.projector = projector
         self.dense = dense
 
-    def forward(self, view_a: torch.Tensor, view_b: torch.Tensor, theta_a: Optional[torch.Tensor] = None,
-                theta_b: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, ...]:
+    def forward(self, view_a: torch.Tensor, view_b: torch.Tensor, theta_a: torch.Tensor | None = None,
+                theta_b: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         if self.dense is None:
             return embed(self.encoder, self.projector, view_a), embed(self.encoder, self.projector, view_b)
         z_a, f_a = embed(self.encoder, self.projector, view_a, self.dense.level)
@@ -104,7 +105,7 @@ class PretrainedEncoder:
         return save_checkpoint(path, tensors, meta)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "PretrainedEncoder":
+    def load(cls, path: str | os.PathLike) -> PretrainedEncoder:
         tensors, meta = load_checkpoint(path, kind="encoder")
         # float16 storage (the built-in encoder) trains and is saved again in float32
         tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
@@ -112,7 +113,7 @@ class PretrainedEncoder:
         return cls(meta.model.as_dict(), part("encoder."), part("projector."), meta.to_dict())
 
 
-def as_encoder(encoder: "PretrainedEncoder | str | os.PathLike | None") -> Optional[PretrainedEncoder]:
+def as_encoder(encoder: PretrainedEncoder | str | os.PathLike | None) -> PretrainedEncoder | None:
     """An encoder object, file, or ``"builtin"`` (the one shipped with btunet) as an object."""
     if encoder is None or isinstance(encoder, PretrainedEncoder):
         return encoder
@@ -123,7 +124,7 @@ def as_encoder(encoder: "PretrainedEncoder | str | os.PathLike | None") -> Optio
 
 def pretrain(images: ImageSource | Sequence[ImageSource], config: PretrainConfig | None = None,
              on_progress: ProgressCallback | None = None, should_stop: StopCallback | None = None,
-             resume: "PretrainedEncoder | str | os.PathLike | None" = None) -> PretrainedEncoder:
+             resume: PretrainedEncoder | str | os.PathLike | None = None) -> PretrainedEncoder:
     """Pre-train ``config.model``'s encoder with Barlow Twins on unlabelled images.
 
     ``images``: files, folders or arrays (2-D or stacks; every plane is a sample). A stop
@@ -152,7 +153,7 @@ def pretrain(images: ImageSource | Sequence[ImageSource], config: PretrainConfig
 
 
 def pretrain_ddp(images, config=None, on_progress=None, should_stop=None, resume=None,
-                 sync_batchnorm: Optional[str] = None) -> PretrainedEncoder:
+                 sync_batchnorm: str | None = None) -> PretrainedEncoder:
     """Distributed version of :func:`pretrain` (same arguments and result).
 
     Every rank returns the same :class:`PretrainedEncoder`; ``on_progress`` is only called on
@@ -220,7 +221,7 @@ def build_encoder(cfg: PretrainConfig, resume, device: torch.device
     return model, projector, history
 
 
-def build_dense(cfg: PretrainConfig, encoder: nn.Module, device: torch.device) -> Optional[DenseTwins]:
+def build_dense(cfg: PretrainConfig, encoder: nn.Module, device: torch.device) -> DenseTwins | None:
     """The dense objective's sampler and projector, or None with ``dense_weight`` 0 (no random
     numbers drawn then, so the global-only run is unchanged). Its projector is not saved: a
     resumed run starts it afresh."""
@@ -242,13 +243,13 @@ class EncoderRun:
     embed_pair: Callable[..., tuple[torch.Tensor, ...]]  # (view_a, view_b[, theta_a, theta_b]) -> embeddings
     loss: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
     stop: Callable[[], bool]
-    report: Optional[ProgressCallback]
+    report: ProgressCallback | None
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
 def train_encoder(cfg: PretrainConfig, run: EncoderRun, model_config: dict[str, Any], encoder: nn.Module,
                   projector: nn.Module, history: dict[str, list],
-                  dense: Optional[DenseTwins] = None) -> PretrainedEncoder:
+                  dense: DenseTwins | None = None) -> PretrainedEncoder:
     """The Barlow Twins loop: AdamW, linear warm-up then cosine decay, views made on the device.
 
     With ``dense``, ``run.embed_pair`` also gets the views' crop affines and returns the dense

@@ -3,12 +3,11 @@ live preview while fine-tuning)."""
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import numpy as np
 
-from .device import resolve_device
 from .checkpoint import model_metadata
+from .device import resolve_device
 from .metadata import Normalization
 from .planes import OVERLAP, TILE, PlaneLayout, as_model, check_budget, engine_image, predict_plane, stack_range
 from .predict import Prediction
@@ -26,18 +25,18 @@ class Previewer:
     plane on screen seldom changes between previews.
     """
 
-    def __init__(self, image, rgb: Optional[bool] = None, keep: int = 4, axes: Optional[str] = None):
+    def __init__(self, image, rgb: bool | None = None, keep: int = 4, axes: str | None = None):
         self.image, self.rgb = engine_image(image, axes, rgb)  # plane indices: over the axes' T, Z
         self.keep = keep
         self._ranges: dict[tuple, tuple[float, float]] = {}
         self._planes: dict[tuple, np.ndarray] = {}
 
-    def prepare(self, normalization: Optional[Normalization] = None) -> None:
+    def prepare(self, normalization: Normalization | None = None) -> None:
         """Check the plane size and compute the stack's range now (it reads up to 16 planes),
         instead of in the first preview."""
         self._range(normalization)
 
-    def _range(self, normalization: Optional[Normalization]) -> tuple[float, float]:
+    def _range(self, normalization: Normalization | None) -> tuple[float, float]:
         norm = normalization or Normalization()
         key = (norm.low, norm.high)
         if key not in self._ranges:
@@ -45,7 +44,7 @@ class Previewer:
             self._ranges[key] = stack_range(self.image, self.rgb, norm)
         return self._ranges[key]
 
-    def pixels(self, index: tuple, channels: int, normalization: Optional[Normalization] = None) -> np.ndarray:
+    def pixels(self, index: tuple, channels: int, normalization: Normalization | None = None) -> np.ndarray:
         """The normalised (C, Y, X) plane ``index``, as the model sees it."""
         lo, hi = self._range(normalization)
         key = (tuple(index), channels, lo, hi)
@@ -57,8 +56,8 @@ class Previewer:
             self._planes[key] = pixels
         return self._planes[key]
 
-    def __call__(self, model, index: tuple = (), *, threshold: Optional[float] = None, uncertainty: bool = False,
-                 fast: bool = True, device: Optional[str] = None, tile: int = TILE,
+    def __call__(self, model, index: tuple = (), *, threshold: float | None = None, uncertainty: bool = False,
+                 fast: bool = True, device: str | None = None, tile: int = TILE,
                  overlap: int = OVERLAP) -> Prediction:
         """Labels (uint8 0/1) and probability of plane ``index`` (``()`` for a 2-D image), plus
         its uncertainty map when asked. ``device``: default the model's own (``auto`` for a path)."""
@@ -76,7 +75,7 @@ class Previewer:
         return Prediction((prob > threshold).astype(np.uint8), prob, doubt)
 
 
-def preview(model, image, index: tuple = (), *, rgb: Optional[bool] = None, **options) -> Prediction:
+def preview(model, image, index: tuple = (), *, rgb: bool | None = None, **options) -> Prediction:
     """Plane ``index`` of ``image``, predicted as ``predict(model, image)`` predicts it.
 
     ``options``: as :meth:`Previewer.__call__`. Use a :class:`Previewer` for repeated previews

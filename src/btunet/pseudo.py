@@ -11,7 +11,7 @@ stack; they learn only from the teacher's confident pseudo-labels, at a lower we
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 from scipy.special import expit
@@ -58,8 +58,8 @@ def context_planes(images, annotations, channels: int, patch_size: int,
 
 
 def add_pseudo_labels(planes: list[AnnotatedPlane], cfg: FinetuneConfig,
-                      model_probs: Optional[list[np.ndarray]] = None,
-                      extra_features: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+                      model_probs: list[np.ndarray] | None = None,
+                      extra_features: Callable[[np.ndarray], np.ndarray] | None = None,
                       model_edges: bool = False) -> int:
     """Give confident pseudo-labels (weight ``cfg.pseudo_weight``) to unpainted pixels.
 
@@ -128,7 +128,7 @@ def near_edges(classes: np.ndarray, band: float = MODEL_EDGE_BAND) -> np.ndarray
     return np.zeros(classes.shape, bool) if distance is None else distance <= band
 
 
-def edge_distance(labels: np.ndarray) -> Optional[np.ndarray]:
+def edge_distance(labels: np.ndarray) -> np.ndarray | None:
     """Distance (px) to the nearest edge of the label image (a pixel with a 4-neighbour of another
     label); None without edges."""
     from scipy import ndimage as ndi
@@ -144,7 +144,7 @@ CORRECTION_MARGIN = 2
 
 
 def overruled_by(wrong: np.ndarray, predicted: np.ndarray, target: np.ndarray,
-                 radius: Optional[float] = None) -> np.ndarray:
+                 radius: float | None = None) -> np.ndarray:
     """The pixels whose pseudo-labels the corrections ``wrong`` (painted pixels where the model's
     class ``predicted`` is not the painted ``target``) overrule.
 

@@ -24,7 +24,6 @@ import threading
 import warnings
 from collections import OrderedDict
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -41,7 +40,7 @@ FUSED_MIN_PIXELS = 4_000_000
 FORMAT = 1
 INPUT, OUTPUT = "raw", "logits"
 _LOCK = threading.Lock()
-_SESSIONS: "OrderedDict[tuple, object]" = OrderedDict()
+_SESSIONS: OrderedDict[tuple, object] = OrderedDict()
 _WARNED: set[str] = set()
 
 
@@ -63,7 +62,7 @@ def weights_key(net: nn.Module) -> str:
     return h.hexdigest()[:32]
 
 
-def cache_dir() -> Optional[Path]:
+def cache_dir() -> Path | None:
     """Where exported networks are kept: ``BTUNET_CACHE_DIR`` (empty: no disk cache), else the
     user cache folder (``%LOCALAPPDATA%``, ``~/Library/Caches``, ``$XDG_CACHE_HOME`` or ``~/.cache``)."""
     if "BTUNET_CACHE_DIR" in os.environ:
@@ -95,7 +94,7 @@ def _eager_copy(net: nn.Module) -> LogitNet:
     return LogitNet(copy.deepcopy(net).float().cpu().to(memory_format=torch.contiguous_format)).eval()
 
 
-def export_logits(net: nn.Module, path: "str | os.PathLike") -> Path:
+def export_logits(net: nn.Module, path: str | os.PathLike) -> Path:
     """Write the (already BatchNorm-folded) ``net`` as ONNX with dynamic batch, H and W (atomic)."""
     from .onnx_spectral import OPSET, onnx_ready
     logit_net = onnx_ready(_eager_copy(net))
@@ -200,8 +199,8 @@ def _warn_once(reason: str) -> None:
                       RuntimeWarning, stacklevel=3)
 
 
-def fused_model(net: nn.Module, runtime: str = "auto", pixels: Optional[int] = None,
-                threads: Optional[int] = None) -> nn.Module:
+def fused_model(net: nn.Module, runtime: str = "auto", pixels: int | None = None,
+                threads: int | None = None) -> nn.Module:
     """``net`` (an inference model from ``planes.as_model``) as a ``FusedModel`` when ``runtime``
     asks for ONNX Runtime and it is usable, else ``net`` itself.
 
@@ -243,7 +242,7 @@ def fused_model(net: nn.Module, runtime: str = "auto", pixels: Optional[int] = N
     return FusedModel(net, session)
 
 
-def fused_tile(tile: Optional[int], tile_batch: int) -> Optional[int]:
+def fused_tile(tile: int | None, tile_batch: int) -> int | None:
     """The fused path's tile side: one tile holding the pixels of the ``tile_batch`` tiles an eager
     call holds (same memory per call, less overlap to compute: 2048 for 4 tiles of 1024)."""
     if tile is None:

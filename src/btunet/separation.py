@@ -17,8 +17,6 @@ The choice is stored with the model (``CheckpointMetadata.separate_by``).
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from .data import AnnotatedPlane
@@ -49,12 +47,12 @@ def held_out_objects(labels: np.ndarray, region: np.ndarray) -> np.ndarray:
 
 
 def validation_f1(net, planes: list[AnnotatedPlane], threshold: float, min_size: int,
-                  fast: bool = True) -> Optional[dict]:
+                  fast: bool = True) -> dict | None:
     """Object F1 (IoU > 0.5) of each way of separating, pooled over the held-out objects of dense
     instance masks, and their number (``objects``); None when no plane has any."""
     from .planes import plane_outputs
-    matched = {m: 0 for m in SEPARATIONS}
-    counted = {m: 0 for m in SEPARATIONS}  # predicted + true objects
+    matched = dict.fromkeys(SEPARATIONS, 0)
+    counted = dict.fromkeys(SEPARATIONS, 0)  # predicted + true objects
     n_true, n_planes = 0, 0
     for p in planes:
         if p.val_region is None or p.instances is None or not p.val_region.any() or n_planes == MAX_PLANES:
@@ -79,7 +77,7 @@ def validation_f1(net, planes: list[AnnotatedPlane], threshold: float, min_size:
     return {**{m: round(2 * matched[m] / counted[m], 4) for m in SEPARATIONS}, "objects": n_true}
 
 
-def choose_separation(scores: Optional[dict], median_object_px: float) -> tuple[str, str]:
+def choose_separation(scores: dict | None, median_object_px: float) -> tuple[str, str]:
     """(way, why): by the validation scores when they are clear, else by the objects' size."""
     if scores is not None and scores["objects"] >= MIN_VALIDATION_OBJECTS:
         gap = scores["boundary"] - scores["distance"]
@@ -89,7 +87,7 @@ def choose_separation(scores: Optional[dict], median_object_px: float) -> tuple[
 
 
 def separation_of(net, planes: list[AnnotatedPlane], threshold: float, min_size: int, previous: dict,
-                  fast: bool = True) -> tuple[str, Optional[dict]]:
+                  fast: bool = True) -> tuple[str, dict | None]:
     """How a just fine-tuned model with borders separates objects, and why: chosen from instance
     masks (held-out objects, else their size), else kept from the model continued from."""
     sizes = [p.object_sizes for p in planes if p.object_sizes is not None and len(p.object_sizes)]
@@ -101,7 +99,7 @@ def separation_of(net, planes: list[AnnotatedPlane], threshold: float, min_size:
     return way, {"by": why, "f1": scores, "median_object_px": round(median, 1)}
 
 
-def describe_separation(metadata: dict) -> Optional[str]:
+def describe_separation(metadata: dict) -> str | None:
     """One line on how a fine-tuned model splits touching objects, when it chose at fine-tuning."""
     info = metadata.get("separation")
     if not info:

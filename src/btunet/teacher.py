@@ -9,7 +9,7 @@ them; the painted pixels always keep their own label.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 
@@ -72,7 +72,7 @@ FEATURE_CACHE_BYTES = 1 << 30
 
 def forest_probabilities(planes_pixels: list[np.ndarray], targets: list[np.ndarray],
                          masks: list[np.ndarray], seed: int = 0, n_classes: int = 1,
-                         extra_features: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> list[np.ndarray]:
+                         extra_features: Callable[[np.ndarray], np.ndarray] | None = None) -> list[np.ndarray]:
     """Object probability (H, W) of every pixel of every plane, from a forest fitted on the masked
     pixels; with ``n_classes`` K >= 2 (targets = class indices) the (K+1, H, W) class probabilities.
     ``extra_features``: more (H, W, F) features of a plane beside the filters (``encoder_features``).

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Optional
 
 #: Set by the CLI before torch is imported (an explicit user setting wins).
 WAIT_POLICY = "PASSIVE"
@@ -37,7 +36,7 @@ def choose_threads(cores: int, busy: float) -> int:
     return max(1, min(cores, cores - taken))
 
 
-def _snapshot() -> Optional[tuple[float, float, float]]:
+def _snapshot() -> tuple[float, float, float] | None:
     """(wall seconds, busy CPU seconds of the whole machine, CPU seconds of this process)."""
     try:
         with open("/proc/stat") as f:
@@ -55,7 +54,7 @@ class CpuLoad:
     def __init__(self) -> None:
         self._last = _snapshot()
 
-    def others(self) -> Optional[float]:
+    def others(self) -> float | None:
         now = _snapshot()
         if now is None or self._last is None or now[0] - self._last[0] <= 0:
             return None
@@ -78,7 +77,7 @@ def busy_cores(sample_s: float = 0.2) -> float:
     return busy
 
 
-def configure_threads(threads: Optional[int] = None, sample_s: float = 0.2) -> int:
+def configure_threads(threads: int | None = None, sample_s: float = 0.2) -> int:
     """Set torch's thread count: ``threads`` if given, else ``choose_threads`` of the cores this
     process may use and the busy ones measured now, never more than torch already uses (one per
     core, or ``OMP_NUM_THREADS``, or what the process set before). Returns the count."""

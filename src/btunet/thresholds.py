@@ -8,8 +8,6 @@ moves, so every threshold would look alike there.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import torch
 
@@ -28,7 +26,7 @@ MIN_GAIN = 0.01
 
 
 def validation_probabilities(model, planes: list[AnnotatedPlane], fast: bool,
-                             head: HeadSpec) -> Optional[tuple[np.ndarray, np.ndarray]]:
+                             head: HeadSpec) -> tuple[np.ndarray, np.ndarray] | None:
     """(object probability, is object) of every held-out validation pixel, or None if there are none."""
     probs, truth = [], []
     was_training = model.training
@@ -63,14 +61,14 @@ def choose_threshold(prob: np.ndarray, truth: np.ndarray, configured: float) -> 
 
 
 def tune_threshold(model, planes: list[AnnotatedPlane], fast: bool, head: HeadSpec,
-                   configured: float) -> tuple[float, Optional[dict]]:
+                   configured: float) -> tuple[float, dict | None]:
     """``choose_threshold`` on ``model``'s held-out validation pixels; (``configured``, None) without any."""
     held_out = validation_probabilities(model, planes, fast, head)
     return (configured, None) if held_out is None else choose_threshold(*held_out, configured)
 
 
 def threshold_of(model, planes: list[AnnotatedPlane], cfg, head: HeadSpec,
-                 has_validation: bool) -> tuple[float, Optional[dict]]:
+                 has_validation: bool) -> tuple[float, dict | None]:
     """The threshold a fine-tune saves (``cfg``: its ``FinetuneConfig``), and the tuning record if
     it was tuned: ``tune_threshold``'s for dense (or class) masks with validation pixels, else
     ``cfg.threshold`` (a continuation has no validation pixels and runs with the model's own)."""
@@ -79,7 +77,7 @@ def threshold_of(model, planes: list[AnnotatedPlane], cfg, head: HeadSpec,
     return cfg.threshold, None
 
 
-def describe_threshold(metadata: dict) -> Optional[str]:
+def describe_threshold(metadata: dict) -> str | None:
     """One line on the threshold a fine-tune saved, when it tried the candidates."""
     info = metadata.get("threshold_tuning")
     if not info:

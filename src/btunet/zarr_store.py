@@ -69,6 +69,7 @@ def compute(job, scheduler, num_workers: int = 1, progress: bool = False) -> Non
         name = scheduler or "threads"
         if progress:
             import sys
+
             from dask.diagnostics import ProgressBar
             with ProgressBar(out=sys.stderr):
                 dask.compute(job, scheduler=name, num_workers=num_workers)

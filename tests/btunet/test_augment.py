@@ -34,6 +34,7 @@ def test_intensity_jitter_changes_values_only_when_asked():
 
 def test_view_intensity_scales_only_the_intensity_differences_between_views():
     import pytest
+
     from btunet import BTUnetError, PretrainConfig
     from btunet.augment import intensity_jitter, two_views
     x = torch.rand(6, 1, 32, 32, generator=torch.Generator().manual_seed(0)) + 0.5

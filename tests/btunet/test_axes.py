@@ -6,8 +6,19 @@ import tifffile
 import torch
 
 from btunet import BTUnetError, FinetuneConfig, create_model, finetune, predict
-from btunet.axes import (AxesView, channel_axes, check_axes, default_axes, file_axes, from_engine,
-                         output_axes, resolve_axes, tifffile_axes, to_engine, z_axis_of)
+from btunet.axes import (
+    AxesView,
+    channel_axes,
+    check_axes,
+    default_axes,
+    file_axes,
+    from_engine,
+    output_axes,
+    resolve_axes,
+    tifffile_axes,
+    to_engine,
+    z_axis_of,
+)
 from btunet.checkpoint import save_model
 from btunet.cli import main
 from btunet.imageio import read_lazy

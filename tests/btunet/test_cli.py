@@ -33,7 +33,7 @@ def test_pretrain_finetune_predict_evaluate_info(trained, small_sample, capsys):
     labels = tifffile.imread(pred / names[0])
     assert labels.shape == (128, 128) and np.issubdtype(labels.dtype, np.integer)
     prob = tifffile.imread(pred / (names[0][:-4] + "_prob.tif"))
-    assert prob.dtype == np.float32 and 0 <= prob.min() and prob.max() <= 1
+    assert prob.dtype == np.float32 and prob.min() >= 0 and prob.max() <= 1
     capsys.readouterr()
     assert main(["evaluate", "--pred", str(pred), "--truth", str(small_sample / "masks"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -175,7 +175,7 @@ def test_predict_writes_the_uncertainty_map(trained, small_sample, capsys):
     maps = sorted(out.glob("*_uncertainty.tif"))
     assert [m.name for m in maps] == [n[:-4] + "_uncertainty.tif" for n in names]
     u = tifffile.imread(maps[0])
-    assert u.dtype == np.float32 and u.shape == (128, 128) and 0 <= u.min() and u.max() <= 1
+    assert u.dtype == np.float32 and u.shape == (128, 128) and u.min() >= 0 and u.max() <= 1
     maps[0].unlink()
     (out / names[0]).unlink()
     tifffile.imwrite(maps[0], np.zeros((2, 2), np.float32))  # an earlier map is not replaced silently

@@ -10,8 +10,19 @@ import pytest
 import tifffile
 
 import btunet
-from btunet import (BTUnetError, FinetuneConfig, PredictConfig, PretrainConfig, create_model, finetune,
-                    load_model, predict, pretrain, read_metadata, save_model)
+from btunet import (
+    BTUnetError,
+    FinetuneConfig,
+    PredictConfig,
+    PretrainConfig,
+    create_model,
+    finetune,
+    load_model,
+    predict,
+    pretrain,
+    read_metadata,
+    save_model,
+)
 from btunet.cli import main
 
 NAN, INF = math.nan, math.inf

@@ -82,6 +82,7 @@ def test_rescale_brings_grown_weights_back_without_changing_the_training_mode_ou
 
 def test_finetune_rescales_a_pretrained_encoder_only_when_asked(fast_finetune_config):
     import dataclasses
+
     from btunet.finetune import build_from_encoder
     shipped = as_encoder("builtin")
     deep = "blocks.4.body.1.0.1.weight"

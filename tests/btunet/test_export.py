@@ -12,7 +12,7 @@ import pytest
 import tifffile
 import torch
 
-from btunet import BTUnetError, MODELS, create_model, load_model, predict, read_metadata, save_model
+from btunet import MODELS, BTUnetError, create_model, load_model, predict, read_metadata, save_model
 from btunet.bioimageio_package import CHECKPOINT, sample_tensor, scale_range
 from btunet.cli import main
 from btunet.export import export, inference_network, receptive_radius, tiling

@@ -19,7 +19,7 @@ import btunet
 from btunet import CheckpointError, create_model, load_model, read_metadata, save_model
 from btunet.checkpoint import MAX_HEADER_BYTES
 from btunet.cli import main
-from btunet.pretrain import Projector, PretrainedEncoder
+from btunet.pretrain import PretrainedEncoder, Projector
 
 MISSING = object()  # remove the field
 

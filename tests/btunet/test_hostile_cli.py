@@ -93,8 +93,9 @@ def write_lying_tiff(path: Path, side: int = 20000) -> None:
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory) -> Path:
-    from btunet import save_model
     import torch
+
+    from btunet import save_model
     from btunet.models import create_model
     torch.manual_seed(0)  # the same weights whatever ran before (output sizes depend on them)
     net = create_model("unet").eval()

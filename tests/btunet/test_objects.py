@@ -113,6 +113,7 @@ def test_boundary_watershed_separates_touching_objects():
 @pytest.fixture(scope="module")
 def boundary_model(small_sample, fast_finetune_config):
     import dataclasses
+
     import tifffile
     images = sorted((small_sample / "images").glob("*.tif"))
     masks = sorted((small_sample / "masks").glob("*.tif"))
@@ -175,6 +176,7 @@ def test_object_sizes_count_blobs_of_a_binary_mask_and_instances_of_ids():
 
 def test_without_the_boundary_option_one_channel(small_sample, fast_finetune_config):
     import dataclasses
+
     import tifffile
     image = tifffile.imread(sorted((small_sample / "images").glob("*.tif"))[0])
     mask = tifffile.imread(sorted((small_sample / "masks").glob("*.tif"))[0])
@@ -202,6 +204,7 @@ def test_cli_instances_and_object_metrics(boundary_model, small_sample, tmp_path
 
 def test_cli_min_size(boundary_model, small_sample, tmp_path, capsys):
     import tifffile
+
     from btunet.cli import main
     net, _ = boundary_model
     model = save_model(net, tmp_path / "m.safetensors")

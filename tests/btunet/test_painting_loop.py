@@ -254,7 +254,7 @@ def test_uncertainty_matches_a_naive_flip_ensemble():
     assert doubt.shape == (48, 40) and doubt.dtype == np.float32
     assert np.abs(doubt - naive).max() < 1e-4
     assert np.abs(prob - expit(predict_logits(net, pixels, fast=False))).max() < 1e-5
-    assert 0 <= doubt.min() and doubt.max() <= 1
+    assert doubt.min() >= 0 and doubt.max() <= 1
 
 
 def test_predict_uncertainty_leaves_labels_unchanged_and_flags_the_boundary(crop, fast_finetune_config):
@@ -265,7 +265,7 @@ def test_predict_uncertainty_leaves_labels_unchanged_and_flags_the_boundary(crop
     assert plain.uncertainty is None
     assert np.array_equal(plain.labels, with_map.labels)
     u = with_map.uncertainty
-    assert u.shape == image.shape and 0 <= u.min() and u.max() <= 1
+    assert u.shape == image.shape and u.min() >= 0 and u.max() <= 1
     near = np.abs(with_map.probabilities - 0.5) < 0.2
     if near.any() and (~near).any():
         assert u[near].mean() > u[~near].mean()

@@ -7,12 +7,17 @@ import dataclasses
 import numpy as np
 import pytest
 
-from btunet import BTUnetError, FinetuneConfig, finetune, predict
+from btunet import BTUnetError, finetune, predict
 from btunet.checkpoint import load_model, model_metadata, read_metadata, save_model
 from btunet.instances import boundary_instances, distance_instances, object_sizes
 from btunet.planes import plane_layout, plane_outputs
-from btunet.separation import (LARGE_OBJECT_PX, MIN_VALIDATION_OBJECTS, choose_separation, held_out_objects,
-                               validation_f1)
+from btunet.separation import (
+    LARGE_OBJECT_PX,
+    MIN_VALIDATION_OBJECTS,
+    choose_separation,
+    held_out_objects,
+    validation_f1,
+)
 
 
 def test_held_out_objects_keeps_whole_objects_at_least_half_inside():
@@ -85,6 +90,7 @@ def test_predict_follows_the_model_and_can_be_told_otherwise(border_model):
 
 def test_borders_cannot_be_asked_of_a_model_without_them(small_sample, fast_finetune_config, tmp_path, capsys):
     import tifffile
+
     from btunet.cli import main
     image = tifffile.imread(sorted((small_sample / "images").glob("*.tif"))[0])
     mask = tifffile.imread(sorted((small_sample / "masks").glob("*.tif"))[0])
@@ -133,6 +139,7 @@ def test_cli_fine_tune_with_borders_reports_the_choice(small_sample, tmp_path, c
 
 def test_validation_scores_at_most_max_planes(border_model, small_sample, monkeypatch):
     import tifffile
+
     from btunet import planes as planes_module
     from btunet import separation
     from btunet.data import AnnotatedPlane

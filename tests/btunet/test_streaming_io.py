@@ -39,13 +39,11 @@ def test_stack_writer_writes_every_plane(tmp_path):
 def test_unfinished_or_failed_stack_leaves_old_file_and_no_debris(tmp_path):
     target = tmp_path / "out.tif"
     tifffile.imwrite(target, np.ones((3, 3), np.uint8))
-    with pytest.raises(BTUnetError, match="not finished"):
-        with stack_writer(target, (3, 6, 7), np.uint8) as put:
-            put(np.zeros((6, 7)))
-    with pytest.raises(RuntimeError, match="user cancelled"):
-        with stack_writer(target, (3, 6, 7), np.uint8) as put:
-            put(np.zeros((6, 7)))
-            raise RuntimeError("user cancelled")
+    with pytest.raises(BTUnetError, match="not finished"), stack_writer(target, (3, 6, 7), np.uint8) as put:
+        put(np.zeros((6, 7)))
+    with pytest.raises(RuntimeError, match="user cancelled"), stack_writer(target, (3, 6, 7), np.uint8) as put:
+        put(np.zeros((6, 7)))
+        raise RuntimeError("user cancelled")
     assert np.array_equal(tifffile.imread(target), np.ones((3, 3), np.uint8))
     assert [p.name for p in tmp_path.iterdir()] == ["out.tif"]
 

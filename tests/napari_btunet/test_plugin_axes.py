@@ -7,6 +7,7 @@ import tifffile
 import btunet
 from napari_btunet import _layers
 from napari_btunet._session import session
+
 from .plugin_helpers import dock, wait_job
 
 pytestmark = pytest.mark.viewer

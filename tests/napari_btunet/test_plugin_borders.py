@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from napari_btunet._session import session
+
 from .plugin_helpers import dock, errors_of, small_training, wait_job
 
 pytestmark = pytest.mark.viewer

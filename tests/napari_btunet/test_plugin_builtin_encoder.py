@@ -3,6 +3,7 @@ import pytest
 
 from btunet.builtin_encoder import builtin_metadata
 from napari_btunet._session import session
+
 from .plugin_helpers import dock, small_training, wait_job
 
 pytestmark = pytest.mark.viewer

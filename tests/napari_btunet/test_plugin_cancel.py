@@ -8,6 +8,7 @@ import pytest
 import btunet
 from napari_btunet._controls import format_seconds, training_text
 from napari_btunet._session import session
+
 from .plugin_helpers import dock, errors_of, small_training, wait_job
 
 pytestmark = pytest.mark.viewer

@@ -5,6 +5,7 @@ from scipy import ndimage as ndi
 
 from napari_btunet._classes import class_dice_text
 from napari_btunet._session import session
+
 from .plugin_helpers import dock, errors_of, small_training, wait_job
 
 pytestmark = pytest.mark.viewer

@@ -7,6 +7,7 @@ import pytest
 import btunet
 from napari_btunet import _layers, _messages
 from napari_btunet._session import session
+
 from .plugin_helpers import Heartbeat, closest_to_painted, dock, errors_of, small_training, wait_job
 
 pytestmark = pytest.mark.viewer

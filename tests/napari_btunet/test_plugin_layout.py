@@ -6,6 +6,7 @@ from qtpy.QtCore import QRect
 from qtpy.QtWidgets import QApplication, QLabel, QWidget
 
 from napari_btunet._controls import PathField
+
 from .plugin_helpers import open_from_menu
 
 pytestmark = pytest.mark.viewer

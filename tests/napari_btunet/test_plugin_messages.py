@@ -7,8 +7,8 @@ import btunet
 from napari_btunet import _messages
 from napari_btunet._messages import sentence, shorten_paths
 from napari_btunet._session import session
-from .plugin_helpers import dock, errors_of, small_training, wait_job
 
+from .plugin_helpers import dock, errors_of, small_training, wait_job
 
 
 def test_sentence_keeps_file_names_as_they_are():
@@ -22,7 +22,7 @@ def test_sentence_keeps_file_names_as_they_are():
 
 
 def test_long_paths_are_shortened_in_the_middle():
-    short = shorten_paths(f"checkpoint not found: /mnt/lab/someone/projects/2024/nuclei/models/run-07/Model.safetensors")
+    short = shorten_paths("checkpoint not found: /mnt/lab/someone/projects/2024/nuclei/models/run-07/Model.safetensors")
     assert short == "checkpoint not found: /mnt/…/models/run-07/Model.safetensors"
     assert shorten_paths("saved to /tmp/m.safetensors") == "saved to /tmp/m.safetensors"  # short: kept
     assert shorten_paths("C:\\Users\\someone\\Documents\\projects\\nuclei\\Model.safetensors") == (
@@ -41,8 +41,8 @@ def test_a_toast_shows_the_whole_message(make_napari_viewer, qtbot, monkeypatch)
     viewer.window._qt_window.resize(1366, 768)
     shown = []
     monkeypatch.setattr(notifications, "show_error", shown.append)
-    _messages.show_error(f"Fine-tuning failed: checkpoint not found: /mnt/lab/someone/projects/2024/"
-                         f"nuclei/models/run-07/Model.safetensors")
+    _messages.show_error("Fine-tuning failed: checkpoint not found: /mnt/lab/someone/projects/2024/"
+                         "nuclei/models/run-07/Model.safetensors")
     assert shown == ["Fine-tuning failed: checkpoint not found: /mnt/…/models/run-07/Model.safetensors"]
     toast = NapariQtNotification.from_notification(notifications.Notification(shown[0], severity="error"),
                                                    viewer.window._qt_viewer.canvas.native)

@@ -6,6 +6,7 @@ import btunet
 from napari_btunet import _layers
 from napari_btunet._sample_data import load_sample
 from napari_btunet._session import session
+
 from .plugin_helpers import closest_to_painted, dock, errors_of, wait_job
 
 pytestmark = pytest.mark.viewer
@@ -45,7 +46,7 @@ def test_batch_predict_stacks(stacks, qtbot, messages):
         prob = viewer.layers[f"{name} probability [btunet]"]
         assert labels.data.shape == prob.data.shape == shape
         assert labels.data.dtype == np.int32 and prob.data.dtype == np.float32
-        assert 0 <= prob.data.min() and prob.data.max() <= 1
+        assert prob.data.min() >= 0 and prob.data.max() <= 1
         assert tuple(labels.scale) == tuple(prob.scale) == tuple(source.scale)
         assert tuple(labels.translate) == tuple(source.translate)
         assert labels.metadata[_layers.OUTPUT_KEY] and labels.metadata[_layers.SOURCE_KEY] == name

@@ -4,6 +4,7 @@ import pytest
 import btunet
 from napari_btunet import _messages
 from napari_btunet._session import session
+
 from .plugin_helpers import dock, errors_of, small_training, wait_job
 
 pytestmark = pytest.mark.viewer
@@ -58,6 +59,7 @@ def test_pretrain_then_finetune_from_it(sample_viewer, qtbot, messages, tmp_path
 
 def test_pretrain_from_folder_and_cancel(viewer, qtbot, messages, tmp_path):
     import shutil
+
     from napari_btunet._sample_data import sample_folder
     folder = tmp_path / "unlabelled"
     folder.mkdir()

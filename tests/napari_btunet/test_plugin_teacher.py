@@ -4,6 +4,7 @@ import pytest
 
 from btunet import FinetuneConfig
 from napari_btunet._session import session
+
 from .plugin_helpers import dock, errors_of, small_training, wait_job
 from .test_plugin_uncertainty import SOURCE, record_finetune
 

@@ -8,6 +8,7 @@ import btunet
 from btunet import FinetuneConfig
 from napari_btunet import _layers
 from napari_btunet._session import session
+
 from .plugin_helpers import dock, errors_of, small_training, wait_job
 
 pytestmark = pytest.mark.viewer

@@ -2,9 +2,8 @@
 hybrid-pooling down-sampling and transposed-convolution up-sampling."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-
-from typing import Callable
 
 import torch
 from torch import nn

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from .blocks import CrossSpatialAttention, HybridPool2d, separable_bn_relu
-from .inception_unet import HybridPoolEncoder
 from .dropout import Dropout
+from .inception_unet import HybridPoolEncoder
 from .registry import register_variant
 
 

@@ -1,8 +1,8 @@
 """Name -> builder registry (as in segmentation_models_pytorch)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 from torch import nn
 
