@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv run demo test bench screenshots clean
+.PHONY: venv run demo lint test bench screenshots clean
 
 $(BIN)/btunet: setup.cfg pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -11,6 +11,8 @@ $(BIN)/btunet: setup.cfg pyproject.toml
 	# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[testing]"
+	# releases that declare each other incompatible stop here, before any test
+	$(BIN)/pip check
 	touch $(BIN)/btunet
 
 venv: $(BIN)/btunet
@@ -23,7 +25,14 @@ run: venv
 demo: venv
 	$(BIN)/python examples/demo.py
 
+## ruff with the rules in pyproject.toml (seconds)
+lint: venv
+	$(BIN)/ruff check .
+
+## installed releases fit together, lint, then the suite (its first tests import every optional module)
 test: venv
+	$(BIN)/pip check
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 bench: venv

@@ -53,7 +53,10 @@ def imports(name: str, path: Path) -> Iterator[tuple[str, list[str]]]:
 def own_names(path: Path) -> set[str]:
     """Names a module binds itself (assignments, functions, classes), not through imports."""
     names = set()
-    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+    statements = list(ast.parse(path.read_text(encoding="utf-8")).body)
+    for node in statements:
+        if isinstance(node, ast.Try):  # e.g. ``try: __version__ = ... except ...: __version__ = ...``
+            statements += node.body + [s for handler in node.handlers for s in handler.body]
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names.add(node.name)
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):

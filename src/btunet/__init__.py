@@ -2,9 +2,14 @@
 
 The engine of napari-btunet; it never imports Qt or napari.
 """
-__version__ = "0.1.0"
-
 import sys as _sys
+from importlib.metadata import PackageNotFoundError as _NotInstalled
+from importlib.metadata import version as _version
+
+try:  # the one version source is setup.cfg, read back from the installed distribution
+    __version__ = _version("napari-btunet")
+except _NotInstalled:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 if "torch" not in _sys.modules:  # OpenMP reads this once, when torch starts (see threads.py)
     from .threads import set_wait_policy as _set_wait_policy
@@ -25,6 +30,6 @@ from .preview import Previewer, preview  # noqa: E402
 __all__ = [
     "BTUnetError", "Cancelled", "CheckpointError", "CheckpointMetadata", "FinetuneConfig", "MODELS",
     "PredictConfig", "Prediction", "PretrainConfig", "PretrainedEncoder", "Previewer", "Progress", "create_model",
-    "evaluate", "export", "finetune", "inspect_checkpoint", "load_model", "load_package", "model_metadata", "predict", "pretrain",
-    "preview", "read_metadata", "save_model",
+    "evaluate", "export", "finetune", "inspect_checkpoint", "load_model", "load_package", "model_metadata", "predict",
+    "pretrain", "preview", "read_metadata", "save_model",
 ]
