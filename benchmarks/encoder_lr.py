@@ -34,10 +34,10 @@ def report(records: list[dict], args) -> str:
     return "\n".join([
         "## Tuning: learning rate of the pre-trained encoder\n",
         f"{stamp()} · {machine()} · command: `{args.command_line}`\n",
-        f"`{args.variant}`, level {args.level} (annotated images of `quality.py`), fine-tuning budget "
-        f"{args.finetune_seconds:g} s, the Barlow Twins encoder cached by `quality.py` "
-        f"({args.pretrain_seconds:g} s). Test-set Dice, mean ± std over seeds {args.seeds}; "
-        "`encoder lr x1` is the default, `x0` a frozen encoder.\n",
+        (f"`{args.variant}`, level {args.level} (annotated images of `quality.py`), fine-tuning budget "
+         f"{args.finetune_seconds:g} s, the Barlow Twins encoder cached by `quality.py` "
+         f"({args.pretrain_seconds:g} s). Test-set Dice, mean ± std over seeds {args.seeds}; "
+         "`encoder lr x1` is the default, `x0` a frozen encoder.\n"),
         table(header, rows),
         "",
         "Records: [`data/tuning_encoder_lr.jsonl`](data/tuning_encoder_lr.jsonl).",

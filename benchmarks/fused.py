@@ -2,8 +2,8 @@
 
 1. A 2048 x 2048 BBBC007 mosaic with a default-width `unet`: one eager fp32 forward of the whole
    image (what a plain PyTorch user runs), `btunet.predict` on the eager fast path (the default before the
-   fused runtime: channels_last, bf16 where the CPU has it) and `btunet.predict` with its defaults (ONNX Runtime), end to end,
-   best of ``--repeat``; plus the one-time export. Same thread count for every row.
+   fused runtime: channels_last, bf16 where the CPU has it) and `btunet.predict` with its defaults (ONNX
+   Runtime), end to end, best of ``--repeat``; plus the one-time export. Same thread count for every row.
 2. Dice on the 12 BBBC007 test images of a `unet` fine-tuned on the first 2: eager default
    against the fused runtime.
 3. Fine-tuning steps per second (the loop of `btunet.finetune`: patch sampling, augmentation,
@@ -93,7 +93,8 @@ def inference(model, image: np.ndarray, repeat: int) -> dict:
     def eager_whole():  # the plain PyTorch way: the whole image in one fp32 forward
         predict_logits(net32, pixels, tile=None, fast=False)
     rows["eager fp32 forward, whole image"] = best(eager_whole, repeat)
-    rows["btunet.predict, eager fast path (before)"] = best(lambda: btunet.predict(model, image, runtime="eager"), repeat)
+    rows["btunet.predict, eager fast path (before)"] = best(lambda: btunet.predict(model, image, runtime="eager"),
+                                                           repeat)
     runtime.clear_sessions()
     with tempfile.TemporaryDirectory() as folder:
         os.environ["BTUNET_CACHE_DIR"] = folder
@@ -145,7 +146,8 @@ from btunet.finetune import PatchSampler, annotated_planes, head_for
 from btunet.imageio import read_image
 from btunet.losses import segmentation_loss
 from btunet.models.dropout import Dropout
-n_threads = btunet.threads.configure_threads() if threads == "policy" else btunet.threads.configure_threads(int(threads))
+n_threads = (btunet.threads.configure_threads() if threads == "policy"
+             else btunet.threads.configure_threads(int(threads)))
 data = Path(sys.argv[4])
 files = sorted((data / "images").iterdir())[:2]
 images = [read_image(f) for f in files]
@@ -207,14 +209,16 @@ def steps_per_s(legacy: bool, threads: str, steps: int, data: Path, busy: bool =
 # ------------------------------------------------------------------------------------ report
 def report(r: dict) -> str:
     inf, d = r["inference"], r["dice"]
-    rows = [[x["path"], f"{x['seconds']:.2f}", f"{x['ms_per_mp']:.0f}", f"{inf['rows'][0]['seconds'] / x['seconds']:.1f}x",
-             f"{x['load']:.2f}"] for x in inf["rows"]]
+    rows = [[x["path"], f"{x['seconds']:.2f}", f"{x['ms_per_mp']:.0f}",
+             f"{inf['rows'][0]['seconds'] / x['seconds']:.1f}x", f"{x['load']:.2f}"] for x in inf["rows"]]
     steps, native_bf16 = r["steps"], r.get("native_bf16", True)
     step_rows = [[("before" if s["legacy"] else "after"), s["threads"], s["wait_policy"],
                   "yes" if s["busy_competitor"] else "no", f"{s['steps_per_s']:.2f}", f"{s['load']:.2f}"]
                  for s in steps]
     by = {(s["legacy"], s["mode"], s["busy_competitor"]): s["steps_per_s"] for s in steps}
-    ratio = lambda a, b: f"{by[a] / by[b]:.2f}" if a in by and b in by else "n/a"
+    def ratio(a, b):
+        return f"{by[a] / by[b]:.2f}" if a in by and b in by else "n/a"
+    code_alone = ratio((False, "policy", False), (True, "policy", False))
     return f"""## Fused inference, training steps and shared cores
 
 Run {r['date']} on {r['machine']}; `benchmarks/fused.py`. The 1-minute load average is given beside
@@ -249,7 +253,7 @@ of `btunet.threads` with passive waiting. Each row is a fresh process; "busy com
 
 {table(["code", "threads", "OpenMP wait", "busy competitor", "steps/s", "load"], step_rows, "lrllrr")}
 
-The code alone (same thread policy, no competitor): after / before = {ratio((False, "policy", False), (True, "policy", False))}x.
+The code alone (same thread policy, no competitor): after / before = {code_alone}x.
 The whole change without a competitor: {ratio((False, "policy", False), (True, "2", False))}x; with one:
 {ratio((False, "policy", True), (True, "2", True))}x. With a busy competitor, each setting's rate as a share of
 its own rate without one: before {ratio((True, "2", True), (True, "2", False))}, after

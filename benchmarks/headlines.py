@@ -49,10 +49,10 @@ def mean_dice(records: list[dict], dataset: str, method: str, level: str) -> flo
 # ------------------------------------------------------------------------------- painting loop
 def painting_loop_block(records: list[dict]) -> str:
     """Strokes only and after the last correction round, `unet` from scratch against the forest."""
-    lines = ["* **The painting loop** (U-Net from scratch, mean test Dice; "
-             "[docs/results_interactive.md](docs/results_interactive.md)):"]
+    lines = [("* **The painting loop** (U-Net from scratch, mean test Dice; "
+              "[docs/results_interactive.md](docs/results_interactive.md)):")]
     for ds_name in DATASETS:
-        def dice(method: str, rnd: int) -> str:
+        def dice(method: str, rnd: int, ds_name: str = ds_name) -> str:
             d = [r["dice"] for r in records if r["dataset"] == ds_name and r["method"] == method and r["round"] == rnd]
             return f"{np.mean(d):.3f}" if d else "—"
         if not any(r["dataset"] == ds_name for r in records):
@@ -137,10 +137,10 @@ def quality_block(records: list[dict]) -> str:
         return [f"{mean_dice(records, ds, method, '1'):.2f}" if mean_dice(records, ds, method, "1") is not None
                 else "—" for ds in sets]
     unet = row("btunet:unet:scratch")
-    named = [f"{d} on {NAMES[ds]}" for d, ds in zip(unet, sets)]
+    named = [f"{d} on {NAMES[ds]}" for d, ds in zip(unet, sets, strict=True)]
     reach = ", ".join(named[:-1]) + (" and " if len(named) > 1 else "") + named[-1] if named else "—"
-    lines = [f"* **Quality** (Dice on held-out images{budgets(records)}; "
-             "[docs/results_quality.md](docs/results_quality.md)):",
+    lines = [(f"* **Quality** (Dice on held-out images{budgets(records)}; "
+              "[docs/results_quality.md](docs/results_quality.md)):"),
              f"  * `unet` from one annotated image reaches {reach}."]
     baselines = [f"{label} {' / '.join(row(m))}" for m, label in
                  (("random_forest", "An ilastik-style random forest gets"),
@@ -206,7 +206,8 @@ def speed_block(r: dict, fused: list[dict] | None = None) -> str:
             f"takes {o:.2f}x the network time end to end."))
     m = r.get("memory")
     if m and len(m) >= 2:
-        peak = lambda x: x.get("vm_hwm_kb", x["ru_maxrss_kb"]) / 1024
+        def peak(x):
+            return x.get("vm_hwm_kb", x["ru_maxrss_kb"]) / 1024
         a, b = m[0], m[-1]
         verb = "stays flat" if peak(b) <= 1.10 * peak(a) else "grows"
         lines.append(f"  * Peak memory {verb} with stack length: {peak(a):.0f} → {peak(b):.0f} MB for "
@@ -244,10 +245,10 @@ def objects_block(records: list[dict]) -> str:
     from the runs with the size floor (records with ``min_size``) of ``OBJECTS_EPOCHS`` epochs."""
     inst = [r for r in records if r["part"] == "instances" and "min_size" in r
             and r.get("ft_epochs", OBJECTS_EPOCHS) == OBJECTS_EPOCHS]
-    lines = ["* **Touching objects** (2 densely annotated images, object F1 at IoU 0.5 / pixel Dice on the "
-             f"rest, mean over seeds, U-Net fine-tuned for {OBJECTS_EPOCHS} epochs, with the threshold chosen on "
-             "validation pixels where those runs exist; "
-             "[docs/results_objects.md](docs/results_objects.md)):"]
+    lines = [("* **Touching objects** (2 densely annotated images, object F1 at IoU 0.5 / pixel Dice on the "
+              f"rest, mean over seeds, U-Net fine-tuned for {OBJECTS_EPOCHS} epochs, with the threshold chosen on "
+              "validation pixels where those runs exist; "
+              "[docs/results_objects.md](docs/results_objects.md)):")]
     for ds_name in DATASETS:
         parts = []
         for method, label in OBJECT_METHODS:
@@ -280,9 +281,9 @@ def paired_diffs(records: list[dict], ds: str, encoder: str = BUILTIN_RECORD[0],
 def pretraining_block(records: list[dict]) -> str:
     """What the built-in encoder buys at one annotated image, per fine-tune length, and how much
     room more masks leave a better start (all from the same-code records)."""
-    lines = ["* **Pre-training** (`unet` from the built-in Barlow Twins encoder minus from scratch, one "
-             "annotated image, paired seeds, mean test Dice; "
-             "[docs/results_pretraining.md](docs/results_pretraining.md)):"]
+    lines = [("* **Pre-training** (`unet` from the built-in Barlow Twins encoder minus from scratch, one "
+              "annotated image, paired seeds, mean test Dice; "
+              "[docs/results_pretraining.md](docs/results_pretraining.md)):")]
     one = [r for r in records if r["part"] == "recipe" and r.get("images", 1) == 1]
     for epochs in sorted({r["ft_epochs"] for r in one}):
         rs = [r for r in one if r["ft_epochs"] == epochs]

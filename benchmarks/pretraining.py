@@ -41,13 +41,13 @@ NOTES = ROOT / "benchmarks" / "pretraining_notes.md"
 #: how the fine-tune starts from an encoder: FinetuneConfig fields of each setting (explicit, so a
 #: record means the same start whatever the engine's defaults; "lr3" is the engine's start now)
 SETTINGS = {
-    "keep": dict(encoder_refit_bn=False, encoder_warmup=0.0, encoder_lr_scale=1.0),
-    "refit": dict(encoder_refit_bn=True, encoder_warmup=0.0, encoder_lr_scale=1.0),
-    "refit+warmup": dict(encoder_refit_bn=True, encoder_warmup=2.0, encoder_lr_scale=1.0),
-    "lr3": dict(encoder_refit_bn=True, encoder_lr_scale=3.0),
-    "rescale": dict(encoder_refit_bn=True, encoder_rescale=True, encoder_lr_scale=1.0),
-    "rescale+lr3": dict(encoder_refit_bn=True, encoder_rescale=True, encoder_lr_scale=3.0),
-    "default": dict(encoder_lr_scale=1.0),  # the engine's start before the encoder's lr became x3
+    "keep": {"encoder_refit_bn": False, "encoder_warmup": 0.0, "encoder_lr_scale": 1.0},
+    "refit": {"encoder_refit_bn": True, "encoder_warmup": 0.0, "encoder_lr_scale": 1.0},
+    "refit+warmup": {"encoder_refit_bn": True, "encoder_warmup": 2.0, "encoder_lr_scale": 1.0},
+    "lr3": {"encoder_refit_bn": True, "encoder_lr_scale": 3.0},
+    "rescale": {"encoder_refit_bn": True, "encoder_rescale": True, "encoder_lr_scale": 1.0},
+    "rescale+lr3": {"encoder_refit_bn": True, "encoder_rescale": True, "encoder_lr_scale": 3.0},
+    "default": {"encoder_lr_scale": 1.0},  # the engine's start before the encoder's lr became x3
 }
 SETTING_TEXT = {
     "keep": "as saved (BN statistics of pre-training)",
@@ -154,10 +154,10 @@ def start_section(records: list[dict]) -> str:
     settings = [s for s in SETTINGS if any(r["setting"] == s for r in recs)]
     encoders = [n for n in dict.fromkeys(r["encoder"] for r in recs) if n != "scratch"]
     lines = ["## How a fine-tune starts from a pre-trained encoder\n",
-             "BBBC007, one annotated image (the first file), tested on the other 10 files; "
-             f"`unet`, {recs[0]['ft_epochs']} fine-tuning epochs of 25 steps on {recs[0]['threads']} thread(s); "
-             "test Dice, mean ± std over seeds "
-             f"{sorted({r['seed'] for r in recs})}. From scratch: **{cell(recs, encoder='scratch')}**.\n"]
+             ("BBBC007, one annotated image (the first file), tested on the other 10 files; "
+              f"`unet`, {recs[0]['ft_epochs']} fine-tuning epochs of 25 steps on {recs[0]['threads']} thread(s); "
+              "test Dice, mean ± std over seeds "
+              f"{sorted({r['seed'] for r in recs})}. From scratch: **{cell(recs, encoder='scratch')}**.\n")]
     rows = [[f"`{n}`"] + [cell(recs, encoder=n, setting=s) for s in settings] for n in encoders]
     lines += [table(["encoder"] + [SETTING_TEXT[s] for s in settings], rows), ""]
     lines += [encoder_line(recs, n) for n in encoders] + [""]
@@ -180,8 +180,9 @@ def fixes_section(records: list[dict], n_images: int = 2) -> str:
             for enc in dict.fromkeys(r["encoder"] for r in recs if r["dataset"] == ds)]
     return "\n".join([
         f"## Starting from a long pre-training: what was tried ({n_images} annotated images)\n",
-        f"Same protocol as the tables below ({epochs} fine-tuning epochs, seeds "
-        f"{sorted({r['seed'] for r in recs})}); each column a way of starting; the BN statistics are re-estimated in all.\n",
+        (f"Same protocol as the tables below ({epochs} fine-tuning epochs, seeds "
+         f"{sorted({r['seed'] for r in recs})}); each column a way of starting; "
+         "the BN statistics are re-estimated in all.\n"),
         table(["dataset", "encoder", "from scratch", "encoder lr x1"] + [SETTING_TEXT[s] for s in settings], rows,
               "ll" + "r" * (2 + len(settings))), ""])
 
@@ -214,16 +215,18 @@ def recipe_section(records: list[dict], title: str = "The built-in encoder's rec
         if len(columns) < 2:
             continue  # from scratch alone: the headroom table shows it
         datasets = ordered(r["dataset"] for r in rs)
-        name = lambda e, st: "from scratch" if e == "scratch" else f"`{e}`, {SETTING_TEXT[st]}"
+
+        def name(e, st):
+            return "from scratch" if e == "scratch" else f"`{e}`, {SETTING_TEXT[st]}"
         rows = [[ds] + [seeds_cell(rs, ds, e, st) for e, st in columns] for ds in datasets]
         gains = [[ds] + [paired_gain(rs, ds, e, st) for e, st in columns[1:]] for ds in datasets]
         seeds = [[ds, seed] + [cell(rs, dataset=ds, encoder=e, setting=st, seed=seed).replace(" (1 seed)", "")
                                for e, st in columns]
                  for ds in datasets for seed in sorted({r["seed"] for r in rs if r["dataset"] == ds})]
         out += [f"## {title}: {n} annotated image(s), {epochs} fine-tuning epochs\n",
-                f"{source}`unet`, {epochs} fine-tuning epochs of 25 steps on {rs[0]['threads']} thread(s)"
-                f"{' (the default for dense masks, with early stopping)' if epochs == DENSE_EPOCHS else ''}; "
-                f"run {run_dates(rs)}; test Dice, mean ± std over seeds, then per seed (paired).\n",
+                (f"{source}`unet`, {epochs} fine-tuning epochs of 25 steps on {rs[0]['threads']} thread(s)"
+                 f"{' (the default for dense masks, with early stopping)' if epochs == DENSE_EPOCHS else ''}; "
+                 f"run {run_dates(rs)}; test Dice, mean ± std over seeds, then per seed (paired).\n"),
                 table(["dataset"] + [name(*c) for c in columns], rows), "",
                 "Minus from scratch on the same seeds (paired), mean ± std of the differences:\n",
                 table(["dataset"] + [name(*c) for c in columns[1:]], gains), "",
@@ -268,9 +271,9 @@ def headroom_section(records: list[dict]) -> str:
     head = [f"{n} image{'s' if n > 1 else ''}, {e} epochs" for n, e in columns]
     return "\n".join([
         "## Headroom: from scratch at one image against more annotation\n",
-        f"From scratch only, same records and test images. The last columns are what {head[-1]} adds over "
-        "one image: the most a better start (a pre-trained encoder) could add to a fine-tune on one image, "
-        "unless it did better than more masks.\n",
+        (f"From scratch only, same records and test images. The last columns are what {head[-1]} adds over "
+         "one image: the most a better start (a pre-trained encoder) could add to a fine-tune on one image, "
+         "unless it did better than more masks.\n"),
         table(["dataset"] + [f"from scratch, {h}" for h in head] + [f"room over {h}" for h in head[:-1]], rows),
         ""])
 
@@ -296,17 +299,17 @@ def builtin_table(records: list[dict], n_images: int) -> str:
     header = ["dataset", "in the built-in encoder's data"] + [
         "from scratch" if n == "scratch" else f"`{n}`" for n in encoders]
     count = "One annotated image" if n_images == 1 else f"{n_images} annotated images"
-    lines = [f"## The built-in encoder against from scratch and a short pre-training of one's own: "
-             f"{count.lower()}\n",
-             f"{count} per dataset (the first of `quality.py`'s training pool), "
-             f"`unet`, {recs[0]['ft_epochs']} fine-tuning epochs of 25 steps on {recs[0]['threads']} thread(s), "
-             "BN statistics re-estimated, encoder lr x1 (the engine's default start when these ran); test Dice, "
-             "mean ± std over seeds "
-             f"{sorted({r['seed'] for r in recs})}.\n",
+    lines = [(f"## The built-in encoder against from scratch and a short pre-training of one's own: "
+              f"{count.lower()}\n"),
+             (f"{count} per dataset (the first of `quality.py`'s training pool), "
+              f"`unet`, {recs[0]['ft_epochs']} fine-tuning epochs of 25 steps on {recs[0]['threads']} thread(s), "
+              "BN statistics re-estimated, encoder lr x1 (the engine's default start when these ran); test Dice, "
+              "mean ± std over seeds "
+              f"{sorted({r['seed'] for r in recs})}.\n"),
              table(header, rows, "ll" + "r" * len(encoders)), ""]
     lines += [encoder_line(recs, n) for n in encoders if n != "scratch"] + [""]
-    lines += ["Per seed (a seed draws the same patches and decoder weights whatever the encoder, so the "
-              "columns of a row are paired):\n"]
+    lines += [("Per seed (a seed draws the same patches and decoder weights whatever the encoder, so the "
+               "columns of a row are paired):\n")]
     rows = []
     for ds in datasets:
         for seed in sorted({r["seed"] for r in recs if r["dataset"] == ds}):
@@ -318,9 +321,9 @@ def builtin_table(records: list[dict], n_images: int) -> str:
 
 def report(records: list[dict]) -> str:
     parts = ["# Pre-training: when it pays off\n",
-             f"Generated by `benchmarks/pretraining.py` ({stamp()}, {machine()}, 1-min load at the end "
-             f"{load_average()}; records in [docs/data/pretraining.jsonl](data/pretraining.jsonl), "
-             "each with the load when it finished).\n",
+             (f"Generated by `benchmarks/pretraining.py` ({stamp()}, {machine()}, 1-min load at the end "
+              f"{load_average()}; records in [docs/data/pretraining.jsonl](data/pretraining.jsonl), "
+              "each with the load when it finished).\n"),
              recipe_section(read_records(SAME_CODE), "Every column on one version of the code",
                             "Records in [docs/data/pretraining_same_code.jsonl](data/pretraining_same_code.jsonl), "
                             "every column of a table run on one version of the code, so every seed is paired; the "

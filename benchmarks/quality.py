@@ -48,8 +48,8 @@ def load_dataset(name: str, data: Path) -> dict:
         images = [read_image(f) for f in files]
         masks = [read_image(data / "bbbc007" / "masks" / f.name) for f in files]
         names = [f.name for f in files]
-        return {"train": list(zip(names[:4], images[:4], masks[:4])),
-                "test": list(zip(names[4:], images[4:], masks[4:])),
+        return {"train": list(zip(names[:4], images[:4], masks[:4], strict=True)),
+                "test": list(zip(names[4:], images[4:], masks[4:], strict=True)),
                 "unlabelled": images,
                 "protocol": "first 4 files (sorted) are the training pool (1, 2, 4 = the first k), "
                             "the other 10 are the test set"}
@@ -58,7 +58,9 @@ def load_dataset(name: str, data: Path) -> dict:
         lab = tifffile.imread(data / "cells3d" / "nuclei_labels.tif")
         test_z = list(range(20, 56, 4))
         train_z = [34, 42, 27, 47]
-        item = lambda z: (f"z{z}", vol[z], lab[z])
+
+        def item(z):
+            return (f"z{z}", vol[z], lab[z])
         return {"train": [item(z) for z in train_z], "test": [item(z) for z in test_z],
                 "unlabelled": [vol],
                 "protocol": "2-D planes; training pool z = 34, 42, 27, 47 (in that order), "
@@ -66,7 +68,9 @@ def load_dataset(name: str, data: Path) -> dict:
     if name == "cho_3dt":
         stack = tifffile.imread(data / "cho_3dt" / "stack.tif")[:, 2]
         masks = tifffile.imread(data / "cho_3dt" / "masks.tif")[:, 2]
-        item = lambda t: (f"t{t}", stack[t], masks[t])
+
+        def item(t):
+            return (f"t{t}", stack[t], masks[t])
         return {"train": [item(t) for t in range(4)], "test": [item(t) for t in range(4, len(stack))],
                 "unlabelled": [stack],
                 "protocol": "plane z = 2 of each frame; frames 0-3 are the training pool, "
@@ -91,7 +95,7 @@ def annotated_pixels(labels: list, mode: str) -> int:
 # ------------------------------------------------------------------------------------ scoring
 def score(predictions: list[np.ndarray], ds: dict) -> dict:
     from btunet.metrics import pixel_scores
-    per = [pixel_scores(p, mask) for p, (_, _, mask) in zip(predictions, ds["test"])]
+    per = [pixel_scores(p, mask) for p, (_, _, mask) in zip(predictions, ds["test"], strict=True)]
     return {"dice": float(np.mean([s["dice"] for s in per])), "iou": float(np.mean([s["iou"] for s in per]))}
 
 
@@ -179,7 +183,7 @@ def run_random_forest(ds: dict, level: str, seed: int, max_pixels: int) -> dict:
     rng = np.random.default_rng(seed)
     t = time.perf_counter()
     xs, ys = [], []
-    for image, lab in zip(images, labels):
+    for image, lab in zip(images, labels, strict=True):
         f = rf_features(image)
         if mode == "sparse":
             keep = lab > 0
@@ -279,9 +283,9 @@ def label_of(method: str) -> str:
 
 def summary(records: list[dict], args, pretrain_meta: dict, datasets: dict) -> str:
     lines = ["## Quality", "",
-             f"Run {stamp()} on {machine()}; 1-min load average at the end {load_average()} "
-             "(each record in the raw file carries the load when it finished; with 2 cores, a load "
-             "above ~2.5 means other jobs shared them and times are pessimistic).", "",
+             (f"Run {stamp()} on {machine()}; 1-min load average at the end {load_average()} "
+              "(each record in the raw file carries the load when it finished; with 2 cores, a load "
+              "above ~2.5 means other jobs shared them and times are pessimistic)."), "",
              f"Command: `{args.command_line}`" + (" (tables rebuilt from its records with `--report-only`)"
                                                    if args.report_only else ""), ""]
     lines += ["What was run: " + args.description, ""]
@@ -290,15 +294,17 @@ def summary(records: list[dict], args, pretrain_meta: dict, datasets: dict) -> s
         if not recs:
             continue
         seeds = sorted({r["seed"] for r in recs if r["method"] != "otsu"})
-        lines += [f"### {ds_name}", "", f"Protocol: {ds['protocol']}; {len(ds['test'])} test images; "
-                  f"seeds {seeds}. Mean per-image foreground Dice / IoU on the test images, mean ± std "
-                  "over seeds; time = training wall time per run (prediction of all test images in "
-                  "brackets).", ""]
+        lines += [f"### {ds_name}", "",
+                  (f"Protocol: {ds['protocol']}; {len(ds['test'])} test images; "
+                   f"seeds {seeds}. Mean per-image foreground Dice / IoU on the test images, mean ± std "
+                   "over seeds; time = training wall time per run (prediction of all test images in "
+                   "brackets)."), ""]
         for key, meta in pretrain_meta.items():
             if key.startswith(ds_name + ":"):
                 b = meta.get("bench", {})
                 lines.append(f"- Barlow Twins pre-training of `{key.split(':')[1]}`: {meta['seconds']} s, "
-                             f"{len(meta.get('loss_history', []))} epochs (~{b.get('planned_steps', '?')} steps) of batch "
+                             f"{len(meta.get('loss_history', []))} epochs "
+                             f"(~{b.get('planned_steps', '?')} steps) of batch "
                              f"{meta['pretrain_config']['batch_size']} x {meta['pretrain_config']['patch_size']}², "
                              f"loss {meta['loss_history'][0]:.1f} -> {meta['loss_history'][-1]:.1f}, on "
                              f"{meta['trained_on']['planes']} unlabelled planes (this set's images, "
@@ -337,19 +343,19 @@ def summary(records: list[dict], args, pretrain_meta: dict, datasets: dict) -> s
               "for validation when enough is annotated, reduce-on-plateau, early stopping, best epoch kept, "
               f"bf16 + channels_last) with at most {args.epochs or 'the engine default of'} epochs x {args.steps} steps"
               + (f" and a {args.finetune_seconds:g} s budget per run" if args.finetune_seconds else "") + ".",
-              "- MONAI BasicUNet (features 16-32-64-128-256-16, 1.95 M parameters) is trained from scratch "
-              "with the same loss, patch sampler, augmentation and bf16 fast path, for the wall time the "
-              "Barlow Twins run of the same dataset, level and seed took; sliding-window prediction "
-              f"({args.monai_roi}² windows, the training patch size, overlap 0.25, Gaussian blending; "
-              "BasicUNet normalises per instance, so a window much larger than the training patch, or an "
-              "image padded with zeros to fill one, shifts its statistics).",
-              f"- Random forest: `multiscale_basic_features` (intensity, edges, texture, sigma 1-16) + "
-              f"`RandomForestClassifier(n_estimators=50, max_depth=10)` on the same annotated pixels "
-              f"(dense annotations subsampled to {args.rf_pixels:,} pixels).",
+              ("- MONAI BasicUNet (features 16-32-64-128-256-16, 1.95 M parameters) is trained from scratch "
+               "with the same loss, patch sampler, augmentation and bf16 fast path, for the wall time the "
+               "Barlow Twins run of the same dataset, level and seed took; sliding-window prediction "
+               f"({args.monai_roi}² windows, the training patch size, overlap 0.25, Gaussian blending; "
+               "BasicUNet normalises per instance, so a window much larger than the training patch, or an "
+               "image padded with zeros to fill one, shifts its statistics)."),
+              (f"- Random forest: `multiscale_basic_features` (intensity, edges, texture, sigma 1-16) + "
+               f"`RandomForestClassifier(n_estimators=50, max_depth=10)` on the same annotated pixels "
+               f"(dense annotations subsampled to {args.rf_pixels:,} pixels)."),
               "- Otsu needs no annotation: one value per dataset, repeated in every column.",
-              "- Scribbles: on the first training image, a disk (radius <= 5 px) inside each of 10 objects "
-              "(label 2) and 8 strokes of 40 x 3 px in background at least 4 px from objects (label 1); "
-              "generated with a fixed seed from the ground truth (`scribbles()` in the script).",
+              ("- Scribbles: on the first training image, a disk (radius <= 5 px) inside each of 10 objects "
+               "(label 2) and 8 strokes of 40 x 3 px in background at least 4 px from objects (label 1); "
+               "generated with a fixed seed from the ground truth (`scribbles()` in the script)."),
               f"- Raw per-run records: [`{Path(args.records).name}`](data/{Path(args.records).name})."]
     notes = Path(args.notes)
     if args.notes and notes.exists():
@@ -375,7 +381,7 @@ def plot_dataset(ds_name: str, recs: list[dict]) -> Path | None:
                 pts.append((xs[lv], np.mean(d), np.std(d)))
         if not pts:
             continue
-        x, y, e = map(np.array, zip(*pts))
+        x, y, e = map(np.array, zip(*pts, strict=True))
         dense = x < 3
         style = "-o" if m.startswith("btunet") and m.endswith(":bt") else "--s" if m.startswith("btunet") else "-.^"
         line = ax.errorbar(x[dense], y[dense], yerr=e[dense], fmt=style, capsize=3,
@@ -555,7 +561,7 @@ def main(argv=None) -> int:
                 methods = tuple(m for m in methods if m in ("bt", "scratch"))
             unit(ds_name, seed, level, methods)
     report()
-    print(open(DOCS / "results_quality.md").read())
+    print((DOCS / "results_quality.md").read_text())
     return 0
 
 

@@ -75,7 +75,7 @@ def run(args) -> list[tuple[str, float, float]]:
         volume = tmp / "volume.zarr"
         make_volume(volume, args.planes, args.size)
         megapixels = args.planes * args.size * args.size / 1e6
-        common = dict(chunks=args.chunk, depth=args.depth, fast=not args.exact, device="cpu")
+        common = {"chunks": args.chunk, "depth": args.depth, "fast": not args.exact, "device": "cpu"}
         rows = []
         # warm-up (one-time library set-up, not throughput): a small prediction in this process
         predict(str(model_path), np.zeros((256, 256), np.uint16), fast=not args.exact, device="cpu")
@@ -113,12 +113,12 @@ def run(args) -> list[tuple[str, float, float]]:
 
 def table(rows, args, load_before: str, load_after: str) -> str:
     when = datetime.datetime.now().isoformat(timespec="minutes")
-    lines = [f"## {when} — {args.planes} x {args.size} x {args.size} uint16 zarr, chunk {args.chunk}, "
-             f"depth {args.depth}, {'fp32' if args.exact else 'bf16 + channels_last'}",
+    lines = [(f"## {when} — {args.planes} x {args.size} x {args.size} uint16 zarr, chunk {args.chunk}, "
+              f"depth {args.depth}, {'fp32' if args.exact else 'bf16 + channels_last'}"),
              "",
-             f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-             f"Python {platform.python_version()}. Load average (1, 5, 15 min) before: {load_before}; "
-             f"after: {load_after}.",
+             (f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+              f"Python {platform.python_version()}. Load average (1, 5, 15 min) before: {load_before}; "
+              f"after: {load_after}."),
              "",
              "| run | seconds | megapixels/s | speed-up vs 1 worker | peak worker memory |",
              "|---|---:|---:|---:|---:|"]

@@ -101,12 +101,12 @@ def inference(variants: list[str], size: int, repeat: int) -> list[dict]:
         moved = count_bytes(model, torch.from_numpy(plane)[None])
         # what `btunet predict` runs: BatchNorm folded into the convolutions (planes.as_model)
         fused = as_model(model, torch.device("cpu"))
-        t32 = timed(lambda: predict_logits(fused.to(memory_format=torch.contiguous_format), plane, fast=False),
-                    repeat)
+        t32 = timed(lambda fused=fused: predict_logits(fused.to(memory_format=torch.contiguous_format), plane,
+                                                       fast=False), repeat)
         fused.to(memory_format=torch.channels_last)
-        tfast = timed(lambda: predict_logits(fused, plane, fast=True), repeat)
+        tfast = timed(lambda fused=fused: predict_logits(fused, plane, fast=True), repeat)
         model.to(memory_format=torch.channels_last)
-        tunfused = timed(lambda: predict_logits(model, plane, fast=True), repeat)
+        tunfused = timed(lambda model=model: predict_logits(model, plane, fast=True), repeat)
         mp = size * size / 1e6
         rows.append({"variant": name, "repeats": repeat, "gflop": flops / 1e9, "gbytes": moved / 1e9,
                      "fp32_ms_per_mp": 1e3 * t32 / mp, "fast_ms_per_mp": 1e3 * tfast / mp,
@@ -151,8 +151,9 @@ def layer_probe() -> list[list[str]]:
         for m in (dw, pw, dense):
             m.to(memory_format=fmt)
         with torch.no_grad(), autocast(torch.device("cpu"), amp):
-            ms = [1e3 * timed(fn, 5) for fn in (lambda: dw(x), lambda: pw(x), lambda: dense(x), lambda: bn(x),
-                                                lambda: torch.relu(x), lambda: x + x, lambda: x.clone())]
+            ms = [1e3 * timed(fn, 5) for fn in (lambda x=x: dw(x), lambda x=x: pw(x), lambda x=x: dense(x),
+                                                lambda x=x: bn(x), lambda x=x: torch.relu(x), lambda x=x: x + x,
+                                                lambda x=x: x.clone())]
         mb = x.numel() * x.element_size() / 1e6
         rows.append([label] + [f"{v:.1f}" for v in ms] + [f"{2 * mb / ms[-1]:.1f}"])
     return rows
@@ -216,7 +217,7 @@ def make_stack(data: Path, planes: int, h: int, w: int, dtype) -> np.ndarray:
     scale = 257 if np.dtype(dtype) == np.uint16 else 1
     for k in range(planes):
         tiles = [images[(k + i) % len(images)] for i in range(len(images))]
-        row_blocks, y = [], 0
+        y = 0
         i = 0
         canvas = np.zeros((h, w), np.float32)
         while y < h:
@@ -389,18 +390,19 @@ def report(r: dict, args) -> str:
              f"Command: `{r.get('command', args.command_line)}`", "",
              *[f"- {part}: kept from {src}" for part, src in r.get("sources", {}).items()],
              *([""] if r.get("sources") else []),
-             "Times are best-of-N wall-clock seconds; the 1-minute load average next to each number says "
-             "how busy the 2 cores were (other jobs share them; above ~2 the numbers are pessimistic).", "",
+             ("Times are best-of-N wall-clock seconds; the 1-minute load average next to each number says "
+              "how busy the 2 cores were (other jobs share them; above ~2 the numbers are pessimistic)."), "",
              "### Matrix-multiply peak", "",
              table(["dtype", "GFLOP/s (2048² matmul)"], [["fp32", f"{peak['fp32']:.0f}"], ["bf16", f"{bf16:.0f}"]]),
              f"\nload {peak['load']}", "",
              f"### Inference per variant ({args.size}² plane, `predict_logits`, one tile)", "",
-             "FLOPs from `torch.utils.flop_counter.FlopCounterMode` (2 per multiply-add; FFTs of the "
-             "spectral pooling are not counted). Both columns use what `btunet predict` runs: BatchNorm "
-             "folded into the convolutions. Fast path = channels_last + bf16 autocast; the column "
-             "\"fast, BN kept\" is the fast path without the folding.", ""]
+             ("FLOPs from `torch.utils.flop_counter.FlopCounterMode` (2 per multiply-add; FFTs of the "
+              "spectral pooling are not counted). Both columns use what `btunet predict` runs: BatchNorm "
+              "folded into the convolutions. Fast path = channels_last + bf16 autocast; the column "
+              "\"fast, BN kept\" is the fast path without the folding."), ""]
     rows = [[f"`{x['variant']}`", f"{x['gflop']:.2f}", f"{x['gbytes']:.2f}", f"{x['gflop'] / x['gbytes']:.1f}",
-             f"{x['fp32_ms_per_mp']:.0f}", f"{x['fast_ms_per_mp']:.0f}", f"{x.get('fast_unfused_ms_per_mp', float('nan')):.0f}",
+             f"{x['fp32_ms_per_mp']:.0f}", f"{x['fast_ms_per_mp']:.0f}",
+             f"{x.get('fast_unfused_ms_per_mp', float('nan')):.0f}",
              f"{x['fp32_ms_per_mp'] / x['fast_ms_per_mp']:.2f}x", f"{x['fp32_gflops']:.1f}",
              f"{x['fast_gflops']:.1f}", f"{100 * x['fast_gflops'] / bf16:.1f} %", x["load"]] for x in r["inference"]]
     lines += [table(["variant", "GFLOP / plane", "GB moved / plane", "FLOP/byte", "fp32 ms/MP", "fast ms/MP",
@@ -417,53 +419,53 @@ def report(r: dict, args) -> str:
                       f"(a ceiling of {x['gflop'] / (x['gbytes'] / bw):.0f} GFLOP/s)" for x in r["inference"])
                   + f"; the bf16 matmul peak would need at least {bf16 / bw:.0f} FLOP/byte.", ""]
     if r.get("layers"):
-        lines += ["One op on a 16 x 512 x 512 activation (the first level of `unet`), ms, and the copy "
-                  "bandwidth:", "",
+        lines += [("One op on a 16 x 512 x 512 activation (the first level of `unet`), ms, and the copy "
+                   "bandwidth:"), "",
                   table(["dtype / layout", "depthwise 3x3", "pointwise 1x1", "dense 3x3", "BatchNorm (eval)",
                          "ReLU", "add", "copy", "copy GB/s"], r["layers"]), ""]
     fv = r.get("fast_vs_fp32")
     if fv:
         lines += ["### Fast path against fp32 on real images", "",
-                  f"`unet` fine-tuned on the first 2 BBBC007 images, predicted on the next {fv['images']}: "
-                  f"Dice to ground truth fp32 {fv['dice_fp32']:.4f}, fast {fv['dice_fast']:.4f} (difference "
-                  f"{abs(fv['dice_fp32'] - fv['dice_fast']):.4f}); Dice between the two label images "
-                  f"{fv['dice_fast_vs_fp32']:.4f}; max probability difference {fv['max_prob_diff']:.4f}.", ""]
+                  (f"`unet` fine-tuned on the first 2 BBBC007 images, predicted on the next {fv['images']}: "
+                   f"Dice to ground truth fp32 {fv['dice_fp32']:.4f}, fast {fv['dice_fast']:.4f} (difference "
+                   f"{abs(fv['dice_fp32'] - fv['dice_fast']):.4f}); Dice between the two label images "
+                   f"{fv['dice_fast_vs_fp32']:.4f}; max probability difference {fv['max_prob_diff']:.4f}."), ""]
     c = r.get("cli")
     if c:
         lines += [f"### Pipeline overhead of `btunet predict` ({c['planes']} x 700 x 1100 uint8 stack)", "",
-                  f"End-to-end `btunet.cli.main(['predict', ...])` (load checkpoint, read, normalise, tile, "
-                  f"blend, threshold, write) {c['end_to_end_s']:.1f} s; pure network time for the same "
-                  f"{c['tiles_per_plane']} tiles per plane in the same batches {c['network_s']:.1f} s: overhead "
-                  f"**{c['overhead']:.2f}x** (load {c['load']}). The {c.get('tile', ['?', '?'])[0]} x "
-                  f"{c.get('tile', ['?', '?'])[1]} tiles with 256 px overlap cover "
-                  f"{c['tiled_pixels_ratio']:.2f}x the plane's pixels; one untiled forward of the padded plane "
-                  f"would take {c['untiled_network_s']:.1f} s for the stack (end-to-end / that = "
-                  f"{c['vs_untiled']:.2f}x).", ""]
+                  (f"End-to-end `btunet.cli.main(['predict', ...])` (load checkpoint, read, normalise, tile, "
+                   f"blend, threshold, write) {c['end_to_end_s']:.1f} s; pure network time for the same "
+                   f"{c['tiles_per_plane']} tiles per plane in the same batches {c['network_s']:.1f} s: overhead "
+                   f"**{c['overhead']:.2f}x** (load {c['load']}). The {c.get('tile', ['?', '?'])[0]} x "
+                   f"{c.get('tile', ['?', '?'])[1]} tiles with 256 px overlap cover "
+                   f"{c['tiled_pixels_ratio']:.2f}x the plane's pixels; one untiled forward of the padded plane "
+                   f"would take {c['untiled_network_s']:.1f} s for the stack (end-to-end / that = "
+                   f"{c['vs_untiled']:.2f}x)."), ""]
     p = r.get("pretrain")
     if p:
         lines += ["### Pre-training step", "",
-                  f"Full `pretrain` step (batch {p['batch']} x {p['patch']}²: patch sampling, two augmented "
-                  f"views, forward, backward, AdamW) {p['full_step_s']:.2f} s; pure forward + backward of the "
-                  f"same batch {p['fwd_bwd_s']:.2f} s: overhead **{p['overhead']:.2f}x** (load {p['load']}). "
-                  f"Parts: patch sampling {1e3 * p['sampling_s']:.0f} ms, augmentation of both views "
-                  f"{1e3 * p['augment_s']:.0f} ms, optimizer step {1e3 * p['optimizer_s']:.0f} ms.", ""]
+                  (f"Full `pretrain` step (batch {p['batch']} x {p['patch']}²: patch sampling, two augmented "
+                   f"views, forward, backward, AdamW) {p['full_step_s']:.2f} s; pure forward + backward of the "
+                   f"same batch {p['fwd_bwd_s']:.2f} s: overhead **{p['overhead']:.2f}x** (load {p['load']}). "
+                   f"Parts: patch sampling {1e3 * p['sampling_s']:.0f} ms, augmentation of both views "
+                   f"{1e3 * p['augment_s']:.0f} ms, optimizer step {1e3 * p['optimizer_s']:.0f} ms."), ""]
     f = r.get("finetune")
     if f:
         hist = ", ".join(f"{d:.3f}" for d in f["history"])
         lines += ["### Fine-tuning time to 95 % of the final validation Dice", "",
-                  f"`unet` {f.get('init', 'from scratch')} on 2 dense BBBC007 images (engine defaults, "
-                  f"early stopping), {f['epochs']} epochs in {f['seconds']:.0f} s: "
-                  f"final validation Dice {f['final_val_dice']:.3f}, 95 % of it reached after epoch "
-                  f"{f['epoch_95']}, i.e. **{f['seconds_95']:.0f} s**. Validation Dice per epoch: {hist}.", ""]
+                  (f"`unet` {f.get('init', 'from scratch')} on 2 dense BBBC007 images (engine defaults, "
+                   f"early stopping), {f['epochs']} epochs in {f['seconds']:.0f} s: "
+                   f"final validation Dice {f['final_val_dice']:.3f}, 95 % of it reached after epoch "
+                   f"{f['epoch_95']}, i.e. **{f['seconds_95']:.0f} s**. Validation Dice per epoch: {hist}."), ""]
     m = r.get("memory")
     if m:
         rows = [[x["planes"], f"{x['size']}²", f"{x['stack_MB']:.0f}", f"{x['seconds']:.0f}",
                  f"{x.get('vm_hwm_kb', x['ru_maxrss_kb']) / 1024:.0f}", f"{x['anon_peak_kb'] / 1024:.0f}",
                  f"{x['file_peak_kb'] / 1024:.0f}", x["load"]] for x in m]
         lines += ["### Peak memory of `btunet predict` on a uint16 stack from disk", "",
-                  "Each run in a fresh subprocess (high-water RSS = `VmHWM` of the process after the "
-                  "command; anonymous and file-backed RSS sampled from /proc every 50 ms). Model: a base-4 `unet` (the network "
-                  "size does not change what the pipeline holds).", "",
+                  ("Each run in a fresh subprocess (high-water RSS = `VmHWM` of the process after the "
+                   "command; anonymous and file-backed RSS sampled from /proc every 50 ms). Model: a base-4 `unet` "
+                   "(the network size does not change what the pipeline holds)."), "",
                   table(["planes", "plane", "stack MB", "seconds", "max RSS MB", "anon RSS MB",
                          "file RSS MB", "load"], rows), ""]
     lines += ["### Targets", "", table(["target", "measured", "verdict"], targets(r), "lll"), ""]
@@ -493,7 +495,9 @@ def targets(r: dict) -> list[list[str]]:
                      verdict(r["pretrain"]["overhead"] <= 1.2)])
     if r.get("memory") and len(r["memory"]) >= 2:
         a, b = r["memory"][0], r["memory"][-1]
-        peak = lambda x: x.get("vm_hwm_kb", x["ru_maxrss_kb"])
+
+        def peak(x):
+            return x.get("vm_hwm_kb", x["ru_maxrss_kb"])
         ratio = peak(b) / peak(a)
         rows.append([f"peak memory, {b['planes']} planes within 10 % of {a['planes']} planes",
                      f"{ratio:.2f}x ({peak(a) / 1024:.0f} -> {peak(b) / 1024:.0f} MB)",

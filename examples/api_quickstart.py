@@ -23,7 +23,7 @@ model = btunet.finetune(images[:2], masks[:2], config, encoder=encoder, on_progr
 btunet.save_model(model, "quickstart_model.safetensors")
 
 # 3. Predict (any size, any stack; numpy, memmap, dask or zarr) and evaluate.
-for image_path, mask_path in zip(images[2:5], masks[2:5]):
+for image_path, mask_path in zip(images[2:5], masks[2:5], strict=True):
     result = btunet.predict("quickstart_model.safetensors", read_image(image_path), instances=True)
     scores = btunet.evaluate(result.labels, read_image(mask_path), objects=True)
     print(image_path.name, {k: round(v, 3) for k, v in scores.items()})

@@ -7,6 +7,8 @@ the engine calls (``axes=``); a C axis is the model's input channels, T and Z ar
 """
 from __future__ import annotations
 
+import contextlib
+
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QWidget
 
@@ -29,7 +31,8 @@ def suggested_axes(layer) -> str | None:
     shape = tuple(layer_array(layer).shape)
     rgb = bool(getattr(layer, "rgb", False))
     labels = [str(n).strip().upper() for n in (getattr(layer, "axis_labels", None) or ())]
-    own = "".join(labels) + ("C" if rgb else "") if labels and all(n in LETTERS and len(n) == 1 for n in labels) else None
+    own = ("".join(labels) + ("C" if rgb else "")
+           if labels and all(n in LETTERS and len(n) == 1 for n in labels) else None)
     path = getattr(getattr(layer, "source", None), "path", None)
     found = axes_of(layer) or _fits(own, shape) or (_fits(file_axes(path), shape) if path else None)
     if found is not None:
@@ -41,10 +44,8 @@ def suggested_axes(layer) -> str | None:
 def name_sliders(viewer, layer, axes: str) -> None:
     """Name the viewer's sliders (and the layer's axes) by the letters; RGB's C is no slider."""
     letters = tuple(axes[:-1] if getattr(layer, "rgb", False) else axes)
-    try:
+    with contextlib.suppress(Exception):  # a napari without layer axis labels, or a layer that refuses them
         layer.axis_labels = letters
-    except Exception:  # a napari without layer axis labels, or a layer that refuses them
-        pass
     current = list(viewer.dims.axis_labels)
     if len(letters) <= len(current):
         current[len(current) - len(letters):] = letters

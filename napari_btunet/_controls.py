@@ -131,10 +131,10 @@ class PathField(QWidget):
 
     changed = Signal()
 
-    def __init__(self, mode: str = "open", filter: str = "Checkpoints (*.safetensors)",
+    def __init__(self, mode: str = "open", file_filter: str = "Checkpoints (*.safetensors)",
                  placeholder: str = "", parent: QWidget | None = None):
         super().__init__(parent)
-        self.mode, self.filter = mode, filter
+        self.mode, self.filter = mode, file_filter
         self.edit = QLineEdit()
         self.edit.setPlaceholderText(placeholder)
         self.edit.editingFinished.connect(self.changed)

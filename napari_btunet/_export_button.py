@@ -37,11 +37,12 @@ def choose_and_export(parent: QWidget, get_model: Callable[[], Any],
                                                options=QFileDialog.Option.DontConfirmOverwrite)
     if not chosen:
         return None
-    format, suffix = FILTERS.get(kind, FILTERS[next(iter(FILTERS))])
-    return start_export(parent, get_model(), chosen if Path(chosen).suffix else chosen + suffix, format, button)
+    export_format, suffix = FILTERS.get(kind, FILTERS[next(iter(FILTERS))])
+    return start_export(parent, get_model(), chosen if Path(chosen).suffix else chosen + suffix, export_format,
+                        button)
 
 
-def start_export(parent: QWidget | None, model: Any, path: str | Path, format: str,
+def start_export(parent: QWidget | None, model: Any, path: str | Path, export_format: str,
                  button: QPushButton | None = None) -> Job | None:
     """Export a copy of ``model`` in a worker (asks before replacing a file)."""
     import btunet
@@ -49,7 +50,7 @@ def start_export(parent: QWidget | None, model: Any, path: str | Path, format: s
     from btunet.export import require
     path = Path(path)
     try:
-        require(format)  # a missing optional package is said at once, not after a wait
+        require(export_format)  # a missing optional package is said at once, not after a wait
     except BTUnetError as exc:
         _messages.show_error(f"Could not export the model: {_messages.sentence(exc)}")
         return None
@@ -67,4 +68,4 @@ def start_export(parent: QWidget | None, model: Any, path: str | Path, format: s
         else:
             _messages.show_info(f"Model exported to {outcome.result}")
 
-    return Job(lambda job: btunet.export(model, path, format, overwrite=True), done).start()
+    return Job(lambda job: btunet.export(model, path, export_format, overwrite=True), done).start()

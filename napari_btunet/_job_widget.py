@@ -2,6 +2,7 @@
 scrolling body, one engine job at a time, one status line per outcome, and clean-up."""
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 from qtpy.QtCore import QEvent, QTimer
@@ -48,15 +49,11 @@ class JobWidget(QWidget):
 
         def on_destroyed(*_):
             for cleanup in cleanups:
-                try:
+                with contextlib.suppress(Exception):  # best effort: one failing clean-up must not stop the rest
                     cleanup()
-                except Exception:
-                    pass
             if holder[0] is not None:
-                try:
+                with contextlib.suppress(RuntimeError):  # Qt objects already gone (interpreter exit)
                     holder[0].detach()
-                except RuntimeError:  # Qt objects already gone (interpreter exit)
-                    pass
         self.destroyed.connect(on_destroyed)
 
     def on_close(self, cleanup: Callable[[], None]) -> None:
@@ -71,10 +68,8 @@ class JobWidget(QWidget):
         def relay(what: str) -> None:
             widget = ref()
             if widget is not None:
-                try:
+                with contextlib.suppress(RuntimeError):  # the Qt side is already gone
                     getattr(widget, method_name)(what)
-                except RuntimeError:  # the Qt side is already gone
-                    pass
         session.changed.connect(relay)
         self.on_close(lambda: session.changed.disconnect(relay))
 
@@ -173,7 +168,5 @@ class JobWidget(QWidget):
         return super().event(event)
 
     def _settle_when_alive(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # closed before the event loop came round
             self._settle_dock()
-        except RuntimeError:  # closed before the event loop came round
-            pass

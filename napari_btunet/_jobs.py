@@ -6,6 +6,7 @@ happens on the GUI thread, and ``Cancel`` only sets a flag that the engine's ``s
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -91,7 +92,7 @@ class Job:
             return Outcome(result=self.task(self), cancelled=self.should_stop())
         except Cancelled as exc:
             return Outcome(error=exc, cancelled=True)
-        except Exception as exc:  # reported on the GUI thread as a notification
+        except Exception as exc:  # noqa: BLE001 - any failure is reported on the GUI thread as a notification
             return Outcome(error=exc)
 
     # GUI-thread side
@@ -115,10 +116,8 @@ class Job:
         except RuntimeError:
             return
         for signal in signals:
-            try:
+            with contextlib.suppress(TypeError, RuntimeError):
                 signal.disconnect()
-            except (TypeError, RuntimeError):
-                pass
 
     def cancel(self) -> None:
         if self.running and not self._stop.is_set():

@@ -2,6 +2,7 @@
 metadata, never by name alone), the plane on screen, and layer-list changes."""
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -59,7 +60,7 @@ def spatial_shape(layer) -> tuple[int, ...]:
     shape = tuple(layer_array(layer).shape)
     axes = axes_of(layer)
     if axes is not None:
-        return tuple(n for n, c in zip(shape, axes) if c != "C")
+        return tuple(n for n, c in zip(shape, axes, strict=True) if c != "C")
     return shape[:-1] if getattr(layer, "rgb", False) else shape
 
 
@@ -140,15 +141,13 @@ class PlaneTracker:
         index: tuple = ()
         if leading:
             coords = np.asarray(self.layer.world_to_data(self.viewer.dims.point), float)
-            index = tuple(int(np.clip(round(coords[d]), 0, n - 1)) for d, n in zip(dims, leading))
+            index = tuple(int(np.clip(round(coords[d]), 0, n - 1)) for d, n in zip(dims, leading, strict=True))
         with self._lock:
             self._index = index
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # best effort: the viewer may already be closed
             self.viewer.dims.events.current_step.disconnect(self.update)
-        except Exception:  # viewer already closed
-            pass
 
 
 def watch_layers(viewer, callback: Callable[[], None]) -> Callable[[], None]:
@@ -162,10 +161,8 @@ def watch_layers(viewer, callback: Callable[[], None]) -> Callable[[], None]:
     def on_change(event=None):
         target = ref()
         if target is not None:
-            try:
+            with contextlib.suppress(RuntimeError):  # the Qt side is already gone
                 target()
-            except RuntimeError:  # the Qt side is already gone
-                pass
 
     def on_inserted(event=None):
         if event is not None and hasattr(event, "value"):
@@ -180,13 +177,9 @@ def watch_layers(viewer, callback: Callable[[], None]) -> Callable[[], None]:
     def disconnect():
         for signal, slot in ((viewer.layers.events.inserted, on_inserted),
                              (viewer.layers.events.removed, on_change)):
-            try:
+            with contextlib.suppress(Exception):  # best-effort clean-up
                 signal.disconnect(slot)
-            except Exception:
-                pass
         for layer in viewer.layers:
-            try:
+            with contextlib.suppress(Exception):  # best-effort clean-up
                 layer.events.name.disconnect(on_change)
-            except Exception:
-                pass
     return disconnect

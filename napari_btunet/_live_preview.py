@@ -16,7 +16,7 @@ from ._layers import PlaneTracker, axes_of, layer_array, prediction_colormap, sp
 PREVIEW_KIND = "preview"
 UNCERTAINTY_KIND = "uncertainty"
 #: how the uncertainty layer is shown: bright = unsure (paint there next), black adds nothing
-UNCERTAINTY_STYLE = dict(colormap="magma", contrast_limits=(0.0, 1.0), blending="additive", opacity=0.6)
+UNCERTAINTY_STYLE = {"colormap": "magma", "contrast_limits": (0.0, 1.0), "blending": "additive", "opacity": 0.6}
 
 
 class LivePreview:

@@ -130,11 +130,12 @@ class LivePlot(QWidget):
         if steps:
             stride = max(1, len(steps) // max(1, int(box.width())))  # about one point per pixel
             line = QPolygonF([QPointF(x_of(s), y_of(v, lo, hi))
-                              for s, v in zip(steps[::stride] + steps[-1:], values[::stride] + values[-1:])])
+                              for s, v in zip(steps[::stride] + steps[-1:], values[::stride] + values[-1:],
+                                              strict=True)])
             p.setPen(QPen(LOSS_COLOUR, 1.3))
             p.drawPolyline(line)
         if self.right[0]:
-            points = [QPointF(x_of(s), y_of(min(1.0, max(0.0, v)), 0, 1)) for s, v in zip(*self.right)]
+            points = [QPointF(x_of(s), y_of(min(1.0, max(0.0, v)), 0, 1)) for s, v in zip(*self.right, strict=True)]
             p.setPen(QPen(RIGHT_COLOUR, 1.3))
             p.drawPolyline(QPolygonF(points))
             p.setBrush(RIGHT_COLOUR)

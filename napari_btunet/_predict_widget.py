@@ -94,7 +94,7 @@ class PredictWidget(JobWidget):
         self.model_combo.addItems(MODEL_CHOICES)
         self.model_combo.currentTextChanged.connect(self._sync_model)
         form.addRow("model", self.model_combo)
-        self.model_file = PathField("open", filter="Models (*.safetensors *.zip)",
+        self.model_file = PathField("open", file_filter="Models (*.safetensors *.zip)",
                                     placeholder="fine-tuned model (.safetensors or exported .zip)")
         self.model_file.changed.connect(self._sync_model)
         form.addRow(self.model_file)

@@ -13,6 +13,7 @@ the GUI thread and the training thread were doing during a stall.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
 import os
 import time
@@ -49,48 +50,49 @@ def main() -> int:
     finetune = viewer.window.dock_widgets["Fine-tune (BT-Unet)"]
     viewer.layers.selection.active = viewer.layers["BBBC007 annotation"]
 
-    dump = open(args.stall_dump, "w") if args.stall_dump else None
-    gaps: list[float] = []
-    last = [None]
+    with contextlib.ExitStack() as files:
+        dump = files.enter_context(open(args.stall_dump, "w")) if args.stall_dump else None
+        gaps: list[float] = []
+        last = [None]
 
-    def tick() -> None:
-        now = time.perf_counter()
-        if last[0] is not None:
-            gaps.append(now - last[0])
-        last[0] = now
-        if dump is not None:
-            faulthandler.dump_traceback_later(args.stall_ms / 1000, file=dump)
+        def tick() -> None:
+            now = time.perf_counter()
+            if last[0] is not None:
+                gaps.append(now - last[0])
+            last[0] = now
+            if dump is not None:
+                faulthandler.dump_traceback_later(args.stall_ms / 1000, file=dump)
 
-    heartbeat = QTimer()
-    heartbeat.setInterval(10)
-    heartbeat.timeout.connect(tick)
-    for run in range(args.runs):
-        finetune.length_combo.setCurrentText("epochs")
-        finetune.resume_check.setChecked(False)
-        finetune.epochs_spin.setValue(4)
-        finetune.steps_spin.setValue(10)
-        finetune.patch_spin.setValue(64)
-        finetune.batch_spin.setValue(4)
-        finetune.preview_spin.setValue(1.0)
-        finetune.device_combo.setCurrentText("cpu")
-        gaps.clear()
-        last[0] = None
-        heartbeat.start()
-        start = time.perf_counter()
-        job = finetune.start()
-        while job.running:
-            app.processEvents()
-            time.sleep(0.002)
-        seconds = time.perf_counter() - start
-        heartbeat.stop()
-        if dump is not None:
-            faulthandler.cancel_dump_traceback_later()
-        g = np.asarray(gaps)
-        print(f"run {run + 1}: {seconds:.1f} s, {len(g)} ticks, largest gap {1000 * g.max():.0f} ms, "
-              f"99th percentile {1000 * np.percentile(g, 99):.0f} ms, load average "
-              f"{os.getloadavg()[0]:.1f} (torch threads: {__import__('torch').get_num_threads()})",
-              flush=True)
-        settle(0.5)
+        heartbeat = QTimer()
+        heartbeat.setInterval(10)
+        heartbeat.timeout.connect(tick)
+        for run in range(args.runs):
+            finetune.length_combo.setCurrentText("epochs")
+            finetune.resume_check.setChecked(False)
+            finetune.epochs_spin.setValue(4)
+            finetune.steps_spin.setValue(10)
+            finetune.patch_spin.setValue(64)
+            finetune.batch_spin.setValue(4)
+            finetune.preview_spin.setValue(1.0)
+            finetune.device_combo.setCurrentText("cpu")
+            gaps.clear()
+            last[0] = None
+            heartbeat.start()
+            start = time.perf_counter()
+            job = finetune.start()
+            while job.running:
+                app.processEvents()
+                time.sleep(0.002)
+            seconds = time.perf_counter() - start
+            heartbeat.stop()
+            if dump is not None:
+                faulthandler.cancel_dump_traceback_later()
+            g = np.asarray(gaps)
+            print(f"run {run + 1}: {seconds:.1f} s, {len(g)} ticks, largest gap {1000 * g.max():.0f} ms, "
+                  f"99th percentile {1000 * np.percentile(g, 99):.0f} ms, load average "
+                  f"{os.getloadavg()[0]:.1f} (torch threads: {__import__('torch').get_num_threads()})",
+                  flush=True)
+            settle(0.5)
     viewer.close()
     return 0
 

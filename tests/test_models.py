@@ -55,8 +55,8 @@ def test_unknown_name_lists_every_variant():
 @pytest.mark.parametrize("name", NAMES)
 def test_config_rebuilds_the_same_architecture(name):
     model = _build(name, 3, base_filters=8, dropout=0.2)
-    assert model.config == dict(name=name, in_channels=3, out_channels=1, base_filters=8,
-                                dropout=0.2)
+    assert model.config == {"name": name, "in_channels": 3, "out_channels": 1, "base_filters": 8,
+                                "dropout": 0.2}
     rebuilt = create_model(**model.config)
     rebuilt.load_state_dict(model.state_dict())  # strict: same parameter names and shapes
     assert type(rebuilt.decoder) is type(model.decoder)
@@ -132,7 +132,7 @@ def test_encoder_is_self_contained(name):
     with torch.no_grad():
         (s1, b1), (s2, b2) = model.encoder(x), fresh.encoder(x)
     torch.testing.assert_close(b1, b2)
-    for a, b in zip(s1, s2):
+    for a, b in zip(s1, s2, strict=True):
         torch.testing.assert_close(a, b)
 
 

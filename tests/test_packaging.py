@@ -19,6 +19,9 @@ def test_wheel_contents(tmp_path):
     assert sum(n.startswith("btunet/data/bbbc007/images/") for n in names) == 14
     assert sum(n.startswith("btunet/data/bbbc007/masks/") for n in names) == 14
     assert "btunet/data/encoders/unet.safetensors" in names  # the built-in encoder
+    # one manifest: the wheel's is the top-level napari.yaml, byte for byte
+    assert zipfile.ZipFile(wheel).read("napari_btunet/napari.yaml") == (ROOT / "napari.yaml").read_bytes()
+    assert any(n.endswith("licenses/LICENSE") for n in names)
     entry_points = zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "btunet = btunet.cli:main" in entry_points

@@ -38,9 +38,9 @@ def _check_labels(labels: np.ndarray, mode: str) -> np.ndarray:
     if mode not in MASK_MODES:
         raise BTUnetError(f"unknown mask mode {mode!r}; choose one of: {', '.join(MASK_MODES)}")
     labels = np.asarray(labels)
-    if not np.issubdtype(labels.dtype, np.integer) and not np.issubdtype(labels.dtype, np.bool_):
-        if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
-            raise BTUnetError("annotations must hold whole-number labels, got non-integer values")
+    if (not np.issubdtype(labels.dtype, np.integer) and not np.issubdtype(labels.dtype, np.bool_)
+            and (not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)))):
+        raise BTUnetError("annotations must hold whole-number labels, got non-integer values")
     if labels.size and labels.min() < 0:
         raise BTUnetError("annotations must not hold negative labels")
     return labels

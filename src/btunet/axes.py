@@ -242,7 +242,7 @@ def file_axes(path: str | os.PathLike) -> str | None:
                 return tifffile_axes(series.axes, series.shape)
         if path.is_dir() and any((path / n).exists() for n in ("zarr.json", ".zarray", ".zgroup")):
             return _zarr_axes(path)
-    except Exception:  # an unreadable file says nothing; reading it reports the damage
+    except Exception:  # noqa: BLE001 - an unreadable file says nothing; reading it reports the damage
         return None
     return None
 

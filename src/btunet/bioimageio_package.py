@@ -25,8 +25,8 @@ from .package_reader import CHECKPOINT, checkpoint_file
 #: float32, so the package's pre-processing is btunet's (x - lower) / (upper - lower).
 EPS = 1e-10
 TEST_SIZE = 256
-BBBC = ("Ljosa, Sokolnicki & Carpenter (2012): Annotated high-throughput microscopy image sets for "
-        "validation (BBBC007v1: Jones et al., ICCV Workshop CVBIA 2005). Nature Methods 9, 637",
+BBBC = (("Ljosa, Sokolnicki & Carpenter (2012): Annotated high-throughput microscopy image sets for "
+         "validation (BBBC007v1: Jones et al., ICCV Workshop CVBIA 2005). Nature Methods 9, 637"),
         "10.1038/nmeth.2083")
 
 
@@ -49,7 +49,8 @@ def package_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- writing
 
-def write_package(model: SegmentationModel, target: Path, *, authors: list[str], license: str) -> Path:
+def write_package(model: SegmentationModel, target: Path, *, authors: list[str],
+                  license: str) -> Path:  # noqa: A002 - the bioimage.io field's name, passed by keyword
     """Write and validate a package: ``target`` ending in .zip is a zip file, otherwise a folder.
 
     Files are staged in a temporary folder beside ``target`` and moved into place only after
@@ -131,7 +132,7 @@ def _cover(pixels: np.ndarray, prob: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- description
 
-def _describe(model: SegmentationModel, files: dict[str, Path], tile, authors: list[str], license: str):
+def _describe(model: SegmentationModel, files: dict[str, Path], tile, authors: list[str], license_id: str):
     import torch
     from bioimageio.spec.model import v0_5 as spec
 
@@ -177,7 +178,7 @@ def _describe(model: SegmentationModel, files: dict[str, Path], tile, authors: l
                      f"{'grayscale' if len(channels) == 1 else 'RGB'} images, fine-tuned with napari-btunet "
                      "(Barlow Twins pre-training, few-label fine-tuning)"),
         authors=[spec.Author(name=a) for a in (authors or ["unknown (exported with napari-btunet)"])],
-        cite=cite, license=license, documentation=spec.FileDescr(source=files["documentation"]),
+        cite=cite, license=license_id, documentation=spec.FileDescr(source=files["documentation"]),
         covers=[spec.FileDescr(source=files["cover"])], attachments=[spec.FileDescr(source=files["checkpoint"])],
         tags=["segmentation", "2d", "unet", "barlow-twins", "self-supervised", "napari-btunet", model.name],
         inputs=[image], outputs=[output], weights=weights,

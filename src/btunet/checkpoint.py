@@ -128,7 +128,7 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None
     meta = inspect_checkpoint(path, kind)
     try:
         with safe_open(str(path), framework="pt") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{Path(path).name} is not a readable .safetensors checkpoint "
                               f"({exc})") from None
@@ -215,7 +215,9 @@ def _tensor_infos(path: Path, header: dict, data_bytes: int) -> dict[str, Tensor
 
 
 def _entry_problem(entry: Any, data_bytes: int) -> str | None:
-    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0
+    def is_int(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
     if not isinstance(entry, dict):
         return "its header entry is not an object"
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")

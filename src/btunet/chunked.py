@@ -85,7 +85,7 @@ class LazyTiff:
             import tifffile
             try:
                 self._array = tifffile.memmap(self.path, mode="r")
-            except Exception:  # compressed or tiled
+            except Exception:  # noqa: BLE001 - compressed or tiled (any failure): read through zarr
                 import zarr
                 self._array = zarr.open(tifffile.imread(self.path, aszarr=True), mode="r")
         return self._array

@@ -190,7 +190,7 @@ def cmd_evaluate(a) -> None:
         try:
             pred, truth = read_image(p), read_image(t)
         except UnreadableImage as exc:
-            warnings.warn(f"skipping {t.name}: {exc}")
+            warnings.warn(f"skipping {t.name}: {exc}", stacklevel=2)
             continue
         rows.append({"name": t.name, **evaluate(pred, truth, objects=not a.classes, classes=a.classes)})
     if not rows:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Union
 
 import numpy as np
 
@@ -12,7 +11,7 @@ from .errors import BTUnetError
 from .imageio import read_images
 from .planes import engine_image, plane_layout
 
-ImageSource = Union[str, os.PathLike, np.ndarray]
+ImageSource = str | os.PathLike | np.ndarray
 
 
 @dataclass

@@ -22,7 +22,7 @@ def forest_dice(image, strokes, tests, test_features) -> float:
     from .teacher import fit_forest, pixel_features
     forest = fit_forest([pixel_features(normalized(image))], [(strokes == 2).astype(np.float32)], [strokes > 0])
     return float(np.mean([pixel_scores(forest.predict(f.reshape(-1, f.shape[-1])).reshape(t.shape), t)["dice"]
-                          for f, (_, t) in zip(test_features, tests)]))
+                          for f, (_, t) in zip(test_features, tests, strict=True)]))
 
 
 def normalized(image: np.ndarray) -> np.ndarray:
@@ -47,9 +47,12 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     paths, mask_paths = sample_paths()
     image, truth = read_image(paths[0]), read_image(mask_paths[0])
-    tests = [(read_image(p), read_image(m)) for p, m in zip(paths[1:], mask_paths[1:])]
-    test_dice = lambda net: float(np.mean([evaluate(predict(net, im, probabilities=False).labels, t)["dice"]
-                                           for im, t in tests]))
+    tests = [(read_image(p), read_image(m)) for p, m in zip(paths[1:], mask_paths[1:], strict=True)]
+
+    def test_dice(net) -> float:
+        return float(np.mean([evaluate(predict(net, im, probabilities=False).labels, t)["dice"]
+                              for im, t in tests]))
+
     print(f"BBBC007 sample: strokes on {paths[0].name}, tested on the other {len(tests)} images.")
     from .teacher import pixel_features
     test_features = [pixel_features(normalized(im)) for im, _ in tests]
@@ -68,7 +71,8 @@ def main(argv: list[str] | None = None) -> dict:
     bar.close()
     preview = predict(model, image, probabilities=False, uncertainty=True)
     lines = [("strokes", int((strokes > 0).sum()), time.perf_counter() - t1,
-              evaluate(preview.labels, truth)["dice"], test_dice(model), forest_dice(image, strokes, tests, test_features))]
+              evaluate(preview.labels, truth)["dice"], test_dice(model),
+              forest_dice(image, strokes, tests, test_features))]
     print(f"round 0: {lines[0][1]} painted pixels, preview Dice {lines[0][3]:.3f}; uncertainty above 0.5 on "
           f"{(preview.uncertainty > 0.5).mean():.1%} of the image (where to paint next)")
 
@@ -79,7 +83,8 @@ def main(argv: list[str] | None = None) -> dict:
     bar.close()
     preview = predict(model, image, probabilities=False)
     lines.append(("+ 1 correction round", int((corrected > 0).sum()), time.perf_counter() - t2,
-                  evaluate(preview.labels, truth)["dice"], test_dice(model), forest_dice(image, corrected, tests, test_features)))
+                  evaluate(preview.labels, truth)["dice"], test_dice(model),
+                  forest_dice(image, corrected, tests, test_features)))
     path = save_model(model, out / "model.safetensors")
 
     t3 = time.perf_counter()

@@ -179,11 +179,11 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     Without a process group (or in eval mode) it is an ordinary batch norm.
     """
 
-    def _check_input_dim(self, input: torch.Tensor) -> None:
+    def _check_input_dim(self, input: torch.Tensor) -> None:  # noqa: A002 - torch's _BatchNorm signature
         if input.dim() < 2:
             raise ValueError(f"expected at least 2-D input (got {input.dim()}-D)")
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - torch's _BatchNorm signature
         if not (self.training and is_initialized() and torch.distributed.get_world_size() > 1):
             return super().forward(input)
         self._check_input_dim(input)
@@ -271,7 +271,8 @@ def load_shard(images, channels: int, min_size: int, ctx: Context, axes: str | N
         sources = load_sources(mine)
     except BTUnetError as exc:  # report it on every rank, below, instead of crashing this one
         sources, problem = [], str(exc)
-    planes = [p.pixels for name, arr in sources for p in image_planes(name, arr, channels, min_size=min_size, axes=axes)]
+    planes = [p.pixels for name, arr in sources
+              for p in image_planes(name, arr, channels, min_size=min_size, axes=axes)]
     if not by_file and len(planes) >= ctx.world_size:
         planes = planes[ctx.rank::ctx.world_size]
     counts = torch.tensor([len(planes), 1 if problem else 0], dtype=torch.long, device=ctx.device)

@@ -53,7 +53,7 @@ def refit_batchnorm(net: nn.Module, batches: Iterable[torch.Tensor],
         for x in batches:
             (forward or (lambda module, batch: module(batch)))(net, x)
             n += 1
-    for m, momentum in zip(layers, momenta):
+    for m, momentum in zip(layers, momenta, strict=True):
         m.momentum = momentum
     net.train(was_training)
     return n

@@ -32,8 +32,9 @@ from .package_reader import is_package
 # ----------------------------------------------------------------------------- export
 
 def export(model_or_path: SegmentationModel | str | os.PathLike, out: str | os.PathLike,
-           format: str = "bioimageio", *, overwrite: bool = False, authors: Sequence[str] | None = None,
-           license: str = DEFAULT_LICENSE) -> Path:
+           format: str = "bioimageio", *, overwrite: bool = False,  # noqa: A002 - public keyword
+           authors: Sequence[str] | None = None,
+           license: str = DEFAULT_LICENSE) -> Path:  # noqa: A002 - public keyword (--license)
     """Write a fine-tuned model as a bioimage.io package, an ONNX file or a TorchScript file.
 
     ``out``: for ``bioimageio`` a ``.zip`` file or a folder; for the others a file (or an
@@ -56,9 +57,9 @@ def export(model_or_path: SegmentationModel | str | os.PathLike, out: str | os.P
     if source is not None and target.resolve() == source.resolve():
         raise BTUnetError(f"--out {out} is the model itself; write the export to another path")
     occupied = target.exists() and not (target.is_dir() and not any(target.iterdir()))
-    if format == "bioimageio" and occupied and target.is_dir():
-        if not is_package(target):  # never replace a folder of other files, even with --overwrite
-            raise BTUnetError(f"--out {out} is a folder of other files; give a new folder or a .zip file")
+    # never replace a folder of other files, even with --overwrite
+    if format == "bioimageio" and occupied and target.is_dir() and not is_package(target):
+        raise BTUnetError(f"--out {out} is a folder of other files; give a new folder or a .zip file")
     if occupied and not overwrite:
         raise BTUnetError(f"{target} already exists; use --overwrite or another --out")
     if format == "torchscript":

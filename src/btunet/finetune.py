@@ -69,20 +69,25 @@ def head_for(annotations, cfg: FinetuneConfig, model: SegmentationModel | None =
 
 
 def annotated_planes(images, annotations, channels: int, mode: str, patch_size: int,
-                     head: HeadSpec = HeadSpec(), axes: str | None = None) -> list[AnnotatedPlane]:
+                     head: HeadSpec | None = None, axes: str | None = None) -> list[AnnotatedPlane]:
     """Pair images with annotations, check shapes, keep only planes with annotated pixels.
 
     ``axes``: what each image axis is (``btunet.axes``); annotations have the same axes without C.
     """
+    head = head or HeadSpec()
     if len(images) != len(annotations):
         raise BTUnetError(f"got {len(images)} images but {len(annotations)} annotations")
     border_target = stroke_boundary if mode == "sparse" else boundary_target  # where objects meet
+
+    def pad(a):
+        return pad_to_min_size(a[None], patch_size, "constant")[0]
     planes = []
-    for (name, raw), (_, labels) in zip(images, annotations):
+    for (name, raw), (_, labels) in zip(images, annotations, strict=True):
         image, rgb = engine_image(raw, axes, None, channels, what=f"image {name}")
         if tuple(labels.shape) != spatial_shape(image, rgb):
             raise BTUnetError(f"annotation shape {tuple(labels.shape)} does not match image {name} "
-                              f"of shape {tuple(raw.shape)}" + (f" (axes {axes})" if axes else " (RGB)" if rgb else ""))
+                              f"of shape {tuple(raw.shape)}"
+                              + (f" (axes {axes})" if axes else " (RGB)" if rgb else ""))
         layout = plane_layout(image, channels, rgb=rgb)
         for index in layout.indices():
             plane_labels = np.asarray(labels[index])
@@ -90,7 +95,6 @@ def annotated_planes(images, annotations, channels: int, mode: str, patch_size: 
             if not weight.any():
                 continue
             pixels = layout.read(image, index)
-            pad = lambda a: pad_to_min_size(a[None], patch_size, "constant")[0]
             planes.append(AnnotatedPlane(pad_to_min_size(pixels, patch_size), pad(target), pad(weight),
                                          np.zeros_like(pad(weight)), name, size=target.shape,
                                          boundary=pad(border_target(plane_labels)) if head.boundary else None,
@@ -135,8 +139,10 @@ def hold_out_validation(planes: list[AnnotatedPlane], fraction: float, rng: np.r
         if planes[k].val_region is None:
             planes[k].val_region = np.zeros(planes[k].weight.shape, bool)
         planes[k].val_region[box] = True
-    counts = lambda attr: [sum(float(((p.target > 0) * getattr(p, attr)).sum()) for p in planes),
-                           sum(float(((p.target == 0) * getattr(p, attr)).sum()) for p in planes)]
+
+    def counts(attr: str) -> list[float]:
+        return [sum(float(((p.target > 0) * getattr(p, attr)).sum()) for p in planes),
+                sum(float(((p.target == 0) * getattr(p, attr)).sum()) for p in planes)]
     if min(counts("weight") + counts("val_weight")) > 0:
         return True
     for p in planes:  # one side lost a class: train on everything instead
@@ -209,7 +215,9 @@ def validate(model: SegmentationModel, planes: list[AnnotatedPlane], fast: bool,
     else:
         prob = torch.softmax(lg[0, :head.class_channels, :, 0], dim=0)
         pred = (torch.argmax(prob[1:], dim=0) + 1) * (1 - prob[0] > threshold)
-    dice_of = lambda a, b: float((2 * (a & b).sum() + 1) / (a.sum() + b.sum() + 1))
+
+    def dice_of(a, b) -> float:
+        return float((2 * (a & b).sum() + 1) / (a.sum() + b.sum() + 1))
     obj = dice_of(pred > 0, index > 0)
     per_class = ([dice_of(pred == k, index == k) for k in range(1, head.n_classes + 1)]
                  if head.n_classes > 1 else None)
@@ -301,16 +309,16 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
                 stop_reason = "cancelled"
                 break
             now = time.perf_counter()
-            if step and cfg.time_budget_s is not None:  # end within the budget: no step that would overrun it
-                if now - start + (now - step_began) > cfg.time_budget_s:
-                    stop_reason = "time_budget"
-                    break
+            # end within the budget: no step that would overrun it
+            if step and cfg.time_budget_s is not None and now - start + (now - step_began) > cfg.time_budget_s:
+                stop_reason = "time_budget"
+                break
             step_began = now  # a step's time includes its progress callback (e.g. a preview)
             if cosine:  # decays to 0 at the end of the run (by steps or by the time budget)
                 done = step / total
                 if cfg.time_budget_s:
                     done = max(done, (time.perf_counter() - start) / cfg.time_budget_s)
-                for group, base in zip(optimizer.param_groups, base_lrs):
+                for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                     group["lr"] = base * 0.5 * (1 + np.cos(np.pi * min(1.0, done)))
             if step <= warmup_steps:  # the pre-trained encoder joins in gradually (encoder_start.py)
                 full = optimizer.param_groups[0]["lr"] if cosine else encoder_lr
@@ -376,7 +384,7 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     separate_by, separation = (separation_of(net, planes, threshold, min_size, previous, cfg.fast)
                                if head.boundary else (None, None))
     painted = [(p.painted | (p.val_weight > 0)) for p in planes]
-    n_obj = int(sum((p.target[m] > 0.5).sum() for p, m in zip(planes, painted)))
+    n_obj = int(sum((p.target[m] > 0.5).sum() for p, m in zip(planes, painted, strict=True)))
     n_all = int(sum(m.sum() for m in painted))
     net.metadata = {
         **{k: v for k, v in head_meta.items() if v is not None},
@@ -391,8 +399,9 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
                        "pseudo_labelled_pixels": n_pseudo, "painted_pixels_wrong_at_start": n_wrong,
                        "validation_pixels": int(sum(p.val_weight.sum() for p in planes))},
         "encoder": (previous.get("encoder") if model is not None else
-                    None if enc is None else {k: enc.metadata.get(k) for k in ("trained_on", "epochs", "date", "provenance")
-                                                      if k != "provenance" or "provenance" in enc.metadata}),
+                    None if enc is None else {k: enc.metadata.get(k)
+                                              for k in ("trained_on", "epochs", "date", "provenance")
+                                              if k != "provenance" or "provenance" in enc.metadata}),
         "continued_from": ({k: previous.get(k) for k in ("trained_on", "epochs", "seconds", "continued_from")}
                            if model is not None else None),
         "epochs": len(history["loss"]), "best_epoch": best_epoch, "stopped": stop_reason,

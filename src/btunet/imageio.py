@@ -241,7 +241,7 @@ class TiffPages:
         """A page reader when every plane is one page of the first series, else None."""
         try:
             stack = cls(path)
-        except Exception:
+        except Exception:  # noqa: BLE001 - any failure means: no page reader (the caller reads it whole)
             return None
         pages_ok = (len(stack._page_shape) >= 2 and len(stack._pages) == int(np.prod(stack._leading))
                     and stack.shape[len(stack._leading):] == stack._page_shape)
@@ -264,9 +264,11 @@ class TiffPages:
     def _some_pages(self, lead: tuple) -> np.ndarray:
         """The pages that integers and slices over the leading axes pick, read one by one (a
         channel axis among the pages: ``axes.AxesView`` reads the channels of one plane)."""
-        picks = [range(*i.indices(size)) if isinstance(i, slice) else [int(i)] for i, size in zip(lead, self._leading)]
-        kept = tuple(len(p) for p, i in zip(picks, lead) if isinstance(i, slice))
-        pages = [self[tuple(p[k] for p, k in zip(picks, ix))] for ix in np.ndindex(*[len(p) for p in picks])]
+        picks = [range(*i.indices(size)) if isinstance(i, slice) else [int(i)]
+                 for i, size in zip(lead, self._leading, strict=True)]
+        kept = tuple(len(p) for p, i in zip(picks, lead, strict=True) if isinstance(i, slice))
+        pages = [self[tuple(p[k] for p, k in zip(picks, ix, strict=True))]
+                 for ix in np.ndindex(*[len(p) for p in picks])]
         stacked = np.stack(pages) if pages else np.empty((0,) + self._page_shape, self.dtype)
         return stacked.reshape(kept + self._page_shape)
 
@@ -323,7 +325,7 @@ def stack_writer(path: str | os.PathLike, shape: tuple[int, ...], dtype) -> Iter
             try:
                 with tifffile.TiffWriter(tmp) as tif:
                     tif.write(pages(), shape=shape, dtype=dtype, compression="zlib", photometric="minisblack")
-            except BaseException as exc:  # reported in the caller's thread
+            except BaseException as exc:  # noqa: BLE001 - any failure is reported in the caller's thread
                 errors.append(exc)
 
         thread = threading.Thread(target=run, name="btunet-tiff-writer", daemon=True)

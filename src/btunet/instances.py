@@ -180,7 +180,7 @@ def link_planes(volume_labeller: Callable[..., np.ndarray], arrays: Sequence[np.
     offset = 0
     for rest in np.ndindex(*[shape[ax] for ax in others]):
         index: list = [slice(None)] * len(shape)
-        for ax, i in zip(others, rest):
+        for ax, i in zip(others, rest, strict=True):
             index[ax] = i
         labels = np.asarray(volume_labeller(*(a[tuple(index)] for a in arrays)), np.int32)
         labels[labels > 0] += offset
@@ -189,4 +189,5 @@ def link_planes(volume_labeller: Callable[..., np.ndarray], arrays: Sequence[np.
     return out
 
 
-__all__ = ["MIN_SEED", "SEED_DEPTH", "SEPARATIONS", "boundary_instances", "distance_instances", "link_planes", "linked_axis"]
+__all__ = ["MIN_SEED", "SEED_DEPTH", "SEPARATIONS", "boundary_instances", "distance_instances", "link_planes",
+           "linked_axis"]

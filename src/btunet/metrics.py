@@ -41,9 +41,10 @@ def matched_ious(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, int, 
     pairs, overlap = np.unique(np.stack([pred[both], truth[both]]), axis=1, return_counts=True)
     p_ids, p_sizes = np.unique(pred[pred > 0], return_counts=True)
     t_ids, t_sizes = np.unique(truth[truth > 0], return_counts=True)
-    size_p = dict(zip(p_ids.tolist(), p_sizes.tolist()))
-    size_t = dict(zip(t_ids.tolist(), t_sizes.tolist()))
-    ious = [inter / (size_p[a] + size_t[b] - inter) for (a, b), inter in zip(pairs.T.tolist(), overlap.tolist())]
+    size_p = dict(zip(p_ids.tolist(), p_sizes.tolist(), strict=True))
+    size_t = dict(zip(t_ids.tolist(), t_sizes.tolist(), strict=True))
+    ious = [inter / (size_p[a] + size_t[b] - inter)
+            for (a, b), inter in zip(pairs.T.tolist(), overlap.tolist(), strict=True)]
     return np.array([v for v in ious if v > 0.5], np.float64), len(p_ids), len(t_ids)
 
 

@@ -36,16 +36,16 @@ INPUT, OUTPUT = "raw", "probability"
 DEFAULT_LICENSE = "CC-BY-4.0"
 
 
-def require(format: str) -> None:
-    """Raise a BTUnetError naming what to install when ``format`` lacks a package."""
+def require(fmt: str) -> None:
+    """Raise a BTUnetError naming what to install when ``fmt`` lacks a package."""
     missing = []
-    for name in NEEDS[format]:
+    for name in NEEDS[fmt]:
         try:
             importlib.import_module(name)
         except ImportError:
             missing.append(name)
     if missing:
-        raise BTUnetError(f"exporting to {format} needs {' and '.join(missing)}, which "
+        raise BTUnetError(f"exporting to {fmt} needs {' and '.join(missing)}, which "
                           f"{'is' if len(missing) == 1 else 'are'} not installed; install with: {INSTALL}")
 
 

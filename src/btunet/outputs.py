@@ -8,6 +8,7 @@ in-memory and the block-wise (dask) engines alike.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -162,10 +163,8 @@ def probe_writable(folder: str | os.PathLike) -> None:
                           "or free space / fix permissions") from exc
     finally:
         for p in created:  # deepest first
-            try:
+            with contextlib.suppress(OSError):
                 p.rmdir()
-            except OSError:
-                pass
 
 
 def _same(a: str | os.PathLike, b: str | os.PathLike) -> bool:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from .models import SegmentationModel
 
-BT_UNET = ("Punn & Agarwal (2022): BT-Unet: a self-supervised learning framework for biomedical image "
-           "segmentation using Barlow Twins with U-Net models. Machine Learning 111, arXiv:2112.03916",
+BT_UNET = (("Punn & Agarwal (2022): BT-Unet: a self-supervised learning framework for biomedical image "
+            "segmentation using Barlow Twins with U-Net models. Machine Learning 111, arXiv:2112.03916"),
            "10.48550/arXiv.2112.03916")
 VARIANTS = {"unet": "U-Net with residual separable blocks", "attention_unet": "Attention U-Net",
              "inception_unet": "Inception U-Net with hybrid pooling",

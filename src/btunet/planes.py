@@ -269,13 +269,16 @@ def predict_logits(model: SegmentationModel, pixels: np.ndarray, tile: int | Non
     n_out = int(model.config.get("out_channels", 1)) if all_channels else 1
     out = torch.zeros(n_out, hp, wp, device=device)
     norm = torch.zeros(hp, wp, device=device)
-    ramp = lambda n, size, start: torch.from_numpy(_ramp_window(n, overlap, start == 0, start + n == size)).to(device)
+
+    def ramp(n, size, start):
+        return torch.from_numpy(_ramp_window(n, overlap, start == 0, start + n == size)).to(device)
+
     for i in range(0, len(boxes), tile_batch):
         chunk = boxes[i:i + tile_batch]
         batch = torch.cat([x[..., y:y + th, xx:xx + tw] for y, xx in chunk]).contiguous(memory_format=memory)
         with autocast(device, fast):
             logits = model(batch)[:, :n_out].float()
-        for (y, xx), tile_logits in zip(chunk, logits):
+        for (y, xx), tile_logits in zip(chunk, logits, strict=True):
             weight = ramp(th, hp, y)[:, None] * ramp(tw, wp, xx)[None, :]
             out[:, y:y + th, xx:xx + tw] += weight * tile_logits
             norm[y:y + th, xx:xx + tw] += weight
@@ -305,7 +308,10 @@ def flipped_outputs(predict_fn, pixels: np.ndarray) -> list:
     outs = []
     for axes in FLIPS:  # axes count from the end, so they fit (C, H, W), (K, H, W) and (H, W)
         out = predict_fn(np.ascontiguousarray(np.flip(pixels, axes)) if axes else pixels)
-        back = (lambda a: a if a is None or not axes else np.flip(a, axes))
+
+        def back(a, axes=axes):  # called in this iteration only; axes bound explicitly
+            return a if a is None or not axes else np.flip(a, axes)
+
         outs.append({k: back(v) for k, v in out.items()} if isinstance(out, dict) else back(out))
     return outs
 

@@ -52,7 +52,7 @@ def instance_labels(mask: np.ndarray, split_touching: bool = True, min_distance:
 
 @dataclass
 class Prediction:
-    labels: np.ndarray                    # uint8 0/1 (a class model: 0 = background, k = class k), or int32 instance ids
+    labels: np.ndarray  # uint8 0/1 (a class model: 0 = background, k = class k), or int32 instance ids
     probabilities: np.ndarray | None   # float32 object probability, when asked for
     uncertainty: np.ndarray | None = None  # float32, 0 = certain, 1 = a coin toss (test-time flips)
     class_probabilities: np.ndarray | None = None  # float32 (K+1, ...): background, class 1..K
@@ -81,7 +81,7 @@ def plane_result(net: SegmentationModel, pixels: np.ndarray, cfg: PredictConfig,
     image for a class model, else 0/1 (also when the instances are labelled later, in 3-D).
     """
     spec = head_of(net)
-    opts = dict(tile=cfg.tile, overlap=cfg.overlap, fast=cfg.fast, tile_batch=cfg.tile_batch)
+    opts = {"tile": cfg.tile, "overlap": cfg.overlap, "fast": cfg.fast, "tile_batch": cfg.tile_batch}
     out = {"uncertainty": None}
 
     def outputs_of(p: np.ndarray) -> dict:

@@ -56,7 +56,7 @@ def cmd_predict(a) -> None:
     model = _load(a, in_memory=len(chunked) < len(targets))
     channels = model.in_channels if model is not None else None
     axes_of = dict(zip([t.source for t in targets],
-                       input_axes([t.source for t in targets], a.axes, a.channel_axis, channels)))
+                       input_axes([t.source for t in targets], a.axes, a.channel_axis, channels), strict=True))
     ref = _model_ref(a.model) if chunked else None
     probe_writable(a.out)
     client = connect(a.scheduler) if chunked else None
@@ -75,7 +75,7 @@ def cmd_predict(a) -> None:
                     _predict_in_memory(model, target, a, bar, axes=axes_of[target.source])
                 written.append(target.labels)
             except UnreadableImage as exc:
-                warnings.warn(f"skipping {target.source.name}: {exc}")
+                warnings.warn(f"skipping {target.source.name}: {exc}", stacklevel=2)
                 failed.append(target.source.name)
             bar.update(1)
     finally:
@@ -112,9 +112,9 @@ def _predict_in_memory(model, target: Target, a, bar, axes: str | None = None) -
             bar.set_postfix_str(f"plane {done}/{n}")
 
     image = read_lazy(target.source)
-    options = dict(threshold=a.threshold, instances=a.instances, device=a.device, fast=not a.exact,
-                   on_progress=show_planes, axes=axes, z_spacing=a.z_spacing, min_size=a.min_size,
-                   separate_by=a.separate_by, tta=a.tta)
+    options = {"threshold": a.threshold, "instances": a.instances, "device": a.device, "fast": not a.exact,
+               "on_progress": show_planes, "axes": axes, "z_spacing": a.z_spacing, "min_size": a.min_size,
+               "separate_by": a.separate_by, "tta": a.tta}
     if a.per_plane:
         options["instances_3d"] = False
     try:
@@ -170,8 +170,8 @@ def predict_target(ref, target: Target, args, client=None, axes: str | None = No
     yx = tuple(shape[axes.index(c)] for c in "YX") if axes else (shape[:-1] if is_rgb(image) else shape)[-2:]
     if len(yx) < 2 or 0 in shape:
         raise UnreadableImage(f"cannot predict {path.name}: it is empty or has no Y and X axes (shape {shape})")
-    common = dict(chunks=args.chunk, depth=_depth(path, yx, args.chunk, args.depth), threshold=args.threshold,
-                  device=args.device, fast=not args.exact, axes=axes)
+    common = {"chunks": args.chunk, "depth": _depth(path, yx, args.chunk, args.depth), "threshold": args.threshold,
+              "device": args.device, "fast": not args.exact, "axes": axes}
     scheduler = client if client is not None else args.scheduler
     try:
         if to_zarr:

@@ -109,7 +109,10 @@ class PretrainedEncoder:
         tensors, meta = load_checkpoint(path, kind="encoder")
         # float16 storage (the built-in encoder) trains and is saved again in float32
         tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
-        part = lambda prefix: {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+        def part(prefix: str) -> dict:
+            return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
         return cls(meta.model.as_dict(), part("encoder."), part("projector."), meta.to_dict())
 
 
@@ -305,7 +308,10 @@ def train_encoder(cfg: PretrainConfig, run: EncoderRun, model_config: dict[str, 
         "stopped_early": stopped, "device": describe_device(run.device), **run.metadata,
         "pretrain_config": config_dict(cfg), "seconds": round(time.perf_counter() - start, 1),
     }
-    to_cpu = lambda m: {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
+
+    def to_cpu(m) -> dict:
+        return {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
+
     return PretrainedEncoder(model_config, to_cpu(encoder), to_cpu(projector), metadata)
 
 

@@ -40,7 +40,7 @@ def context_planes(images, annotations, channels: int, patch_size: int,
     from .imageio import is_rgb
     from .planes import plane_layout
     out = []
-    for (name, image), (_, labels) in zip(images, annotations):
+    for (name, image), (_, labels) in zip(images, annotations, strict=True):
         layout = plane_layout(image, channels, rgb=is_rgb(image))
         indices = layout.indices()
         painted = {i for i in indices if np.asarray(labels[i]).any()}
@@ -231,7 +231,7 @@ def focus_on_errors(planes: list[AnnotatedPlane], probs: list[np.ndarray],
     Returns how many painted pixels are wrong; with none, patches stay on all painted pixels.
     """
     wrong_total = 0
-    for p, prob in zip(planes, probs):
+    for p, prob in zip(planes, probs, strict=True):
         painted = p.painted if p.painted is not None else p.weight > 0
         wrong = painted & (predicted_class(prob, threshold) != p.target)
         wrong_total += int(wrong.sum())

@@ -136,7 +136,7 @@ def _new_session(net: nn.Module, key: str, threads: int, spinning: bool):
             session = onnxruntime.InferenceSession(str(cached), options, providers=["CPUExecutionProvider"])
             if _agrees(session, net):
                 return session
-        except Exception:  # a damaged file: export again
+        except Exception:  # noqa: BLE001 - a damaged file (any error): export again
             pass
     if cached is not None:
         try:
@@ -215,7 +215,7 @@ def fused_model(net: nn.Module, runtime: str = "auto", pixels: int | None = None
     spinning = spinning_allowed()
     try:
         key = weights_key(net)
-    except Exception as exc:  # an exotic model; eager always works
+    except Exception as exc:  # noqa: BLE001 - an exotic model; eager always works
         _warn_once(f"the weights could not be hashed: {exc}")
         return net
     with _LOCK:
@@ -233,7 +233,7 @@ def fused_model(net: nn.Module, runtime: str = "auto", pixels: int | None = None
         except ImportError as exc:
             _warn_once(f"{exc.name or 'onnxruntime'} is not installed; pip install onnx onnxruntime")
             return net
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure means: warn once and run eager
             _warn_once(f"the network could not be exported: {type(exc).__name__}: {str(exc)[:200]}")
             return net
         _SESSIONS[(key, threads, spinning)] = session

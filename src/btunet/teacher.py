@@ -51,8 +51,8 @@ def fit_forest(features: list[np.ndarray], targets: list[np.ndarray], masks: lis
         from sklearn.ensemble import RandomForestClassifier
     except ImportError as exc:  # pragma: no cover - scikit-learn is a dependency
         raise BTUnetError("pseudo-labels need scikit-learn: pip install scikit-learn") from exc
-    x = np.concatenate([f if f.ndim == 2 else f[m] for f, m in zip(features, masks)])
-    y = np.concatenate([np.rint(t[m]).astype(np.int64) for t, m in zip(targets, masks)])
+    x = np.concatenate([f if f.ndim == 2 else f[m] for f, m in zip(features, masks, strict=True)])
+    y = np.concatenate([np.rint(t[m]).astype(np.int64) for t, m in zip(targets, masks, strict=True)])
     present = np.unique(y)
     if len(present) < 2:
         raise BTUnetError("pseudo-labels need painted object and background pixels")
@@ -87,14 +87,14 @@ def forest_probabilities(planes_pixels: list[np.ndarray], targets: list[np.ndarr
         return f if extra_features is None else np.concatenate([f, extra_features(pixels)], axis=-1)
 
     picked, cache, size = [], [], 0
-    for pixels, mask in zip(planes_pixels, masks):
+    for pixels, mask in zip(planes_pixels, masks, strict=True):
         f = features_of(pixels)
         picked.append(f[mask])
         size += f.nbytes
         cache.append(f if size <= FEATURE_CACHE_BYTES else None)
     forest = fit_forest(picked, targets, masks, seed)
     probs = []
-    for pixels, f in zip(planes_pixels, cache):
+    for pixels, f in zip(planes_pixels, cache, strict=True):
         f = features_of(pixels) if f is None else f
         p = forest.predict_proba(f.reshape(-1, f.shape[-1]))
         if n_classes == 1:

@@ -84,8 +84,10 @@ def describe_threshold(metadata: dict) -> str | None:
         return None
     if info["chosen"] != info["configured"]:
         return (f"threshold {info['chosen']:g}, chosen on {info['pixels']} validation pixels (Dice "
-                f"{info['validation_dice']:.3f} there, {info['validation_dice_configured']:.3f} at {info['configured']:g})")
+                f"{info['validation_dice']:.3f} there, {info['validation_dice_configured']:.3f} "
+                f"at {info['configured']:g})")
     return f"threshold {info['configured']:g} kept: no other gained {MIN_GAIN:g} Dice on the validation pixels"
 
 
-__all__ = ["CANDIDATES", "MIN_GAIN", "choose_threshold", "describe_threshold", "dice_at", "threshold_of", "tune_threshold", "validation_probabilities"]
+__all__ = ["CANDIDATES", "MIN_GAIN", "choose_threshold", "describe_threshold", "dice_at", "threshold_of",
+           "tune_threshold", "validation_probabilities"]

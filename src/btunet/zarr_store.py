@@ -36,7 +36,7 @@ def write_zarr(targets: list, chunks: int, attrs: dict, *, scheduler=None, num_w
         sources = [_regular(arr, chunks) for arr, _ in targets]
         job = da.store(sources, stores, lock=False, compute=False)
         compute(job, scheduler, num_workers, progress)
-        for tmp, (_, path) in zip(tmps, targets):
+        for tmp, (_, path) in zip(tmps, targets, strict=True):
             if path.exists():
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
             os.replace(tmp, path)

@@ -20,7 +20,7 @@ def small_sample(tmp_path_factory, sample):
     root = tmp_path_factory.mktemp("small")
     (root / "images").mkdir()
     (root / "masks").mkdir()
-    for image_path, mask_path in zip(*[p[:4] for p in sample]):
+    for image_path, mask_path in zip(*[p[:4] for p in sample], strict=True):
         image, mask = tifffile.imread(image_path), tifffile.imread(mask_path)
         tifffile.imwrite(root / "images" / image_path.name, image[100:228, 100:228])
         tifffile.imwrite(root / "masks" / image_path.name, mask[100:228, 100:228])

@@ -17,7 +17,7 @@ def test_flips_and_rotations_move_image_and_labels_together():
     out, t, w = finetune_augment(image, target, weight, intensity=0.0, blur_noise=False,
                                  generator=torch.Generator().manual_seed(1))
     assert torch.equal(t, (out > 0.5).float())  # labels follow the pixels exactly
-    for before, after in zip(image, out):  # same values, only moved
+    for before, after in zip(image, out, strict=True):  # same values, only moved
         assert torch.equal(before.flatten().sort().values, after.flatten().sort().values)
     assert not torch.equal(out, image)  # something was flipped or rotated
     assert torch.equal(w, weight)
@@ -27,7 +27,8 @@ def test_intensity_jitter_changes_values_only_when_asked():
     image, target, weight = _batch()
     out, t, _ = finetune_augment(image, target, weight, intensity=0.5, blur_noise=False,
                                  generator=torch.Generator().manual_seed(1))
-    moved = [not torch.equal(a.flatten().sort().values, b.flatten().sort().values) for a, b in zip(image, out)]
+    moved = [not torch.equal(a.flatten().sort().values, b.flatten().sort().values)
+             for a, b in zip(image, out, strict=True)]
     assert all(moved)
     assert t.sum() == target.sum()
 
@@ -66,7 +67,8 @@ def test_view_blur_zero_leaves_sharpness_and_the_other_draws_alone():
     soft = two_views(x, generator=torch.Generator().manual_seed(2), return_geometry=True)
     assert torch.equal(sharp[2], soft[2]) and torch.equal(sharp[3], soft[3])  # same crops
     # high-frequency energy (differences of neighbours) is higher without the blur
-    energy = lambda v: (v[..., 1:] - v[..., :-1]).abs().mean()
+    def energy(v):
+        return (v[..., 1:] - v[..., :-1]).abs().mean()
     assert energy(sharp[0]) > energy(soft[0])
 
 

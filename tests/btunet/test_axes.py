@@ -81,7 +81,7 @@ def test_channel_axis_shorthand():
 def test_rearrangement_round_trip(axes):
     rng = np.random.default_rng(0)
     shape = tuple(int(n) for n in rng.integers(2, 6, len(axes)))
-    shape = tuple(3 if c == "C" else n for c, n in zip(axes, shape))
+    shape = tuple(3 if c == "C" else n for c, n in zip(axes, shape, strict=True))
     array = rng.random(shape)
     engine = to_engine(array, axes)
     assert np.shares_memory(engine, array)  # a view, never a copy
@@ -90,7 +90,7 @@ def test_rearrangement_round_trip(axes):
     assert np.array_equal(from_engine(np.asarray(engine), axes), array)
     # an output (no C) comes back in the input's order without C, unchanged
     labels = np.asarray(engine[..., 0] if "C" in axes else engine)
-    assert labels.shape == tuple(s for c, s in zip(axes, shape) if c != "C")
+    assert labels.shape == tuple(s for c, s in zip(axes, shape, strict=True) if c != "C")
     assert np.array_equal(from_engine(labels, axes), labels)
     assert output_axes(axes) == axes.replace("C", "")
 

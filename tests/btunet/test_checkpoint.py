@@ -17,7 +17,7 @@ def test_model_round_trip_keeps_weights_and_metadata(tmp_path, name):
     path = save_model(model, tmp_path / "m.safetensors", epochs=3)
     loaded = load_model(path)
     assert loaded.config == model.config
-    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
     meta = read_metadata(path)
     assert meta["kind"] == "model" and meta["channels"] == 3 and meta["epochs"] == 3

@@ -128,7 +128,8 @@ def test_default_tiling_of_a_trained_model_equals_whole_image(trained, sample):
     tiles = [tifffile.imread(p)[:300, :300] for p in sample[0][:4]]
     mosaic = np.block([[tiles[0], tiles[1]], [tiles[2], tiles[3]]])[:560, :590]
     plane = normalize_plane(mosaic, *percentile_range(mosaic))[None]
-    sigmoid = lambda a: 1 / (1 + np.exp(-a))
+    def sigmoid(a):
+        return 1 / (1 + np.exp(-a))
     whole = sigmoid(predict_logits(model, plane, tile=1024, overlap=OVERLAP, fast=False))
     tiled = sigmoid(predict_logits(model, plane, tile=384, overlap=OVERLAP, fast=False))
     assert np.abs(whole - tiled).max() < 5e-4  # float32 rounding of convolutions over other extents

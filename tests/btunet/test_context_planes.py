@@ -41,7 +41,7 @@ def test_context_planes_are_unpainted_planes_spread_over_the_stack():
     assert CONTEXT_PLANES == 4 and len(planes) == 4
     assert all(p.context and not p.weight.any() and not p.target.any() for p in planes)
     layout = plane_layout(stack, 1)  # the unpainted planes 0, 1, 2, 5, 6, 7, evenly: 1, 2, 5, 6
-    for p, z in zip(planes, (1, 2, 5, 6)):
+    for p, z in zip(planes, (1, 2, 5, 6), strict=True):
         np.testing.assert_array_equal(p.pixels, layout.read(stack, (z,)))  # the stack's one range
     # a 2-D image, or a stack painted in every plane, has none
     assert context_planes([("s", stack[3])], [("s", ann[3])], 1, 64) == []

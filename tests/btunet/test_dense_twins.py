@@ -99,8 +99,8 @@ def test_zero_dense_weight_is_exactly_the_global_loss():
 
 
 def _tiny(**overrides) -> PretrainConfig:
-    return PretrainConfig(**{**dict(epochs=2, batch_size=4, patch_size=32, base_filters=4, samples_per_epoch=8,
-                                    projector_dim=32, device="cpu"), **overrides})
+    return PretrainConfig(**{"epochs": 2, "batch_size": 4, "patch_size": 32, "base_filters": 4, "samples_per_epoch": 8,
+                             "projector_dim": 32, "device": "cpu", **overrides})
 
 
 @pytest.fixture(scope="module")

@@ -47,7 +47,8 @@ def test_detection_reads_the_cpu_flags(bf16_flag, monkeypatch):
     monkeypatch.delenv("BTUNET_CPU_BF16", raising=False)
     device.cpu_has_native_bf16.cache_clear()
     try:
-        flags = open("/proc/cpuinfo").read()
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = cpuinfo.read()
     except OSError:
         pytest.skip("no /proc/cpuinfo on this system: detection answers False, tested above")
     expected = any(f in flags.split() for f in ("amx_bf16", "avx512_bf16"))

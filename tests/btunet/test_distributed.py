@@ -111,7 +111,7 @@ def test_two_ranks_give_the_single_process_loss_and_gradients(tmp_path):
                                    "WORLD_SIZE": str(WORLD), "RANK": str(r), "LOCAL_RANK": str(r)})
              for r in range(WORLD)]
     outputs = [p.communicate(timeout=120) for p in procs]
-    for p, (out, err) in zip(procs, outputs):
+    for p, (out, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err[-3000:]
         assert "worst relative gradient error" in out
 

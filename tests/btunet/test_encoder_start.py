@@ -113,8 +113,9 @@ def test_finetune_starts_from_an_encoder_with_batchnorm_statistics_of_its_images
     masks = sorted((small_sample / "masks").iterdir())[:1]
     enc = btunet.pretrain(images, fast_pretrain_config)
     key = "blocks.0.body.0.1.running_mean"
-    built = lambda **kw: btunet.finetune(images, masks, dataclasses.replace(fast_finetune_config, epochs=0, **kw),
-                                         encoder=enc)
+    def built(**kw):
+        return btunet.finetune(images, masks, dataclasses.replace(fast_finetune_config, epochs=0, **kw),
+                               encoder=enc)
     refit, kept = built(), built(encoder_refit_bn=False)
     assert torch.equal(kept.encoder.state_dict()[key], enc.encoder_state[key])
     assert not torch.allclose(refit.encoder.state_dict()[key], enc.encoder_state[key], atol=1e-3)

@@ -122,7 +122,7 @@ def pairs(tmp_path) -> tuple[Path, Path]:
     imgs.mkdir()
     masks.mkdir()
     rng = np.random.default_rng(1)
-    for name, area in zip("abcd", (100, 300, 500, 700)):
+    for name, area in zip("abcd", (100, 300, 500, 700), strict=True):
         tifffile.imwrite(imgs / f"{name}.tif", rng.integers(0, 255, (64, 64), dtype=np.uint8))
         mask = np.zeros((64, 64), np.uint8)
         mask.flat[:area] = 1
@@ -577,8 +577,9 @@ DRIVER = textwrap.dedent("""
 def _start(tmp_path: Path, args: list, slow: float = 1.0) -> tuple[subprocess.Popen, Path]:
     script, log = tmp_path / "driver.py", tmp_path / "stderr.log"
     script.write_text(DRIVER)
-    process = subprocess.Popen([sys.executable, str(script), str(slow), *map(str, args)],
-                               stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)
+    with open(log, "w") as stderr:  # the child keeps its own handle
+        process = subprocess.Popen([sys.executable, str(script), str(slow), *map(str, args)],
+                                   stdout=subprocess.PIPE, stderr=stderr, text=True)
     return process, log
 
 

@@ -12,7 +12,7 @@ from btunet.models import create_model
 
 def ball(shape, centre, radius, spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
     grid = np.indices(shape).astype(float)
-    d2 = sum(((g - c) * s) ** 2 for g, c, s in zip(grid, centre, spacing))
+    d2 = sum(((g - c) * s) ** 2 for g, c, s in zip(grid, centre, spacing, strict=True))
     return d2 <= radius ** 2
 
 

@@ -27,7 +27,7 @@ def naive_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     aps, f1, matched = [], None, None
     for t in AP_THRESHOLDS:
         rows, cols = linear_sum_assignment(-((iou > t) * 1.0) - iou * 1e-6) if iou.size else ([], [])
-        good = [iou[r, c] for r, c in zip(rows, cols) if iou[r, c] > t]
+        good = [iou[r, c] for r, c in zip(rows, cols, strict=True) if iou[r, c] > t]
         tp = len(good)
         aps.append(tp / (len(p_ids) + len(t_ids) - tp))
         if t == 0.5:

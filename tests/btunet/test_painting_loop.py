@@ -187,7 +187,7 @@ def test_weighted_loss_matches_a_naive_per_pixel_reference(rng):
     target = torch.tensor(rng.random((2, 1, 5, 6)) > 0.5, dtype=torch.float32)
     weight = torch.tensor(rng.choice([0.0, 0.5, 1.0], size=(2, 1, 5, 6)), dtype=torch.float32)
     bce, inter, psum, tsum = 0.0, 0.0, 0.0, 0.0
-    for z, t, w in zip(logits.flatten().tolist(), target.flatten().tolist(), weight.flatten().tolist()):
+    for z, t, w in zip(logits.flatten().tolist(), target.flatten().tolist(), weight.flatten().tolist(), strict=True):
         p = 1 / (1 + np.exp(-z))
         bce += -w * (t * np.log(p) + (1 - t) * np.log(1 - p))
         inter, psum, tsum = inter + w * p * t, psum + w * p, tsum + w * t
@@ -283,7 +283,7 @@ def test_forest_recomputes_features_instead_of_keeping_large_ones(monkeypatch, r
     monkeypatch.setattr(teacher, "FEATURE_CACHE_BYTES", 0)
     recomputed = forest_probabilities(pixels, targets, masks)
     assert len(calls) == 4  # each plane twice: once to fit, once to predict
-    assert all(np.array_equal(a, b) for a, b in zip(kept, recomputed))
+    assert all(np.array_equal(a, b) for a, b in zip(kept, recomputed, strict=True))
 
 
 @pytest.mark.parametrize("field,value,match", [

@@ -94,7 +94,7 @@ def test_every_training_and_preview_path_reads_the_reference_planes(name, channe
     labels = (np.indices(layout.spatial_shape).sum(0) % 2).astype(np.uint8)  # every pixel annotated
     annotated = annotated_planes([(name, array)], [(name, labels)], channels, "dense", 16)
     assert len(annotated) == len(expected)
-    for plane, pixels in zip(annotated, expected.values()):
+    for plane, pixels in zip(annotated, expected.values(), strict=True):
         close(plane.pixels, pixels)
 
 
@@ -121,7 +121,8 @@ def reference_probability(model, pixels, tile=None, overlap=0):
     c, h, w = pixels.shape
     padded = np.pad(pixels, [(0, 0), (0, -h % 16), (0, -w % 16)], mode="reflect")
     hp, wp = padded.shape[1:]
-    run = lambda x: model(torch.from_numpy(np.ascontiguousarray(x))[None])[0, 0].detach().numpy().astype(np.float64)
+    def run(x):
+        return model(torch.from_numpy(np.ascontiguousarray(x))[None])[0, 0].detach().numpy().astype(np.float64)
     if tile is None:
         return expit(run(padded)[:h, :w])
     margin, n = overlap // 4, overlap - overlap // 2

@@ -60,7 +60,7 @@ def test_stack_is_streamed_plane_by_plane():
     stack = CountingStack(data)
     result = predict(model, stack, device="cpu")
     assert result.labels.shape == (3, 2, 40, 48) and result.labels.dtype == np.uint8
-    planes_read_for_prediction = [i for i in stack.reads]
+    planes_read_for_prediction = list(stack.reads)
     assert set(planes_read_for_prediction) >= {(t, z) for t in range(3) for z in range(2)}
     # each plane equals predicting that plane on its own with the same normalisation
     single = predict(model, data, device="cpu").probabilities
@@ -142,5 +142,6 @@ def test_tiles_cover_the_axis_with_full_overlap_and_little_waste(size):
     origins = _origins(size, length, length - OVERLAP)
     assert length <= TILE and (length % 16 == 0 or length == size)
     assert origins[0] == 0 and origins[-1] + length == size
-    assert all(b - a <= length - OVERLAP for a, b in zip(origins, origins[1:]))  # neighbours overlap enough
+    # neighbours overlap enough
+    assert all(b - a <= length - OVERLAP for a, b in zip(origins, origins[1:], strict=False))
     assert len(origins) * length <= 1.3 * size  # at most 30 % of the pixels computed twice

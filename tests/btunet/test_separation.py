@@ -38,7 +38,8 @@ def test_validation_decides_when_clear_else_the_objects_size():
     assert choose_separation({"boundary": 0.95, "distance": 0.90, "objects": many}, small) == ("boundary", "validation")
     assert choose_separation({"boundary": 0.80, "distance": 0.90, "objects": many}, large) == ("distance", "validation")
     # a tie, or too few objects to tell: the size of the training objects decides
-    assert choose_separation({"boundary": 0.90, "distance": 0.91, "objects": many}, large) == ("boundary", "object size")
+    assert (choose_separation({"boundary": 0.90, "distance": 0.91, "objects": many}, large)
+            == ("boundary", "object size"))
     assert choose_separation({"boundary": 0.50, "distance": 1.0, "objects": few}, large) == ("boundary", "object size")
     assert choose_separation(None, small) == ("distance", "object size")
 
@@ -74,7 +75,8 @@ def test_predict_follows_the_model_and_can_be_told_otherwise(border_model):
     floor, threshold = net.metadata["min_size"], net.metadata["threshold"]
     by_borders = boundary_instances(out["object"], out["boundary"], threshold, min_size=floor)
     by_distance = distance_instances(out["object"] > threshold, min_size=floor)
-    ask = lambda **kw: predict(net, image, instances=True, device="cpu", fast=False, **kw).labels
+    def ask(**kw):
+        return predict(net, image, instances=True, device="cpu", fast=False, **kw).labels
     assert np.array_equal(ask(separate_by="boundary"), by_borders)
     assert np.array_equal(ask(separate_by="distance"), by_distance)
     chosen = by_borders if net.metadata["separate_by"] == "boundary" else by_distance

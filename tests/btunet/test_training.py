@@ -98,7 +98,8 @@ def test_encoder_lr_scale_zero_keeps_the_pretrained_encoder(small_sample, fast_p
 
 def test_finetune_learns_from_two_real_images(sample):
     images, masks = sample
-    crop = lambda p: tifffile.imread(p)[50:306, 50:306]
+    def crop(p):
+        return tifffile.imread(p)[50:306, 50:306]
     cfg = FinetuneConfig(mask_mode="dense", epochs=6, steps_per_epoch=8, batch_size=4, patch_size=96, device="cpu")
     model = finetune([crop(p) for p in images[:2]], [crop(p) for p in masks[:2]], cfg)
     from btunet import evaluate, predict
@@ -144,7 +145,7 @@ def test_time_budget_ends_within_it_and_reports_time(small_sample, fast_finetune
     start = time.perf_counter()
     model = finetune(images, masks, cfg, on_progress=lambda p: reports.append(replace(p, model=None)))
     wall = time.perf_counter() - start
-    longest_step = max(b.elapsed_s - a.elapsed_s for a, b in zip(reports, reports[1:]))
+    longest_step = max(b.elapsed_s - a.elapsed_s for a, b in zip(reports, reports[1:], strict=False))
     assert model.metadata["stopped"] == "time_budget"
     assert model.metadata["seconds"] <= budget
     assert wall <= budget + longest_step + 0.5

@@ -101,8 +101,9 @@ def test_time_budget_and_dense_masks(sample_viewer, qtbot, messages):
     assert meta["stopped"] == "time_budget" and 1 <= meta["epochs"] < 1000
     # progress is time spent of the budget, the ETA what is left of it; never epochs of 100000
     running = [text for text in shown if " of 0:06 · " in text]
-    assert running and all(re.fullmatch(r"0:0\d of 0:06 · epoch \d+ · loss [\d.]+( · val Dice [\d.]+)? · ETA 0:0\d", text)
-                           for text in running), running
+    assert running and all(
+        re.fullmatch(r"0:0\d of 0:06 · epoch \d+ · loss [\d.]+( · val Dice [\d.]+)? · ETA 0:0\d", text)
+        for text in running), running
     assert not any("100000" in text or "step" in text for text in shown)
     last = finetune.last_progress
     assert last.time_budget_s == 6.0 and last.eta_s == pytest.approx(max(0.0, 6.0 - last.elapsed_s))

@@ -32,8 +32,8 @@ def test_pretrain_then_finetune_from_it(sample_viewer, qtbot, messages, tmp_path
     monkeypatch.setattr(_messages, "ask_overwrite", lambda parent, p: False)
     assert pretrain.start() is None  # the user said no: nothing runs, the file stays
     assert path.read_bytes() == b"keep me"
-    assert messages == [("warning", f"Pre-training not started: {path} was kept; choose another "
-                                    "encoder file.")]
+    assert messages == [("warning", (f"Pre-training not started: {path} was kept; choose another "
+                                     "encoder file."))]
     messages.clear()
     monkeypatch.setattr(_messages, "ask_overwrite", lambda parent, p: True)
     outcome = wait_job(qtbot, pretrain.start())

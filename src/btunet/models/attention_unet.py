@@ -23,7 +23,7 @@ class AttentionUNetDecoder(nn.Module):
         self.out_channels = widths[0]
 
     def forward(self, skips: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        for gate, block, skip in zip(self.gates, self.blocks, reversed(skips)):
+        for gate, block, skip in zip(self.gates, self.blocks, reversed(skips), strict=True):
             x = block(torch.cat([self.up(x), gate(skip, x)], dim=1))
         return x
 

@@ -56,7 +56,7 @@ class HybridPoolEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         skips = []
-        for block, pool in zip(self.blocks[:-1], self.pools):
+        for block, pool in zip(self.blocks[:-1], self.pools, strict=True):
             x = block(x)
             skips.append(x)
             x = pool(x)
@@ -78,7 +78,7 @@ class InceptionUNetDecoder(nn.Module):
         self.out_channels = widths[0]
 
     def forward(self, skips: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        for up, block, skip in zip(self.ups, self.blocks, reversed(skips)):
+        for up, block, skip in zip(self.ups, self.blocks, reversed(skips), strict=True):
             x = block(torch.cat([up(x), skip], dim=1))
         return x
 

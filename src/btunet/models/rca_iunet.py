@@ -70,7 +70,7 @@ class RCAIUNetDecoder(nn.Module):
 
     def forward(self, skips: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         coarser = skips[1:] + [x]
-        for j, (attention, block) in enumerate(zip(self.attention, self.blocks)):
+        for j, (attention, block) in enumerate(zip(self.attention, self.blocks, strict=True)):
             i = len(skips) - 1 - j
             finer = skips[i - 1] if i > 0 else None
             gated = attention(finer, skips[i], coarser[i])

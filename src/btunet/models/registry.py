@@ -30,8 +30,8 @@ def build(name: str, encoder: Callable[..., nn.Module], decoder: Callable[..., n
     widths = level_widths(base_filters)
     return SegmentationModel(
         encoder(in_channels, widths, dropout), decoder(widths, dropout), nn.Conv2d(widths[0], out_channels, 1),
-        dict(name=name, in_channels=in_channels, out_channels=out_channels, base_filters=base_filters,
-             dropout=dropout))
+        {"name": name, "in_channels": in_channels, "out_channels": out_channels, "base_filters": base_filters,
+         "dropout": dropout})
 
 
 def register_variant(name: str, encoder: Callable[..., nn.Module], decoder: Callable[..., nn.Module]) -> None:

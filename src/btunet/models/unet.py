@@ -54,7 +54,7 @@ class UNetDecoder(nn.Module):
         self.out_channels = widths[0]
 
     def forward(self, skips: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        for block, skip in zip(self.blocks, reversed(skips)):
+        for block, skip in zip(self.blocks, reversed(skips), strict=True):
             x = block(torch.cat([self.up(x), skip], dim=1))
         return x
 
