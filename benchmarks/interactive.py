@@ -28,12 +28,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import headlines  # noqa: E402
 from _report import DEFAULT_DATA, DOCS, load_average, machine, stamp, table, write_section  # noqa: E402
-from quality import get_encoder, load_dataset, rf_features  # noqa: E402
+from quality import HELD_OUT, get_encoder, load_dataset, rf_features  # noqa: E402
 
-from btunet.simulate import correct, correct_by_uncertainty, scribbles  # noqa: E402
+from btunet.simulate import STYLES, correct, correct_by_uncertainty, first_strokes  # noqa: E402
 
 RECORDS = DOCS / "data" / "interactive.jsonl"
+#: the sets defaults are tuned on; HELD_OUT (other modalities, one file per frame) are only reported
 DATASETS = ("bbbc007", "cho_3dt", "cells3d")
+ALL_DATASETS = DATASETS + HELD_OUT
 METHODS = ("scratch", "scratch_mean", "scratch_flat", "scratch_radius12", "scratch_flat_radius12",
            "scratch_edges", "bt", "builtin", "builtin_edges", "builtin_lr3", "scratch_encoder_teacher",
            "builtin_encoder_teacher", "rf", "scratch_uncertainty", "strokes_only", "teacher_forest",
@@ -156,12 +158,12 @@ def forest_on_full_image(ds: dict, seed: int, max_pixels: int = 200_000) -> floa
     return test_dice(preds, ds)
 
 
-def run_loop(ds_name: str, ds: dict, method: str, seed: int, args, encoder) -> list[dict]:
+def run_loop(ds_name: str, ds: dict, method: str, seed: int, args, encoder, style: str = "blobs") -> list[dict]:
     _, image, mask = ds["train"][0]
     user = (ForestUser(seed) if method == "rf" else
             UNetUser("builtin" if method.startswith("builtin") else encoder if method == "bt" else None, seed, args,
                      VARIANTS.get(method)))
-    ann = scribbles(mask, seed=seed)
+    ann = first_strokes(mask, style, seed=seed)
     records, total_s = [], 0.0
     pred = uncertainty = None  # set by each round's training, used by the next round's corrections
     for rnd in range(args.rounds + 1):
@@ -170,7 +172,7 @@ def run_loop(ds_name: str, ds: dict, method: str, seed: int, args, encoder) -> l
                    else correct(ann, pred, mask, args.budget))
         round_s, pred, uncertainty = user.train(image, ann)
         total_s += round_s
-        rec = {"dataset": ds_name, "method": method, "seed": seed, "round": rnd,
+        rec = {"dataset": ds_name, "method": method, "seed": seed, "round": rnd, "style": style,
                "painted": int((ann > 0).sum()), "dice": test_dice(user.test(ds), ds),
                "round_s": round(round_s, 2), "total_s": round(total_s, 2), "load": load_average()}
         if method != "rf" and args.auroc:
@@ -204,50 +206,83 @@ def summary(records: list[dict], args) -> str:
              "Dice ± std over seeds; time = wall time of the round (training + preview of the painted "
              "image) on this machine. What was tried on the way, with its numbers: "
              "[benchmarks/interactive_notes.md](../benchmarks/interactive_notes.md).", ""]
-    for ds_name in DATASETS:
-        recs = [r for r in records if r["dataset"] == ds_name and r["method"] != "rf_full"]
-        if not recs:
-            continue
-        full = [r["dice"] for r in records if r["dataset"] == ds_name and r["method"] == "rf_full"]
-        seeds = sorted({r["seed"] for r in recs})
-        rounds = sorted({r["round"] for r in recs})
-        methods = [m for m in REPORTED if any(r["method"] == m for r in recs)]
-        rows = []
-        for m in methods:
-            row = [LABELS[m]]
-            for k in rounds:
-                rr = [r for r in recs if r["method"] == m and r["round"] == k]
-                secs = np.mean([r["round_s"] for r in rr]) if rr else 0.0
-                row.append(f"{mean_std([r['dice'] for r in rr])} ({np.mean([r['painted'] for r in rr]):,.0f} px, "
-                           f"{secs:.{0 if secs >= 10 else 1}f} s)" if rr else "—")
-            au = [r.get("error_auroc", float("nan")) for r in recs if r["method"] == m]
-            row.append(mean_std(au) if m != "rf" else "—")
-            rows.append(row)
-        lines += [f"### {ds_name}", "", f"Seeds {seeds}; {ds_protocol(ds_name)}", ""]
-        lines += [table(["method"] + [f"round {k}" for k in rounds]
-                        + ["uncertainty ranks errors (ROC AUC, all rounds)"], rows), ""]
-        if full:
-            lines += [f"Random forest trained on the whole mask of the same image: Dice {mean_std(full)}.", ""]
-        lines += [f"* {paired(recs, m, rounds)}" for m in ("bt", "builtin", "scratch_uncertainty", *VARIANTS, *EARLIER)
-                  if any(r["method"] == m for r in recs)] + [""]
-        if args.records == RECORDS:
-            lines += [f"![Dice against painted pixels and time, {ds_name}](interactive_{ds_name}.png)", ""]
+    if any(r["dataset"] in HELD_OUT for r in records):
+        lines += [(f"**Held out:** {', '.join(f'`{d}`' for d in HELD_OUT)} (phase contrast, bright field, one "
+                  "file per frame) were never used to choose a default; their rows are reported as measured."), ""]
+    if any(r.get("style", "blobs") != "blobs" for r in records):
+        lines += ["Annotator styles of round 0 (`btunet.simulate.first_strokes`): "
+                  + "; ".join(f"*{k}*: {v}" for k, v in STYLE_TEXT.items()) + ".", ""]
+    for ds_name in ALL_DATASETS:
+        for style in STYLES:
+            recs = [r for r in records if r["dataset"] == ds_name and r["method"] != "rf_full"
+                    and r.get("style", "blobs") == style]
+            if recs:
+                lines += dataset_section(records, recs, ds_name, style, args)
     return "\n".join(lines)
 
 
-def paired(recs: list[dict], method: str, rounds: list[int]) -> str:
-    """Dice of ``method`` minus the error-guided `unet` from scratch, on the seeds both ran."""
+def dataset_section(records: list[dict], recs: list[dict], ds_name: str, style: str, args) -> list[str]:
+    """One table: the methods' Dice per round on one set, for one annotator style."""
+    full = [r["dice"] for r in records if r["dataset"] == ds_name and r["method"] == "rf_full"]
+    seeds = sorted({r["seed"] for r in recs})
+    rounds = sorted({r["round"] for r in recs})
+    methods = [m for m in REPORTED if any(r["method"] == m for r in recs)]
+    rows = []
+    for m in methods:
+        row = [LABELS[m]]
+        for k in rounds:
+            rr = [r for r in recs if r["method"] == m and r["round"] == k]
+            secs = np.mean([r["round_s"] for r in rr]) if rr else 0.0
+            row.append(f"{mean_std([r['dice'] for r in rr])} ({np.mean([r['painted'] for r in rr]):,.0f} px, "
+                       f"{secs:.{0 if secs >= 10 else 1}f} s)" if rr else "—")
+        au = [r.get("error_auroc", float("nan")) for r in recs if r["method"] == m]
+        row.append(mean_std(au) if m != "rf" else "—")
+        rows.append(row)
+    held = " (held out)" if ds_name in HELD_OUT else ""
+    heading = f"### {ds_name}{held}" + (f", {style} strokes" if style != "blobs" else "")
+    lines = [heading, "", f"Seeds {seeds}; {ds_protocol(ds_name)}", ""]
+    lines += [table(["method"] + [f"round {k}" for k in rounds]
+                    + ["uncertainty ranks errors (ROC AUC, all rounds)"], rows), ""]
+    if full:
+        lines += [f"Random forest trained on the whole mask of the same image: Dice {mean_std(full)}.", ""]
+    lines += [f"* {paired(recs, m, rounds)}" for m in ("bt", "builtin", "scratch_uncertainty", *VARIANTS, *EARLIER)
+              if any(r["method"] == m for r in recs)]
+    if {"scratch", "rf"} <= {r["method"] for r in recs}:
+        lines.append(f"* {paired(recs, 'rf', rounds, against='scratch', sign=-1)}")
+    lines.append("")
+    if args.records == RECORDS and style == "blobs":
+        lines += [f"![Dice against painted pixels and time, {ds_name}](interactive_{ds_name}.png)", ""]
+    return lines
+
+
+def paired(recs: list[dict], method: str, rounds: list[int], against: str = "scratch", sign: int = 1) -> str:
+    """Dice of ``method`` minus the error-guided `unet` from scratch, on the seeds both ran
+    (``sign=-1``: the other way round)."""
     seeds = sorted({r["seed"] for r in recs if r["method"] == method})
     def dice(m: str, k: int) -> float:
         return float(np.mean([r["dice"] for r in recs if r["method"] == m and r["round"] == k and r["seed"] in seeds]))
-    deltas = ", ".join(f"round {k} {dice(method, k) - dice('scratch', k):+.3f}" for k in rounds)
-    return f"{LABELS[method]} minus `unet` from scratch (seeds {seeds}): {deltas}."
+    deltas = ", ".join(f"round {k} {sign * (dice(method, k) - dice(against, k)):+.3f}" for k in rounds)
+    first, second = (LABELS[method], LABELS[against]) if sign > 0 else (LABELS[against], LABELS[method])
+    return f"{first} minus {second} (seeds {seeds}): {deltas}."
 
 
 def ds_protocol(name: str) -> str:
     return {"bbbc007": "painted image: the first training file; 10 test images.",
             "cho_3dt": "painted image: frame 0 (z = 2); test frames 4-19.",
-            "cells3d": "painted image: plane z = 34; test planes z = 20, 24, ..., 52."}[name]
+            "cells3d": "painted image: plane z = 34; test planes z = 20, 24, ..., 52.",
+            "phc_psc": "painted file: t000.tif; test: every 5th file from t005.tif to t045.tif (9), each on its own.",
+            "bsubtilis_bf": "painted file: t000.tif; test: t001.tif-t003.tif, each on its own.",
+            "mothermachine_phase": "painted file: pos01_t001.tif; test: the other 9 files, each on its own.",
+            "phc_psc_density": "painted file: t000.tif; test: 4 crowded 192-px crops of other frames, each alone "
+                               "and inside a canvas 4x its area tiled from cell-free background (8 images)."}[name]
+
+
+#: what each annotator style paints in round 0
+STYLE_TEXT = {"blobs": "a disk in 10 objects and eight 40-px background strokes",
+              "along": "a brush stroke along the long axis of 10 objects and eight background strokes",
+              "scribble": "four long scribbles across objects and gaps, each pixel painted with what lies under it "
+                          "except within 1 px of an object border",
+              "hurried": "a disk in 3 objects and three background strokes"}
 
 
 def plot(records: list[dict]) -> None:
@@ -289,7 +324,10 @@ def plot(records: list[dict]) -> None:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="bbbc007, seed 0, 2 rounds, no Barlow Twins")
-    p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=ALL_DATASETS,
+                   help=f"default: the tuning sets; held out (report only, never tune on them): {', '.join(HELD_OUT)}")
+    p.add_argument("--styles", nargs="+", default=["blobs"], choices=STYLES,
+                   help="annotator styles of round 0 (default: blobs)")
     p.add_argument("--methods", nargs="+", default=["scratch", "bt", "rf", "scratch_uncertainty"], choices=METHODS,
                    help="default: the four main ones; strokes_only, teacher_forest, teacher_model are the "
                         "alternatives that were tried; builtin, builtin_lr3 start from the packaged encoder")
@@ -323,7 +361,7 @@ def main(argv=None) -> int:
     if args.fresh and args.records.exists() and not args.report_only:
         args.records.unlink()
     records = [json.loads(line) for line in args.records.read_text().splitlines()] if args.records.exists() else []
-    done = {(r["dataset"], r["method"], r["seed"]) for r in records}
+    done = {(r["dataset"], r["method"], r["seed"], r.get("style", "blobs")) for r in records}
 
     def add(new: list[dict]) -> None:
         records.extend(new)
@@ -335,14 +373,15 @@ def main(argv=None) -> int:
         for ds_name in args.datasets:
             ds = load_dataset(ds_name, data)
             for seed in args.seeds:
-                if (ds_name, "rf_full", seed) not in done:
+                if (ds_name, "rf_full", seed, "blobs") not in done:
                     add([{"dataset": ds_name, "method": "rf_full", "seed": seed, "round": 0,
                           "dice": forest_on_full_image(ds, seed), "painted": int(ds["train"][0][2].size)}])
-                for method in args.methods:
-                    if (ds_name, method, seed) in done:
-                        continue
-                    encoder = get_encoder(ds_name, ds, "unet", args, data)[0] if method == "bt" else None
-                    add(run_loop(ds_name, ds, method, seed, args, encoder))
+                for style in args.styles:
+                    for method in args.methods:
+                        if (ds_name, method, seed, style) in done:
+                            continue
+                        encoder = get_encoder(ds_name, ds, "unet", args, data)[0] if method == "bt" else None
+                        add(run_loop(ds_name, ds, method, seed, args, encoder, style))
     if args.records == RECORDS:  # the figures belong to the main records
         plot(records)
     write_section(args.report, summary(records, args))

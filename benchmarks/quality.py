@@ -75,7 +75,60 @@ def load_dataset(name: str, data: Path) -> dict:
                 "unlabelled": [stack],
                 "protocol": "plane z = 2 of each frame; frames 0-3 are the training pool, "
                             "frames 4-19 the test set"}
+    if name in FILE_SETS:
+        return file_set(name, data)
+    if name == "phc_psc_density":
+        return density_set(data)
     raise SystemExit(f"unknown dataset {name}")
+
+
+#: sets held out of tuning: one file per frame, other modalities; (painted file, test files)
+FILE_SETS = {"phc_psc": (0, slice(5, None, 5)), "bsubtilis_bf": (0, slice(1, None)),
+             "mothermachine_phase": (0, slice(1, None))}
+HELD_OUT = (*FILE_SETS, "phc_psc_density")
+
+
+def file_set(name: str, data: Path) -> dict:
+    """A folder of one image per file, predicted file by file as a user's folder would be."""
+    from btunet.imageio import read_image
+    files = sorted((data / name / "images").iterdir())
+    items = [(f.name, read_image(f), read_image(data / name / "masks" / f.name)) for f in files]
+    painted, test = FILE_SETS[name]
+    return {"train": [items[painted]], "test": items[test], "unlabelled": [i[1] for i in items],
+            "protocol": f"one file per frame; painted: {items[painted][0]}; test: "
+                        f"{len(items[test])} files ({items[test][0][0]} ... {items[test][-1][0]}), each read "
+                        "and predicted on its own"}
+
+
+def density_set(data: Path, size: int = 192) -> dict:
+    """The same cells at two foreground fractions: a crop of the most crowded region of a frame,
+    and that crop in the middle of a canvas 4x its area tiled from cell-free background of the
+    same frame. A rule that maps the same cells to the same values scores both alike."""
+    from scipy import ndimage as ndi
+    base = file_set("phc_psc", data)
+    test = []
+    for fname, image, mask in base["test"][1::2]:
+        fg = ndi.uniform_filter((mask > 0).astype(np.float32), size)
+        cy, cx = np.unravel_index(np.argmax(fg), fg.shape)
+        y0 = int(np.clip(cy - size // 2, 0, image.shape[0] - size))
+        x0 = int(np.clip(cx - size // 2, 0, image.shape[1] - size))
+        crop, crop_mask = image[y0:y0 + size, x0:x0 + size], mask[y0:y0 + size, x0:x0 + size]
+        # the emptiest window of the frame (no cell within 8 px), mirrored into a tile
+        near = ndi.binary_dilation(mask > 0, iterations=8).astype(np.float32)
+        empty = ndi.uniform_filter(near, size // 2)
+        ey, ex = np.unravel_index(np.argmin(empty[size // 4:-size // 4, size // 4:-size // 4]), (
+            empty.shape[0] - size // 2, empty.shape[1] - size // 2))
+        patch = image[ey:ey + size // 2, ex:ex + size // 2]
+        tile = np.block([[patch, patch[:, ::-1]], [patch[::-1], patch[::-1, ::-1]]])
+        canvas = np.tile(tile, (2, 2))
+        canvas_mask = np.zeros(canvas.shape, mask.dtype)
+        o = size // 2
+        canvas[o:o + size, o:o + size], canvas_mask[o:o + size, o:o + size] = crop, crop_mask
+        test += [(f"{fname} crowded crop", crop, crop_mask), (f"{fname} crop in background", canvas, canvas_mask)]
+    return {"train": base["train"], "test": test, "unlabelled": base["unlabelled"],
+            "protocol": f"painted: {base['train'][0][0]} (whole frame); test: {len(test) // 2} crowded "
+                        f"{size}-px crops of other frames, each alone and inside a canvas 4x its area "
+                        "tiled from cell-free background of the same frame"}
 
 
 def annotations(ds: dict, level: str) -> tuple[list, list, str]:
