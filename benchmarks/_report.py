@@ -9,7 +9,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
-SECTIONS = ("results_interactive.md", "results_first_preview.md", "results_quality.md", "results_tuning.md",
+SECTIONS = ("results_interactive.md", "results_robustness.md", "results_first_preview.md", "results_quality.md",
+            "results_tuning.md",
             "results_pretraining.md", "results_painting_builtin.md", "results_dense_pretraining.md",
             "results_objects.md", "results_speed.md", "results_fused.md",
             "results_export.md")
@@ -55,6 +56,7 @@ def write_section(name: str, text: str) -> Path:
               "`benchmarks/objects.py`, `benchmarks/speed.py`, "
               "`benchmarks/fused.py` and `benchmarks/export_speed.py` (see `benchmarks/README.md`); each script "
               "rewrites only its own section ([painting loop](results_interactive.md), "
+              "[painting loop beyond the tuning sets](results_robustness.md), "
               "[first preview](results_first_preview.md), [quality](results_quality.md), [tuning](results_tuning.md), "
               "[pre-training](results_pretraining.md), [dense pre-training](results_dense_pretraining.md), "
               "[objects and classes](results_objects.md), "
