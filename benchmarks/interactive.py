@@ -39,7 +39,7 @@ ALL_DATASETS = DATASETS + HELD_OUT
 METHODS = ("scratch", "scratch_mean", "scratch_flat", "scratch_radius12", "scratch_flat_radius12",
            "scratch_edges", "bt", "builtin", "builtin_edges", "builtin_lr3", "scratch_encoder_teacher",
            "builtin_encoder_teacher", "rf", "scratch_uncertainty", "strokes_only", "teacher_forest",
-           "teacher_model")
+           "teacher_model", "scratch_background", "scratch_intensity")
 #: records of runs made under earlier engine defaults, reported but not run again under that name
 EARLIER = {"bt_flat_radius12": "`unet` Barlow Twins, flat weights, corrections overrule within 12 px "
                                "(an earlier run)",
@@ -55,7 +55,9 @@ VARIANTS = {"scratch_mean": {"continue_teacher": "mean"}, "scratch_flat": {"pseu
             "teacher_model": {"continue_teacher": "model"}, "builtin_lr3": {"encoder_lr_scale": 3.0},
             "builtin_edges": {"pseudo_edge_weight": 10.0},
             "scratch_encoder_teacher": {"teacher_features": "encoder"},
-            "builtin_encoder_teacher": {"teacher_features": "encoder"}}
+            "builtin_encoder_teacher": {"teacher_features": "encoder"},
+            "scratch_background": {"normalization": "background"},
+            "scratch_intensity": {"intensity_augment": 0.5}}
 LABELS = {"strokes_only": "`unet` from scratch, strokes only (no pseudo-labels)",
           "teacher_forest": "`unet` from scratch, continuation pseudo-labels from the forest alone",
           "teacher_model": "`unet` from scratch, continuation pseudo-labels from the model alone",
@@ -73,6 +75,8 @@ LABELS = {"strokes_only": "`unet` from scratch, strokes only (no pseudo-labels)"
           "scratch_encoder_teacher": "`unet` from scratch, forest teacher with the built-in encoder's features",
           "builtin_encoder_teacher": "`unet` from the built-in encoder, forest teacher with its features",
           "scratch_uncertainty": "`unet` from scratch, user guided by its uncertainty map",
+          "scratch_background": "`unet` from scratch, normalised by the background peak (`normalization='background'`)",
+          "scratch_intensity": "`unet` from scratch, intensity augmentation 0.5 (`intensity_augment=0.5`)",
           "rf_full": "random forest, 1 fully annotated image", **EARLIER}
 
 

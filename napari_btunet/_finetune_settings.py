@@ -130,6 +130,13 @@ class FinetuneSettings:
             "pre-trained encoder (the chosen one, else the built-in one), beside its filters")
         self.teacher_check.setChecked(FinetuneConfig.teacher_features == "encoder")
         adv.addRow(self.teacher_check)
+        self.background_check = QCheckBox("normalise by the background level")
+        self.background_check.setToolTip(
+            "map each image's background peak to 0 and its 99.8th percentile to 1 instead of its 1st and "
+            "99.8th percentiles, so images where cells cover more or less of the field keep the same values "
+            "(a model trained this way cannot be exported as a bioimage.io package)")
+        self.background_check.setChecked(FinetuneConfig.normalization == "background")
+        adv.addRow(self.background_check)
         self.preview_spin = QDoubleSpinBox()
         self.preview_spin.setRange(0, 600)
         self.preview_spin.setDecimals(1)
@@ -252,6 +259,7 @@ class FinetuneSettings:
             time_budget_s=60.0 * self.budget_spin.value() if budget else None,
             instances="auto" if self.borders_check.isChecked() else "none",
             teacher_features="encoder" if self.teacher_check.isChecked() else "filters",
+            normalization="background" if self.background_check.isChecked() else "percentile",
             device=self.device_combo.currentText())
         return config.continuation() if self._continuing() and not budget else config
 

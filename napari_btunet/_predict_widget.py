@@ -2,6 +2,8 @@
 plane, into the plugin's own output layers "<source> labels [btunet]" / "<source> probability [btunet]"."""
 from __future__ import annotations
 
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +78,7 @@ class PredictWidget(JobWidget):
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
         self.written: list = []
+        self.unlike: list[str] = []  # layers of the last run unlike the model's training images
         self._sources: list = []
         self._instances = False
         self._build()
@@ -198,7 +201,7 @@ class PredictWidget(JobWidget):
         except BTUnetError as exc:
             self.refuse(exc)
             return None
-        self.written = []
+        self.written, self.unlike = [], []
         self._sources, self._instances = request.sources, request.instances
         self._classes = None if request.instances else model_classes(request.model)
         self.progress.set_fraction(0, "loading the model…")
@@ -218,6 +221,9 @@ class PredictWidget(JobWidget):
                 job.progress((k, n, done, total, name))
             job.progress((k, n, 0, 1, source.name))
             rgb = None if source.axes else source.rgb  # the axes' C is the colour axis
+            # an image unlike the model's training images: the engine's warning would not name the
+            # layer (napari shows warnings too), so only the notification of _on_item says it
+            warnings.filterwarnings("ignore", category=btunet.OutsideReferenceWarning, module=re.escape(__name__))
             result = btunet.predict(model, source.data, rgb=rgb, axes=source.axes, threshold=request.threshold,
                                     instances=request.instances, instances_3d=request.instances_3d,
                                     z_spacing=source.z_spacing, probabilities=request.probabilities,
@@ -236,6 +242,9 @@ class PredictWidget(JobWidget):
     def _on_item(self, item) -> None:
         k, result = item
         source = self._sources[k].layer
+        if result.outside_reference:  # the engine's words, with the layer's name
+            self.unlike.append(self._sources[k].name)
+            _messages.show_warning(f"{self._sources[k].name!r}: {result.outside_reference}")
         if source not in self.viewer.layers:
             return  # the source was closed meanwhile
         labels = upsert_output(self.viewer, source, "labels", result.labels, "labels", opacity=0.5,
@@ -263,4 +272,5 @@ class PredictWidget(JobWidget):
         if outcome.error is not None:
             self.failed(outcome.error)
             return
-        self.progress.set_fraction(1.0, f"done: {outcome.result} layer(s)")
+        self.progress.set_fraction(1.0, f"done: {outcome.result} layer(s)" + (
+            f"; {len(self.unlike)} unlike the training images" if self.unlike else ""))

@@ -148,6 +148,7 @@ def cmd_finetune(a) -> int:
                          batch_size=a.batch_size, patch_size=a.patch_size, time_budget_s=a.time_budget,
                          intensity_augment=a.intensity_augment, encoder_lr_scale=a.encoder_lr_scale,
                          teacher_features=a.teacher_features, pseudo_edge_weight=a.edge_weight,
+                         normalization=a.normalization,
                          device=a.device, seed=a.seed, instances="auto" if a.boundary else "none", axes=axes,
                          **({} if a.threshold is None else {"threshold": a.threshold, "tune_threshold": False}),
                          class_names=[n.strip() for n in a.class_names.split(",")] if a.class_names else None)
@@ -209,7 +210,12 @@ def cmd_evaluate(a) -> None:
 def cmd_info(a) -> None:
     from .builtin_encoder import builtin_path, is_builtin
     from .checkpoint import read_metadata
-    print(json.dumps(read_metadata(builtin_path() if is_builtin(a.file) else a.file), indent=1))
+    meta = read_metadata(builtin_path() if is_builtin(a.file) else a.file)
+    reference = meta.get("intensity_reference")  # one line: its percentiles and their ranges
+    if reference is not None:
+        meta["intensity_reference"] = "\0reference"
+    text = json.dumps(meta, indent=1)
+    print(text if reference is None else text.replace(json.dumps("\0reference"), json.dumps(reference)))
 
 
 def _load_init(path: str):

@@ -9,6 +9,7 @@ from . import __version__
 from .config import FinetuneConfig, PretrainConfig
 from .device import DEVICES
 from .errors import BTUnetError
+from .metadata import NORMALIZATION_METHODS
 from .models import MODELS
 
 EPILOG = """examples:
@@ -174,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gamma/contrast/brightness jitter, 0-1 (default 0: off, because jitter shifts the "
                         "intensity at which masks were drawn; raise it when test images vary in brightness "
                         "more than percentile normalisation evens out)")
+    f.add_argument("--normalization", choices=NORMALIZATION_METHODS, default=fd.normalization,
+                   help="how intensities are mapped before the network, saved with the model and used by "
+                        "predict: percentile (1st and 99.8th percentiles of each image or stack to 0 and 1) or "
+                        "background (its background peak to 0, its 99.8th percentile to 1: files where objects "
+                        "cover more or less of the field keep the same values; not for bioimage.io export) "
+                        f"(default {fd.normalization}; --init keeps the model's own)")
     f.add_argument("--encoder-lr-scale", type=float, default=fd.encoder_lr_scale, metavar="FACTOR",
                    help="learning rate of the pre-trained encoder relative to the rest (default "
                         f"{fd.encoder_lr_scale:g}; 0 keeps the encoder frozen)")

@@ -13,7 +13,7 @@ from .annotations import MASK_MODES
 from .device import DEVICES
 from .errors import BTUnetError
 from .instances import SEPARATIONS
-from .metadata import DEFAULT_THRESHOLD, check_threshold
+from .metadata import DEFAULT_THRESHOLD, NORMALIZATION_METHODS, check_threshold
 from .models import SIZE_MULTIPLE
 from .models.registry import CHANNELS, check_model_settings
 
@@ -131,6 +131,10 @@ class FinetuneConfig:
     augment: bool = True             # flips and 90-degree rotations (+ blur/noise below)
     blur_noise: bool = True          # mild Gaussian blur and noise
     intensity_augment: float = 0.0   # gamma/contrast/brightness jitter strength (0 = off)
+    normalization: str = "percentile"  # intensities -> [0, 1]: "percentile" (1st-99.8th of each image or
+    #                                    stack) or "background" (its background peak to 0, 99.8th to 1: the
+    #                                    fraction of the field objects cover does not move it); saved with
+    #                                    the model, and a continuation keeps the model's own
     device: str = "auto"
     fast: bool = True
     seed: int = 0
@@ -181,6 +185,7 @@ class FinetuneConfig:
         for name in ("augment", "blur_noise", "tune_threshold"):
             fields.flag(name, getattr(self, name))
         fields.number("intensity_augment", self.intensity_augment, 0.0, 1.0)
+        fields.choice("normalization", self.normalization, NORMALIZATION_METHODS)
         check_threshold("threshold", self.threshold)
         from .heads import MAX_CLASSES
         if self.n_classes is not None:

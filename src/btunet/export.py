@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .bioimageio_package import load_package, write_package
+from .checkpoint import model_metadata
 from .errors import BTUnetError
 from .models import SegmentationModel
 from .network_export import (
@@ -62,6 +63,10 @@ def export(model_or_path: SegmentationModel | str | os.PathLike, out: str | os.P
         raise BTUnetError(f"--out {out} is a folder of other files; give a new folder or a .zip file")
     if occupied and not overwrite:
         raise BTUnetError(f"{target} already exists; use --overwrite or another --out")
+    if format == "bioimageio" and model_metadata(model).normalization.method != "percentile":
+        raise BTUnetError("this model normalises images by their background peak, which a bioimage.io "
+                          "package's pre-processing (percentiles) cannot express; export it as onnx or "
+                          "torchscript (the network alone), or fine-tune with normalization 'percentile'")
     if format == "torchscript":
         return write_torchscript(model, target)
     if format == "onnx":

@@ -24,18 +24,19 @@ from .config import FinetuneConfig, Progress, ProgressCallback, StopCallback, co
 from .data import AnnotatedPlane, ImageSource, load_sources, pad_to_min_size
 from .device import autocast, describe_device, resolve_device
 from .encoder_features import teacher_features
-from .encoder_start import encoder_lr_factor, refit_batchnorm, rescale_to_norms, weight_norms
+from .encoder_start import encoder_lr_factor, refit_batchnorm
 from .errors import BTUnetError
 from .heads import MAX_CLASSES, HeadSpec, default_classes, head_of
 from .imageio import spatial_shape
 from .instances import MIN_SIZE, object_sizes, size_floor
 from .losses import segmentation_loss
-from .metadata import DEFAULT_THRESHOLD
-from .models import SegmentationModel, create_model
-from .normalize import DEFAULT_NORMALIZATION
+from .metadata import DEFAULT_THRESHOLD, Normalization
+from .model_start import build_from_encoder
+from .models import SegmentationModel
 from .planes import check_budget, engine_image, plane_layout, predict_logits
 from .pretrain import PretrainedEncoder, as_encoder
 from .pseudo import add_pseudo_labels, context_planes, focus_on_errors, model_probabilities  # noqa: F401
+from .reference import training_reference
 from .separation import separation_of
 from .thresholds import threshold_of
 
@@ -69,11 +70,12 @@ def head_for(annotations, cfg: FinetuneConfig, model: SegmentationModel | None =
 
 
 def annotated_planes(images, annotations, channels: int, mode: str, patch_size: int,
-                     head: HeadSpec | None = None, axes: str | None = None) -> list[AnnotatedPlane]:
+                     head: HeadSpec | None = None, axes: str | None = None,
+                     normalization: Normalization | None = None) -> list[AnnotatedPlane]:
     """Pair images with annotations, check shapes, keep only planes with annotated pixels.
 
     ``axes``: what each image axis is (``btunet.axes``); annotations have the same axes without C.
-    """
+    ``normalization``: the rule the model stores (default: ``Normalization()``)."""
     head = head or HeadSpec()
     if len(images) != len(annotations):
         raise BTUnetError(f"got {len(images)} images but {len(annotations)} annotations")
@@ -88,7 +90,7 @@ def annotated_planes(images, annotations, channels: int, mode: str, patch_size: 
             raise BTUnetError(f"annotation shape {tuple(labels.shape)} does not match image {name} "
                               f"of shape {tuple(raw.shape)}"
                               + (f" (axes {axes})" if axes else " (RGB)" if rgb else ""))
-        layout = plane_layout(image, channels, rgb=rgb)
+        layout = plane_layout(image, channels, rgb=rgb, normalization=normalization)
         for index in layout.indices():
             plane_labels = np.asarray(labels[index])
             target, weight = targets_and_weights(plane_labels, mode, n_classes=head.n_classes)
@@ -253,20 +255,22 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
         classes = None  # one unnamed class: today's object model
     net = model if model is not None else build_from_encoder(cfg, enc, channels, head.channels)
     previous = dict(getattr(model, "metadata", None) or {})
+    norm = (Normalization.parse(previous["normalization"]) if previous.get("normalization")
+            else Normalization(method=cfg.normalization))  # a continuation keeps the model's own
     if model is not None and cfg.tune_threshold:  # a continued model keeps its own threshold
         cfg = copy.copy(cfg)
         cfg.threshold = float(previous.get("threshold", cfg.threshold))
-    planes = annotated_planes(sources, labels, channels, cfg.mask_mode, cfg.patch_size, head, cfg.axes)
+    planes = annotated_planes(sources, labels, channels, cfg.mask_mode, cfg.patch_size, head, cfg.axes, norm)
     head_meta = {"classes": classes, "instances": "boundary" if head.boundary else None}
-    if model is None:  # what the channels mean, for previews while training
-        net.metadata = dict(head_meta)
+    if model is None:  # what the channels mean and how images are normalised, for previews while training
+        net.metadata = {**head_meta, "normalization": norm.as_dict()}
     # a continuation keeps every painted pixel for training (a held-out correction would never be
     # learnt) and ends at the end of its schedule
     has_val = hold_out_validation(planes, cfg.val_fraction, rng) if model is None else False
     n_planes = len(planes)
     use_pseudo = cfg.mask_mode == "sparse" and cfg.pseudo_labels == "forest"
     if use_pseudo:  # unpainted planes of the stacks, so the rest of a stack is not unknown land
-        planes += context_planes(sources, labels, channels, cfg.patch_size)
+        planes += context_planes(sources, labels, channels, cfg.patch_size, normalization=norm)
     for p in planes:
         p.painted = p.weight > 0
         if head.boundary and p.boundary is None:  # unpainted context planes: no border anywhere
@@ -388,7 +392,8 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     n_all = int(sum(m.sum() for m in painted))
     net.metadata = {
         **{k: v for k, v in head_meta.items() if v is not None},
-        "normalization": DEFAULT_NORMALIZATION, "threshold": threshold,
+        "normalization": norm.as_dict(), "threshold": threshold,
+        "intensity_reference": training_reference(sources, channels, cfg.axes, previous, norm),
         **({"threshold_tuning": tuned} if tuned else {}), "min_size": min_size,
         **({"separate_by": separate_by} if separate_by else {}),
         **({"separation": separation} if separation else {}),
@@ -418,25 +423,6 @@ def image_channels(image, axes: str | None = None) -> int:
     channels, or a guessed RGB axis), else 1."""
     image, rgb = engine_image(image, axes)
     return 3 if rgb and int(image.shape[-1]) >= 3 else 1
-
-
-def build_from_encoder(cfg: FinetuneConfig, enc: PretrainedEncoder | None, channels: int,
-                       out_channels: int = 1) -> SegmentationModel:
-    """A fresh variant (``out_channels``: ``heads.HeadSpec.channels``) whose encoder (if given)
-    starts from pre-trained weights."""
-    if enc is None:
-        return create_model(cfg.model, in_channels=channels, base_filters=cfg.base_filters,
-                            out_channels=out_channels)
-    if enc.variant != cfg.model:
-        raise BTUnetError(f"the encoder was pre-trained for {enc.variant!r} but model {cfg.model!r} "
-                          f"was chosen; pick {enc.variant!r} or pre-train a {cfg.model!r} encoder")
-    net = create_model(cfg.model, **{**{k: v for k, v in enc.model_config.items() if k != "name"},
-                                     "out_channels": out_channels})
-    fresh_norms = weight_norms(net.encoder) if cfg.encoder_rescale else None  # before the load replaces them
-    net.encoder.load_state_dict(enc.encoder_state)
-    if fresh_norms is not None:
-        rescale_to_norms(net.encoder, fresh_norms)
-    return net
 
 
 def prepare_encoder_start(net: SegmentationModel, cfg: FinetuneConfig, planes: list[AnnotatedPlane],

@@ -9,6 +9,8 @@ kept as they are in ``provenance``.
 from __future__ import annotations
 
 import copy
+import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +28,8 @@ FORMAT_VERSION = 1
 KINDS = ("encoder", "model")
 #: The probability above which a pixel is object, unless a model stores its own.
 DEFAULT_THRESHOLD = 0.5
-NORMALIZATION_METHODS = ("percentile",)
+#: "percentile": the low-high percentiles -> [0, 1]; "background": the background peak -> 0, high -> 1
+NORMALIZATION_METHODS = ("percentile", "background")
 
 
 def check_threshold(name: str, value: Any) -> float:
@@ -54,7 +57,9 @@ def _required(name: str, raw: Mapping, key: str) -> Any:
 
 @dataclass(frozen=True)
 class Normalization:
-    """Intensity normalisation: percentiles of the whole image map to [0, 1]."""
+    """Intensity normalisation of the whole image or stack (``normalize.py``): its ``low`` and ``high``
+    percentiles map to [0, 1] ("percentile"), or its background peak to 0 and its ``high`` percentile
+    to 1 ("background"; ``low`` unused)."""
     method: str = "percentile"
     low: float = 1.0
     high: float = 99.8
@@ -75,6 +80,51 @@ class Normalization:
 
     def as_dict(self) -> dict[str, Any]:
         return {"method": self.method, "low": self.low, "high": self.high}
+
+
+def _finite_list(name: str, raw: Any, length: int | None = None) -> tuple[float, ...]:
+    """A non-empty JSON list of finite numbers (of ``length`` items, when given)."""
+    if not isinstance(raw, (list, tuple)) or not raw or len(raw) > 101:
+        raise BTUnetError(f"{name} must be a list of 1 to 101 numbers, got {raw!r}")
+    if length is not None and len(raw) != length:
+        raise BTUnetError(f"{name} has {len(raw)} values but intensity_reference.quantiles has {length}")
+    for i, v in enumerate(raw):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            raise BTUnetError(f"{name}[{i}] must be a finite number, got {v!r}")
+    return tuple(float(v) for v in raw)
+
+
+@dataclass(frozen=True)
+class IntensityReference:
+    """What a model's training images looked like after its normalisation (``btunet.reference``):
+    for each percentile in ``quantiles``, the lowest and the highest value over the images."""
+    quantiles: tuple[float, ...]
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        q = _finite_list("intensity_reference.quantiles", self.quantiles)
+        if any(not 0 <= v <= 100 for v in q) or any(a >= b for a, b in zip(q, q[1:], strict=False)):
+            raise BTUnetError(f"intensity_reference.quantiles must rise from 0 to 100, got {list(q)}")
+        low = _finite_list("intensity_reference.low", self.low, len(q))
+        high = _finite_list("intensity_reference.high", self.high, len(q))
+        for i, (a, b) in enumerate(zip(low, high, strict=True)):
+            if a > b:
+                raise BTUnetError(f"intensity_reference.low[{i}] ({a:g}) is above intensity_reference.high[{i}] "
+                                  f"({b:g})")
+        for key, value in (("quantiles", q), ("low", low), ("high", high)):
+            object.__setattr__(self, key, value)
+
+    @classmethod
+    def parse(cls, raw: Any) -> IntensityReference:
+        raw = _object("intensity_reference", raw)
+        keys = ("quantiles", "low", "high")
+        _known_keys("intensity_reference", raw, keys)
+        return cls(**{k: _required("intensity_reference.", raw, k) for k in keys})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"quantiles": [int(q) if q == int(q) else q for q in self.quantiles],
+                "low": list(self.low), "high": list(self.high)}
 
 
 @dataclass(frozen=True)
@@ -108,7 +158,7 @@ class ModelSpec:
 
 #: Top-level keys the typed structure owns; the rest is provenance.
 _TYPED = ("format", "format_version", "kind", "model", "channels", "normalization", "threshold",
-          "classes", "instances", "min_size", "separate_by")
+          "classes", "instances", "min_size", "separate_by", "intensity_reference")
 #: The largest object-size floor a checkpoint may carry (px): 4096² would drop any real object.
 MAX_MIN_SIZE = 4096 ** 2
 #: How a model separates touching objects: ``boundary`` = it has a boundary channel.
@@ -129,6 +179,7 @@ class CheckpointMetadata:
     min_size: int = MIN_SIZE              # instances: objects below this (px) are dropped
     separate_by: str = "distance"         # instances: touching objects split along the learnt borders
     #                                       ("boundary") or by a distance watershed (separation.py)
+    intensity_reference: IntensityReference | None = None  # None: trained before btunet kept one (never warns)
     provenance: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -186,9 +237,11 @@ class CheckpointMetadata:
         separate_by = fields.choice("separate_by", raw.get("separate_by", instances or "distance"), SEPARATIONS)
         if separate_by == "boundary" and instances != "boundary":
             raise BTUnetError("separate_by 'boundary' needs a boundary channel (instances: 'boundary')")
+        reference = raw.get("intensity_reference")
+        reference = IntensityReference.parse(reference) if reference is not None else None
         provenance = {k: v for k, v in raw.items() if k not in _TYPED}
         return cls(kind, model, norm, threshold, mask_mode, version, classes, instances, min_size, separate_by,
-                   provenance)
+                   reference, provenance)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON: the typed fields first, then the provenance as it was."""
@@ -203,8 +256,10 @@ class CheckpointMetadata:
         if self.instances is not None:
             out["instances"] = self.instances
             out["separate_by"] = self.separate_by
+        if self.intensity_reference is not None:
+            out["intensity_reference"] = self.intensity_reference.as_dict()
         return {**out, **copy.deepcopy(dict(self.provenance))}
 
 
-__all__ = ["CheckpointMetadata", "DEFAULT_THRESHOLD", "FORMAT", "FORMAT_VERSION", "KINDS",
+__all__ = ["CheckpointMetadata", "DEFAULT_THRESHOLD", "FORMAT", "FORMAT_VERSION", "IntensityReference", "KINDS",
            "ModelSpec", "Normalization", "check_threshold"]

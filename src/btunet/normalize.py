@@ -1,4 +1,9 @@
-"""Percentile normalisation, shared by training and prediction so both see the same values."""
+"""Intensity normalisation, shared by training and prediction so both see the same values.
+
+Two rules: ``percentile`` maps the whole image's 1st and 99.8th percentiles to [0, 1];
+``background`` maps its background peak (the most common intensity) to 0 and its 99.8th
+percentile to 1, so the fraction of the field that objects cover does not move the values.
+"""
 from __future__ import annotations
 
 import warnings
@@ -11,9 +16,8 @@ from .imageio import iter_planes, plane_indices
 DEFAULT_NORMALIZATION = {"method": "percentile", "low": 1.0, "high": 99.8}
 
 
-def percentile_range(array, rgb: bool | None = None, low: float = 1.0, high: float = 99.8,
-                     max_planes: int = 16, max_pixels: int = 2_000_000) -> tuple[float, float]:
-    """Intensity range of a whole image or stack from an even subsample of its planes.
+def sample_values(array, rgb: bool | None = None, max_planes: int = 16, max_pixels: int = 2_000_000) -> np.ndarray:
+    """The finite values of an even subsample of a whole image's or stack's planes.
 
     Whole-stack (not per-plane) statistics keep empty planes dark instead of stretching their
     noise; sampling keeps this cheap for stacks that do not fit in memory.
@@ -29,12 +33,52 @@ def percentile_range(array, rgb: bool | None = None, low: float = 1.0, high: flo
         step = max(1, flat.size * len(pick) // max_pixels)
         values.append(flat[::step])
     values = np.concatenate(values)
-    finite = values[np.isfinite(values)]
+    return values[np.isfinite(values)]
+
+
+def percentile_range(array, rgb: bool | None = None, low: float = 1.0, high: float = 99.8,
+                     max_planes: int = 16, max_pixels: int = 2_000_000) -> tuple[float, float]:
+    """Intensity range of a whole image or stack: its ``low`` and ``high`` percentiles."""
+    finite = sample_values(array, rgb, max_planes, max_pixels)
     if finite.size == 0:
         return 0.0, 1.0
     lo, hi = np.percentile(finite, [low, high])
     if hi <= lo:  # constant image
         hi = lo + 1.0
+    return float(lo), float(hi)
+
+
+def background_peak(values: np.ndarray, bins: int = 256) -> float:
+    """The most common intensity (the peak of a lightly smoothed histogram between the 0.1st and
+    99.9th percentiles): the background level in most microscopy images.
+
+    Unlike a low percentile, it stays where it is whatever fraction of the field objects cover,
+    darker (phase contrast) or brighter (fluorescence) than the background, as long as the
+    background is the largest population of alike pixels.
+    """
+    from scipy.ndimage import gaussian_filter1d
+    lo, hi = np.percentile(values, [0.1, 99.9])
+    if hi <= lo:
+        return float(lo)
+    counts, edges = np.histogram(values, bins, (lo, hi))
+    peak = int(np.argmax(gaussian_filter1d(counts.astype(np.float64), 2.0)))
+    return float((edges[peak] + edges[peak + 1]) / 2)
+
+
+def background_range(array, rgb: bool | None = None, high: float = 99.8,
+                     max_planes: int = 16, max_pixels: int = 2_000_000) -> tuple[float, float]:
+    """Intensity range anchored on the background: (background peak, ``high`` percentile).
+
+    The same cells map to the same values in a sparse and a crowded field, and a gain or offset
+    of the raw intensities moves both ends alike.
+    """
+    finite = sample_values(array, rgb, max_planes, max_pixels)
+    if finite.size == 0:
+        return 0.0, 1.0
+    lo, hi = background_peak(finite), float(np.percentile(finite, high))
+    if hi <= lo:  # constant image, or objects darker than a background at the top of the range
+        spread = float(np.percentile(finite, 99.8) - np.percentile(finite, 0.2))
+        hi = lo + (spread if spread > 0 else 1.0)
     return float(lo), float(hi)
 
 
@@ -48,4 +92,5 @@ def normalize_plane(plane: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return out
 
 
-__all__ = ["DEFAULT_NORMALIZATION", "percentile_range", "normalize_plane", "iter_planes"]
+__all__ = ["DEFAULT_NORMALIZATION", "background_peak", "background_range", "iter_planes", "normalize_plane",
+           "percentile_range", "sample_values"]

@@ -32,7 +32,7 @@ from .metadata import Normalization
 from .models import SIZE_MULTIPLE, SegmentationModel
 from .models.base import pad_to_multiple
 from .models.fuse import fuse_batchnorm
-from .normalize import normalize_plane, percentile_range
+from .normalize import background_range, normalize_plane, percentile_range
 
 #: Test-time flips of the uncertainty map: identity, left-right, up-down, both.
 FLIPS = ((), (-1,), (-2,), (-2, -1))
@@ -103,6 +103,8 @@ def engine_image(image, axes: str | None = None, rgb: bool | None = None,
 def stack_range(source, rgb: bool, normalization: Normalization | None = None) -> tuple[float, float]:
     """The whole image's or stack's intensity range for ``normalization`` (a checkpoint's setting)."""
     norm = normalization or Normalization()
+    if norm.method == "background":
+        return background_range(source, rgb, norm.high)
     return percentile_range(source, rgb, norm.low, norm.high)
 
 

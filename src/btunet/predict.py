@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -37,10 +38,11 @@ from .planes import (  # noqa: F401  (re-exported for callers of btunet.predict)
     predict_logits,
     uncertainty_map,
 )
+from .reference import OutsideReferenceWarning, outside_reference
 from .runtime import fused_setup
 
-__all__ = ["OVERLAP", "TILE", "Prediction", "PredictConfig", "instance_labels", "iter_predict", "predict",
-           "predict_logits", "predict_to_tiff", "uncertainty_map"]
+__all__ = ["OVERLAP", "TILE", "OutsideReferenceWarning", "Prediction", "PredictConfig", "instance_labels",
+           "iter_predict", "predict", "predict_logits", "predict_to_tiff", "uncertainty_map"]
 
 
 def instance_labels(mask: np.ndarray, split_touching: bool = True, min_distance: int = 5,
@@ -56,6 +58,8 @@ class Prediction:
     probabilities: np.ndarray | None   # float32 object probability, when asked for
     uncertainty: np.ndarray | None = None  # float32, 0 = certain, 1 = a coin toss (test-time flips)
     class_probabilities: np.ndarray | None = None  # float32 (K+1, ...): background, class 1..K
+    #: why the image lies outside what the model knows (``btunet.reference``), or None
+    outside_reference: str | None = None
 
 
 def by_borders(cfg: PredictConfig, has_boundary: bool) -> bool:
@@ -117,17 +121,25 @@ def iter_predict(model: SegmentationModel | str | os.PathLike, image,
     ``config`` / keyword ``overrides``: see ``PredictConfig``. With ``uncertainty`` each item has a
     fourth element, the plane's uncertainty map (four times the network time). Instance ids are
     labelled per plane (streaming keeps no other plane) and unique across the whole stack; ids
-    linked through Z need the whole stack: ``predict``. ``axes``: as ``predict``.
+    linked through Z need the whole stack: ``predict``. ``axes``: as ``predict``. An image unlike
+    the model's training images gives one ``OutsideReferenceWarning`` with the first plane.
     """
     cfg = PredictConfig.of(config, **overrides)
+    for done, (index, out) in enumerate(_per_plane(model, image, cfg, rgb, axes)):
+        if done == 0 and out["outside_reference"]:
+            warnings.warn(out["outside_reference"], OutsideReferenceWarning, stacklevel=2)
+        item = (index, out["probability"], out["labels"])
+        yield item + (out["uncertainty"],) if cfg.uncertainty else item
+
+
+def _per_plane(model, image, cfg: PredictConfig, rgb: bool | None, axes: str | None = None
+               ) -> Iterator[tuple[tuple, dict]]:
+    """``iter_predict`` without its warning: (index, outputs) with instance ids per plane."""
     if cfg.instances and cfg.instances_3d:
         raise BTUnetError("iter_predict labels instances plane by plane; use predict() for 3-D ids "
                           "or instances_3d=False")
-    cfg = dataclasses.replace(cfg, instances_3d=False)
     image, rgb = engine_image(image, axes, rgb, _channels(model))
-    for index, out in _results(model, image, cfg, rgb):
-        item = (index, out["probability"], out["labels"])
-        yield item + (out["uncertainty"],) if cfg.uncertainty else item
+    return _results(model, image, dataclasses.replace(cfg, instances_3d=False), rgb)
 
 
 def _channels(model) -> int | None:
@@ -175,12 +187,14 @@ def _results(model, image, cfg: PredictConfig, rgb: bool | None) -> Iterator[tup
     min_size = stored.min_size if cfg.min_size is None else cfg.min_size
     cfg = separation_for(cfg, stored)
     layout = plane_layout(image, net.in_channels, rgb=rgb, normalization=stored.normalization)
+    unlike = outside_reference(stored.intensity_reference, image, layout)  # the same values the model sees
     per_plane = z_axis_of_stack(image, cfg, rgb) is None
     net, cfg = fused_setup(net, cfg, int(np.prod(layout.spatial_shape)))
     offset = 0
     for index, pixels in layout.planes(image):
         out = plane_result(net, pixels, cfg, threshold, label_instances=per_plane, min_size=min_size)
         out["threshold"], out["min_size"], out["separate_by"] = threshold, min_size, cfg.separate_by
+        out["outside_reference"] = unlike
         if cfg.instances and per_plane:
             labels = out["labels"]
             labels[labels > 0] += offset
@@ -201,10 +215,23 @@ def predict(model: SegmentationModel | str | os.PathLike, image, config: Predict
     labels. Instance ids are unique across the whole stack; on a stack with a Z axis they are 3-D
     (``instances_3d``, ``z_axis``, ``z_spacing``: one id per object through its planes; named
     ``axes`` say which axis is Z, and a stack with only T is labelled per plane).
-    ``should_stop`` raises ``Cancelled``.
+    ``should_stop`` raises ``Cancelled``. An image unlike the model's training images (``btunet.reference``)
+    gives one ``OutsideReferenceWarning`` and sets ``Prediction.outside_reference`` to the reason.
     ``axes``: what each axis of ``image`` is (``btunet.axes``, e.g. "TZYX", "CYX"; default: a
     trailing 3 or 4 is colour, the rest planes); the outputs have the same axes without C.
     """
+    result = _predict(model, image, config, rgb=rgb, axes=axes, on_progress=on_progress, should_stop=should_stop,
+                      out=out, **overrides)
+    if result.outside_reference:
+        warnings.warn(result.outside_reference, OutsideReferenceWarning, stacklevel=2)
+    return result
+
+
+def _predict(model: SegmentationModel | str | os.PathLike, image, config: PredictConfig | None = None, *,
+             rgb: bool | None = None, axes: str | None = None, on_progress: Callable[[int, int], None] | None = None,
+             should_stop: Callable[[], bool] | None = None, out: np.ndarray | None = None,
+             **overrides) -> Prediction:
+    """``predict`` without its warning."""
     cfg = with_axes(PredictConfig.of(config, **overrides), axes)
     image, rgb = engine_image(image, axes, rgb, _channels(model))
     check_budget(image.shape, rgb)  # before the outputs are allocated
@@ -215,9 +242,9 @@ def predict(model: SegmentationModel | str | os.PathLike, image, config: Predict
     probs = np.zeros(shape, np.float32) if cfg.probabilities or z_axis is not None else None
     borders, threshold, min_size, separate_by = None, None, MIN_SIZE, cfg.separate_by
     doubts = np.zeros(shape, np.float32) if cfg.uncertainty else None
-    classes = None
+    classes, unlike = None, None
     for done, (index, item) in enumerate(_results(model, image, cfg, rgb), 1):
-        labels[index] = item["labels"]
+        labels[index], unlike = item["labels"], item["outside_reference"]
         threshold, min_size, separate_by = item["threshold"], item["min_size"], item["separate_by"]
         if probs is not None:
             probs[index] = item["probability"]
@@ -238,7 +265,7 @@ def predict(model: SegmentationModel | str | os.PathLike, image, config: Predict
     if z_axis is not None:
         labels[...] = _label_stack(probs, borders, threshold, dataclasses.replace(cfg, separate_by=separate_by),
                                    z_axis, min_size)
-    return Prediction(labels, probs if cfg.probabilities else None, doubts, classes)
+    return Prediction(labels, probs if cfg.probabilities else None, doubts, classes, unlike)
 
 
 def predict_to_tiff(model: SegmentationModel | str | os.PathLike, image, labels_path: str | os.PathLike,
@@ -246,8 +273,9 @@ def predict_to_tiff(model: SegmentationModel | str | os.PathLike, image, labels_
                     axes: str | None = None,
                     uncertainty_path: str | os.PathLike | None = None,
                     on_progress: Callable[[int, int], None] | None = None,
-                    config: PredictConfig | None = None, **options) -> None:
-    """Segment ``image`` straight into TIFF files, one plane at a time.
+                    config: PredictConfig | None = None, **options) -> str | None:
+    """Segment ``image`` straight into TIFF files, one plane at a time; returns
+    ``Prediction.outside_reference`` (and warns as ``predict`` does).
 
     Memory stays at a few planes however long the stack is (with a lazy ``image`` such as
     ``imageio.read_lazy``), except for 3-D instance ids: they label the whole stack's
@@ -268,19 +296,25 @@ def predict_to_tiff(model: SegmentationModel | str | os.PathLike, image, labels_
         put_doubt = (files.enter_context(stack_writer(uncertainty_path, shape, np.float32))
                      if uncertainty_path is not None else None)
         if z_axis_of_stack(image, cfg, rgb) is not None:  # 3-D ids: the stack first, then its planes
-            whole = predict(model, image, cfg, rgb=rgb, on_progress=on_progress,
-                            probabilities=probabilities_path is not None)
-            items = ((i, None if whole.probabilities is None else whole.probabilities[i], whole.labels[i])
-                     + ((whole.uncertainty[i],) if whole.uncertainty is not None else ())
+            whole = _predict(model, image, cfg, rgb=rgb, on_progress=on_progress,
+                             probabilities=probabilities_path is not None)
+            items = ((i, {"labels": whole.labels[i], "outside_reference": whole.outside_reference,
+                          "probability": None if whole.probabilities is None else whole.probabilities[i],
+                          "uncertainty": None if whole.uncertainty is None else whole.uncertainty[i]})
                      for i in plane_indices(image, rgb))
             on_progress = None
         else:
-            items = iter_predict(model, image, cfg, rgb=rgb)
-        for done, item in enumerate(items, 1):
-            put_labels(item[2])
+            items = _per_plane(model, image, cfg, rgb)
+        unlike = None
+        for done, (_, item) in enumerate(items, 1):
+            put_labels(item["labels"])
+            unlike = item["outside_reference"]
             if put_prob is not None:
-                put_prob(item[1])
+                put_prob(item["probability"])
             if put_doubt is not None:
-                put_doubt(item[3])
+                put_doubt(item["uncertainty"])
             if on_progress is not None:
                 on_progress(done, n)
+    if unlike:
+        warnings.warn(unlike, OutsideReferenceWarning, stacklevel=2)
+    return unlike

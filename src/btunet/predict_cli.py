@@ -3,7 +3,8 @@
 Every output path is computed and checked before the first prediction (``outputs``); an input is
 predicted block by block with dask when it is a zarr array or ``--zarr``/``--scheduler`` is given,
 else in memory (TIFF stacks streamed plane by plane). An input that cannot be read is skipped
-with a one-line warning; when none could be predicted the command fails.
+with a one-line warning; when none could be predicted the command fails. An image unlike the
+model's training images (``btunet.reference``) is predicted, with one warning line naming it.
 """
 from __future__ import annotations
 
@@ -106,6 +107,7 @@ def _model_ref(path: str):
 def _predict_in_memory(model, target: Target, a, bar, axes: str | None = None) -> None:
     from .imageio import read_lazy, write_image_atomic, write_labels
     from .predict import predict, predict_to_tiff
+    from .reference import OutsideReferenceWarning
 
     def show_planes(done: int, n: int) -> None:  # stacks: which plane of the current image
         if n > 1:
@@ -118,20 +120,25 @@ def _predict_in_memory(model, target: Target, a, bar, axes: str | None = None) -
     if a.per_plane:
         options["instances_3d"] = False
     try:
-        if target.labels.suffix.lower() in (".tif", ".tiff"):  # streamed: memory stays one plane
-            predict_to_tiff(model, image, target.labels, target.probabilities,
-                            uncertainty_path=target.uncertainty, **options)
-        else:
-            result = predict(model, image, probabilities=target.probabilities is not None,
-                             uncertainty=target.uncertainty is not None, **options)
-            write_labels(target.labels, result.labels)
-            if target.probabilities is not None:
-                write_image_atomic(target.probabilities, result.probabilities.astype(np.float32))
-            if target.uncertainty is not None:
-                write_image_atomic(target.uncertainty, result.uncertainty)
+        with warnings.catch_warnings():  # the engine's own warning does not name the file: said below
+            warnings.simplefilter("ignore", OutsideReferenceWarning)
+            if target.labels.suffix.lower() in (".tif", ".tiff"):  # streamed: memory stays one plane
+                unlike = predict_to_tiff(model, image, target.labels, target.probabilities,
+                                         uncertainty_path=target.uncertainty, **options)
+            else:
+                result = predict(model, image, probabilities=target.probabilities is not None,
+                                 uncertainty=target.uncertainty is not None, **options)
+                unlike = result.outside_reference
+                write_labels(target.labels, result.labels)
+                if target.probabilities is not None:
+                    write_image_atomic(target.probabilities, result.probabilities.astype(np.float32))
+                if target.uncertainty is not None:
+                    write_image_atomic(target.uncertainty, result.uncertainty)
     finally:
         if hasattr(image, "close"):
             image.close()
+    if unlike:  # predicted and written all the same
+        warnings.warn(f"{target.source.name}: {unlike}", OutsideReferenceWarning, stacklevel=2)
 
 
 # --------------------------------------------------------------------------- block-wise engine
@@ -174,20 +181,38 @@ def predict_target(ref, target: Target, args, client=None, axes: str | None = No
               "device": args.device, "fast": not args.exact, "axes": axes}
     scheduler = client if client is not None else args.scheduler
     try:
+        unlike, common["norm_range"] = _reference_check(ref, image, axes)
         if to_zarr:
             predict_chunked(ref, image, out=target.labels, probabilities_out=target.probabilities,
                             scheduler=scheduler, progress=True, overwrite=args.overwrite, **common)
-            return target.labels
-        prob = _gather(predict_chunked(ref, image, output="probabilities", **common), scheduler)
+        else:
+            prob = _gather(predict_chunked(ref, image, output="probabilities", **common), scheduler)
     except Exception as exc:
         if is_decode_error(exc):  # damaged data surfaces only when its blocks are read
             raise UnreadableImage(f"cannot read image {path}: {exc}") from exc
         raise
-    threshold = ref.threshold if args.threshold is None else args.threshold
-    write_labels(target.labels, (prob > threshold).astype(np.uint8))
-    if target.probabilities is not None:
-        write_image_atomic(target.probabilities, prob)
+    if not to_zarr:
+        threshold = ref.threshold if args.threshold is None else args.threshold
+        write_labels(target.labels, (prob > threshold).astype(np.uint8))
+        if target.probabilities is not None:
+            write_image_atomic(target.probabilities, prob)
+    if unlike:  # as for in-memory inputs: predicted, and said once with the file's name
+        from .reference import OutsideReferenceWarning
+        warnings.warn(f"{path.name}: {unlike}", OutsideReferenceWarning, stacklevel=2)
     return target.labels
+
+
+def _reference_check(ref, image, axes: str | None) -> tuple[str | None, tuple[float, float] | None]:
+    """(why a block-wise input is unlike the model's training images or None, the input's intensity
+    range): the range is computed once, for this check and for the prediction."""
+    if ref.settings.intensity_reference is None:
+        return None, None
+    from .planes import PlaneLayout, engine_image, stack_range
+    from .reference import outside_reference
+    image, rgb = engine_image(image, axes, None, ref.channels)
+    lo, hi = stack_range(image, rgb, ref.normalization)
+    layout = PlaneLayout(tuple(int(s) for s in image.shape), rgb, ref.channels, lo, hi)
+    return outside_reference(ref.settings.intensity_reference, image, layout), (lo, hi)
 
 
 def _depth(path: Path, yx: Sequence[int], chunk: int, depth: int) -> int:

@@ -31,7 +31,7 @@ CONTEXT_WEIGHT = 0.5
 
 
 def context_planes(images, annotations, channels: int, patch_size: int,
-                   per_stack: int = CONTEXT_PLANES) -> list[AnnotatedPlane]:
+                   per_stack: int = CONTEXT_PLANES, normalization=None) -> list[AnnotatedPlane]:
     """Up to ``per_stack`` unpainted planes of every painted stack, evenly spread over its
     unpainted planes, with nothing painted on them. The first and last are skipped: on cells3d
     the stack's ends (pure haze, the easiest background) taught less than planes between them
@@ -41,7 +41,7 @@ def context_planes(images, annotations, channels: int, patch_size: int,
     from .planes import plane_layout
     out = []
     for (name, image), (_, labels) in zip(images, annotations, strict=True):
-        layout = plane_layout(image, channels, rgb=is_rgb(image))
+        layout = plane_layout(image, channels, rgb=is_rgb(image), normalization=normalization)
         indices = layout.indices()
         painted = {i for i in indices if np.asarray(labels[i]).any()}
         free = [i for i in indices if i not in painted]

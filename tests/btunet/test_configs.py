@@ -60,6 +60,7 @@ BAD = {
         "pseudo_edge_weight": [-1, NAN, INF, True, None], "correction_radius": [-1, NAN, INF, True, "3"],
         "pseudo_confidence": [0.5, 0.4, 1.1, NAN, True, None], "continue_teacher": ["teacher", None],
         "teacher_features": ["vgg", "", None, 1],
+        "normalization": ["zscore", "", None, 1],
         "augment": FLAG, "blur_noise": FLAG, "tune_threshold": FLAG, "intensity_augment": [-0.1, 1.5, NAN, True, None],
         "device": DEVICE, "fast": FLAG, "seed": SEED, "axes": AXES,
         "threshold": [0, 1, 1.5, -0.1, NAN, INF, "0.5", True, None],
