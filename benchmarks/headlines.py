@@ -65,6 +65,35 @@ def painting_loop_block(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+HELD_OUT = ("phc_psc", "mothermachine_phase", "bsubtilis_bf", "phc_psc_density")
+
+
+def robustness_block(records: list[dict]) -> str:
+    """The held-out sets: `unet` from scratch against the forest under the same strokes, per style."""
+    lines = [("* **Beyond the tuning sets** (held out: no default was chosen on them; U-Net from scratch minus "
+              "the forest under the same strokes, test Dice, strokes only -> after the last correction round; "
+              "[docs/results_robustness.md](docs/results_robustness.md)):")]
+
+    def dice(ds: str, style: str, method: str, rnd: int) -> float | None:
+        d = [r["dice"] for r in records if r["dataset"] == ds and r.get("style", "blobs") == style
+             and r["method"] == method and r["round"] == rnd]
+        return float(np.mean(d)) if d else None
+    for ds in HELD_OUT:
+        parts = []
+        for style in ("blobs", "along", "scribble", "hurried"):
+            rounds = sorted({r["round"] for r in records if r["dataset"] == ds and r["method"] == "scratch"
+                             and r.get("style", "blobs") == style})
+            if not rounds or dice(ds, style, "rf", rounds[-1]) is None:
+                continue
+            first = dice(ds, style, "scratch", 0) - dice(ds, style, "rf", 0)
+            last = dice(ds, style, "scratch", rounds[-1]) - dice(ds, style, "rf", rounds[-1])
+            parts.append(f"{style} {first:+.3f} -> {last:+.3f}")
+        if parts:
+            seeds = len({r["seed"] for r in records if r["dataset"] == ds and r["method"] == "scratch"})
+            lines.append(f"  * `{ds}` ({seeds} seed{'s' if seeds > 1 else ''}): {'; '.join(parts)}.")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------- quality
 def budgets(records: list[dict]) -> str:
     """"90 s of fine-tuning, 120 s of pre-training", from the budgets the runs recorded."""
@@ -322,11 +351,12 @@ def generate(data: Path = DATA) -> dict[str, str]:
         "cli-check": lambda: cli_check_block((data / "bbbc007_cli_check.txt").read_text()),
         "objects": lambda: objects_block(read_jsonl(data / "objects.jsonl")),
         "pretraining": lambda: pretraining_block(read_jsonl(data / "pretraining_same_code.jsonl")),
+        "robustness": lambda: robustness_block(read_jsonl(data / "robustness.jsonl")),
     }
     return {name: make() for name, make in blocks.items()}
 
 
-BLOCKS = ("painting-loop", "quality", "quality-variants", "speed", "cli-check", "objects", "pretraining")
+BLOCKS = ("painting-loop", "robustness", "quality", "quality-variants", "speed", "cli-check", "objects", "pretraining")
 
 
 def markers(name: str) -> tuple[str, str]:

@@ -29,11 +29,12 @@ def test_committed_blocks_equal_what_the_records_give(rel, blocks):
 
 def test_readme_headlines_are_all_generated():
     found = headlines.blocks_in((ROOT / "README.md").read_text())
-    assert set(found) >= {"painting-loop", "quality", "speed", "cli-check", "objects", "pretraining"}
+    assert set(found) >= {"painting-loop", "robustness", "quality", "speed", "cli-check", "objects", "pretraining"}
     results = (ROOT / "README.md").read_text().split("## Results", 1)[1].split("\n## ", 1)[0]
     bullets = [line for line in results.splitlines() if line.startswith("* ")]
     # every headline bullet of the Results section sits inside a generated block
-    generated = "\n".join(found[n] for n in ("painting-loop", "quality", "speed", "objects", "pretraining"))
+    generated = "\n".join(found[n] for n in ("painting-loop", "robustness", "quality", "speed", "objects",
+                                              "pretraining"))
     assert bullets and all(b in generated for b in bullets)
 
 
@@ -178,3 +179,19 @@ def test_pages_hold_the_current_text_of_their_notes(name):
     for page in COPIED_NOTES[name]:
         assert notes in (ROOT / "docs" / page).read_text(), (
             f"docs/{page} has an older {name}_notes.md: rerun its benchmark's report")
+
+
+def test_robustness_numbers_come_from_the_held_out_records(data, blocks):
+    """The held-out block: U-Net minus forest per style, from the records; the README says so."""
+    records = [json.loads(line) for line in (data / "robustness.jsonl").read_text().splitlines()]
+
+    def dice(method):
+        return next(r["dice"] for r in records if (r["dataset"], r["method"], r["round"], r.get("style", "blobs"))
+                    == ("phc_psc", method, 0, "blobs"))
+    assert f"blobs {dice('scratch') - dice('rf'):+.3f} ->" in blocks["robustness"]
+    assert "held out: no default was chosen on them" in blocks["robustness"]
+    rewrite_jsonl(data / "robustness.jsonl",
+                  lambda r: {**r, "dice": r["dice"] - 0.25} if (r["dataset"], r["method"], r["round"], r.get("style"))
+                  == ("phc_psc", "scratch", 0, "blobs") else r)
+    new = headlines.generate(data)["robustness"]
+    assert f"blobs {dice('scratch') - 0.25 - dice('rf'):+.3f} ->" in new

@@ -112,3 +112,14 @@ def test_a_background_model_is_not_exported_as_a_bioimageio_package(background_m
 def test_an_unknown_rule_is_refused_naming_the_setting():
     with pytest.raises(BTUnetError, match="normalization"):
         FinetuneConfig(normalization="zscore")
+
+
+def test_a_time_lapse_file_by_file_and_as_one_stack_agree(background_model):
+    """A growing colony: each frame predicted alone (a folder of files) and the frames as one stack
+    (one range for all) give the same labels."""
+    frames = np.stack([phase_field(n, size=128, seed=10 + n)[0] for n in (8, 20, 45)])
+    alone = np.stack([predict(background_model, frame, device="cpu").labels for frame in frames]) > 0
+    stacked = predict(background_model, frames, device="cpu").labels > 0
+    assert alone.any()
+    for t in range(len(frames)):
+        assert dice(alone[t], stacked[t]) >= 0.98, t
