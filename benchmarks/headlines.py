@@ -87,10 +87,11 @@ def robustness_block(records: list[dict]) -> str:
                 continue
             first = dice(ds, style, "scratch", 0) - dice(ds, style, "rf", 0)
             last = dice(ds, style, "scratch", rounds[-1]) - dice(ds, style, "rf", rounds[-1])
-            parts.append(f"{style} {first:+.3f} -> {last:+.3f}")
+            seeds = len({r["seed"] for r in records if r["dataset"] == ds and r["method"] == "scratch"
+                         and r.get("style", "blobs") == style})
+            parts.append(f"{style} ({seeds} seed{'s' if seeds > 1 else ''}) {first:+.3f} -> {last:+.3f}")
         if parts:
-            seeds = len({r["seed"] for r in records if r["dataset"] == ds and r["method"] == "scratch"})
-            lines.append(f"  * `{ds}` ({seeds} seed{'s' if seeds > 1 else ''}): {'; '.join(parts)}.")
+            lines.append(f"  * `{ds}`: {'; '.join(parts)}.")
     return "\n".join(lines)
 
 
