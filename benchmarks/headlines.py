@@ -65,9 +65,6 @@ def painting_loop_block(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-HELD_OUT = ("phc_psc", "mothermachine_phase", "bsubtilis_bf", "phc_psc_density")
-
-
 def robustness_block(records: list[dict]) -> str:
     """The held-out sets: `unet` from scratch against the forest under the same strokes, per style."""
     lines = [("* **Beyond the tuning sets** (held out: no default was chosen on them; U-Net from scratch minus "
@@ -78,7 +75,8 @@ def robustness_block(records: list[dict]) -> str:
         d = [r["dice"] for r in records if r["dataset"] == ds and r.get("style", "blobs") == style
              and r["method"] == method and r["round"] == rnd]
         return float(np.mean(d)) if d else None
-    for ds in HELD_OUT:
+    held_out = [ds for ds in dict.fromkeys(r["dataset"] for r in records) if ds not in DATASETS]
+    for ds in held_out:
         parts = []
         for style in ("blobs", "along", "scribble", "hurried"):
             rounds = sorted({r["round"] for r in records if r["dataset"] == ds and r["method"] == "scratch"

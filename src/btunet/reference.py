@@ -76,7 +76,7 @@ def as_reference(reference) -> IntensityReference | None:
 
 
 def training_reference(sources, channels: int, axes: str | None = None, previous: Mapping[str, Any] | None = None,
-                       normalization: Normalization | Mapping[str, Any] | None = None) -> dict | None:
+                       normalization: Normalization | None = None) -> dict | None:
     """The ``intensity_reference`` of a fine-tune on ``sources`` ((name, image) pairs), normalised as
     training normalises them: ``normalization``, the setting the model stores (default: ``Normalization()``).
 
@@ -89,8 +89,6 @@ def training_reference(sources, channels: int, axes: str | None = None, previous
     if before is None and previous.get("trained_on"):
         return None
     quantiles = before.quantiles if before is not None else QUANTILES
-    if normalization is not None and not isinstance(normalization, Normalization):
-        normalization = Normalization.parse(dict(normalization))
     rows = []
     for name, raw in sources:
         image, rgb = engine_image(raw, axes, None, channels, what=f"image {name}")
