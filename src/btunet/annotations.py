@@ -34,13 +34,28 @@ CONVENTIONS = {
 }
 
 
+def check_label_values(labels: np.ndarray, what: str = "an annotation") -> None:
+    """Refuse labels that are not whole numbers (BTUnetError naming ``what``): NaN or infinite values
+    (a probability map, a damaged float file) and fractions (0.5 is neither object nor background,
+    and ``> 0`` would quietly make it an object)."""
+    labels = np.asarray(labels)
+    if np.issubdtype(labels.dtype, np.integer) or labels.dtype == np.bool_:
+        return
+    if not np.issubdtype(labels.dtype, np.number):
+        raise BTUnetError(f"{what} must hold whole-number labels, not {labels.dtype} values")
+    if not np.all(np.isfinite(labels)):
+        raise BTUnetError(f"{what} holds NaN or infinite values; it must hold whole-number labels (0 = background)")
+    fractional = labels[labels != np.round(labels)]
+    if fractional.size:
+        raise BTUnetError(f"{what} holds non-integer values (e.g. {float(fractional[0]):g}); it must hold "
+                          "whole-number labels (0 = background): threshold or round a probability map first")
+
+
 def _check_labels(labels: np.ndarray, mode: str) -> np.ndarray:
     if mode not in MASK_MODES:
         raise BTUnetError(f"unknown mask mode {mode!r}; choose one of: {', '.join(MASK_MODES)}")
     labels = np.asarray(labels)
-    if (not np.issubdtype(labels.dtype, np.integer) and not np.issubdtype(labels.dtype, np.bool_)
-            and (not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)))):
-        raise BTUnetError("annotations must hold whole-number labels, got non-integer values")
+    check_label_values(labels)
     if labels.size and labels.min() < 0:
         raise BTUnetError("annotations must not hold negative labels")
     return labels
@@ -48,9 +63,12 @@ def _check_labels(labels: np.ndarray, mode: str) -> np.ndarray:
 
 def infer_classes(labels: np.ndarray, mode: str) -> int:
     """K, the number of classes the labels hold (max label - 1 for sparse, the max id for classes)."""
-    top = int(np.asarray(labels).max(initial=0))
-    k = top - 1 if mode == "sparse" else top if mode == "classes" else 1
-    return max(1, k)
+    return _classes_up_to(int(_check_labels(labels, mode).max(initial=0)), mode)
+
+
+def _classes_up_to(top: int, mode: str) -> int:
+    """K of labels whose largest value is ``top``."""
+    return max(1, top - 1 if mode == "sparse" else top if mode == "classes" else 1)
 
 
 def targets_and_weights(labels: np.ndarray, mode: MaskMode = "sparse", region: np.ndarray | None = None,
@@ -59,7 +77,7 @@ def targets_and_weights(labels: np.ndarray, mode: MaskMode = "sparse", region: n
     ...), weight 1 = pixel is annotated. ``n_classes``: K (default: inferred from ``labels``)."""
     labels = _check_labels(labels, mode)
     top = int(labels.max(initial=0))
-    k = infer_classes(labels, mode) if n_classes is None else int(n_classes)
+    k = _classes_up_to(top, mode) if n_classes is None else int(n_classes)
     if mode == "sparse":
         if top > k + 1 or top > MAX_CLASSES + 1:
             found = sorted(set(np.unique(labels).tolist()) - set(range(k + 2)))
@@ -86,7 +104,9 @@ def targets_and_weights(labels: np.ndarray, mode: MaskMode = "sparse", region: n
 
 def has_instances(labels: np.ndarray) -> bool:
     """Several object ids in one dense mask: the model can learn where objects meet."""
-    return int(np.asarray(labels).max(initial=0)) > 1
+    labels = np.asarray(labels)
+    check_label_values(labels)  # NaN has no maximum
+    return int(labels.max(initial=0)) > 1
 
 
 def boundary_target(labels: np.ndarray) -> np.ndarray:

@@ -180,16 +180,18 @@ def cmd_finetune(a) -> int:
 
 
 def cmd_evaluate(a) -> None:
-    from .imageio import UnreadableImage, list_images, pair_by_name, read_image
+    import math
+
+    from .imageio import UnreadableImage, list_images, pair_by_name, read_mask
     from .metrics import evaluate, mean_scores
     truths = list_images([a.truth])
     if not truths:
         raise BTUnetError(f"no ground-truth images in {a.truth}")
     preds = [p for p in list_images([a.pred]) if not p.stem.endswith(("_prob", "_uncertainty"))]
     rows = []
-    for t, p in pair_by_name(truths, preds):
+    for t, p in pair_by_name(truths, preds, sides=("ground-truth image", "prediction")):
         try:
-            pred, truth = read_image(p), read_image(t)
+            pred, truth = read_mask(p, "prediction"), read_mask(t, "ground truth")
         except UnreadableImage as exc:
             warnings.warn(f"skipping {t.name}: {exc}", stacklevel=2)
             continue
@@ -198,13 +200,16 @@ def cmd_evaluate(a) -> None:
         raise BTUnetError("none of the prediction / ground-truth pairs could be read; nothing to score")
     mean = mean_scores([{k: v for k, v in r.items() if k != "name"} for r in rows])
     if a.json:
-        print(json.dumps({"images": rows, "mean": mean}, indent=1, allow_nan=False))
+        def defined(scores: dict) -> dict:  # an undefined score (recall of an empty truth) is null
+            return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in scores.items()}
+        print(json.dumps({"images": [defined(r) for r in rows], "mean": defined(mean)}, indent=1, allow_nan=False))
         return
     keys = list(mean)
     width = max(len(r["name"]) for r in rows + [{"name": "mean"}])
     print(f"{'image':<{width}}  " + "  ".join(f"{k:>9}" for k in keys))
     for r in rows + [{"name": "mean", **mean}]:
-        print(f"{r['name']:<{width}}  " + "  ".join(f"{r.get(k, float('nan')):9.4f}" for k in keys))
+        print(f"{r['name']:<{width}}  " + "  ".join(
+            f"{'n/a':>9}" if math.isnan(v := r.get(k, float("nan"))) else f"{v:9.4f}" for k in keys))
 
 
 def cmd_info(a) -> None:

@@ -37,10 +37,11 @@ def max_plane_pixels() -> int:
         return MAX_PLANE_PIXELS
     try:
         value = int(float(raw))
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number, NaN, or infinite
         value = 0
     if value < 1:
-        raise BTUnetError(f"BTUNET_MAX_PLANE_PIXELS must be a positive number of pixels, got {raw!r}")
+        raise BTUnetError(f"BTUNET_MAX_PLANE_PIXELS must be a finite positive number of pixels "
+                          f"(default {MAX_PLANE_PIXELS}), got {raw!r}")
     return value
 
 
@@ -65,24 +66,44 @@ def _plane_yx(shape: tuple[int, ...]) -> tuple[int, int]:
     return int(y), int(x)
 
 
-def inspect_image(path: str | os.PathLike, budget: bool = True) -> tuple[int, ...]:
+#: What to do about a plane above the in-memory budget, for images that ``predict`` reads.
+PREDICT_ADVICE = "predict it block by block with --zarr, crop it, or raise BTUNET_MAX_PLANE_PIXELS"
+#: The same for label images (masks, predictions scored by ``evaluate``): no block-wise reader.
+LABELS_ADVICE = "crop it (and the image it goes with) or raise BTUNET_MAX_PLANE_PIXELS"
+
+
+def _declared_bytes(tif: tifffile.TiffFile) -> int:
+    """The fewest bytes the pixels of an uncompressed first series take in the file.
+
+    Samples of fewer than 8 bits (1-bit masks, 12-bit cameras) are packed, each row padded to a
+    whole byte, so a valid 1-bit file holds an eighth of its bytes as unpacked pixels."""
+    series, page = tif.series[0], tif.pages[0]
+    n, bits = int(np.prod(series.shape, dtype=np.int64)), int(page.bitspersample)
+    if bits % 8 == 0:
+        return n * np.dtype(series.dtype).itemsize
+    row = int(page.imagewidth) * (int(page.samplesperpixel) if int(page.planarconfig) == 1 else 1)
+    return n // max(row, 1) * -(-row * bits // 8)
+
+
+def inspect_image(path: str | os.PathLike, budget: bool = True,
+                  advice: str = PREDICT_ADVICE) -> tuple[int, ...]:
     """The declared shape, from the file header only; UnreadableImage when the file cannot be used.
 
     Refuses empty images, uncompressed TIFFs that declare more pixel bytes than the file holds
-    (truncated or damaged), and, with ``budget``, planes above :func:`max_plane_pixels`, so a
-    tiny file that declares a huge image never allocates its memory.
+    (truncated or damaged), and, with ``budget``, planes above :func:`max_plane_pixels` (with
+    ``advice``), so a tiny file that declares a huge image never allocates its memory.
     """
     path = Path(path)
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             with _tifffile_errors() as logged, tifffile.TiffFile(path) as tif:
-                series = tif.series[0]
-                shape, itemsize = tuple(int(n) for n in series.shape), np.dtype(series.dtype).itemsize
+                shape = tuple(int(n) for n in tif.series[0].shape)
                 compressed = int(tif.pages[0].compression) != 1
+                declared = _declared_bytes(tif)
             if logged:  # tifffile reads around damage (e.g. keeps the first page of a cut stack)
                 raise UnreadableImage(f"cannot read image {path}: damaged TIFF ({logged[0]})")
             if not compressed:
-                declared, size = int(np.prod(shape, dtype=np.int64)) * itemsize, path.stat().st_size
+                size = path.stat().st_size
                 if declared > size:
                     raise UnreadableImage(f"cannot read image {path}: it declares {declared:,} bytes of "
                                           f"pixels but the file holds {size:,} (truncated or damaged)")
@@ -98,10 +119,8 @@ def inspect_image(path: str | os.PathLike, budget: bool = True) -> tuple[int, ..
         raise UnreadableImage(f"cannot read image {path}: it is empty (shape {shape})")
     y, x = _plane_yx(shape)
     if budget and y * x > max_plane_pixels():
-        raise UnreadableImage(
-            f"{path.name} has planes of {y} x {x} pixels, more than the {max_plane_pixels():,} read into "
-            "memory at once; predict it block by block with --zarr, crop it, or raise "
-            "BTUNET_MAX_PLANE_PIXELS")
+        raise UnreadableImage(f"{path.name} has planes of {y} x {x} pixels, more than the "
+                              f"{max_plane_pixels():,} read into memory at once; {advice}")
     return shape
 
 
@@ -140,17 +159,32 @@ def list_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return found
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read one TIFF/PNG/JPEG into a numpy array; unreadable or too large files raise UnreadableImage."""
+def read_image(path: str | os.PathLike, advice: str = PREDICT_ADVICE) -> np.ndarray:
+    """Read one TIFF/PNG/JPEG into a numpy array; unreadable or too large files raise UnreadableImage
+    (``advice``: what to do about a plane above the budget)."""
     path = Path(path)
-    inspect_image(path)
+    inspect_image(path, advice=advice)
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            return tifffile.imread(path)
+            return _no_bool(tifffile.imread(path))
         from skimage.io import imread
-        return np.asarray(imread(path))
+        return _no_bool(np.asarray(imread(path)))
     except Exception as exc:  # the readers raise many types for corrupt files
         raise UnreadableImage(f"cannot read image {path}: {exc}") from exc
+
+
+def _no_bool(array: np.ndarray) -> np.ndarray:
+    """1-bit files read as bool: 0/1 uint8 (no copy), which statistics and napari take like any image."""
+    return array.view(np.uint8) if array.dtype == np.bool_ else array
+
+
+def read_mask(path: str | os.PathLike, what: str = "mask") -> np.ndarray:
+    """Read a label image (a mask, a prediction to score) with the checks of :func:`read_image`, and
+    refuse NaN, infinite or fractional labels (BTUnetError naming the file): they are not labels."""
+    from .annotations import check_label_values
+    labels = read_image(path, advice=LABELS_ADVICE)
+    check_label_values(labels, f"{what} {Path(path).name}")
+    return labels
 
 
 def read_images(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, np.ndarray]]:
@@ -231,7 +265,7 @@ class TiffPages:
         self._tif = tifffile.TiffFile(path)
         series = self._tif.series[0]
         self._pages = series.pages
-        self.shape, self.dtype = tuple(series.shape), np.dtype(series.dtype)
+        self.shape, self.dtype = tuple(series.shape), np.dtype(np.uint8 if series.dtype == bool else series.dtype)
         self.ndim = len(self.shape)
         self._page_shape = tuple(self._pages[0].shape) if len(self._pages) else ()
         self._leading = self.shape[:self.ndim - len(self._page_shape)]
@@ -278,7 +312,7 @@ class TiffPages:
     def _decode(self, read: Callable[[], np.ndarray]) -> np.ndarray:
         """Damaged data surfaces only when a page is decoded: report it as this file's fault."""
         try:
-            return read()
+            return _no_bool(read())
         except Exception as exc:  # tifffile and its codecs raise many types for damaged data
             raise UnreadableImage(f"cannot read image {self.path}: {exc}") from exc
 
@@ -373,31 +407,34 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray) -> Path:
     return path
 
 
-def pair_by_name(images: list[Path], masks: list[Path]) -> list[tuple[Path, Path]]:
-    """Match masks to images by file name (without extension); a name given twice is refused."""
-    for kind, paths in (("images", images), ("masks", masks)):
+def pair_by_name(images: list[Path], masks: list[Path],
+                 sides: tuple[str, str] = ("image", "mask")) -> list[tuple[Path, Path]]:
+    """Match masks to images by file name (without extension); a name given twice is refused.
+    ``sides`` names the two lists in messages (e.g. ground truth and prediction for ``evaluate``)."""
+    for kind, paths in zip(sides, (images, masks), strict=True):
         seen: dict[str, Path] = {}
         for p in paths:
             if p.stem in seen:
-                raise BTUnetError(f"two {kind} are named {p.stem!r} ({seen[p.stem]} and {p}), so pairing by "
+                raise BTUnetError(f"two {kind}s are named {p.stem!r} ({seen[p.stem]} and {p}), so pairing by "
                                   "name is ambiguous; rename one or leave one out")
             seen[p.stem] = p
     by_stem = {m.stem: m for m in masks}
     missing = [i.name for i in images if i.stem not in by_stem]
     if missing:
-        raise BTUnetError(f"no mask with the same name for: {', '.join(missing[:5])}"
+        raise BTUnetError(f"no {sides[1]} with the same name for the {sides[0]}s: {', '.join(missing[:5])}"
                           + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
     return [(i, by_stem[i.stem]) for i in images]
 
 
 def readable_pairs(pairs: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
     """The (image, mask) pairs whose two files both read; a pair with an unreadable side is dropped
-    whole, with a warning, so every image keeps the mask of its own name."""
+    whole, with a warning, so every image keeps the mask of its own name. A mask that reads but
+    holds no labels (NaN, fractions) is refused (BTUnetError): it is the wrong file, not a damaged one."""
     kept = []
     for image, mask in pairs:
         try:
-            for path in (image, mask):
-                read_image(path)
+            read_image(image)
+            read_mask(mask)
         except UnreadableImage as exc:
             warnings.warn(f"skipping the pair {image.stem}: {exc}", stacklevel=2)
             continue

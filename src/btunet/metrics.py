@@ -4,23 +4,29 @@ from __future__ import annotations
 
 import numpy as np
 
+from .annotations import check_label_values
 from .errors import BTUnetError
 
 METRICS = ("dice", "iou", "precision", "recall")
 
 
-def pixel_scores(pred: np.ndarray, truth: np.ndarray, smooth: float = 1.0) -> dict[str, float]:
-    """Foreground scores of two label images (anything > 0 is foreground)."""
+def pixel_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Foreground scores of two label images (anything > 0 is foreground), without smoothing.
+
+    Empty images: Dice and IoU are 1 when both are empty and 0 when only one is (one false
+    pixel on an empty field is a miss, not half right); precision with no predicted pixel and
+    recall with no true pixel are undefined, NaN (``mean_scores`` leaves them out)."""
     pred, truth = np.asarray(pred), np.asarray(truth)
     if pred.shape != truth.shape:
         raise BTUnetError(f"prediction shape {pred.shape} differs from ground truth {truth.shape}")
     p, t = pred > 0, truth > 0
     tp = float(np.logical_and(p, t).sum())
     fp, fn = float(p.sum()) - tp, float(t.sum()) - tp
-    return {"dice": (2 * tp + smooth) / (2 * tp + fp + fn + smooth),
-            "iou": (tp + smooth) / (tp + fp + fn + smooth),
-            "precision": (tp + smooth) / (tp + fp + smooth),
-            "recall": (tp + smooth) / (tp + fn + smooth)}
+    nan = float("nan")
+    if tp + fp + fn == 0:
+        return {"dice": 1.0, "iou": 1.0, "precision": nan, "recall": nan}
+    return {"dice": 2 * tp / (2 * tp + fp + fn), "iou": tp / (tp + fp + fn),
+            "precision": tp / (tp + fp) if tp + fp else nan, "recall": tp / (tp + fn) if tp + fn else nan}
 
 
 #: IoU thresholds of average precision (DSB2018 / StarDist): 0.5, 0.55, ..., 0.95.
@@ -74,10 +80,9 @@ def object_f1(pred: np.ndarray, truth: np.ndarray, iou_threshold: float = 0.5) -
     return 1.0 if n_p + n_t == 0 else 2 * int((ious > iou_threshold).sum()) / (n_p + n_t)
 
 
-def class_dice(pred: np.ndarray, truth: np.ndarray, classes: list[int] | None = None,
-               smooth: float = 1.0) -> dict[str, float]:
+def class_dice(pred: np.ndarray, truth: np.ndarray, classes: list[int] | None = None) -> dict[str, float]:
     """Dice of each class id (``dice_class_k``) of two class-label images; default: the ids > 0
-    in either image."""
+    in either image. A class absent from both scores 1, from one of them 0 (as ``pixel_scores``)."""
     pred, truth = np.asarray(pred), np.asarray(truth)
     if pred.shape != truth.shape:
         raise BTUnetError(f"prediction shape {pred.shape} differs from ground truth {truth.shape}")
@@ -86,14 +91,23 @@ def class_dice(pred: np.ndarray, truth: np.ndarray, classes: list[int] | None = 
     out = {}
     for k in classes:
         p, t = pred == k, truth == k
-        out[f"dice_class_{int(k)}"] = float((2 * (p & t).sum() + smooth) / (p.sum() + t.sum() + smooth))
+        both = int(p.sum() + t.sum())
+        out[f"dice_class_{int(k)}"] = float(2 * (p & t).sum() / both) if both else 1.0
     return out
 
 
 def evaluate(pred: np.ndarray, truth: np.ndarray, objects: bool = False,
              classes: list[int] | None | bool = False) -> dict[str, float]:
     """Pixel scores of one image, plus object scores (``object_scores``) when ``objects`` and the
-    Dice of each class when ``classes`` (True: the ids found; or a list of ids)."""
+    Dice of each class when ``classes`` (True: the ids found; or a list of ids).
+
+    Both images hold labels: NaN, infinite or fractional values (a probability map) are refused.
+    Empty truth: an empty prediction scores Dice, IoU and object scores 1, any predicted pixel 0
+    (no credit for false positives on empty fields); recall is then undefined (NaN), as is
+    precision of an empty prediction, and ``mean_scores`` averages over the images that define them.
+    """
+    check_label_values(pred, "the prediction")
+    check_label_values(truth, "the ground truth")
     scores = pixel_scores(pred, truth)
     if objects:
         scores.update(object_scores(as_instances(pred), as_instances(truth)))
@@ -112,6 +126,11 @@ def as_instances(labels: np.ndarray) -> np.ndarray:
 
 
 def mean_scores(per_image: list[dict[str, float]]) -> dict[str, float]:
-    """Mean of every score over the images that have it (a class absent from an image is skipped)."""
+    """Mean of every score over the images that define it (a class absent from an image, recall of
+    an empty truth: skipped); NaN when no image does."""
     keys = list(dict.fromkeys(k for s in per_image for k in s)) if per_image else list(METRICS)
-    return {k: float(np.mean([s[k] for s in per_image if k in s])) for k in keys}
+    means = {}
+    for k in keys:
+        values = [s[k] for s in per_image if k in s and not np.isnan(s[k])]
+        means[k] = float(np.mean(values)) if values else float("nan")
+    return means
