@@ -7,6 +7,7 @@ from pathlib import Path
 from qtpy.QtCore import QEvent, QSize, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFrame,
     QHBoxLayout,
@@ -284,6 +285,18 @@ def collapsible(title: str):
     form.setContentsMargins(0, 0, 0, 0)
     section.addWidget(content)
     return section, form
+
+
+class UnitSpinBox(QDoubleSpinBox):
+    """A number field with a unit that a narrow dock never cuts ('0.2 mi'): at least as wide as
+    its longest value with the unit, however the style sheet (napari's sets a smaller
+    ``min-width`` on spin boxes) sizes spin boxes."""
+
+    def event(self, event) -> bool:
+        handled = super().event(event)
+        if event.type() in (QEvent.Type.Polish, QEvent.Type.StyleChange, QEvent.Type.FontChange):
+            self.setMinimumWidth(self.sizeHint().width())
+        return handled
 
 
 def int_spin(lo: int, hi: int, value: int, step: int = 1) -> QSpinBox:

@@ -9,6 +9,9 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidge
 from ._layers import is_output, spatial_shape
 from ._pickers import LayerCombo
 
+#: the text of the button that adds an empty labels layer (the pair hint names it)
+NEW_ANNOTATION = "New annotation"
+
 
 class PairRow(QWidget):
     """One (image layer, labels layer) pair with a live shape check."""
@@ -16,8 +19,8 @@ class PairRow(QWidget):
     def __init__(self, viewer, on_remove, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = viewer
-        self.image = LayerCombo(viewer, Image)
-        self.labels = LayerCombo(viewer, Labels)
+        self.image = LayerCombo(viewer, Image, role="the image layer to train on")
+        self.labels = LayerCombo(viewer, Labels, role="its painted labels layer (same shape)")
         self.remove = QPushButton("✕")
         self.remove.setFixedWidth(REMOVE_WIDTH)
         self.remove.setToolTip("remove this pair")
@@ -25,8 +28,6 @@ class PairRow(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.status.setStyleSheet("color: #f0a050")
-        self.image.setToolTip("the image layer to train on")
-        self.labels.setToolTip("its painted labels layer (same shape)")
         row = QHBoxLayout()  # under the column titles of ``pair_titles``
         row.setContentsMargins(0, 0, 0, 0)
         row.setSpacing(4)
@@ -62,7 +63,7 @@ class PairRow(QWidget):
             return "Choose an image layer."
         if labels is None:
             return (f"Choose a labels layer for {image.name!r} (add one with "
-                    "'New annotation layer' and paint on it).")
+                    f"'{NEW_ANNOTATION}' and paint on it).")
         img_shape, lab_shape = spatial_shape(image), spatial_shape(labels)
         if img_shape != lab_shape:
             rgb = " (without its colour axis)" if image.rgb else ""

@@ -13,13 +13,20 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QG
 
 import btunet
 from btunet import FinetuneConfig
-from btunet.annotations import CONVENTIONS, MASK_MODES
+from btunet.annotations import MASK_MODES
 
-from ._controls import PathField, add_device_row, collapsible, describe_checkpoint, hint, int_spin
+from ._controls import PathField, UnitSpinBox, add_device_row, collapsible, describe_checkpoint, hint, int_spin
 from ._session import session
 
 ENCODER_CHOICES = ("last pre-trained", "built-in encoder", "from file", "none")
 LENGTH_CHOICES = ("epochs", "time budget")
+#: what the label values mean in each annotation mode, in a painter's words
+ANNOTATION_HINTS = {
+    "sparse": ("sparse: 1 = background, 2 = object, 0 = not painted (ignored); for several classes, "
+               "2 = first class, 3 = second class, 4 = third, …"),
+    "dense": "dense: 0 = background, any other label = object (every pixel counts)",
+    "classes": "classes: 0 = background, 1 = first class, 2 = second class, … (every pixel counts)",
+}
 
 
 def builtin_encoder_text() -> tuple[str, str | None]:
@@ -90,7 +97,7 @@ class FinetuneSettings:
         self.epochs_spin = QSpinBox()
         self.epochs_spin.setRange(1, 100000)
         self.epochs_spin.valueChanged.connect(self._epochs_edited)
-        self.budget_spin = QDoubleSpinBox()
+        self.budget_spin = UnitSpinBox()
         self.budget_spin.setRange(0.1, 10000)
         self.budget_spin.setDecimals(1)
         self.budget_spin.setValue(5.0)
@@ -160,7 +167,7 @@ class FinetuneSettings:
 
     # ------------------------------------------------------------------ state
     def _mode_changed(self, mode: str) -> None:
-        self.convention_label.setText(CONVENTIONS.get(mode, ""))
+        self.convention_label.setText(ANNOTATION_HINTS.get(mode, ""))
         if hasattr(self, "epochs_spin"):  # the default length depends on the mode
             self._show_epochs()
 
@@ -203,6 +210,16 @@ class FinetuneSettings:
             text = "continuing from the current model for the whole time budget"
         self.length_label.setText(text)
         self.length_label.setVisible(bool(text))
+
+    def _read_session(self) -> None:
+        """When the dock opens: take what the session already holds, as if it had just been made
+        (its encoder instead of 'none', a continuation of its model)."""
+        if session.encoder is not None and self.encoder_combo.currentText() == "none":
+            self.encoder_combo.setCurrentText("last pre-trained")
+        self._sync_encoder()
+        self._sync_session_model()
+        if session.model is not None:
+            self.resume_check.setChecked(True)
 
     def _session_changed(self, what: str) -> None:
         if what == "encoder":

@@ -23,7 +23,7 @@ from btunet.thresholds import describe_threshold
 from . import _messages
 from ._axes_row import AxesRow, engine_axes
 from ._export_button import export_button
-from ._finetune_pairs import PairRow, matching_labels, pair_titles
+from ._finetune_pairs import NEW_ANNOTATION, PairRow, matching_labels, pair_titles
 from ._finetune_settings import FinetuneSettings
 from ._job_widget import JobWidget
 from ._jobs import Job, Outcome, snapshot
@@ -50,6 +50,7 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
     """Train a U-Net variant on painted labels, preview it live, keep it in the session."""
 
     activity = "Fine-tuning"
+    tab_title = "Fine-tune"
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
@@ -62,8 +63,7 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
         self._init_settings()
         self._build()
         self.add_pair()
-        self._sync_encoder()
-        self._sync_session_model()
+        self._read_session()
         self.follow_session(session, "_session_changed")
         self.on_close(watch_layers(self.viewer, self._layers_changed))
 
@@ -74,7 +74,7 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
         self.save_button.setToolTip("write the current model to a .safetensors file")
         self.save_button.clicked.connect(self._save_clicked)
         self.actions.addWidget(self.save_button)
-        self.export_button = export_button(self, lambda: session.model)
+        self.export_button = export_button(self, lambda: session.model, self.progress.set_text)
         self.actions.addWidget(self.export_button)
         layout = self.body
 
@@ -92,7 +92,7 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
         self.add_pair_button = QPushButton("Add pair")
         self.add_pair_button.setToolTip("train on another (image, labels) pair too")
         self.add_pair_button.clicked.connect(lambda: self.add_pair())
-        self.new_labels_button = QPushButton("New annotation")
+        self.new_labels_button = QPushButton(NEW_ANNOTATION)
         self.new_labels_button.setToolTip("an empty labels layer for the first pair's image, "
                                           "ready to paint 2 = object, 1 = background")
         self.new_labels_button.clicked.connect(self.new_annotation_layer)
@@ -226,6 +226,7 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
         self.previewed: list[tuple] = []  # plane indices previewed in this run
         self.uncertainty_shown: list[tuple] = []  # ... and given an uncertainty map
         self.plot.clear()
+        self.last_progress = None
         self.progress.set_fraction(0, "starting…")
         self._set_running(True)
         return self.run_job(Job(lambda job: self._train(job, request), self._done,
@@ -305,14 +306,25 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
         session.set_model(net, saved)
         self.resume_check.setChecked(True)
         meta = net.metadata
-        text = (f"{'cancelled' if outcome.cancelled else 'done'}: {meta['epochs']} epochs in "
-                f"{meta['seconds']} s, best epoch {meta['best_epoch']}")
+        text = self._outcome_text(meta, outcome.cancelled)
         for line in (describe_threshold(meta), describe_separation(meta)):
             if line:
                 text += f"; {line}"
         if saved is not None:
             text += f"; saved to {saved}"
         self.progress.set_fraction(1.0 if not outcome.cancelled else self.progress.bar.value() / 1000, text)
+
+    def _outcome_text(self, meta: dict, cancelled: bool) -> str:
+        """'done: 12 epochs in 40 s, best epoch 11', or, for a run stopped inside its first
+        epoch, how it stopped and how many steps the model has."""
+        if meta["epochs"] == 0:
+            steps = self.last_progress.step if self.last_progress is not None else 0
+            why = "cancelled" if cancelled else (
+                "stopped by the time budget" if meta.get("stopped") == "time_budget" else "stopped")
+            return (f"{why} before one epoch ended; the model has {steps} training "
+                    f"step{'' if steps == 1 else 's'} ({meta['seconds']} s)")
+        text = f"{'cancelled' if cancelled else 'done'}: {meta['epochs']} epochs in {meta['seconds']} s"
+        return text + (f", best epoch {meta['best_epoch']}" if meta.get("best_epoch") else "")
 
     # ------------------------------------------------------------------ save
     def _save_clicked(self) -> None:

@@ -29,6 +29,8 @@ class JobWidget(QWidget):
 
     #: what the widget does, for notifications: "Fine-tuning", "Prediction", ...
     activity = "The job"
+    #: the dock's tab title: short, so three tabs side by side keep their words whole
+    tab_title = "BT-Unet"
 
     def __init__(self, napari_viewer):
         super().__init__()
@@ -135,6 +137,8 @@ class JobWidget(QWidget):
         from qtpy.QtCore import Qt
         from qtpy.QtWidgets import QMainWindow
         dock = self.dock()
+        if dock is not None:
+            dock.setWindowTitle(self.tab_title)  # napari's "Fine-tune (BT-Unet)" stays in the title bar
         main = dock.parentWidget() if dock is not None else None
         if not isinstance(main, QMainWindow) or dock.isFloating():
             return

@@ -1,7 +1,8 @@
 """What the plugin tells the user: notifications, failures in one sentence, overwrite questions.
 
 Widgets call these through the module (``_messages.show_error(...)``) so tests can patch them.
-Messages keep the engine's wording and case (file names are case-sensitive); long paths are
+Messages keep the engine's wording and case (file names are case-sensitive), in the widgets' own
+words where the engine names a setting differently (``in_plugin_words``); long paths are
 shortened in the middle so a notification shows the whole sentence, file name included.
 """
 from __future__ import annotations
@@ -59,11 +60,29 @@ def _ends_with_path(text: str) -> bool:
     return "/" in last or "\\" in last or bool(re.search(r"\w\.\w+$", last))
 
 
+#: export formats as the Export… dialog names them
+FORMAT_NAMES = {"bioimageio": "bioimage.io", "onnx": "ONNX", "torchscript": "TorchScript"}
+_MISSING_EXTRA = re.compile(r"exporting to (\w+) needs (.+?), which (is|are) not installed; install with: (.+)")
+
+
+def _missing_extra(match: re.Match) -> str:
+    fmt, packages, verb, command = match.groups()
+    return (f"{packages} {verb} not installed, and the {FORMAT_NAMES.get(fmt, fmt)} export needs "
+            f"{'it' if verb == 'is' else 'them'} ({command})")
+
+
+def in_plugin_words(text: str) -> str:
+    """The engine's message with the widgets' words: the Fine-tune control the engine calls
+    "mask mode" is labelled *annotation*; a missing package is named first."""
+    text = re.sub(r"\bmask mode\b", "annotation", text)
+    return _MISSING_EXTRA.sub(_missing_extra, text)
+
+
 def sentence(text) -> str:
-    """The engine's message as one sentence: its own case (a message may start with a file
-    name), a full stop added unless it ends with punctuation or a path (which a full stop would
-    seem to extend)."""
-    text = str(text).strip() or "unknown error"
+    """The engine's message as one sentence in the widgets' words: its own case (a message may
+    start with a file name), a full stop added unless it ends with punctuation or a path (which a
+    full stop would seem to extend)."""
+    text = in_plugin_words(str(text).strip()) or "unknown error"
     if text.endswith((".", "!", "?", ")")) or _ends_with_path(text):
         return text
     return text + "."

@@ -9,14 +9,53 @@ from ._layers import is_output
 
 
 class LayerCombo(QComboBox):
-    """Pick a layer of one type (outputs of this plugin excluded); refreshed as layers change."""
+    """Pick a layer of one type (outputs of this plugin excluded); refreshed as layers change.
 
-    def __init__(self, viewer, layer_type: type, parent: QWidget | None = None):
+    A name too long for the box is shortened in the middle ('BBBC007 nu…tion by Ben'), or at the
+    start where that would read like another layer's name; the tooltip has the whole name and
+    ``role``."""
+
+    def __init__(self, viewer, layer_type: type, parent: QWidget | None = None, role: str = ""):
         super().__init__(parent)
-        self.viewer, self.layer_type = viewer, layer_type
+        self.viewer, self.layer_type, self.role = viewer, layer_type, role
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.setMinimumContentsLength(8)
+        self.currentTextChanged.connect(self._update_tooltip)
         self.refresh()
+        self._update_tooltip()
+
+    def _update_tooltip(self, *_) -> None:
+        self.setToolTip("\n".join(text for text in (self.currentText(), self.role) if text))
+
+    def _text_rect(self):
+        from qtpy.QtWidgets import QStyle, QStyleOptionComboBox
+        option = QStyleOptionComboBox()
+        self.initStyleOption(option)
+        return option, self.style().subControlRect(QStyle.ComplexControl.CC_ComboBox, option,
+                                                   QStyle.SubControl.SC_ComboBoxEditField, self)
+
+    def shown_text(self) -> str:
+        """The current name as the box shows it, shortened to its width."""
+        width = self._text_rect()[1].width()
+        metrics = self.fontMetrics()
+
+        def elided(name: str, mode: Qt.TextElideMode) -> str:
+            return metrics.elidedText(name, mode, width)
+        name = self.currentText()
+        others = [self.itemText(i) for i in range(self.count()) if self.itemText(i) != name]
+        for mode in (Qt.TextElideMode.ElideMiddle, Qt.TextElideMode.ElideLeft):
+            text = elided(name, mode)
+            if all(text != elided(other, mode) for other in others):
+                return text
+        return elided(name, Qt.TextElideMode.ElideMiddle)
+
+    def paintEvent(self, event) -> None:
+        from qtpy.QtWidgets import QStyle, QStylePainter
+        painter = QStylePainter(self)
+        option, _ = self._text_rect()
+        painter.drawComplexControl(QStyle.ComplexControl.CC_ComboBox, option)
+        option.currentText = self.shown_text()
+        painter.drawControl(QStyle.ControlElement.CE_ComboBoxLabel, option)
 
     def candidates(self) -> list:
         return [layer for layer in self.viewer.layers
@@ -30,6 +69,8 @@ class LayerCombo(QComboBox):
         self.blockSignals(True)
         self.clear()
         self.addItems(names)
+        for i, name in enumerate(names):  # the popup shows each whole name as a tooltip too
+            self.setItemData(i, name, Qt.ItemDataRole.ToolTipRole)
         if current in names:
             self.setCurrentText(current)
         self.blockSignals(False)

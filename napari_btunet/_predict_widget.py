@@ -57,6 +57,25 @@ def z_spacing_of(layer, axes: str | None = None) -> float:
     return spatial[-3] / spatial[-1]
 
 
+def channel_note(name: str, model, data, axes: str | None, rgb: bool | None) -> str | None:
+    """How the engine fitted a layer's channels to the model's (``btunet.imageio.to_channels``),
+    in a sentence, when it changed them: colour averaged to grey, or grey copied into colour."""
+    from btunet.planes import engine_image
+    wanted = getattr(model, "in_channels", None)
+    if wanted is None:
+        return None
+    image, colour = engine_image(data, axes, rgb, wanted)
+    if not colour:
+        return (f"{name!r} is grey: copied into the {wanted} colour channels the model reads."
+                if wanted > 1 else None)
+    have = int(image.shape[-1])
+    if have == wanted or min(have, 3) == wanted:  # as it is, or RGBA without its alpha
+        return None
+    if wanted == 1:
+        return f"{name!r} was turned grey (the mean of its colour channels): the model reads grey images."
+    return f"{name!r}: the mean of its {have} channels was copied into the {wanted} the model reads."
+
+
 @dataclass
 class PredictRequest:
     model: Any           # a model object or a checkpoint path
@@ -74,6 +93,7 @@ class PredictWidget(JobWidget):
 
     stopping_text = "stopping after this plane…"
     activity = "Prediction"
+    tab_title = "Predict"
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
@@ -229,7 +249,7 @@ class PredictWidget(JobWidget):
                                     z_spacing=source.z_spacing, probabilities=request.probabilities,
                                     device=request.device, tta=request.tta, on_progress=on_progress,
                                     should_stop=job.should_stop)
-            job.item((k, result))
+            job.item((k, result, channel_note(source.name, model, source.data, source.axes, rgb)))
             if job.should_stop() and k < n - 1:
                 raise btunet.Cancelled(f"prediction cancelled after {k + 1} of {n} layers")
         return n
@@ -240,8 +260,10 @@ class PredictWidget(JobWidget):
                              f"layer {k + 1}/{n} ({name}): plane {done}/{total}")
 
     def _on_item(self, item) -> None:
-        k, result = item
+        k, result, note = item
         source = self._sources[k].layer
+        if note:
+            _messages.show_info(note)
         if result.outside_reference:  # the engine's words, with the layer's name
             self.unlike.append(self._sources[k].name)
             _messages.show_warning(f"{self._sources[k].name!r}: {result.outside_reference}")

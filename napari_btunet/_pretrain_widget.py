@@ -38,6 +38,7 @@ class PretrainWidget(JobWidget):
     """Barlow Twins pre-training of a U-Net encoder on unlabelled images."""
 
     activity = "Pre-training"
+    tab_title = "Pre-train"
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)

@@ -101,3 +101,59 @@ def test_path_field_reports_a_chosen_file(qtbot, monkeypatch, tmp_path):
     monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(chosen), "")))
     field.button.click()
     assert seen == [chosen]
+
+
+def test_three_tabs_keep_their_titles_whole(small_screen_viewer, qtbot):
+    from qtpy.QtWidgets import QTabBar
+    viewer = small_screen_viewer
+    widgets = [open_from_menu(viewer, name) for name in ("Pre-train", "Fine-tune", "Predict")]
+    settle(qtbot)
+    bars = [bar for bar in viewer.window._qt_window.findChildren(QTabBar) if bar.isVisible() and bar.count() == 3]
+    assert len(bars) == 1
+    bar = bars[0]
+    titles = [bar.tabText(i) for i in range(bar.count())]
+    assert titles == ["Pre-train", "Fine-tune", "Predict"] == [w.tab_title for w in widgets]
+    for i, title in enumerate(titles):  # each title fits its tab, nothing elided
+        assert bar.fontMetrics().horizontalAdvance(title) <= bar.tabRect(i).width(), title
+    # the dock's own title bar keeps napari's full name
+    assert widgets[1].dock().name == "Fine-tune (BT-Unet)"
+
+
+def test_long_layer_names_stay_apart_in_the_pair_boxes(small_screen_viewer, qtbot):
+    """Two annotation layers with a long common start: each box shows a different text (cut in
+    the middle, not at the end), and its tooltip has the whole name."""
+    from qtpy.QtCore import Qt
+    viewer = small_screen_viewer
+    finetune = open_from_menu(viewer, "Fine-tune")
+    image, painted = viewer.layers["BBBC007 nuclei"], viewer.layers["BBBC007 annotation"].data
+    names = ["BBBC007 nuclei annotation (second round) by Anna", "BBBC007 nuclei annotation (second round) by Ben"]
+    layers = [viewer.add_labels(painted.copy(), name=name) for name in names]
+    finetune.set_pairs([(image, layer) for layer in layers])
+    settle(qtbot)
+    boxes = [row.labels for row in finetune.pairs]
+    shown = [box.shown_text() for box in boxes]
+    assert shown[0] != shown[1] and all("…" in text for text in shown), shown
+    assert shown[0].endswith("Anna") and shown[1].endswith("Ben")
+    # cut at the end, as Qt does by default, both would read the same
+    width = boxes[0]._text_rect()[1].width()
+    metrics = boxes[0].fontMetrics()
+    assert len({metrics.elidedText(name, Qt.TextElideMode.ElideRight, width) for name in names}) == 1
+    for box, name in zip(boxes, names, strict=True):
+        assert box.currentText() == name and box.toolTip().splitlines()[0] == name
+        assert metrics.horizontalAdvance(box.shown_text()) <= width
+        assert not box.grab().isNull()  # painted with the shortened text
+
+
+def test_the_budget_unit_is_shown_whole_in_the_narrowest_dock(small_screen_viewer, qtbot):
+    from qtpy.QtCore import Qt
+    viewer = small_screen_viewer
+    finetune = open_from_menu(viewer, "Fine-tune")
+    finetune.length_combo.setCurrentText("time budget")
+    spin = finetune.budget_spin
+    viewer.window._qt_window.resizeDocks([finetune.dock()], [10], Qt.Orientation.Horizontal)
+    settle(qtbot)
+    for value in (0.2, 10000.0):
+        spin.setValue(value)
+        settle(qtbot, 50)
+        assert spin.text().endswith(" min")
+        assert spin.lineEdit().fontMetrics().horizontalAdvance(spin.text()) <= spin.lineEdit().width(), value

@@ -21,6 +21,20 @@ def test_sentence_keeps_file_names_as_they_are():
     assert sentence("") == "unknown error."
 
 
+def test_engine_messages_in_the_widgets_words(monkeypatch):
+    """What is missing comes first (a folded notification shows about 45 characters), and the
+    engine's "mask mode" is the Fine-tune control's label, "annotation"."""
+    from btunet import BTUnetError, network_export
+    monkeypatch.setitem(network_export.NEEDS, "bioimageio", ("bioimageioz.spec", "onnxz"))
+    with pytest.raises(BTUnetError) as caught:
+        network_export.require("bioimageio")
+    assert str(caught.value).startswith("exporting to bioimageio needs")  # the engine's words
+    assert sentence(caught.value) == ("bioimageioz.spec and onnxz are not installed, and the bioimage.io "
+                                      "export needs them (pip install 'napari-btunet[export]')")
+    assert sentence("3 ids were found; use mask mode 'dense' for instance masks") == (
+        "3 ids were found; use annotation 'dense' for instance masks.")
+
+
 def test_long_paths_are_shortened_in_the_middle():
     short = shorten_paths("checkpoint not found: /mnt/lab/someone/projects/2024/nuclei/models/run-07/Model.safetensors")
     assert short == "checkpoint not found: /mnt/…/models/run-07/Model.safetensors"
