@@ -19,7 +19,7 @@ import numpy as np
 from .checkpoint import model_metadata
 from .models import SegmentationModel
 from .package_docs import BT_UNET, VARIANTS, documentation
-from .package_reader import CHECKPOINT, checkpoint_file
+from .package_reader import CHECKPOINT, attached_checkpoint
 
 #: ``scale_range`` divides by (upper - lower + eps); this eps vanishes next to any real range in
 #: float32, so the package's pre-processing is btunet's (x - lower) / (upper - lower).
@@ -35,15 +35,13 @@ BBBC = (("Ljosa, Sokolnicki & Carpenter (2012): Annotated high-throughput micros
 def load_package(path: str | os.PathLike, device: str = "cpu") -> SegmentationModel:
     """The btunet model a package from ``btunet export`` carries (eval mode, metadata attached)."""
     from .checkpoint import load_model
-    with checkpoint_file(path) as checkpoint:
-        return load_model(checkpoint, device)
+    return load_model(attached_checkpoint(path), device)
 
 
 def package_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The btunet metadata of the checkpoint inside a package."""
     from .checkpoint import read_metadata
-    with checkpoint_file(path) as checkpoint:
-        return read_metadata(checkpoint)
+    return read_metadata(attached_checkpoint(path))
 
 
 

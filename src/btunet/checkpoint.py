@@ -3,6 +3,9 @@
 Writes go to a temporary file in the same folder and are renamed into place, so a crash or a
 cancel never leaves a half-written model behind.
 
+Every reader also takes a bioimage.io package from ``btunet export`` (a zip file or a folder) and
+reads the checkpoint attached to it (``package_reader``); messages then name the package.
+
 Reads check the file before trusting it: the header's length against the file size, the
 metadata field by field (``metadata.py``), and every tensor's name, shape and byte range against
 the network the metadata declares, built on the ``meta`` device (no memory). Only then are
@@ -12,6 +15,7 @@ file and what is wrong.
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import json
 import math
 import os
@@ -22,13 +26,14 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import load as _deserialize
 from safetensors.torch import save as _serialize
 
 from .atomic import atomic_path
 from .errors import BTUnetError, CheckpointError
 from .metadata import FORMAT, FORMAT_VERSION, KINDS, CheckpointMetadata, ModelSpec
 from .models import SegmentationModel
-from .package_reader import checkpoint_file, is_package
+from .package_reader import Attached, attached_checkpoint, is_package
 from .projector import Projector
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "KINDS", "CheckpointMetadata", "TensorInfo", "inspect_checkpoint",
@@ -80,9 +85,9 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
     return path
 
 
-def read_header(path: str | os.PathLike) -> tuple[CheckpointMetadata, dict[str, TensorInfo]]:
+def read_header(path: str | os.PathLike | Attached) -> tuple[CheckpointMetadata, dict[str, TensorInfo]]:
     """The checked metadata and the tensors' names, dtypes and shapes, from the header alone."""
-    path = Path(path)
+    path = _source(path)
     header, data_bytes = _raw_header(path)
     infos = _tensor_infos(path, header, data_bytes)
     extra = header.get("__metadata__") or {}
@@ -106,31 +111,33 @@ def read_header(path: str | os.PathLike) -> tuple[CheckpointMetadata, dict[str, 
     return meta, infos
 
 
-def inspect_checkpoint(path: str | os.PathLike, kind: str | None = None) -> CheckpointMetadata:
+def inspect_checkpoint(path: str | os.PathLike | Attached, kind: str | None = None) -> CheckpointMetadata:
     """Check a checkpoint completely without reading weights: metadata, kind, tensor names and shapes."""
+    path = _source(path)
     meta, infos = read_header(path)
     _check_kind(path, meta, kind)
-    _check_tensors(Path(path), meta, infos)
+    _check_tensors(path, meta, infos)
     return meta
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The metadata of a btunet checkpoint as plain JSON (what ``btunet info`` prints)."""
-    if is_package(path):  # a bioimage.io package from `btunet export`: its attached checkpoint
-        with checkpoint_file(path) as attached:
-            return inspect_checkpoint(attached).to_dict()
     return inspect_checkpoint(path).to_dict()
 
 
-def load_checkpoint(path: str | os.PathLike, kind: str | None = None
+def load_checkpoint(path: str | os.PathLike | Attached, kind: str | None = None
                     ) -> tuple[dict[str, torch.Tensor], CheckpointMetadata]:
     """The weights and metadata of a checked checkpoint (weights are read only after every check)."""
+    path = _source(path)
     meta = inspect_checkpoint(path, kind)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
+        if isinstance(path, Attached):
+            tensors = _deserialize(path.data)
+        else:
+            with safe_open(str(path), framework="pt") as f:
+                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{Path(path).name} is not a readable .safetensors checkpoint "
+        raise CheckpointError(f"{path.name} is not a readable .safetensors checkpoint "
                               f"({exc})") from None
     return tensors, meta
 
@@ -151,17 +158,15 @@ def save_model(model: SegmentationModel, path: str | os.PathLike, **metadata: An
     return save_checkpoint(path, model.state_dict(), model_metadata(model, **metadata).to_dict())
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> SegmentationModel:
+def load_model(path: str | os.PathLike | Attached, device: str | torch.device = "cpu") -> SegmentationModel:
     """Rebuild a fine-tuned model from its checkpoint (eval mode, metadata attached)."""
-    if is_package(path):  # a bioimage.io package from `btunet export`: its attached checkpoint
-        with checkpoint_file(path) as attached:
-            return load_model(attached, device)
+    path = _source(path)
     tensors, meta = load_checkpoint(path, kind="model")
     model = meta.model.build()
     try:
         model.load_state_dict(tensors)
     except RuntimeError as exc:  # the header check makes this unreachable; kept as a last guard
-        raise CheckpointError(f"{Path(path).name}: weights do not fit the {meta.model.name} "
+        raise CheckpointError(f"{path.name}: weights do not fit the {meta.model.name} "
                               f"model ({str(exc).splitlines()[0]})") from None
     model.metadata = meta.to_dict()
     return model.to(device).eval()
@@ -174,15 +179,25 @@ def model_from_config(config: dict[str, Any] | ModelSpec) -> SegmentationModel:
 
 # --------------------------------------------------------------------------- checks
 
-def _raw_header(path: Path) -> tuple[dict, int]:
+def _source(path: str | os.PathLike | Attached) -> Path | Attached:
+    """A checkpoint file, or the checkpoint attached to a package (so every reader takes packages)."""
+    if isinstance(path, Attached):
+        return path
+    return attached_checkpoint(path) if is_package(path) else Path(path)
+
+
+def _raw_header(path: Path | Attached) -> tuple[dict, int]:
     """The header JSON and the number of data bytes after it, once its length field is checked."""
-    if not path.is_file():
+    if isinstance(path, Attached):
+        size = len(path.data)
+    elif not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    else:
+        size = path.stat().st_size
     unreadable = f"{path.name} is not a readable .safetensors checkpoint"
-    size = path.stat().st_size
     if size < 8:
         raise CheckpointError(f"{unreadable} (the file is {'empty' if size == 0 else f'only {size} bytes'})")
-    with open(path, "rb") as f:
+    with io.BytesIO(path.data) if isinstance(path, Attached) else open(path, "rb") as f:
         length = int.from_bytes(f.read(8), "little")
         if length > size - 8:
             raise CheckpointError(f"{unreadable} (its header length field says {length} bytes but only "
@@ -200,7 +215,7 @@ def _raw_header(path: Path) -> tuple[dict, int]:
     return header, size - 8 - length
 
 
-def _tensor_infos(path: Path, header: dict, data_bytes: int) -> dict[str, TensorInfo]:
+def _tensor_infos(path: Path | Attached, header: dict, data_bytes: int) -> dict[str, TensorInfo]:
     """Each tensor's dtype and shape, checked against its byte range inside the file."""
     infos = {}
     for name, entry in header.items():
@@ -235,13 +250,13 @@ def _entry_problem(entry: Any, data_bytes: int) -> str | None:
     return None
 
 
-def _check_kind(path, meta: CheckpointMetadata, kind: str | None) -> None:
+def _check_kind(path: Path | Attached, meta: CheckpointMetadata, kind: str | None) -> None:
     if kind is None or meta.kind == kind:
         return
     hint = ("it is a pre-trained encoder: fine-tune it first" if meta.kind == "encoder"
             else "it is a fine-tuned model, not a pre-trained encoder")
     article = "an" if kind == "encoder" else "a"
-    raise CheckpointError(f"{Path(path).name} is not {article} {kind} checkpoint ({hint})")
+    raise CheckpointError(f"{path.name} is not {article} {kind} checkpoint ({hint})")
 
 
 def expected_tensors(meta: CheckpointMetadata, infos: dict[str, TensorInfo]) -> dict[str, torch.Tensor]:
@@ -263,7 +278,7 @@ def expected_tensors(meta: CheckpointMetadata, infos: dict[str, TensorInfo]) -> 
         return state
 
 
-def _check_tensors(path: Path, meta: CheckpointMetadata, infos: dict[str, TensorInfo]) -> None:
+def _check_tensors(path: Path | Attached, meta: CheckpointMetadata, infos: dict[str, TensorInfo]) -> None:
     expected = expected_tensors(meta, infos)
     problems = [f"tensor {k!r} is missing" for k in expected if k not in infos]
     problems += [f"tensor {k!r} is not part of it" for k in infos if k not in expected]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import signal
 import sys
 import threading
@@ -96,8 +97,9 @@ def cmd_pretrain(a) -> int:
     from .outputs import check_model_output
     from .pretrain import pretrain
     _check_model(a.model)
-    check_model_output(a.out, [a.resume], a.overwrite)
     axes = one_axes(list_images(a.images), a.axes, a.channel_axis)
+    check_model_output(a.out, [*(("the image", p) for p in a.images), ("the --resume encoder", a.resume)],
+                       a.overwrite)
     cfg = PretrainConfig(model=a.model, channels=a.channels, epochs=a.epochs, batch_size=a.batch_size,
                          patch_size=a.patch_size, lr=a.lr, dense_weight=a.dense_weight,
                          view_intensity=a.view_intensity, view_blur=a.view_blur, device=a.device,
@@ -134,11 +136,16 @@ def cmd_finetune(a) -> int:
     if init is not None and a.model and a.model != init.name:
         raise BTUnetError(f"--init holds a {init.name!r} model but --model {a.model!r} was given; drop --model")
     _check_model(model)
-    check_model_output(a.out, [a.init, a.encoder], a.overwrite)
     images = list_images(a.images)
     if not images:
         raise BTUnetError("no images found in " + ", ".join(a.images))
-    pairs = readable_pairs(pair_by_name(images, list_images(a.masks)))  # paired by name, kept by name
+    named = pair_by_name(images, list_images(a.masks))  # names only; the files are read below
+    from .builtin_encoder import is_builtin
+    check_model_output(a.out, [*(("the image", p) for p in a.images), *(("the mask", p) for p in a.masks),
+                               ("the --init model", a.init),
+                               ("the --encoder checkpoint", None if is_builtin(a.encoder) else a.encoder)],
+                       a.overwrite)
+    pairs = readable_pairs(named)  # paired by name, kept by name
     from .cli_args import one_axes
     channels = init.in_channels if init is not None else encoder.channels if encoder is not None else None
     axes = one_axes([i for i, _ in pairs], a.axes, a.channel_axis, channels)
@@ -240,6 +247,10 @@ def _check_model(name: str) -> None:
 
 def cmd_export(a) -> None:
     from .export import cmd_export as run  # the command and its arguments live in export.py
+    from .outputs import check_not_input
+    # a package folder is replaced with all it holds; an ONNX/TorchScript file goes into an existing folder
+    check_not_input(a.out, [("the model", a.model)],
+                    replaced_whole=a.format == "bioimageio" or not os.path.isdir(a.out))
     run(a)
 
 

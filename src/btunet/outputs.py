@@ -1,8 +1,9 @@
 """Where the command line writes, decided and checked before any work starts.
 
 One policy for every command: the output is of the right kind (a folder for ``predict``, a file
-for a model), writable (probed with a temporary file), never one of the inputs, no two inputs
-write the same file, and nothing that exists is replaced without ``--overwrite``. ``predict``
+for a model), writable (probed with a temporary file), never one of the inputs nor inside an
+input folder, even with ``--overwrite`` (:func:`check_not_input`), no two inputs write the same
+file, and nothing that exists is replaced without ``--overwrite``. ``predict``
 computes every output path of every input up front (:func:`plan_predictions`), for the
 in-memory and the block-wise (dask) engines alike.
 """
@@ -66,7 +67,7 @@ def find_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
 
 def plan_predictions(inputs: Sequence[Path], out: str | os.PathLike, *, chunked: Callable[[Path], bool],
                      zarr: bool, probabilities: bool, uncertainty: bool, overwrite: bool,
-                     given: Iterable[str | os.PathLike] = (), protected: Iterable[str | os.PathLike] = ()
+                     given: Sequence[str | os.PathLike] = (), protected: Sequence[str | os.PathLike] = ()
                      ) -> list[Target]:
     """Every output of every input, checked; raises BTUnetError before anything is written.
 
@@ -82,6 +83,8 @@ def plan_predictions(inputs: Sequence[Path], out: str | os.PathLike, *, chunked:
     for raw in given:
         if Path(raw).is_dir() and not is_zarr(raw) and _same(folder, raw):
             raise BTUnetError(f"--out {folder} is an input folder; write the predictions to another folder")
+    check_not_input(folder, [("the model", p) for p in protected] + [("the input", p) for p in given],
+                    replaced_whole=False)  # the folder itself stays; its files are checked below
     targets = [_target(p, folder, chunked(p), zarr or is_zarr(p), probabilities, uncertainty) for p in inputs]
     check_outputs([(t.source, path) for t in targets for path in t.paths],
                   list(inputs) + [Path(p) for p in protected], overwrite)
@@ -115,10 +118,11 @@ def check_outputs(outputs: Sequence[tuple[Path, Path]], inputs: Sequence[Path], 
                           + "; ".join(parts[:3]) + (f" and {len(parts) - 3} more" if len(parts) > 3 else "")
                           + "; rename them or predict them into separate --out folders")
     inputs_by_key = {_key(p): p for p in inputs}
+    inside = {str(parent): p for p in inputs for parent in Path(_key(p)).parents}  # a zarr output is replaced whole
     for _, path in outputs:
-        if _key(path) in inputs_by_key:
-            raise BTUnetError(f"writing {path} would replace the input {inputs_by_key[_key(path)]}; "
-                              "choose another --out")
+        source = inputs_by_key.get(_key(path)) or inside.get(_key(path))
+        if source is not None:
+            raise BTUnetError(f"writing {path} would replace the input {source}; choose another --out")
     existing = list(dict.fromkeys(path.name for _, path in outputs if path.exists()))
     if existing and not overwrite:
         raise BTUnetError(f"{outputs[0][1].parent} already holds {', '.join(existing[:3])}"
@@ -126,18 +130,40 @@ def check_outputs(outputs: Sequence[tuple[Path, Path]], inputs: Sequence[Path], 
                           + "; use --overwrite to replace them or give another --out")
 
 
-def check_model_output(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None],
+def check_not_input(out: str | os.PathLike, inputs: Iterable[tuple[str, str | os.PathLike | None]],
+                    replaced_whole: bool = True) -> None:
+    """Refuse an output that is an input, lies inside an input folder or, when ``replaced_whole``
+    (a file, or a folder replaced with all it holds), holds an input: with or without ``--overwrite``,
+    for every command, because a replaced input cannot be recovered.
+
+    ``inputs``: (what it is, path) pairs such as ``("the model", "m.safetensors")``, named in the
+    message; None paths are skipped.
+    """
+    target = Path(_key(Path(out)))
+    rule = "inputs are never written to, even with --overwrite; write to another path"
+    for role, given in inputs:
+        if given is None:
+            continue
+        source = Path(_key(Path(given)))
+        if target == source:
+            raise BTUnetError(f"--out {out} is also an input: it is {role} itself; {rule}")
+        if target.is_relative_to(source):
+            raise BTUnetError(f"--out {out} lies inside the input folder {given}; {rule}")
+        if replaced_whole and source.is_relative_to(target):
+            raise BTUnetError(f"--out {out} holds {role} {given}; {rule}")
+
+
+def check_model_output(out: str | os.PathLike, inputs: Iterable[tuple[str, str | os.PathLike | None]],
                        overwrite: bool) -> Path:
-    """A checkpoint to write: a file name, not an input, not replaced silently, in a writable folder.
+    """A checkpoint to write: a file name, no input nor inside an input folder (:func:`check_not_input`),
+    not replaced silently, in a writable folder.
 
     Called before training, so a bad ``--out`` is reported in a second, not after the run.
     """
     target = Path(out)
     if target.is_dir():
         raise BTUnetError(f"--out {out} is a folder; give a file name such as {target / 'model.safetensors'}")
-    for given in inputs:
-        if given and _same(target, given):
-            raise BTUnetError(f"--out {out} is also an input; write the new model to another file")
+    check_not_input(target, inputs)
     if target.exists() and not overwrite:
         raise BTUnetError(f"{out} exists; use --overwrite to replace it or give another --out")
     probe_writable(target.parent)
@@ -175,5 +201,5 @@ def _key(path: Path) -> str:
     return os.path.normcase(os.path.abspath(os.path.realpath(path)))
 
 
-__all__ = ["Target", "check_model_output", "check_outputs", "find_inputs", "output_stem",
+__all__ = ["Target", "check_model_output", "check_not_input", "check_outputs", "find_inputs", "output_stem",
            "plan_predictions", "probe_writable"]
