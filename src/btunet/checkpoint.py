@@ -139,6 +139,7 @@ def load_checkpoint(path: str | os.PathLike | Attached, kind: str | None = None
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path.name} is not a readable .safetensors checkpoint "
                               f"({exc})") from None
+    _check_finite(path, tensors)
     return tensors, meta
 
 
@@ -248,6 +249,15 @@ def _entry_problem(entry: Any, data_bytes: int) -> str | None:
     if end - begin != math.prod(shape) * DTYPE_SIZES[dtype]:
         return f"{end - begin} bytes do not hold a {dtype} tensor of shape {tuple(shape)}"
     return None
+
+
+def _check_finite(path: Path | Attached, tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse NaN or infinite weights: such a network outputs NaN, which every threshold turns
+    into background, so the model would predict nothing without any error."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path.name}: weight {name} holds NaN or infinite values (training diverged "
+                                  "or the file was changed); use another checkpoint")
 
 
 def _check_kind(path: Path | Attached, meta: CheckpointMetadata, kind: str | None) -> None:

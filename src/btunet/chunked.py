@@ -6,7 +6,8 @@ pass like a whole plane (:mod:`btunet.planes`) and trimmed back. Blocks start on
 pooling grid and the default halo (128 px) covers the receptive field of ``unet`` and
 ``attention_unet``, so the result equals whole-image prediction up to float rounding, while a
 worker only ever holds one block (plus the model) in memory. Intensities are normalised
-with the whole-volume percentile range, computed once before any block runs.
+with the whole-volume range, computed once before any block runs from a bounded sample: random
+blocks of at most 16 planes (``normalize.sample_values``), never a whole plane of a large volume.
 
 Blocks run on local threads, or on a ``dask.distributed`` cluster (``scheduler=``, an address or a
 ``Client``). Workers get a small picklable :class:`ModelRef` (the checkpoint path, or the weights
@@ -127,8 +128,9 @@ class ModelRef:
         import torch  # noqa: F401  (weights are torch tensors)
 
         from .checkpoint import inspect_checkpoint, model_metadata
+        from .planes import check_model
         self._model = None
-        if isinstance(model, (str, os.PathLike)):
+        if isinstance(check_model(model), (str, os.PathLike)):
             path = Path(model).resolve()
             self.settings = inspect_checkpoint(path, kind="model")
             stat = path.stat()

@@ -13,6 +13,7 @@ from pathlib import Path
 from .bioimageio_package import load_package, write_package
 from .checkpoint import model_metadata
 from .errors import BTUnetError
+from .heads import head_of
 from .models import SegmentationModel
 from .network_export import (
     DEFAULT_LICENSE,
@@ -29,6 +30,7 @@ from .network_export import (
     write_torchscript,
 )
 from .package_reader import is_package
+from .planes import check_model
 
 # ----------------------------------------------------------------------------- export
 
@@ -46,7 +48,9 @@ def export(model_or_path: SegmentationModel | str | os.PathLike, out: str | os.P
     if format not in FORMATS:
         raise BTUnetError(f"unknown export format {format!r}; choose one of: {', '.join(FORMATS)}")
     require(format)
-    if isinstance(model_or_path, (str, os.PathLike)):
+    if format == "bioimageio":
+        check_license(license)
+    if isinstance(check_model(model_or_path, "model_or_path"), (str, os.PathLike)):
         from .checkpoint import load_model
         source = Path(model_or_path)
         model = load_model(source)
@@ -63,6 +67,8 @@ def export(model_or_path: SegmentationModel | str | os.PathLike, out: str | os.P
         raise BTUnetError(f"--out {out} is a folder of other files; give a new folder or a .zip file")
     if occupied and not overwrite:
         raise BTUnetError(f"{target} already exists; use --overwrite or another --out")
+    if format == "bioimageio":
+        check_one_channel(model)
     if format == "bioimageio" and model_metadata(model).normalization.method != "percentile":
         raise BTUnetError("this model normalises images by their background peak, which a bioimage.io "
                           "package's pre-processing (percentiles) cannot express; export it as onnx or "
@@ -72,6 +78,33 @@ def export(model_or_path: SegmentationModel | str | os.PathLike, out: str | os.P
     if format == "onnx":
         return write_onnx(model, target)
     return write_package(model, target, authors=list(authors or []), license=license)
+
+
+def check_license(license_id) -> str:
+    """``license_id`` if bioimage.io takes it as an SPDX licence identifier (checked before any
+    work: a wrong one would fail the package's validation only after the weights are written)."""
+    from bioimageio.spec.model.v0_5 import DeprecatedLicenseId, LicenseId
+    for kind in (LicenseId, DeprecatedLicenseId):
+        try:
+            kind(license_id)
+            return license_id
+        except ValueError:  # pydantic's ValidationError: not in the SPDX list
+            continue
+    raise BTUnetError(f"license {license_id!r} is not an SPDX licence identifier (https://spdx.org/licenses/), "
+                      f"which a bioimage.io package needs; for example {DEFAULT_LICENSE}, CC0-1.0, MIT or BSD-3-Clause")
+
+
+def check_one_channel(model: SegmentationModel) -> None:
+    """Refuse a model with classes or a boundary channel for a bioimage.io package, whose
+    description, test tensors and documentation hold one object-probability channel."""
+    head = head_of(model)
+    if head.channels == 1:
+        return
+    classes = [c["name"] for c in (getattr(model, "metadata", None) or {}).get("classes") or []]
+    names = (["background", *classes] if head.n_classes > 1 else ["object"]) + (["boundary"] if head.boundary else [])
+    raise BTUnetError(f"a bioimage.io package from btunet holds one output channel (object probability); this "
+                      f"model has {head.channels} ({', '.join(names)}); export it as onnx or torchscript, whose "
+                      "output has one probability channel each")
 
 
 # ----------------------------------------------------------------------------- command line

@@ -236,8 +236,13 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     for the sparse and dense conventions. ``encoder``: a pre-trained encoder (object or file)
     of the same variant and channel count. ``model``: continue from these weights instead
     (e.g. after painting more); it is trained in place and returned, so pass a copy to keep the
-    original. A stop request returns the best model so far.
+    original (a checkpoint path is loaded first). A stop request returns the best model so far.
     """
+    if model is not None:  # a wrong type fails here, not deep in the training set-up
+        from .planes import check_model
+        if isinstance(check_model(model), (str, os.PathLike)):
+            from .checkpoint import load_model
+            model = load_model(model)
     cfg = config or FinetuneConfig()
     cfg.check()  # settings may have been changed since the config was made
     start = time.perf_counter()  # reading the data and pseudo-labels count against a time budget too

@@ -23,7 +23,13 @@ from .errors import BTUnetError, Cancelled
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 # Planes are read whole into memory (and several float copies are made of them): refuse larger
 # ones before reading any pixel data. BTUNET_MAX_PLANE_PIXELS raises the limit; --zarr streams.
-MAX_PLANE_PIXELS = 8192 * 8192
+# Measured peak RSS of `predict` on one uint8 plane (unet, base_filters 16, CPU): the network's
+# tiles cost a fixed ~1.3-1.6 GB (PyTorch, 4 tiles of 1024²) or ~3.0 GB (ONNX Runtime, one
+# 2048² tile, the default for planes of 4 Mpx and more); on top of that each plane pixel costs
+# ~16 B (PyTorch: float32 plane, blended logits, weights, probability), ~45 B on the ONNX path
+# (3.0 GB at 4096², 5.2 GB at 8192²), and ~41 B more for instance ids (distance watershed).
+# 4096² keeps the worst case near 3.7 GB, within a laptop's memory; 8192² reached 5.2-8 GB.
+MAX_PLANE_PIXELS = 4096 * 4096
 
 
 class UnreadableImage(BTUnetError):

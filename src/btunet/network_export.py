@@ -23,6 +23,7 @@ from torch import nn
 
 from .atomic import atomic_path
 from .errors import BTUnetError
+from .heads import HeadSpec, head_of
 from .models import SIZE_MULTIPLE, SegmentationModel, create_model
 from .models.fuse import fuse_batchnorm
 from .onnx_spectral import OPSET, has_spectral, onnx_ready
@@ -50,22 +51,31 @@ def require(fmt: str) -> None:
 
 
 class ProbabilityNet(nn.Module):
-    """The exported network: object probability (N, 1, H, W) for (N, C, H, W) input, H and W
-    multiples of 16. Unlike ``SegmentationModel.forward`` it does not pad: tracing the
-    data-dependent padding would fix the image size."""
+    """The exported network: probabilities (N, K, H, W) for (N, C, H, W) input, H and W
+    multiples of 16, one channel per output channel of the model (``heads``): the object
+    probability (sigmoid); for a class model background, class 1 .. class K (softmax over them);
+    then the boundary probability (sigmoid) when the model has one. Unlike
+    ``SegmentationModel.forward`` it does not pad: tracing the data-dependent padding would fix
+    the image size."""
 
-    def __init__(self, model: SegmentationModel):
+    def __init__(self, model: SegmentationModel, head: HeadSpec | None = None):
         super().__init__()
         self.encoder, self.decoder, self.head = model.encoder, model.decoder, model.head
+        head = head or head_of(model)
+        self.softmax_channels = head.class_channels if head.n_classes > 1 else 0  # background + classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips, bottleneck = self.encoder(x)
-        return torch.sigmoid(self.head(self.decoder(skips, bottleneck)))
+        logits = self.head(self.decoder(skips, bottleneck))
+        k = self.softmax_channels
+        if k == 0:
+            return torch.sigmoid(logits)
+        return torch.cat([torch.softmax(logits[:, :k], dim=1), torch.sigmoid(logits[:, k:])], dim=1)
 
 
 def inference_network(model: SegmentationModel) -> ProbabilityNet:
     """A BatchNorm-folded fp32 CPU copy wrapped as ``ProbabilityNet`` (``model`` is untouched)."""
-    return ProbabilityNet(fuse_batchnorm(model).float().cpu()).eval()
+    return ProbabilityNet(fuse_batchnorm(model).float().cpu(), head_of(model)).eval()
 
 
 # ----------------------------------------------------------------------------- receptive field

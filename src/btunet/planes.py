@@ -14,6 +14,7 @@ for 1-channel models; gray is copied into each channel of an RGB model.
 """
 from __future__ import annotations
 
+import operator
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,9 +52,9 @@ def spatial_of(shape: tuple, rgb: bool) -> tuple[int, ...]:
 def check_budget(shape: tuple, rgb: bool) -> None:
     """Refuse, from the declared shape alone, planes too large to hold in memory whole.
 
-    The budget is ``imageio.max_plane_pixels()`` (8192 x 8192 unless ``BTUNET_MAX_PLANE_PIXELS``
-    says otherwise): 256 MB per channel as float32 before the network's own buffers; larger
-    planes go block by block (``btunet predict --zarr``, ``btunet.chunked``).
+    The budget is ``imageio.max_plane_pixels()`` (4096 x 4096 unless ``BTUNET_MAX_PLANE_PIXELS``
+    says otherwise; the measured cost per pixel is beside its constant); larger planes go block by
+    block (``btunet predict --zarr``, ``btunet.chunked``).
     """
     h, w = spatial_of(shape, rgb)[-2:]
     budget = max_plane_pixels()
@@ -108,6 +109,24 @@ def stack_range(source, rgb: bool, normalization: Normalization | None = None) -
     return percentile_range(source, rgb, norm.low, norm.high)
 
 
+def plane_index(index, shape: tuple, rgb: bool) -> tuple[int, ...]:
+    """``index`` as whole numbers, one per plane axis of ``shape`` and each in range, or a
+    BTUnetError naming it (an API caller's slip, not an IndexError from an array library)."""
+    lead = spatial_of(shape, rgb)[:-2]
+    try:
+        index = tuple(operator.index(i) for i in ((index,) if np.ndim(index) == 0 else index))
+    except TypeError:
+        raise BTUnetError(f"plane index {index!r} must be whole numbers, one per plane axis "
+                          f"({len(lead)} for an array of shape {tuple(shape)})") from None
+    if len(index) != len(lead):
+        raise BTUnetError(f"plane index {index} does not fit an array of shape {tuple(shape)}: "
+                          f"it has {len(lead)} plane axes")
+    if not all(-n <= i < n for i, n in zip(index, lead, strict=True)):
+        raise BTUnetError(f"plane index {index} is outside the {' x '.join(map(str, lead))} planes "
+                          f"of an array of shape {tuple(shape)}")
+    return index
+
+
 @dataclass(frozen=True)
 class PlaneLayout:
     """How an array maps to model-ready planes: plane axes, colour handling, one intensity range."""
@@ -131,14 +150,14 @@ class PlaneLayout:
 
     def read(self, source, index: tuple) -> np.ndarray:
         """Plane ``index`` of ``source``, read alone (dask/zarr/TIFF pages lazily) and normalised."""
-        index = tuple(int(i) for i in index)
-        if len(index) != len(self.spatial_shape) - 2:
-            raise BTUnetError(f"plane index {index} does not fit an array of shape {self.shape}: "
-                              f"it has {len(self.spatial_shape) - 2} plane axes")
-        plane = source[index]
+        plane = source[self.check_index(index)]
         if hasattr(plane, "compute"):
             plane = plane.compute()
         return self.pixels(np.asarray(plane))
+
+    def check_index(self, index) -> tuple[int, ...]:
+        """``plane_index`` for this layout's array."""
+        return plane_index(index, self.shape, self.rgb)
 
     def planes(self, source) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
         """(index, pixels) for every plane; only one plane is in memory at a time."""
@@ -184,6 +203,24 @@ def model_planes(source, channels: int, *, rgb: bool | None = None,
 
 # --------------------------------------------------------------------------- plane -> probabilities
 
+def check_model(model, what: str = "model"):
+    """``model`` if it is a segmentation model object or a checkpoint path, else a BTUnetError
+    naming the argument: the API's callers pass many things, and a raw AttributeError deep in
+    the network code says nothing about which argument was wrong."""
+    if isinstance(model, (str, os.PathLike)):
+        return model
+    if isinstance(model, torch.nn.Module) and isinstance(getattr(model, "config", None), dict) \
+            and hasattr(model, "in_channels"):
+        return model
+    if type(model).__name__ == "PretrainedEncoder":
+        raise BTUnetError(f"{what} is a pre-trained encoder, not a segmentation model; fine-tune it "
+                          "first (btunet.finetune(..., encoder=...)) and pass the fine-tuned model")
+    if model is None:
+        raise BTUnetError(f"no {what} given (None); pass a fine-tuned model or its checkpoint path")
+    raise BTUnetError(f"{what} must be a fine-tuned model (btunet.finetune, btunet.load_model) or its "
+                      f"checkpoint path, not {type(model).__name__}")
+
+
 def as_model(model: SegmentationModel | str | os.PathLike, device: torch.device,
              fast: bool = False) -> SegmentationModel:
     """An inference copy on ``device``: eval mode, BatchNorm folded into the convolutions, and
@@ -192,7 +229,7 @@ def as_model(model: SegmentationModel | str | os.PathLike, device: torch.device,
     A model object is copied, never changed, so a model that is still training (a live preview)
     keeps its mode and weights.
     """
-    if isinstance(model, (str, os.PathLike)):
+    if isinstance(check_model(model), (str, os.PathLike)):
         from .checkpoint import load_model
         model = load_model(model, device)
     net = fuse_batchnorm(model).to(device)
@@ -364,6 +401,7 @@ def predict_planes(model: SegmentationModel, source, layout: PlaneLayout, *, til
 
 
 __all__ = ["FLIPS", "OVERLAP", "as_image", "engine_image", "PlaneLayout", "TILE", "as_model", "check_budget",
+           "check_model", "plane_index",
            "flip_entropy", "flipped_outputs", "mean_output", "model_planes", "object_probability",
            "plane_layout", "plane_outputs", "predict_logits", "predict_plane", "predict_planes",
            "stack_range", "tile_boxes", "uncertainty_map"]

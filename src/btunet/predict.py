@@ -29,6 +29,7 @@ from .planes import (  # noqa: F401  (re-exported for callers of btunet.predict)
     FLIPS,
     as_model,
     check_budget,
+    check_model,
     engine_image,
     flip_entropy,
     flipped_outputs,
@@ -138,7 +139,7 @@ def _per_plane(model, image, cfg: PredictConfig, rgb: bool | None, axes: str | N
     if cfg.instances and cfg.instances_3d:
         raise BTUnetError("iter_predict labels instances plane by plane; use predict() for 3-D ids "
                           "or instances_3d=False")
-    image, rgb = engine_image(image, axes, rgb, _channels(model))
+    image, rgb = engine_image(image, axes, rgb, _channels(check_model(model)))
     return _results(model, image, dataclasses.replace(cfg, instances_3d=False), rgb)
 
 
@@ -191,15 +192,35 @@ def _results(model, image, cfg: PredictConfig, rgb: bool | None) -> Iterator[tup
     per_plane = z_axis_of_stack(image, cfg, rgb) is None
     net, cfg = fused_setup(net, cfg, int(np.prod(layout.spatial_shape)))
     offset = 0
-    for index, pixels in layout.planes(image):
-        out = plane_result(net, pixels, cfg, threshold, label_instances=per_plane, min_size=min_size)
-        out["threshold"], out["min_size"], out["separate_by"] = threshold, min_size, cfg.separate_by
-        out["outside_reference"] = unlike
-        if cfg.instances and per_plane:
-            labels = out["labels"]
-            labels[labels > 0] += offset
-            offset = max(offset, int(labels.max(initial=0)))
-        yield index, out
+    try:
+        for index, pixels in layout.planes(image):
+            out = plane_result(net, pixels, cfg, threshold, label_instances=per_plane, min_size=min_size)
+            out["threshold"], out["min_size"], out["separate_by"] = threshold, min_size, cfg.separate_by
+            out["outside_reference"] = unlike
+            if cfg.instances and per_plane:
+                labels = out["labels"]
+                labels[labels > 0] += offset
+                offset = max(offset, int(labels.max(initial=0)))
+            yield index, out
+    except Exception as exc:
+        if not out_of_memory(exc):
+            raise
+        h, w = layout.spatial_shape[-2:]
+        raise BTUnetError(f"out of memory predicting a plane of {h} x {w} pixels (tile {cfg.tile}); predict it "
+                          "block by block with `btunet predict --zarr` (btunet.chunked.predict_chunked), or "
+                          "with a smaller tile (PredictConfig.tile)") from exc
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """An allocation that failed: numpy's MemoryError, torch's CPU allocator or CUDA memory, or
+    ONNX Runtime's (whose errors are plain Exceptions carrying the allocator's words)."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc).lower()
+    if isinstance(exc, RuntimeError) or type(exc).__module__.startswith("onnxruntime"):
+        return any(words in text for words in ("defaultcpuallocator", "out of memory", "bad_alloc",
+                                               "bad allocation", "failed to allocate"))
+    return False
 
 
 def predict(model: SegmentationModel | str | os.PathLike, image, config: PredictConfig | None = None, *,
@@ -233,15 +254,20 @@ def _predict(model: SegmentationModel | str | os.PathLike, image, config: Predic
              **overrides) -> Prediction:
     """``predict`` without its warning."""
     cfg = with_axes(PredictConfig.of(config, **overrides), axes)
-    image, rgb = engine_image(image, axes, rgb, _channels(model))
+    image, rgb = engine_image(image, axes, rgb, _channels(check_model(model)))
     check_budget(image.shape, rgb)  # before the outputs are allocated
     shape = spatial_shape(image, rgb)
     n = len(plane_indices(image, rgb))
     z_axis = z_axis_of_stack(image, cfg, rgb)
-    labels = out if out is not None else np.zeros(shape, np.int32 if cfg.instances else np.uint8)
-    probs = np.zeros(shape, np.float32) if cfg.probabilities or z_axis is not None else None
+    try:
+        labels = out if out is not None else np.zeros(shape, np.int32 if cfg.instances else np.uint8)
+        probs = np.zeros(shape, np.float32) if cfg.probabilities or z_axis is not None else None
+        doubts = np.zeros(shape, np.float32) if cfg.uncertainty else None
+    except MemoryError:
+        raise BTUnetError(f"out of memory for the outputs of a stack of {' x '.join(map(str, shape))} pixels; "
+                          "stream it plane by plane (btunet.predict.predict_to_tiff, iter_predict, or "
+                          "`btunet predict` on a TIFF) or block by block (--zarr)") from None
     borders, threshold, min_size, separate_by = None, None, MIN_SIZE, cfg.separate_by
-    doubts = np.zeros(shape, np.float32) if cfg.uncertainty else None
     classes, unlike = None, None
     for done, (index, item) in enumerate(_results(model, image, cfg, rgb), 1):
         labels[index], unlike = item["labels"], item["outside_reference"]
@@ -284,7 +310,7 @@ def predict_to_tiff(model: SegmentationModel | str | os.PathLike, image, labels_
     """
     options.pop("uncertainty", None)
     cfg = with_axes(PredictConfig.of(config, **options, uncertainty=uncertainty_path is not None), axes)
-    image, rgb = engine_image(image, axes, rgb, _channels(model))
+    image, rgb = engine_image(image, axes, rgb, _channels(check_model(model)))
     check_budget(image.shape, rgb)  # before any file is started
     shape = spatial_shape(image, rgb)
     n = len(plane_indices(image, rgb))

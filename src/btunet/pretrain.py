@@ -138,6 +138,7 @@ def pretrain(images: ImageSource | Sequence[ImageSource], config: PretrainConfig
     cfg.check()  # settings may have been changed since the config was made
     if distributed.active():  # launched by torchrun with several processes: DDP over the ranks
         return pretrain_ddp(images, cfg, on_progress, should_stop, resume)
+    check_memory(images, cfg.channels, cfg.axes)  # before anything is read: no block-wise pre-training
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     sources = load_sources(images)
@@ -153,6 +154,76 @@ def pretrain(images: ImageSource | Sequence[ImageSource], config: PretrainConfig
         loss=barlow_twins_loss, stop=lambda: should_stop is not None and should_stop(),
         report=on_progress)
     return train_encoder(cfg, run, model.config, encoder, projector, history, dense)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can give now, or None where that cannot be told."""
+    try:
+        import psutil
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(images, channels: int, axes: str | None = None) -> None:
+    """Refuse, from the files' headers and the arrays' shapes alone, images that pre-training cannot
+    hold: it keeps every plane in memory as float32 (there is no block-wise pre-training), beside
+    the images as read. Planes above the in-memory budget are refused with advice that fits here."""
+    from .imageio import UnreadableImage, inspect_image, list_images, max_plane_pixels
+    items = images if isinstance(images, (list, tuple)) else [images]
+    paths = list_images([i for i in items if isinstance(i, (str, os.PathLike))])
+    shapes = [(tuple(a.shape), 0) for a in items if hasattr(a, "shape")]  # arrays are already held
+    for path in paths:
+        try:
+            shape = inspect_image(path, budget=False)
+        except UnreadableImage:
+            continue  # skipped with a warning when the images are read
+        shapes.append((shape, math.prod(shape) * _itemsize(path)))
+    need = 0
+    for shape, raw in shapes:
+        (y, x), pixels = _plane_and_pixels(shape, axes)
+        if y * x > max_plane_pixels():
+            raise BTUnetError(f"an image has planes of {y} x {x} pixels, more than the {max_plane_pixels():,} "
+                              "pre-training reads into memory at once; cut it into smaller images or raise "
+                              "BTUNET_MAX_PLANE_PIXELS")
+        need += raw + pixels * channels * 4
+    free = available_memory()
+    if free is not None and need > free:
+        raise BTUnetError(f"pre-training keeps every plane in memory: these images need about {_size(need)}, "
+                          f"more than the {_size(free)} free; pre-train on fewer images or planes (a part "
+                          "of the stack) or on crops")
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+def _plane_and_pixels(shape: tuple, axes: str | None) -> tuple[tuple[int, int], int]:
+    """((Y, X) of one plane, pixels of all planes) of a declared shape: named ``axes`` when they fit
+    it, else the engine's rule (last two axes spatial, a trailing 3 or 4 colour)."""
+    shape = tuple(int(s) for s in shape)
+    letters = (axes or "").upper()
+    if len(letters) == len(shape) and "Y" in letters and "X" in letters:  # other axes are refused later
+        colour = shape[letters.index("C")] if "C" in letters else 1
+        return (shape[letters.index("Y")], shape[letters.index("X")]), math.prod(shape) // colour
+    colour = len(shape) >= 3 and shape[-1] in (3, 4) and min(shape[-3:-1]) > 4
+    spatial = shape[:-1] if colour else shape
+    if len(spatial) < 2:
+        return (1, spatial[0] if spatial else 1), math.prod(spatial)
+    return (spatial[-2], spatial[-1]), math.prod(spatial)
+
+
+def _itemsize(path) -> int:
+    """Bytes per value of an image file, from its header (8-bit for PNG/JPEG)."""
+    if str(path).lower().endswith((".tif", ".tiff")):
+        import tifffile
+        with tifffile.TiffFile(path) as tif:
+            return int(tif.series[0].dtype.itemsize)
+    return 1
 
 
 def pretrain_ddp(images, config=None, on_progress=None, should_stop=None, resume=None,

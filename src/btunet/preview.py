@@ -9,7 +9,18 @@ import numpy as np
 from .checkpoint import model_metadata
 from .device import resolve_device
 from .metadata import Normalization
-from .planes import OVERLAP, TILE, PlaneLayout, as_model, check_budget, engine_image, predict_plane, stack_range
+from .planes import (
+    OVERLAP,
+    TILE,
+    PlaneLayout,
+    as_model,
+    check_budget,
+    check_model,
+    engine_image,
+    plane_index,
+    predict_plane,
+    stack_range,
+)
 from .predict import Prediction
 
 
@@ -47,9 +58,10 @@ class Previewer:
     def pixels(self, index: tuple, channels: int, normalization: Normalization | None = None) -> np.ndarray:
         """The normalised (C, Y, X) plane ``index``, as the model sees it."""
         lo, hi = self._range(normalization)
-        key = (tuple(index), channels, lo, hi)
+        layout = PlaneLayout(tuple(self.image.shape), self.rgb, channels, lo, hi)
+        index = layout.check_index(index)
+        key = (index, channels, lo, hi)
         if key not in self._planes:
-            layout = PlaneLayout(tuple(self.image.shape), self.rgb, channels, lo, hi)
             pixels = layout.read(self.image, index)
             if len(self._planes) >= self.keep:
                 self._planes.pop(next(iter(self._planes)))
@@ -61,7 +73,8 @@ class Previewer:
                  overlap: int = OVERLAP) -> Prediction:
         """Labels (uint8 0/1) and probability of plane ``index`` (``()`` for a 2-D image), plus
         its uncertainty map when asked. ``device``: default the model's own (``auto`` for a path)."""
-        if device is None and not isinstance(model, (str, os.PathLike)):
+        index = plane_index(index, tuple(self.image.shape), self.rgb)  # before any work
+        if device is None and not isinstance(check_model(model), (str, os.PathLike)):
             dev = next(model.parameters()).device
         else:
             dev = resolve_device(device or "auto")

@@ -3,6 +3,7 @@
 Packages are validated by bioimageio.spec and run by bioimageio.core's own model test, with
 network connections refused, so both work offline.
 """
+import re
 import socket
 import sys
 import zipfile
@@ -324,3 +325,62 @@ def test_a_failed_export_leaves_nothing_behind(trained, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="does not validate"):
         export(trained, tmp_path / "m.zip")
     assert list(tmp_path.iterdir()) == []
+
+
+def _headed(classes: list[str] | None, boundary: bool):
+    """A small model with named classes and / or a boundary channel, as fine-tuning makes them."""
+    from btunet.heads import HeadSpec, default_classes
+    head = HeadSpec(len(classes) if classes else 1, boundary)
+    torch.manual_seed(0)
+    model = create_model("unet", out_channels=head.channels, base_filters=4).eval()
+    model.metadata = {"classes": [c.as_dict() for c in default_classes(head.n_classes, classes)] if classes else None,
+                      "instances": "boundary" if boundary else None}
+    return model
+
+
+@pytest.mark.parametrize("classes, boundary, channels", [
+    (["nucleus", "debris"], False, "3 (background, nucleus, debris)"),
+    (None, True, "2 (object, boundary)"),
+    (["nucleus", "debris"], True, "4 (background, nucleus, debris, boundary)"),
+])
+def test_class_and_boundary_models_export_as_networks_not_packages(classes, boundary, channels, tmp_path, capsys):
+    import onnxruntime
+
+    from btunet.heads import head_of, split_logits
+    model = _headed(classes, boundary)
+    with pytest.raises(BTUnetError, match=rf"holds one output channel .*this model has {re.escape(channels)}; "
+                                          "export it as onnx or torchscript"):
+        export(model, tmp_path / "m.zip")
+    assert list(tmp_path.iterdir()) == []  # refused before any work
+    path = save_model(model, tmp_path / "m.safetensors")
+    assert main(["export", str(path), "--out", str(tmp_path / "m.zip")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds one output channel" in err and not (tmp_path / "m.zip").exists()
+
+    x = scale_range(sample_tensor(1, 96))
+    with torch.no_grad():
+        parts = split_logits(model(torch.from_numpy(x))[0].numpy(), head_of(model))
+    expected = np.concatenate([parts["classes"] if parts["classes"] is not None else parts["object"][None]]
+                              + ([parts["boundary"][None]] if boundary else []))
+    session = onnxruntime.InferenceSession(str(export(model, tmp_path / "m.onnx", "onnx")),
+                                           providers=["CPUExecutionProvider"])
+    got = session.run(None, {"raw": x})[0][0]
+    assert got.shape == expected.shape and np.abs(got - expected).max() < 1e-4
+    if classes:  # one softmax over background and the classes
+        assert np.allclose(got[:len(classes) + 1].sum(axis=0), 1, atol=1e-5)
+    script = torch.jit.load(str(export(model, tmp_path / "m.pt", "torchscript")))
+    assert np.abs(script(torch.from_numpy(x))[0].detach().numpy() - expected).max() < 1e-4
+
+
+@pytest.mark.parametrize("licence", ["", "not-a-licence", "mit", None])
+def test_a_bad_licence_is_refused_before_any_work(licence, tmp_path, capsys):
+    with pytest.raises(BTUnetError, match=r"license .* is not an SPDX licence identifier.*CC-BY-4.0"):
+        export(tmp_path / "no-model-read-yet.safetensors", tmp_path / "m.zip", license=licence)
+    if licence is not None:
+        assert main(["export", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "m.zip"),
+                     "--license", licence]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "SPDX" in err
+    assert list(tmp_path.iterdir()) == []
+    model = create_model("unet", base_filters=4).eval()  # the formats without a licence ignore it
+    assert export(model, tmp_path / "m.pt", "torchscript", license=licence).exists()
