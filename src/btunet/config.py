@@ -128,6 +128,8 @@ class FinetuneConfig:
     #                                  dropped; None: as deep as the model's mistake + 2, at most 12 (pseudo.py)
     teacher_features: str = "filters"  # the forest's features: "filters" (multiscale filters) or "encoder"
     #                                    (+ the maps of the encoder the run starts from, else the built-in one)
+    weight_average: float = 0.0      # decay of an exponential moving average of the weights, which previews
+    #                                  and the result use (0: the last weights; weight_average.py)
     augment: bool = True             # flips and 90-degree rotations (+ blur/noise below)
     blur_noise: bool = True          # mild Gaussian blur and noise
     intensity_augment: float = 0.0   # gamma/contrast/brightness jitter strength (0 = off)
@@ -184,6 +186,7 @@ class FinetuneConfig:
             fields.number("correction_radius", self.correction_radius, 0.0)
         for name in ("augment", "blur_noise", "tune_threshold"):
             fields.flag(name, getattr(self, name))
+        fields.number("weight_average", self.weight_average, 0.0, 1.0, hi_open=True)
         fields.number("intensity_augment", self.intensity_augment, 0.0, 1.0)
         fields.choice("normalization", self.normalization, NORMALIZATION_METHODS)
         check_threshold("threshold", self.threshold)

@@ -39,6 +39,7 @@ from .pseudo import add_pseudo_labels, context_planes, focus_on_errors, model_pr
 from .reference import training_reference
 from .separation import separation_of
 from .thresholds import threshold_of
+from .weight_average import WeightAverage
 
 VAL_BLOCK = 64  # validation pixels are held out in whole blocks, so they are not neighbours of training pixels
 
@@ -308,6 +309,8 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=cfg.lr_patience)
     history: dict[str, list] = {"loss": [], "val_loss": [], "val_dice": [], "val_class_dice": []}
     best, best_state, best_epoch, stop_reason = float("inf"), None, 0, None
+    average = WeightAverage(net, cfg.weight_average) if cfg.weight_average > 0 else None
+    shown = net if average is None else average.model  # what previews, validation and the result use
     epochs = cfg.total_epochs()
     total = epochs * cfg.steps_per_epoch
     step, step_began = 0, time.perf_counter()
@@ -343,10 +346,12 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if average is not None:
+                average.update(net)
             step += 1
             losses.append(loss.item())
             last = len(losses) == cfg.steps_per_epoch
-            val_loss, val_dice, val_classes = (validate(net, planes, cfg.fast, cfg.threshold, head)
+            val_loss, val_dice, val_classes = (validate(shown, planes, cfg.fast, cfg.threshold, head)
                                                if (last and has_val) else (None, None, None))
             if last:
                 history["loss"].append(float(np.mean(losses)))
@@ -363,7 +368,7 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
                     loss=float(np.mean(losses[-10:])), elapsed_s=elapsed,
                     eta_s=eta, lr=optimizer.param_groups[-1]["lr"],
                     val_loss=val_loss, val_dice=val_dice, val_class_dice=val_classes, epoch_end=last,
-                    history=history, model=net, time_budget_s=cfg.time_budget_s))
+                    history=history, model=shown, time_budget_s=cfg.time_budget_s))
             if cosine and cfg.time_budget_s is not None and time.perf_counter() - start > cfg.time_budget_s:
                 stop_reason = "time_budget"  # the decay has reached 0: the model is final
                 break
@@ -371,12 +376,12 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
             if has_val:  # held-out pixels decide which weights are kept
                 monitor = history["val_loss"][-1]
                 if monitor < best:
-                    best, best_state, best_epoch = monitor, copy.deepcopy(net.state_dict()), epoch + 1
+                    best, best_state, best_epoch = monitor, copy.deepcopy(shown.state_dict()), epoch + 1
             if not cosine:
                 monitor = history["val_loss"][-1] if has_val else history["loss"][-1]
                 plateau.step(monitor)
                 if not has_val and monitor < best:
-                    best, best_state, best_epoch = monitor, copy.deepcopy(net.state_dict()), epoch + 1
+                    best, best_state, best_epoch = monitor, copy.deepcopy(shown.state_dict()), epoch + 1
                 elif epoch + 1 - best_epoch >= cfg.patience:
                     stop_reason = "early_stopping"
             elif not has_val:  # cosine without held-out pixels: the end of the decay is the model
@@ -385,6 +390,8 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
                 stop_reason = stop_reason or "time_budget"
         if stop_reason is not None:
             break
+    if best_state is None and average is not None:
+        best_state = average.model.state_dict()
     if best_state is not None:
         net.load_state_dict(best_state)
     net.eval()

@@ -62,6 +62,7 @@ BAD = {
         "teacher_features": ["vgg", "", None, 1],
         "normalization": ["zscore", "", None, 1],
         "augment": FLAG, "blur_noise": FLAG, "tune_threshold": FLAG, "intensity_augment": [-0.1, 1.5, NAN, True, None],
+        "weight_average": [-0.1, 1.0, NAN, True, None, "0.9"],
         "device": DEVICE, "fast": FLAG, "seed": SEED, "axes": AXES,
         "threshold": [0, 1, 1.5, -0.1, NAN, INF, "0.5", True, None],
         "n_classes": [0, -1, 1.5, True, 99], "class_names": [[], "nuclei", [""], [1, 2]],
