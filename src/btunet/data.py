@@ -22,8 +22,9 @@ class Plane:
     index: tuple
 
 
-def load_sources(images: ImageSource | Sequence[ImageSource]) -> list[tuple[str, np.ndarray]]:
-    """Accept a path, a folder, an array, or a list of them; return (name, array) pairs."""
+def load_sources(images: ImageSource | Sequence[ImageSource], masks: bool = False) -> list[tuple[str, np.ndarray]]:
+    """Accept a path, a folder, an array, or a list of them; return (name, array) pairs.
+    ``masks``: files are label images, read with their checks (``imageio.read_mask``)."""
     if images is None:
         raise BTUnetError("no images given (None); pass a path, a folder, an array or a list of them")
     if not isinstance(images, (str, os.PathLike, np.ndarray, list, tuple)) and not hasattr(images, "shape"):
@@ -33,7 +34,7 @@ def load_sources(images: ImageSource | Sequence[ImageSource]) -> list[tuple[str,
         images = [images]
     paths = [p for p in images if isinstance(p, (str, os.PathLike))]
     arrays = [(f"array{i}", a) for i, a in enumerate(images) if not isinstance(a, (str, os.PathLike))]
-    files = [(p.name, a) for p, a in read_images(paths)] if paths else []
+    files = [(p.name, a) for p, a in read_images(paths, masks)] if paths else []
     if not files and not arrays:
         raise BTUnetError("no images given")
     return files + arrays

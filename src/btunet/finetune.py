@@ -251,7 +251,7 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     rng = np.random.default_rng(cfg.seed)
     device = resolve_device(cfg.device)
     enc = as_encoder(encoder)
-    sources, labels = load_sources(images), load_sources(annotations)
+    sources, labels = load_sources(images), load_sources(annotations, masks=True)
     channels = (model.in_channels if model is not None else enc.channels if enc is not None
                 else image_channels(sources[0][1], cfg.axes))
     head = head_for(labels, cfg, model)

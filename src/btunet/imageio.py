@@ -193,16 +193,20 @@ def read_mask(path: str | os.PathLike, what: str = "mask") -> np.ndarray:
     return labels
 
 
-def read_images(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, np.ndarray]]:
-    """Read every readable file; unreadable ones are skipped with a warning naming them."""
-    images = []
-    for path in list_images(paths):
+def read_images(paths: Iterable[str | os.PathLike], masks: bool = False) -> list[tuple[Path, np.ndarray]]:
+    """Read every readable file (``masks``: as label images, ``read_mask``); unreadable ones are
+    skipped with a warning naming them."""
+    images, files = [], list_images(paths)
+    for path in files:
         try:
-            images.append((path, read_image(path)))
+            images.append((path, read_mask(path) if masks else read_image(path)))
         except BTUnetError as exc:
+            if len(files) == 1:  # nothing else to go on with: the file's own reason
+                raise
             warnings.warn(f"skipping {path.name}: {exc}", stacklevel=2)
     if not images:
-        raise BTUnetError("no readable images found (supported: " + ", ".join(IMAGE_SUFFIXES) + ")")
+        what = "masks" if masks else "images"
+        raise BTUnetError(f"no readable {what} found (supported: " + ", ".join(IMAGE_SUFFIXES) + ")")
     return images
 
 

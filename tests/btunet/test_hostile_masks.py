@@ -12,6 +12,7 @@ import pytest
 import tifffile
 
 import btunet
+from btunet.data import load_sources
 from btunet.errors import BTUnetError
 from btunet.imageio import UnreadableImage, inspect_image, max_plane_pixels, read_image, read_lazy, read_mask
 
@@ -69,8 +70,11 @@ def test_the_command_line_skips_a_pair_with_a_truncated_mask_and_refuses_when_no
 def test_the_python_api_refuses_a_truncated_mask(tmp_path, fast_finetune_config):
     write_pair(tmp_path, tmp_path / "masks", "a", square_mask((64, 64)))
     write_cut(tmp_path / "masks" / "a.tif", square_mask())
-    with pytest.warns(UserWarning, match="a.tif.*truncated or damaged"), pytest.raises(BTUnetError):
+    with pytest.raises(BTUnetError, match=r"a\.tif.*truncated or damaged"):  # one file: its own reason
         btunet.finetune(tmp_path / "a.tif", tmp_path / "masks" / "a.tif", fast_finetune_config)
+    write_pair(tmp_path, tmp_path / "masks", "b", square_mask((64, 64)))
+    with pytest.warns(UserWarning, match=r"skipping a\.tif.*truncated or damaged"):  # a folder: skipped
+        assert [name for name, _ in load_sources(tmp_path / "masks", masks=True)] == ["b.tif"]
 
 
 # --------------------------------------------------------------------------- 1-bit TIFFs

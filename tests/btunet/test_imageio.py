@@ -26,8 +26,13 @@ def test_folder_listing_and_unreadable_files(tmp_path):
 
 def test_no_readable_image_is_an_error(tmp_path):
     (tmp_path / "x.tif").write_bytes(b"nope")
-    with pytest.warns(UserWarning), pytest.raises(BTUnetError, match="no readable images"):
+    with pytest.raises(BTUnetError, match="x.tif"):  # the only file: its own reason, not a skip
         read_images([tmp_path])
+    (tmp_path / "y.tif").write_bytes(b"nope")
+    with pytest.warns(UserWarning, match="skipping [xy].tif") as caught, \
+            pytest.raises(BTUnetError, match="no readable images"):
+        read_images([tmp_path])
+    assert sorted(str(w.message).split(":")[0] for w in caught) == ["skipping x.tif", "skipping y.tif"]
 
 
 def test_rgb_detection_and_channel_conversion():
