@@ -155,7 +155,16 @@ def model_metadata(model: SegmentationModel, **extra: Any) -> CheckpointMetadata
 
 
 def save_model(model: SegmentationModel, path: str | os.PathLike, **metadata: Any) -> Path:
-    """Save a full segmentation model with its config, threshold and any provenance given."""
+    """Save a full segmentation model with its config, threshold and any provenance given.
+
+    A ``model`` that is not a model object is a BTUnetError naming the argument, before anything
+    is written (not an AttributeError from inside the saving)."""
+    if model is None or isinstance(model, (str, os.PathLike)):
+        given = "None" if model is None else f"a path ({model})"
+        raise BTUnetError(f"save_model needs a model object (btunet.finetune, btunet.load_model) as model, "
+                          f"not {given}")
+    from .planes import check_model
+    check_model(model)  # an encoder or a wrong type, named
     return save_checkpoint(path, model.state_dict(), model_metadata(model, **metadata).to_dict())
 
 

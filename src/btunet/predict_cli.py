@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BTUnetError
-from .imageio import UnreadableImage
+from .imageio import UnreadableImage, max_plane_pixels
 from .outputs import Target
 
 LOCAL_SCHEDULERS = ("threads", "threading", "sync", "synchronous", "processes")
@@ -41,6 +41,7 @@ def cmd_predict(a) -> None:
                           "(fine-tune with --boundary, or use --separate-by distance)")
     from .config import PredictConfig
     PredictConfig(threshold=a.threshold, z_spacing=a.z_spacing, min_size=a.min_size)  # numbers checked first
+    max_plane_pixels()  # a bad setting is one error here, not a skip per file (block-wise errors skip)
     inputs = find_inputs(a.inputs)
     targets = plan_predictions(inputs, a.out, chunked=lambda p: is_chunked(a, p), zarr=a.zarr,
                                probabilities=a.probabilities, uncertainty=a.uncertainty,

@@ -10,7 +10,9 @@ the model's normalisation (what the network saw), and stores per percentile the 
 highest over the training images (``metadata.IntensityReference``). Before predicting, the same
 percentiles of the new image, normalised as the prediction normalises it (``planes.plane_layout``),
 are compared with that band widened by ``TOLERANCE``. Both sides read an even sample of at most
-16 planes and about ``MAX_PIXELS`` pixels (as ``normalize.percentile_range``), never a stack whole.
+16 planes and about ``MAX_PIXELS`` pixels (as ``normalize.percentile_range``), never a stack whole,
+and a plane above ``normalize.WHOLE_PLANE_PIXELS`` only as random blocks (a 40000 x 40000 zarr
+checked before block-wise prediction must not be read whole).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from . import normalize
 from .metadata import IntensityReference, Normalization
 from .planes import PlaneLayout, engine_image, plane_layout
 
@@ -51,17 +54,21 @@ class OutsideReferenceWarning(UserWarning):
 def intensity_quantiles(source, layout: PlaneLayout, quantiles: Sequence[float] = QUANTILES,
                         max_pixels: int = MAX_PIXELS, max_planes: int = MAX_PLANES) -> list[float]:
     """The ``quantiles`` (percent) of ``source``'s model-ready values under ``layout``, from an even
-    sample of its planes (the ones ``percentile_range`` reads) and an even grid of their pixels."""
+    sample of its planes (the ones ``percentile_range`` reads) and an even grid of their pixels, or,
+    for planes above ``normalize.WHOLE_PLANE_PIXELS``, random blocks of them (memory stays bounded)."""
     indices = layout.indices()
     pick = np.unique(np.linspace(0, len(indices) - 1, min(max_planes, len(indices))).astype(int))
     h, w = layout.spatial_shape[-2:]
     step = max(1, math.ceil(math.sqrt(h * w * len(pick) / max_pixels)))
+    rng = np.random.default_rng(0)  # the same blocks for every source of this shape
     values = []
     for i in pick:
-        plane = source[tuple(int(k) for k in indices[i])]
-        if hasattr(plane, "compute"):
-            plane = plane.compute()
-        plane = np.asarray(plane)[::step, ::step]
+        index = tuple(int(k) for k in indices[i])
+        if h * w > normalize.WHOLE_PLANE_PIXELS:
+            plane = normalize.sample_blocks(source, index, h, w, max_pixels // len(pick), rng)
+        else:
+            plane = source[index]
+            plane = np.asarray(plane.compute() if hasattr(plane, "compute") else plane)[::step, ::step]
         if plane.dtype.kind == "f":  # NaN/inf are 0 to the model (normalize_plane); said once, there
             plane = np.where(np.isfinite(plane), plane, layout.lo)
         values.append(layout.pixels(plane).reshape(-1))

@@ -73,6 +73,18 @@ def test_export_names_a_missing_model(tmp_path):
         btunet.export(3, tmp_path / "m.pt", "torchscript")
 
 
+@pytest.mark.parametrize("wrong, message", [
+    (None, "needs a model object .* not None"), ("m.safetensors", "not a path"), (7, "model must be .* not int"),
+])
+def test_save_model_names_a_model_argument_it_cannot_save(wrong, message, model, tmp_path):
+    with pytest.raises(BTUnetError, match=message):
+        btunet.save_model(wrong, tmp_path / "out.safetensors")
+    encoder = btunet.PretrainedEncoder(model.config, model.encoder.state_dict(), {}, {})
+    with pytest.raises(BTUnetError, match="pre-trained encoder"):
+        btunet.save_model(encoder, tmp_path / "out.safetensors")
+    assert not list(tmp_path.iterdir())  # refused before anything is written
+
+
 def test_finetune_continues_from_a_checkpoint_path_and_names_a_wrong_model(model, small_sample, tmp_path,
                                                                           fast_finetune_config):
     images, masks = str(small_sample / "images"), str(small_sample / "masks")

@@ -386,6 +386,15 @@ def test_an_unreachable_scheduler_is_one_message_before_any_work(model_file, ima
     assert_error(status, err, "cannot reach the dask scheduler")
 
 
+@pytest.mark.parametrize("engine", [[], ["--scheduler", "synchronous"]], ids=["in-memory", "chunked"])
+def test_a_bad_plane_budget_is_one_error_before_any_work(model_file, images, tmp_path, capsys, monkeypatch, engine):
+    """Block-wise prediction skips a file it cannot read; a bad setting is no file's fault."""
+    monkeypatch.setenv("BTUNET_MAX_PLANE_PIXELS", "abc")
+    status, _, err = run(capsys, "predict", model_file, images, "--out", tmp_path / "out", "--device", "cpu", *engine)
+    assert_error(status, err, "BTUNET_MAX_PLANE_PIXELS must be a finite positive number", "'abc'")
+    assert not (tmp_path / "out").exists()
+
+
 def test_zero_size_pairs_are_skipped_in_finetune(pairs, tmp_path, capsys):
     imgs, masks = pairs
     for folder in (imgs, masks):

@@ -16,7 +16,8 @@ from btunet import BTUnetError, normalize
 from btunet.cli import main
 from btunet.imageio import MAX_PLANE_PIXELS, max_plane_pixels
 from btunet.metadata import Normalization
-from btunet.planes import stack_range
+from btunet.planes import plane_layout, stack_range
+from btunet.reference import CHECKED_UP_TO, QUANTILES, intensity_quantiles
 
 LINUX = sys.platform.startswith("linux")
 
@@ -65,6 +66,47 @@ def test_a_huge_zarr_is_predicted_block_wise_in_bounded_memory(tmp_path):
     assert result["range"] < 200 * 2**20, result  # reading the plane whole: ~2 GB
     assert result["block"] < 1024 * 2**20, result
     assert sum(f.stat().st_size for f in (tmp_path / "huge.zarr").rglob("*") if f.is_file()) < 100_000
+
+
+@pytest.mark.skipif(not LINUX, reason="peak RSS in kilobytes (ru_maxrss) as Linux reports it")
+def test_the_reference_check_of_a_huge_zarr_reads_blocks_not_the_plane(tmp_path):
+    """``predict --zarr`` checks a model's intensity reference before predicting: on 20000 x 20000
+    pixels (400 MB as uint8) that check samples blocks, as the intensity range does."""
+    result = _run("""
+        import json, resource, sys
+        import zarr
+        import btunet
+        from btunet.chunked import ModelRef
+        from btunet.predict_cli import _reference_check
+
+        def peak():
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+        path, model_path = sys.argv[1], sys.argv[2]
+        zarr.create_array(store=path, shape=(20000, 20000), chunks=(1024, 1024), dtype="uint8", fill_value=7)
+        model = btunet.create_model("unet", base_filters=4).eval()
+        model.metadata = {"intensity_reference": {"quantiles": [5, 25, 50, 75, 95], "low": [0.3] * 5,
+                                                  "high": [0.4] * 5}}
+        ref = ModelRef(btunet.save_model(model, model_path))
+        before = peak()
+        unlike, norm_range = _reference_check(ref, zarr.open_array(path, mode="r"), None)
+        print(json.dumps({"grown": peak() - before, "unlike": unlike, "range": norm_range}))
+        """, str(tmp_path / "huge.zarr"), str(tmp_path / "model.safetensors"))
+    assert result["range"] == [7.0, 8.0]  # one fill value: a constant image
+    assert "5th percentile at 0.00 of the range, trained 0.30-0.40" in result["unlike"]  # the check ran
+    assert result["grown"] < 100 * 2**20, result  # reading the plane whole grew it by ~300 MB
+
+
+def test_the_sampled_reference_quantiles_of_a_large_plane_agree_with_the_whole_plane(monkeypatch):
+    image = _mosaic()
+    layout = plane_layout(image, 1)
+    whole = np.percentile(layout.pixels(image), QUANTILES)
+    monkeypatch.setattr(normalize, "WHOLE_PLANE_PIXELS", 1000 * 1000)  # this plane is now sampled in blocks
+    sampled = np.array(intensity_quantiles(image, layout))
+    assert not np.array_equal(sampled, whole)  # the blocks are a sample, not the plane
+    checked = np.array(QUANTILES) <= CHECKED_UP_TO
+    assert np.abs(sampled - whole)[checked].max() < 0.01, (sampled, whole)  # a tenth of the tolerance
+    assert np.abs(sampled - whole).max() < 0.05, (sampled, whole)  # unchecked, and spread by object cover
 
 
 @pytest.mark.parametrize("method", ["percentile", "background"])
