@@ -155,7 +155,7 @@ def cmd_finetune(a) -> int:
                          batch_size=a.batch_size, patch_size=a.patch_size, time_budget_s=a.time_budget,
                          intensity_augment=a.intensity_augment, encoder_lr_scale=a.encoder_lr_scale,
                          teacher_features=a.teacher_features, pseudo_edge_weight=a.edge_weight,
-                         normalization=a.normalization,
+                         normalization=a.normalization, weight_average=a.weight_average,
                          device=a.device, seed=a.seed, instances="auto" if a.boundary else "none", axes=axes,
                          **({} if a.threshold is None else {"threshold": a.threshold, "tune_threshold": False}),
                          class_names=[n.strip() for n in a.class_names.split(",")] if a.class_names else None)

@@ -28,8 +28,8 @@ LIMITS = {"epochs": (1, True), "batch_size": (1, True), "patch_size": (16, True)
           "lr": (0, False), "time_budget": (0, False), "threads": (1, True), "chunk": (16, True),
           "depth": (0, True), "threshold": (0, True), "intensity_augment": (0, True),
           "encoder_lr_scale": (0, True), "dense_weight": (0, True), "edge_weight": (0, True),
-          "view_intensity": (0, True), "view_blur": (0, True)}
-AT_MOST = {"threshold": 1, "intensity_augment": 1, "view_intensity": 2, "view_blur": 2}
+          "view_intensity": (0, True), "view_blur": (0, True), "weight_average": (0, True)}
+AT_MOST = {"threshold": 1, "intensity_augment": 1, "view_intensity": 2, "view_blur": 2, "weight_average": 0.999}
 
 
 class Parser(argparse.ArgumentParser):
@@ -193,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sparse strokes, a fresh run: the forest's pseudo-labels weigh up to 1 + W times more "
                         "at its object edges, which no stroke marks, so objects do not come out a pixel too "
                         f"fat (0: flat weights; default {fd.pseudo_edge_weight:g})")
+    f.add_argument("--weight-average", type=float, default=fd.weight_average, metavar="DECAY",
+                   help="keep a moving average of the weights (share DECAY of the old average at each step, "
+                        "e.g. 0.97) and use it for the progress preview and the saved model, which then swing "
+                        f"less from epoch to epoch (0: the last weights; default {fd.weight_average:g})")
     f.add_argument("--threshold", type=float, default=None, metavar="P",
                    help="probability threshold saved with the model (default: with dense masks, the one "
                         "with the best Dice on the held-out validation pixels when it beats 0.5 clearly "

@@ -108,6 +108,8 @@ def test_finetune_errors(trained, small_sample, tmp_path, capsys):
     assert "--encoder-lr-scale must be a number >= 0" in capsys.readouterr().err
     assert main(base + ["--masks", str(small_sample / "masks"), "--edge-weight", "nan"]) == 2
     assert "--edge-weight must be a number >= 0" in capsys.readouterr().err
+    assert main(base + ["--masks", str(small_sample / "masks"), "--weight-average", "1"]) == 2
+    assert "--weight-average must be between 0 and 0.999, got 1.0" in capsys.readouterr().err
     assert not (tmp_path / "m.safetensors").exists()
 
 
@@ -157,6 +159,9 @@ def test_init_continues_a_model_and_refuses_an_encoder(trained, small_sample, tm
     fresh = tmp_path / "flat.safetensors"
     assert main(base + ["--edge-weight", "0", "--epochs", "1", "--out", str(fresh)]) == 0
     assert read_metadata(fresh)["finetune_config"]["pseudo_edge_weight"] == 0.0
+    averaged = tmp_path / "averaged.safetensors"
+    assert main(base + ["--weight-average", "0.9", "--epochs", "1", "--out", str(averaged)]) == 0
+    assert read_metadata(averaged)["finetune_config"]["weight_average"] == 0.9
     assert model.read_bytes() == before
     assert main(base + ["--init", str(trained / "enc.safetensors"), "--out", str(tmp_path / "x.safetensors")]) == 2
     assert "--encoder instead of --init" in capsys.readouterr().err
