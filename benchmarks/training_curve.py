@@ -99,6 +99,10 @@ def gap(rec: dict, model: str, k: int = 0) -> tuple[float, float]:
     return values[-1], max(values)
 
 
+def settings_of(rec: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in rec.get("settings", {}).items()) or "default"
+
+
 def summary(records: list[dict], args) -> str:
     held = [d for d in HELD_OUT if any(r["dataset"] == d for r in records)]
     lines = [
@@ -111,27 +115,27 @@ def summary(records: list[dict], args) -> str:
         f"Defaults are tuned on {', '.join(DATASETS)}"
         + (f"; {', '.join(held)} are held out (reported, never tuned on)." if held else ".") + "\n",
     ]
-    header = ["set", "style", "seed", "forest preview"] + [f"{LABELS[m]}: end / best" for m in MODELS] + [
+    header = ["set", "style", "seed", "settings", "forest preview"] + [f"{LABELS[m]}: end / best" for m in MODELS] + [
         "test end (last / averages)", "s", "load"]
     rows = []
     for r in records:
-        cells = [r["dataset"], r["style"], r["seed"], f"{r['forest']['preview']:.3f}"]
+        cells = [r["dataset"], r["style"], r["seed"], settings_of(r), f"{r['forest']['preview']:.3f}"]
         for m in MODELS:
             end, best = gap(r, m)
             mark = "" if end >= best - TOLERANCE else " ✗"
             cells.append(f"{end:.3f} / {best:.3f}{mark}")
         cells += [" / ".join(f"{r['end_test'][m]:.3f}" for m in MODELS), r["seconds"], r["load"]]
         rows.append(cells)
-    lines.append(table(header, rows, "lllr" + "r" * len(MODELS) + "rrr"))
-    lines.append("")
-    for m in MODELS:
-        ok = sum(gap(r, m)[0] >= gap(r, m)[1] - TOLERANCE for r in records)
-        ends = [gap(r, m)[0] for r in records]
-        worst = min((gap(r, m)[0] - gap(r, m)[1] for r in records), default=float("nan"))
-        tests = [r["end_test"][m] for r in records]
-        lines.append(f"- {LABELS[m]}: never worse in {ok} of {len(records)} runs; mean end Dice of the painted "
-                     f"image {np.mean(ends):.3f}, worst end − best {worst:+.3f}; mean test Dice at the end "
-                     f"{np.mean(tests):.3f}.")
+    lines.append(table(header, rows, "lllll" + "r" * len(MODELS) + "rrr"))
+    for group in dict.fromkeys(settings_of(r) for r in records):
+        recs = [r for r in records if settings_of(r) == group]
+        lines.append(f"\nSettings {group}, {len(recs)} runs:")
+        for m in MODELS:
+            ok = sum(gap(r, m)[0] >= gap(r, m)[1] - TOLERANCE for r in recs)
+            worst = min(gap(r, m)[0] - gap(r, m)[1] for r in recs)
+            lines.append(f"- {LABELS[m]}: never worse in {ok} of {len(recs)}; mean end Dice of the painted image "
+                         f"{np.mean([gap(r, m)[0] for r in recs]):.3f}, worst end − best {worst:+.3f}; mean "
+                         f"test Dice at the end {np.mean([r['end_test'][m] for r in recs]):.3f}.")
     if records:
         prec = np.mean([r["curve"][-1]["last"][1] for r in records])
         lines.append(f"- Precision on the painted image at the end (last weights): mean {prec:.3f}. An end below "
@@ -151,6 +155,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--report-only", action="store_true", help="rewrite the page from the records")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="2 epochs of 5 steps: checks the script, measures nothing")
+    ap.add_argument("--settings", type=json.loads, default={}, metavar="JSON",
+                    help='engine settings other than the defaults, e.g. \'{"epochs": 6}\' (kept in the records)')
     return ap.parse_args(argv)
 
 
@@ -159,16 +165,17 @@ def main(argv=None) -> int:
     import torch
     torch.set_num_threads(args.threads)
     records = [json.loads(x) for x in args.records.read_text().splitlines()] if args.records.exists() else []
-    done = {(r["dataset"], r["style"], r["seed"]) for r in records}
+    done = {(r["dataset"], r["style"], r["seed"], json.dumps(r.get("settings", {}))) for r in records}
     if not args.report_only:
         args.records.parent.mkdir(parents=True, exist_ok=True)
         for ds_name in args.datasets:
             ds = load_dataset(ds_name, Path(args.data))
             for style in args.styles:
                 for seed in args.seeds:
-                    if (ds_name, style, seed) in done:
+                    if (ds_name, style, seed, json.dumps(args.settings)) in done:
                         continue
-                    rec = run(ds_name, ds, style, seed, {"epochs": 2, "steps_per_epoch": 5} if args.quick else None)
+                    settings = {"epochs": 2, "steps_per_epoch": 5} if args.quick else args.settings
+                    rec = {**run(ds_name, ds, style, seed, settings), "settings": settings}
                     records.append(rec)
                     with args.records.open("a") as f:
                         f.write(json.dumps(rec) + "\n")

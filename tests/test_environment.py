@@ -63,7 +63,8 @@ def with_their_extras(reqs: list[Requirement]) -> set[str]:
 def imported_modules(*folders: str) -> set[str]:
     """Every third-party module imported anywhere in the folders (deferred imports too), to two levels:
     a namespace such as `bioimageio` is shared by several distributions."""
-    own = {"btunet", "napari_btunet", "tests", "_report", "headlines", "quality", "pretraining", "scratch"}
+    own = {"btunet", "napari_btunet", "tests", "scratch"}
+    own |= {path.stem for folder in (*folders, "benchmarks") for path in (ROOT / folder).rglob("*.py")}
     found = set()
     for folder in folders:
         for path in (ROOT / folder).rglob("*.py"):

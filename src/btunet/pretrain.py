@@ -158,10 +158,12 @@ def pretrain(images: ImageSource | Sequence[ImageSource], config: PretrainConfig
 
 def available_memory() -> int | None:
     """Bytes of memory the system can give now, or None where that cannot be told."""
-    try:
-        import psutil
-        return int(psutil.virtual_memory().available)
-    except ImportError:
+    try:  # Linux: what the kernel can give without swapping, page cache included
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
         pass
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
