@@ -163,7 +163,7 @@ def save_model(model: SegmentationModel, path: str | os.PathLike, **metadata: An
         given = "None" if model is None else f"a path ({model})"
         raise BTUnetError(f"save_model needs a model object (btunet.finetune, btunet.load_model) as model, "
                           f"not {given}")
-    from .planes import check_model
+    from .model_check import check_model
     check_model(model)  # an encoder or a wrong type, named
     return save_checkpoint(path, model.state_dict(), model_metadata(model, **metadata).to_dict())
 

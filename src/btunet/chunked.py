@@ -128,7 +128,7 @@ class ModelRef:
         import torch  # noqa: F401  (weights are torch tensors)
 
         from .checkpoint import inspect_checkpoint, model_metadata
-        from .planes import check_model
+        from .model_check import check_model
         self._model = None
         if isinstance(check_model(model), (str, os.PathLike)):
             path = Path(model).resolve()

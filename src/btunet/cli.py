@@ -125,8 +125,9 @@ def cmd_pretrain(a) -> int:
 def cmd_finetune(a) -> int:
     from .checkpoint import model_metadata, save_model
     from .finetune import finetune
-    from .imageio import list_images, pair_by_name, readable_pairs
+    from .imageio import list_images
     from .outputs import check_model_output
+    from .pairs import pair_by_name, readable_pairs
     from .pretrain import as_encoder
     if a.init and a.encoder:
         raise BTUnetError("--init continues a fine-tuned model and --encoder starts a new one; give one of them")
@@ -189,8 +190,9 @@ def cmd_finetune(a) -> int:
 def cmd_evaluate(a) -> None:
     import math
 
-    from .imageio import UnreadableImage, list_images, pair_by_name, read_mask
+    from .imageio import UnreadableImage, list_images, read_mask
     from .metrics import evaluate, mean_scores
+    from .pairs import pair_by_name
     truths = list_images([a.truth])
     if not truths:
         raise BTUnetError(f"no ground-truth images in {a.truth}")

@@ -14,6 +14,7 @@ from .bioimageio_package import load_package, write_package
 from .checkpoint import model_metadata
 from .errors import BTUnetError
 from .heads import head_of
+from .model_check import check_model
 from .models import SegmentationModel
 from .network_export import (
     DEFAULT_LICENSE,
@@ -30,7 +31,6 @@ from .network_export import (
     write_torchscript,
 )
 from .package_reader import is_package
-from .planes import check_model
 
 # ----------------------------------------------------------------------------- export
 

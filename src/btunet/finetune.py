@@ -240,7 +240,7 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     original (a checkpoint path is loaded first). A stop request returns the best model so far.
     """
     if model is not None:  # a wrong type fails here, not deep in the training set-up
-        from .planes import check_model
+        from .model_check import check_model
         if isinstance(check_model(model), (str, os.PathLike)):
             from .checkpoint import load_model
             model = load_model(model)

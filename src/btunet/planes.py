@@ -30,6 +30,7 @@ from .errors import BTUnetError
 from .heads import head_of, split_logits
 from .imageio import is_rgb, max_plane_pixels, to_channels
 from .metadata import Normalization
+from .model_check import check_model
 from .models import SIZE_MULTIPLE, SegmentationModel
 from .models.base import pad_to_multiple
 from .models.fuse import fuse_batchnorm
@@ -202,24 +203,6 @@ def model_planes(source, channels: int, *, rgb: bool | None = None,
 
 
 # --------------------------------------------------------------------------- plane -> probabilities
-
-def check_model(model, what: str = "model"):
-    """``model`` if it is a segmentation model object or a checkpoint path, else a BTUnetError
-    naming the argument: the API's callers pass many things, and a raw AttributeError deep in
-    the network code says nothing about which argument was wrong."""
-    if isinstance(model, (str, os.PathLike)):
-        return model
-    if isinstance(model, torch.nn.Module) and isinstance(getattr(model, "config", None), dict) \
-            and hasattr(model, "in_channels"):
-        return model
-    if type(model).__name__ == "PretrainedEncoder":
-        raise BTUnetError(f"{what} is a pre-trained encoder, not a segmentation model; fine-tune it "
-                          "first (btunet.finetune(..., encoder=...)) and pass the fine-tuned model")
-    if model is None:
-        raise BTUnetError(f"no {what} given (None); pass a fine-tuned model or its checkpoint path")
-    raise BTUnetError(f"{what} must be a fine-tuned model (btunet.finetune, btunet.load_model) or its "
-                      f"checkpoint path, not {type(model).__name__}")
-
 
 def as_model(model: SegmentationModel | str | os.PathLike, device: torch.device,
              fast: bool = False) -> SegmentationModel:

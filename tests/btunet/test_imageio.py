@@ -9,8 +9,9 @@ from skimage.io import imsave
 from btunet import BTUnetError
 from btunet.annotations import targets_and_weights
 from btunet.data import image_planes
-from btunet.imageio import is_rgb, list_images, pair_by_name, read_images, to_channels
+from btunet.imageio import is_rgb, list_images, read_images, to_channels
 from btunet.normalize import normalize_plane, percentile_range
+from btunet.pairs import pair_by_name
 
 
 def test_folder_listing_and_unreadable_files(tmp_path):
