@@ -141,6 +141,10 @@ def cmd_finetune(a) -> int:
     if not images:
         raise BTUnetError("no images found in " + ", ".join(a.images))
     named = pair_by_name(images, list_images(a.masks))  # names only; the files are read below
+    same = [i.name for i, m in named if i.resolve() == m.resolve()]
+    if same:
+        raise BTUnetError(f"the masks given are the images themselves ({', '.join(same[:3])}); "
+                          "--masks takes the files or folder of the masks")
     from .builtin_encoder import is_builtin
     check_model_output(a.out, [*(("the image", p) for p in a.images), *(("the mask", p) for p in a.masks),
                                ("the --init model", a.init),

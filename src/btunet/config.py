@@ -190,7 +190,7 @@ class FinetuneConfig:
         fields.number("intensity_augment", self.intensity_augment, 0.0, 1.0)
         fields.choice("normalization", self.normalization, NORMALIZATION_METHODS)
         check_threshold("threshold", self.threshold)
-        from .heads import MAX_CLASSES
+        from .heads import MAX_CLASSES, MAX_NAME
         if self.n_classes is not None:
             fields.whole("n_classes", self.n_classes, 1, MAX_CLASSES)
         if self.class_names is not None:
@@ -198,6 +198,11 @@ class FinetuneConfig:
             if (not isinstance(names, (list, tuple)) or not names
                     or not all(isinstance(n, str) and n.strip() for n in names)):
                 raise BTUnetError("class_names must be a list of non-empty names, e.g. ['nuclei', 'ring']")
+            if any(len(n) > MAX_NAME for n in names):
+                raise BTUnetError(f"class names may have up to {MAX_NAME} characters (a model stores them)")
+            twice = sorted({n.strip() for n in names if [m.strip() for m in names].count(n.strip()) > 1})
+            if twice:
+                raise BTUnetError(f"class names must differ: {', '.join(map(repr, twice))} is given twice")
             if self.n_classes is not None and len(names) != self.n_classes:
                 raise BTUnetError(f"{len(names)} class names were given for n_classes={self.n_classes}")
         fields.choice("instances", self.instances, ("auto", "boundary", "none"))

@@ -63,6 +63,10 @@ def head_of(model) -> HeadSpec:
     return spec
 
 
+#: longest class name a model stores (metadata stays small and readable)
+MAX_NAME = 100
+
+
 def default_classes(n: int, names: Sequence[str] | None = None) -> tuple[ClassInfo, ...]:
     """Classes 1..n named ``names`` (or "object" / "class k") with distinct colours."""
     if names is not None and len(names) != n:
@@ -84,8 +88,8 @@ def parse_classes(raw: Any) -> tuple[ClassInfo, ...]:
         if isinstance(item["id"], bool) or item["id"] != k:
             raise BTUnetError(f"classes[{k - 1}].id must be {k} (classes are numbered 1, 2, ... in order)")
         name, colour = item["name"], item["colour"]
-        if not isinstance(name, str) or not name.strip() or len(name) > 100:
-            raise BTUnetError(f"classes[{k - 1}].name must be a non-empty name of up to 100 characters")
+        if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
+            raise BTUnetError(f"classes[{k - 1}].name must be a non-empty name of up to {MAX_NAME} characters")
         if not (isinstance(colour, str) and len(colour) == 7 and colour[0] == "#"
                 and all(c in "0123456789abcdefABCDEF" for c in colour[1:])):
             raise BTUnetError(f"classes[{k - 1}].colour must be a colour like '#ff8800', got {colour!r}")

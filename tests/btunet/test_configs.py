@@ -65,7 +65,7 @@ BAD = {
         "weight_average": [-0.1, 1.0, NAN, True, None, "0.9"],
         "device": DEVICE, "fast": FLAG, "seed": SEED, "axes": AXES,
         "threshold": [0, 1, 1.5, -0.1, NAN, INF, "0.5", True, None],
-        "n_classes": [0, -1, 1.5, True, 99], "class_names": [[], "nuclei", [""], [1, 2]],
+        "n_classes": [0, -1, 1.5, True, 99], "class_names": [[], "nuclei", [""], [1, 2], ["a", "a"], ["x" * 101]],
         "instances": ["yes", "", None],
     },
     PredictConfig: {

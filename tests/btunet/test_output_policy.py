@@ -145,3 +145,22 @@ def test_the_command_line_process_refuses_and_leaves_the_image(data):
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert "inside the input folder" in result.stderr
     assert digest(data) == before and tifffile.imread(target).shape == (64, 64)
+
+
+def test_masks_that_are_the_images_themselves_are_refused_before_training(capsys, data):
+    out = data.parent / "m.safetensors"
+    before = digest(data)
+    status, _, err = run(capsys, "finetune", "--images", data / "img", "--masks", data / "img", "--out", out,
+                         *FAST_TRAIN)
+    assert_error(status, err, "the masks given are the images themselves", "a.tif")
+    assert not out.exists() and digest(data) == before
+
+
+@pytest.mark.parametrize(("names", "words"), [("a,a", "'a' is given twice"), ("nuclei, nuclei", "given twice"),
+                                               ("x" * 5000, "up to 100 characters")])
+def test_class_names_that_cannot_be_stored_are_refused_before_training(capsys, data, names, words):
+    out = data.parent / "m.safetensors"
+    status, _, err = run(capsys, "finetune", "--images", data / "img", "--masks", data / "mask", "--out", out,
+                         "--class-names", names, *FAST_TRAIN)
+    assert_error(status, err, words)
+    assert not out.exists()
