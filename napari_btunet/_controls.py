@@ -105,9 +105,9 @@ class ProgressPanel(QWidget):
         self.label.setText(shorten_paths(text))
         self.label.setToolTip(text if shorten_paths(text) != text else "")
 
-    def show_training(self, p) -> None:
-        """One engine ``Progress``: epochs and steps, or the time spent of a time budget."""
-        self.report(p.fraction, training_text(p))
+    def show_training(self, p, note: str = "") -> None:
+        """One engine ``Progress``: epochs and steps, or the time spent of a time budget, then ``note``."""
+        self.report(p.fraction, training_text(p) + (f" · {note}" if note else ""))
 
 
 def training_text(p) -> str:

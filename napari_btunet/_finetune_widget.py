@@ -28,7 +28,7 @@ from ._finetune_settings import FinetuneSettings
 from ._job_widget import JobWidget
 from ._jobs import Job, Outcome, snapshot
 from ._layers import layer_array, plane_geometry, spatial_shape, watch_layers
-from ._live_preview import PREVIEW_KIND, LivePreview, PreviewLayers
+from ._live_preview import FOREST_PREVIEW_KIND, FOREST_SHOWN, PREVIEW_KIND, UNET_SHOWN, LivePreview, PreviewLayers
 from ._messages import Declined, sentence
 from ._plot import LivePlot
 from ._session import session
@@ -44,6 +44,7 @@ class Request:
     resume: Any = None
     path: Path | None = None
     preview: LivePreview | None = None
+    strokes: np.ndarray | None = None  # the previewed image's strokes: a fresh run shows their forest first
 
 
 class FinetuneWidget(FinetuneSettings, JobWidget):
@@ -59,7 +60,9 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
         self.last_outcome: Outcome | None = None
         self.last_progress = None  # the latest engine Progress (without the model)
         self.previewed: list[tuple] = []
+        self.preview_kinds: list[str] = []  # what each preview was: the forest's or the U-Net's
         self.uncertainty_shown: list[tuple] = []
+        self.preview_note = ""  # which model the preview shows, added to the status line
         self._init_settings()
         self._build()
         self.add_pair()
@@ -222,8 +225,13 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
         except Declined as exc:
             self.declined(exc)
             return None
-        request.preview = self._make_preview(request.config.threshold)
+        row = self._preview_row()
+        request.preview = self._make_preview(row, request.config.threshold)
+        if request.preview is not None and request.resume is None and request.config.mask_mode == "sparse":
+            request.strokes = request.labels[self.pairs.index(row)]  # a continuation's model beats a forest
         self.previewed: list[tuple] = []  # plane indices previewed in this run
+        self.preview_kinds: list[str] = []
+        self.preview_note = ""
         self.uncertainty_shown: list[tuple] = []  # ... and given an uncertainty map
         self.plot.clear()
         self.last_progress = None
@@ -232,13 +240,15 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
         return self.run_job(Job(lambda job: self._train(job, request), self._done,
                                 on_progress=self._on_progress, on_item=self._on_item))
 
-    def _make_preview(self, threshold: float) -> LivePreview | None:
+    def _preview_row(self) -> PairRow:
+        """The pair whose layer is selected, else the first pair."""
+        active = self.viewer.layers.selection.active
+        return next((r for r in self.pairs if active in (r.image.layer(), r.labels.layer())), self.pairs[0])
+
+    def _make_preview(self, row: PairRow, threshold: float) -> LivePreview | None:
         interval = self.preview_spin.value()
         if interval <= 0:
             return None
-        # the pair whose layer is selected, else the first pair
-        active = self.viewer.layers.selection.active
-        row = next((r for r in self.pairs if active in (r.image.layer(), r.labels.layer())), self.pairs[0])
         self.preview_layers = PreviewLayers(self.viewer, row.image.layer(), self.uncertainty_check.isChecked())
         return self.preview_layers.live_preview(interval, threshold)
 
@@ -247,13 +257,15 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
         """Runs in the worker thread."""
         model = copy.deepcopy(request.resume) if request.resume is not None else None
         preview = request.preview
+        if preview is not None and request.strokes is not None:  # an answer within a second
+            preview.show_forest(request.strokes, job, request.config.normalization, request.config.seed)
         if preview is not None:
             preview.prepare(request.config.time_budget_s)
 
         def on_progress(p) -> None:
             job.progress(snapshot(p))
             if preview is not None:
-                preview.maybe(p.model, job)
+                preview.maybe(p, job)
 
         net = btunet.finetune(request.images, request.labels, request.config, encoder=request.encoder,
                               on_progress=on_progress, should_stop=job.should_stop, model=model)
@@ -271,18 +283,22 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
             self.progress.set_text(p)
             return
         self.last_progress = p
-        self.progress.show_training(p)
+        self.progress.show_training(p, self.preview_note)
         self.plot.add_loss(p.step, p.loss)
         if p.epoch_end and p.val_dice is not None:
             self.plot.add_right(p.step, p.val_dice)
 
     def _on_item(self, item) -> None:
         kind, index, mask, doubt = item
-        if kind != PREVIEW_KIND or self.preview_layers is None:
+        if kind not in (PREVIEW_KIND, FOREST_PREVIEW_KIND) or self.preview_layers is None:
             return
         shown, doubt_shown = self.preview_layers.show(index, mask, doubt)
         if shown:
             self.previewed.append(index)
+            self.preview_kinds.append(kind)
+            if kind == FOREST_PREVIEW_KIND or self.preview_note == FOREST_SHOWN:  # the first, and the switch
+                self.preview_note = FOREST_SHOWN if kind == FOREST_PREVIEW_KIND else UNET_SHOWN
+                self.progress.set_text(self.preview_note)
         if doubt_shown:
             self.uncertainty_shown.append(index)
 

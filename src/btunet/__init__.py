@@ -26,11 +26,13 @@ from .models import MODELS, create_model  # noqa: E402
 from .predict import Prediction, predict  # noqa: E402
 from .pretrain import PretrainedEncoder, pretrain  # noqa: E402
 from .preview import Previewer, preview  # noqa: E402
+from .quick_preview import forest_preview  # noqa: E402
 from .reference import OutsideReferenceWarning, outside_reference  # noqa: E402
 
 __all__ = [
     "BTUnetError", "Cancelled", "CheckpointError", "CheckpointMetadata", "FinetuneConfig", "MODELS",
     "OutsideReferenceWarning", "PredictConfig", "Prediction", "PretrainConfig", "PretrainedEncoder", "Previewer",
-    "Progress", "create_model", "evaluate", "export", "finetune", "inspect_checkpoint", "load_model", "load_package",
-    "model_metadata", "outside_reference", "predict", "pretrain", "preview", "read_metadata", "save_model",
+    "Progress", "create_model", "evaluate", "export", "finetune", "forest_preview", "inspect_checkpoint",
+    "load_model", "load_package", "model_metadata", "outside_reference", "predict", "pretrain", "preview",
+    "read_metadata", "save_model",
 ]
