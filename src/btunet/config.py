@@ -199,10 +199,10 @@ class FinetuneConfig:
                     or not all(isinstance(n, str) and n.strip() for n in names)):
                 raise BTUnetError("class_names must be a list of non-empty names, e.g. ['nuclei', 'ring']")
             if any(len(n) > MAX_NAME for n in names):
-                raise BTUnetError(f"class names may have up to {MAX_NAME} characters (a model stores them)")
+                raise BTUnetError(f"class_names may hold names of up to {MAX_NAME} characters (a model stores them)")
             twice = sorted({n.strip() for n in names if [m.strip() for m in names].count(n.strip()) > 1})
             if twice:
-                raise BTUnetError(f"class names must differ: {', '.join(map(repr, twice))} is given twice")
+                raise BTUnetError(f"class_names must differ: {', '.join(map(repr, twice))} is given twice")
             if self.n_classes is not None and len(names) != self.n_classes:
                 raise BTUnetError(f"{len(names)} class names were given for n_classes={self.n_classes}")
         fields.choice("instances", self.instances, ("auto", "boundary", "none"))
