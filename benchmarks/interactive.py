@@ -39,7 +39,8 @@ ALL_DATASETS = DATASETS + HELD_OUT
 METHODS = ("scratch", "scratch_mean", "scratch_flat", "scratch_radius12", "scratch_flat_radius12",
            "scratch_edges", "bt", "builtin", "builtin_edges", "builtin_lr3", "scratch_encoder_teacher",
            "builtin_encoder_teacher", "rf", "scratch_uncertainty", "strokes_only", "teacher_forest",
-           "teacher_model", "scratch_background", "scratch_intensity")
+           "teacher_model", "scratch_background", "scratch_intensity", "scratch_epochs6",
+           "scratch_average")
 #: records of runs made under earlier engine defaults, reported but not run again under that name
 EARLIER = {"bt_flat_radius12": "`unet` Barlow Twins, flat weights, corrections overrule within 12 px "
                                "(an earlier run)",
@@ -57,7 +58,8 @@ VARIANTS = {"scratch_mean": {"continue_teacher": "mean"}, "scratch_flat": {"pseu
             "scratch_encoder_teacher": {"teacher_features": "encoder"},
             "builtin_encoder_teacher": {"teacher_features": "encoder"},
             "scratch_background": {"normalization": "background"},
-            "scratch_intensity": {"intensity_augment": 0.5}}
+            "scratch_intensity": {"intensity_augment": 0.5}, "scratch_epochs6": {"epochs": 6},
+            "scratch_average": {"weight_average": 0.97}}
 LABELS = {"strokes_only": "`unet` from scratch, strokes only (no pseudo-labels)",
           "teacher_forest": "`unet` from scratch, continuation pseudo-labels from the forest alone",
           "teacher_model": "`unet` from scratch, continuation pseudo-labels from the model alone",
@@ -77,6 +79,8 @@ LABELS = {"strokes_only": "`unet` from scratch, strokes only (no pseudo-labels)"
           "scratch_uncertainty": "`unet` from scratch, user guided by its uncertainty map",
           "scratch_background": "`unet` from scratch, normalised by the background peak (`normalization='background'`)",
           "scratch_intensity": "`unet` from scratch, intensity augmentation 0.5 (`intensity_augment=0.5`)",
+          "scratch_epochs6": "`unet` from scratch, a first run of 6 epochs (`epochs=6`)",
+          "scratch_average": "`unet` from scratch, moving average of the weights (`weight_average=0.97`)",
           "rf_full": "random forest, 1 fully annotated image", **EARLIER}
 
 
