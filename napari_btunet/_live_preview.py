@@ -17,9 +17,10 @@ from ._layers import PlaneTracker, axes_of, layer_array, prediction_colormap, sp
 PREVIEW_KIND = "preview"
 #: the random forest's quick preview, shown in the same layer before the U-Net's
 FOREST_PREVIEW_KIND = "forest preview"
-#: the U-Net's previews replace the forest's from the end of this epoch on: on the tuning images
-#: (BBBC007, four annotator styles) the U-Net's Dice on the painted image at the end of epoch 1
-#: was below the forest's in 4 of 4 styles, and at the end of epoch 2 at or above it in 3 of 4
+#: the U-Net's previews replace the forest's from the end of this epoch on: on the tuning sets
+#: (BBBC007, CHO, cells3d; four annotator styles; docs/results_training_curve.md) the U-Net's Dice
+#: on the painted image at the end of epoch 1 was at or above the forest's in 5 of 12 runs (0 of 4
+#: on BBBC007), at the end of epoch 2 in 10 of 12
 UNET_PREVIEW_EPOCH = 2
 #: what the status line says while each preview is shown
 FOREST_SHOWN = "quick preview (random forest) — the U-Net is training…"
