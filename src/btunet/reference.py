@@ -140,7 +140,7 @@ def outside_reference(reference, image, layout: PlaneLayout | None = None, *, ch
     if excess[worst] <= 0:
         return None
     return (f"intensities unlike the training images ({_percentile_name(reference.quantiles[worst])} at "
-            f"{values[worst]:.2f} of the range, trained {reference.low[worst]:.2f}-{reference.high[worst]:.2f}): "
+            f"{values[worst]:.2f} of the range, trained {reference.low[worst]:.2f} to {reference.high[worst]:.2f}): "
             "the model may miss objects; train on an image like it")
 
 
