@@ -247,20 +247,35 @@ def file_axes(path: str | os.PathLike) -> str | None:
     return None
 
 
+def ome_level0(attrs: dict) -> dict | None:
+    """The first OME-Zarr ``multiscales`` entry of a group's attributes, when it is well formed
+    (a dict whose ``datasets[0]["path"]`` is a name); None otherwise: metadata written by other
+    tools may be anything, and what cannot be read says nothing."""
+    ome = attrs.get("ome")
+    multiscales = attrs.get("multiscales") or (ome.get("multiscales") if isinstance(ome, dict) else None)
+    first = multiscales[0] if isinstance(multiscales, list) and multiscales else None
+    datasets = first.get("datasets") if isinstance(first, dict) else None
+    if not (isinstance(datasets, list) and datasets and isinstance(datasets[0], dict)
+            and isinstance(datasets[0].get("path"), str)):
+        return None
+    return first
+
+
 def _zarr_axes(path: Path) -> str | None:
     import zarr
     node = zarr.open(str(path), mode="r")
     if isinstance(node, zarr.Array):
         return None
-    attrs = dict(node.attrs)
-    multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
-    if not multiscales or "axes" not in multiscales[0]:
+    first = ome_level0(dict(node.attrs))
+    axes = first.get("axes") if first is not None else None
+    if not isinstance(axes, list):
         return None
-    names = [a.get("name", "") if isinstance(a, dict) else str(a) for a in multiscales[0]["axes"]]
+    names = [a.get("name", "") if isinstance(a, dict) else str(a) for a in axes]
     letters = "".join(n.upper() if len(n) == 1 and n.upper() in LETTERS else "?" for n in names)
-    if "?" in letters:
+    level0 = first["datasets"][0]["path"]
+    if "?" in letters or level0 not in node:
         return None
-    return tifffile_axes(letters, node[multiscales[0]["datasets"][0]["path"]].shape)
+    return tifffile_axes(letters, node[level0].shape)
 
 
 def image_axes(path: str | os.PathLike, shape) -> str | None:

@@ -49,10 +49,13 @@ def open_zarr(path: str | os.PathLike):
         raise BTUnetError(f"cannot open zarr {path}: {exc}") from exc
     if isinstance(node, zarr.Array):
         return node
-    attrs = dict(node.attrs)
-    multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
-    if multiscales:
-        return node[multiscales[0]["datasets"][0]["path"]]
+    from .axes import ome_level0
+    level0 = ome_level0(dict(node.attrs))
+    if level0 is not None:
+        name = level0["datasets"][0]["path"]
+        if name not in node:
+            raise BTUnetError(f"{path}: its OME-Zarr metadata names the array {name!r}, which is not there")
+        return node[name]
     arrays = [name for name, _ in node.arrays()]
     if len(arrays) == 1:
         return node[arrays[0]]

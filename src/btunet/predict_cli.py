@@ -149,8 +149,12 @@ def connect(address: str | None):
     address is one message, not a traceback after the first image; None for local schedulers."""
     if address is None or address in LOCAL_SCHEDULERS:
         return None
-    import dask
-    from distributed import Client
+    try:
+        import dask
+        from distributed import Client
+    except ImportError as exc:
+        raise BTUnetError(f"--scheduler {address} needs dask.distributed ({exc.name or exc} does not import); "
+                          "pip install 'napari-btunet[scaling]'") from exc
     try:
         return Client(address, timeout=dask.config.get("distributed.comm.timeouts.connect"))
     except Exception as exc:  # bad address, refused, timed out, a foreign server: all one message

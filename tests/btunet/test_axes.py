@@ -252,3 +252,27 @@ def test_cli_block_wise_prediction_with_axes(model_file, tmp_path, tiny_models):
     assert zarr.open(str(tmp_path / "o" / "s.zarr"), mode="r").shape == (2, 32, 40)
     expected = predict(tiny_models[1], data, axes="ZCYX", device="cpu").probabilities
     np.testing.assert_allclose(zarr.open(str(tmp_path / "o" / "s_prob.zarr"), mode="r")[:], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("multiscales", ["garbage", [5], [{"axes": 5}], [{"axes": ["y", "x"], "datasets": []}],
+                                         [{"axes": ["y", "x"], "datasets": [{"path": 7}]}]])
+def test_an_ome_zarr_with_unreadable_multiscales_is_predicted_as_a_plain_zarr(model_file, tmp_path, multiscales):
+    import zarr
+    group = zarr.open_group(str(tmp_path / "in.zarr"), mode="w")
+    group.create_array("0", shape=(32, 40), chunks=(32, 40), dtype="float32")[:] = \
+        np.random.default_rng(8).random((32, 40)).astype(np.float32)
+    group.attrs["multiscales"] = multiscales
+    assert main(["predict", str(model_file), str(tmp_path / "in.zarr"), "--out", str(tmp_path / "o"),
+                 "--zarr", "--device", "cpu"]) == 0
+    assert zarr.open(str(tmp_path / "o" / "in.zarr"), mode="r").shape == (32, 40)
+
+
+def test_an_ome_zarr_naming_a_missing_array_is_one_line(model_file, tmp_path, capsys):
+    import zarr
+    group = zarr.open_group(str(tmp_path / "in.zarr"), mode="w")
+    group.create_array("0", shape=(32, 40), chunks=(32, 40), dtype="float32")[:] = 1.0
+    group.attrs["multiscales"] = [{"axes": ["y", "x"], "datasets": [{"path": "missing"}]}]
+    assert main(["predict", str(model_file), str(tmp_path / "in.zarr"), "--out", str(tmp_path / "o"),
+                 "--zarr", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "names the array 'missing', which is not there" in err and "Traceback" not in err

@@ -230,6 +230,15 @@ def test_png_and_jpg_of_one_name_are_refused(model_file, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_a_scheduler_without_distributed_installed_is_one_line(model_file, images, tmp_path, capsys, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if the scaling extra were not installed
+    status, _, err = run(capsys, "predict", model_file, images, "--out", tmp_path / "out",
+                         "--scheduler", "tcp://127.0.0.1:1", "--device", "cpu")
+    assert_error(status, err, "needs dask.distributed", "napari-btunet[scaling]")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("engine", [[], ["--scheduler", "synchronous"]], ids=["in-memory", "chunked"])
 def test_existing_probabilities_are_not_replaced(model_file, images, tmp_path, capsys, engine):
     out = tmp_path / "out"
