@@ -77,6 +77,26 @@ class Heartbeat:
         return float(np.clip(gaps - beyond_s, 0, None).sum() / max(gaps.sum(), 1e-9))
 
 
+def small_pretraining(widget, variant="attention_unet", epochs=2):
+    """Pre-train settings that run a step in seconds on a CPU."""
+    widget.variant_combo.setCurrentText(variant)
+    widget.epochs_spin.setValue(epochs)
+    widget.samples_spin.setValue(8)
+    widget.batch_spin.setValue(4)
+    widget.patch_spin.setValue(64)
+    widget.device_combo.setCurrentText("cpu")
+
+
+def finetune_recording_calls(qtbot, widget, monkeypatch):
+    """Run a one-epoch fine-tune from ``widget``; (its outcome, the keyword arguments the engine got)."""
+    import btunet
+    small_training(widget, epochs=1, steps=2, preview_s=0)
+    calls = []
+    real = btunet.finetune
+    monkeypatch.setattr(btunet, "finetune", lambda *a, **k: calls.append(k) or real(*a, **k))
+    return wait_job(qtbot, widget.start()), calls
+
+
 def errors_of(messages):
     return [text for level, text in messages if level == "error"]
 

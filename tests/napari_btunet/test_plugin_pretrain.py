@@ -5,7 +5,7 @@ import btunet
 from napari_btunet import _messages
 from napari_btunet._session import session
 
-from .plugin_helpers import dock, errors_of, small_training, wait_job
+from .plugin_helpers import dock, errors_of, finetune_recording_calls, small_pretraining, wait_job
 
 pytestmark = pytest.mark.viewer
 
@@ -20,12 +20,7 @@ def test_pretrain_then_finetune_from_it(sample_viewer, qtbot, messages, tmp_path
         pretrain.device_combo.setCurrentText("cuda")
         assert "not available here" in pretrain.device_label.text()
     assert [layer.name for layer in pretrain.layers_list.layers()] == ["BBBC007 nuclei"]
-    pretrain.variant_combo.setCurrentText("attention_unet")
-    pretrain.epochs_spin.setValue(2)
-    pretrain.samples_spin.setValue(8)
-    pretrain.batch_spin.setValue(4)
-    pretrain.patch_spin.setValue(64)
-    pretrain.device_combo.setCurrentText("cpu")
+    small_pretraining(pretrain, epochs=2)
     path = tmp_path / "encoder.safetensors"
     path.write_bytes(b"keep me")
     pretrain.output_file.set_path(path)
@@ -47,11 +42,7 @@ def test_pretrain_then_finetune_from_it(sample_viewer, qtbot, messages, tmp_path
     assert finetune.encoder_combo.currentText() == "last pre-trained"
     assert finetune.variant_combo.currentText() == "attention_unet"
     assert "attention_unet encoder, 2 epochs" in finetune.encoder_label.text()
-    small_training(finetune, epochs=1, steps=2, preview_s=0)
-    calls = []
-    real = btunet.finetune
-    monkeypatch.setattr(btunet, "finetune", lambda *a, **k: calls.append(k) or real(*a, **k))
-    outcome = wait_job(qtbot, finetune.start())
+    outcome, calls = finetune_recording_calls(qtbot, finetune, monkeypatch)
     assert outcome.error is None, outcome.error
     assert calls[0]["encoder"] is encoder and session.model.name == "attention_unet"
     assert not errors_of(messages)

@@ -5,7 +5,13 @@ import pytest
 import btunet
 from napari_btunet._session import session
 
-from .plugin_helpers import errors_of, open_from_menu, small_training, wait_job
+from .plugin_helpers import (
+    errors_of,
+    finetune_recording_calls,
+    open_from_menu,
+    small_pretraining,
+    wait_job,
+)
 
 pytestmark = pytest.mark.viewer
 
@@ -13,12 +19,7 @@ pytestmark = pytest.mark.viewer
 def test_pretrain_then_open_finetune_then_open_predict(sample_viewer, qtbot, messages, monkeypatch):
     viewer = sample_viewer
     pretrain = open_from_menu(viewer, "Pre-train")
-    pretrain.variant_combo.setCurrentText("attention_unet")
-    pretrain.epochs_spin.setValue(1000)
-    pretrain.samples_spin.setValue(8)
-    pretrain.batch_spin.setValue(4)
-    pretrain.patch_spin.setValue(64)
-    pretrain.device_combo.setCurrentText("cpu")
+    small_pretraining(pretrain, epochs=1000)
     job = pretrain.start()
     qtbot.waitUntil(lambda: len(pretrain.plot.loss[0]) >= 1, timeout=60_000)
     pretrain.cancel()  # a cancelled pre-training keeps its encoder too
@@ -32,11 +33,7 @@ def test_pretrain_then_open_finetune_then_open_predict(sample_viewer, qtbot, mes
     assert finetune.encoder_label.text() == session.describe_encoder()
     assert finetune.variant_combo.currentText() == "attention_unet" and not finetune.variant_combo.isEnabled()
     assert not finetune.resume_check.isEnabled()  # no model yet
-    small_training(finetune, epochs=1, steps=2, preview_s=0)
-    calls = []
-    real = btunet.finetune
-    monkeypatch.setattr(btunet, "finetune", lambda *a, **k: calls.append(k) or real(*a, **k))
-    outcome = wait_job(qtbot, finetune.start())
+    outcome, calls = finetune_recording_calls(qtbot, finetune, monkeypatch)
     assert outcome.error is None, outcome.error
     assert calls[0]["encoder"] is encoder
     model = session.model
