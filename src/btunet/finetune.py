@@ -310,7 +310,9 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     history: dict[str, list] = {"loss": [], "val_loss": [], "val_dice": [], "val_class_dice": []}
     best, best_state, best_epoch, stop_reason = float("inf"), None, 0, None
     average = WeightAverage(net, cfg.weight_average) if cfg.weight_average > 0 else None
-    shown = net if average is None else average.model  # what previews, validation and the result use
+
+    def shown() -> SegmentationModel:  # what previews, validation and the result use
+        return average.model if average is not None and average.settled else net
     epochs = cfg.total_epochs()
     total = epochs * cfg.steps_per_epoch
     step, step_began = 0, time.perf_counter()
@@ -351,7 +353,7 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
             step += 1
             losses.append(loss.item())
             last = len(losses) == cfg.steps_per_epoch
-            val_loss, val_dice, val_classes = (validate(shown, planes, cfg.fast, cfg.threshold, head)
+            val_loss, val_dice, val_classes = (validate(shown(), planes, cfg.fast, cfg.threshold, head)
                                                if (last and has_val) else (None, None, None))
             if last:
                 history["loss"].append(float(np.mean(losses)))
@@ -368,7 +370,7 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
                     loss=float(np.mean(losses[-10:])), elapsed_s=elapsed,
                     eta_s=eta, lr=optimizer.param_groups[-1]["lr"],
                     val_loss=val_loss, val_dice=val_dice, val_class_dice=val_classes, epoch_end=last,
-                    history=history, model=shown, time_budget_s=cfg.time_budget_s))
+                    history=history, model=shown(), time_budget_s=cfg.time_budget_s))
             if cosine and cfg.time_budget_s is not None and time.perf_counter() - start > cfg.time_budget_s:
                 stop_reason = "time_budget"  # the decay has reached 0: the model is final
                 break
@@ -376,12 +378,12 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
             if has_val:  # held-out pixels decide which weights are kept
                 monitor = history["val_loss"][-1]
                 if monitor < best:
-                    best, best_state, best_epoch = monitor, copy.deepcopy(shown.state_dict()), epoch + 1
+                    best, best_state, best_epoch = monitor, copy.deepcopy(shown().state_dict()), epoch + 1
             if not cosine:
                 monitor = history["val_loss"][-1] if has_val else history["loss"][-1]
                 plateau.step(monitor)
                 if not has_val and monitor < best:
-                    best, best_state, best_epoch = monitor, copy.deepcopy(shown.state_dict()), epoch + 1
+                    best, best_state, best_epoch = monitor, copy.deepcopy(shown().state_dict()), epoch + 1
                 elif epoch + 1 - best_epoch >= cfg.patience:
                     stop_reason = "early_stopping"
             elif not has_val:  # cosine without held-out pixels: the end of the decay is the model
@@ -390,7 +392,7 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
                 stop_reason = stop_reason or "time_budget"
         if stop_reason is not None:
             break
-    if best_state is None and average is not None:
+    if best_state is None and average is not None and average.settled:
         best_state = average.model.state_dict()
     if best_state is not None:
         net.load_state_dict(best_state)

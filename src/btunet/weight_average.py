@@ -13,6 +13,9 @@ import torch
 
 from .models import SegmentationModel
 
+#: the share of the first weights below which the average stands for the run (about 100 steps at 0.97)
+FORGOTTEN = 0.05
+
 
 class WeightAverage:
     """The averaged copy of ``model``: ``update`` after each optimiser step, ``model`` to use it.
@@ -20,13 +23,20 @@ class WeightAverage:
     The average starts from the weights after the first step (not the random start) and keeps a
     share ``decay`` of itself at every step after it: with 0.97 the last ~33 steps (about 1.3
     epochs of 25 steps) carry two thirds of the weight. BatchNorm running statistics are
-    averaged with the weights.
+    averaged with the weights. Until the first weights' share has fallen below ``FORGOTTEN`` the
+    average still leans on the untrained start (CHO, epoch 1 at decay 0.97: Dice 0.46 against
+    0.87 for the last weights; docs/results_training_curve.md): ``settled`` says when to use it.
     """
 
     def __init__(self, model: SegmentationModel, decay: float):
         self.decay, self.steps = float(decay), 0
         self.model = copy.deepcopy(model)
         self.model.requires_grad_(False)
+
+    @property
+    def settled(self) -> bool:
+        """Whether the weights of the first step weigh less than ``FORGOTTEN`` in the average."""
+        return self.steps > 0 and self.decay ** (self.steps - 1) < FORGOTTEN
 
     @torch.no_grad()
     def update(self, model: SegmentationModel) -> None:

@@ -35,7 +35,7 @@ def test_finetune_previews_and_returns_the_average(sample):
     image, mask = (tifffile.imread(p[0])[100:228, 100:228] for p in sample)
     strokes = scribbles(mask, seed=0)
     cfg = FinetuneConfig(epochs=2, steps_per_epoch=3, batch_size=2, patch_size=64, device="cpu",
-                         weight_average=0.9, pseudo_labels="none")
+                         weight_average=0.5, pseudo_labels="none")
     shown = []
     net = finetune(image, strokes, cfg, on_progress=lambda p: shown.append(
         {k: v.clone() for k, v in p.model.state_dict().items()}))
@@ -46,6 +46,14 @@ def test_finetune_previews_and_returns_the_average(sample):
     plain = finetune(image, strokes, FinetuneConfig(**{**cfg.__dict__, "weight_average": 0.0}))
     differ = [k for k, v in plain.state_dict().items() if v.dtype.is_floating_point and not torch.equal(v, final[k])]
     assert differ  # same seed and strokes: only the averaging differs
-    assert net.metadata["finetune_config"]["weight_average"] == 0.9
+    assert net.metadata["finetune_config"]["weight_average"] == 0.5
     prob = np.asarray(net(torch.from_numpy(np.zeros((1, 1, 64, 64), np.float32))).detach())
     assert np.isfinite(prob).all()
+
+
+def test_the_average_stands_in_only_once_it_has_forgotten_the_start():
+    live = create_model("unet", base_filters=4)
+    avg = WeightAverage(live, decay=0.97)
+    settled_at = next(n for n in range(1, 500) if (avg.update(live) or avg.settled))
+    assert settled_at == 100  # 0.97 ** 99 < 0.05 <= 0.97 ** 98: a continuation's 4 x 25 steps
+    assert 0.97 ** (settled_at - 1) < 0.05 <= 0.97 ** (settled_at - 2)
