@@ -384,7 +384,7 @@ def predict_planes(model: SegmentationModel, source, layout: PlaneLayout, *, til
 
 
 __all__ = ["FLIPS", "OVERLAP", "as_image", "engine_image", "PlaneLayout", "TILE", "as_model", "check_budget",
-           "check_model", "plane_index",
+           "plane_index",
            "flip_entropy", "flipped_outputs", "mean_output", "model_planes", "object_probability",
            "plane_layout", "plane_outputs", "predict_logits", "predict_plane", "predict_planes",
            "stack_range", "tile_boxes", "uncertainty_map"]

@@ -24,12 +24,12 @@ from .heads import class_image, head_of
 from .imageio import is_rgb, plane_indices, spatial_shape, stack_writer
 from .instances import MIN_SIZE, boundary_instances, distance_instances, link_planes, linked_axis
 from .metadata import CheckpointMetadata
+from .model_check import check_model
 from .models import SegmentationModel
 from .planes import (  # noqa: F401  (re-exported for callers of btunet.predict)
     FLIPS,
     as_model,
     check_budget,
-    check_model,
     engine_image,
     flip_entropy,
     flipped_outputs,

@@ -33,7 +33,7 @@ def forest_preview(image, annotations, index: tuple = (), *, rgb: bool | None = 
     than two labels (background and an object class) are painted.
     """
     from .finetune import image_channels
-    from .teacher import fit_forest, pixel_features
+    from .teacher import class_probabilities, fit_forest, pixel_features
     raw = image
     image, rgb = engine_image(image, axes, rgb)
     labels = np.asarray(annotations)
@@ -54,10 +54,7 @@ def forest_preview(image, annotations, index: tuple = (), *, rgb: bool | None = 
         masks.append(weight > 0)
     forest = fit_forest(features, targets, masks, seed)
     shown = features[painted.index(index)] if index in painted else pixel_features(layout.read(image, index))
-    p = forest.predict_proba(shown.reshape(-1, shown.shape[-1]))
-    classes = np.zeros((n_classes + 1, p.shape[0]), np.float32)  # a class nobody painted: probability 0
-    classes[forest.classes_.astype(int)] = p.T
-    classes = classes.reshape((n_classes + 1,) + shown.shape[:2])
+    classes = class_probabilities(forest, shown, n_classes)
     probability = 1.0 - classes[0]
     if n_classes == 1:
         return Prediction((probability > 0.5).astype(np.uint8), probability)

@@ -95,15 +95,18 @@ def forest_probabilities(planes_pixels: list[np.ndarray], targets: list[np.ndarr
     forest = fit_forest(picked, targets, masks, seed)
     probs = []
     for pixels, f in zip(planes_pixels, cache, strict=True):
-        f = features_of(pixels) if f is None else f
-        p = forest.predict_proba(f.reshape(-1, f.shape[-1]))
-        if n_classes == 1:
-            probs.append(p[:, 1].reshape(f.shape[:2]).astype(np.float32))
-        else:  # a class nobody painted gets probability 0
-            full = np.zeros((n_classes + 1, p.shape[0]), np.float32)
-            full[forest.classes_.astype(int)] = p.T
-            probs.append(full.reshape((n_classes + 1,) + f.shape[:2]))
+        classes = class_probabilities(forest, features_of(pixels) if f is None else f, n_classes)
+        probs.append(classes[1] if n_classes == 1 else classes)
     return probs
+
+
+def class_probabilities(forest, features: np.ndarray, n_classes: int) -> np.ndarray:
+    """(K+1, H, W) probabilities of background and classes 1..K from (H, W, F) ``features``;
+    a class nobody painted gets probability 0."""
+    p = forest.predict_proba(features.reshape(-1, features.shape[-1]))
+    full = np.zeros((n_classes + 1, p.shape[0]), np.float32)
+    full[forest.classes_.astype(int)] = p.T
+    return full.reshape((n_classes + 1,) + features.shape[:2])
 
 
 def pseudo_targets(probability: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
