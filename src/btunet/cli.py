@@ -195,7 +195,7 @@ def cmd_evaluate(a) -> None:
     import math
 
     from .imageio import UnreadableImage, list_images, read_mask
-    from .metrics import evaluate, mean_scores
+    from .metrics import COUNTS, evaluate, mean_scores
     from .pairs import pair_by_name
     truths = list_images([a.truth])
     if not truths:
@@ -222,7 +222,8 @@ def cmd_evaluate(a) -> None:
     print(f"{'image':<{width}}  " + "  ".join(f"{k:>9}" for k in keys))
     for r in rows + [{"name": "mean", **mean}]:
         print(f"{r['name']:<{width}}  " + "  ".join(
-            f"{'n/a':>9}" if math.isnan(v := r.get(k, float("nan"))) else f"{v:9.4f}" for k in keys))
+            f"{'n/a':>9}" if math.isnan(v := r.get(k, float("nan"))) else f"{v:9.1f}" if k in COUNTS
+            else f"{v:9.4f}" for k in keys))
 
 
 def cmd_info(a) -> None:

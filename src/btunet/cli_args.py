@@ -252,8 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="score predicted label images against ground truth",
                        description="Pair files by name; print per-image and mean Dice, IoU, precision, recall, "
-                                   "object F1 at IoU 0.5, mean matched IoU and average precision at IoU "
-                                   "0.5:0.05:0.95 (ap; ap50, ap75); with --classes each class's Dice.")
+                                   "object F1 at IoU 0.5, mean matched IoU, average precision at IoU "
+                                   "0.5:0.05:0.95 (ap; ap50, ap75), the predicted and true object counts, "
+                                   "splits (true objects given 2 or more ids), merges (ids over 2 or more "
+                                   "true objects) and the count error |predicted - true| / true; with "
+                                   "--classes each class's Dice.")
     e.add_argument("--pred", required=True, metavar="DIR", help="predicted label images")
     e.add_argument("--truth", required=True, metavar="DIR", help="ground-truth label images")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of a table")

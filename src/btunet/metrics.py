@@ -1,5 +1,6 @@
 """Segmentation metrics: per-image foreground Dice, IoU, precision, recall; per-class Dice; object
-F1 at IoU 0.5, mean matched IoU and average precision at IoU 0.5:0.05:0.95."""
+F1 at IoU 0.5, mean matched IoU and average precision at IoU 0.5:0.05:0.95; object counts, splits
+and merges (where a user counts cells, one id per cell matters more than a good outline)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,6 +9,8 @@ from .annotations import check_label_values
 from .errors import BTUnetError
 
 METRICS = ("dice", "iou", "precision", "recall")
+#: Object counts of ``split_merge_counts`` (whole numbers per image, not fractions).
+COUNTS = ("n_pred", "n_true", "splits", "merges")
 
 
 def pixel_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -33,12 +36,9 @@ def pixel_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 AP_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 
 
-def matched_ious(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, int, int]:
-    """IoUs of the (predicted, true) object pairs with IoU > 0.5, and the two object counts.
-
-    Above 0.5 each object can match at most one other, so this is the optimal (Hungarian)
-    matching at every threshold >= 0.5 without an assignment.
-    """
+def _overlaps(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict, dict]:
+    """(predicted id, true id) pairs that share pixels (2 x n), their shared px, and each image's
+    object sizes by id."""
     pred, truth = np.asarray(pred), np.asarray(truth)
     if pred.shape != truth.shape:
         raise BTUnetError(f"prediction shape {pred.shape} differs from ground truth {truth.shape}")
@@ -47,29 +47,66 @@ def matched_ious(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, int, 
     pairs, overlap = np.unique(np.stack([pred[both], truth[both]]), axis=1, return_counts=True)
     p_ids, p_sizes = np.unique(pred[pred > 0], return_counts=True)
     t_ids, t_sizes = np.unique(truth[truth > 0], return_counts=True)
-    size_p = dict(zip(p_ids.tolist(), p_sizes.tolist(), strict=True))
-    size_t = dict(zip(t_ids.tolist(), t_sizes.tolist(), strict=True))
+    return (pairs, overlap, dict(zip(p_ids.tolist(), p_sizes.tolist(), strict=True)),
+            dict(zip(t_ids.tolist(), t_sizes.tolist(), strict=True)))
+
+
+def matched_ious(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """IoUs of the (predicted, true) object pairs with IoU > 0.5, and the two object counts.
+
+    Above 0.5 each object can match at most one other, so this is the optimal (Hungarian)
+    matching at every threshold >= 0.5 without an assignment.
+    """
+    pairs, overlap, size_p, size_t = _overlaps(pred, truth)
     ious = [inter / (size_p[a] + size_t[b] - inter)
             for (a, b), inter in zip(pairs.T.tolist(), overlap.tolist(), strict=True)]
-    return np.array([v for v in ious if v > 0.5], np.float64), len(p_ids), len(t_ids)
+    return np.array([v for v in ious if v > 0.5], np.float64), len(size_p), len(size_t)
+
+
+#: A predicted and a true object *share* an object when their overlap is at least this share of
+#: the smaller of the two: a fragment lying inside a cell, or a cell lying inside a merged id.
+#: A neighbour that only grazes an object's edge shares less and counts as neither.
+SHARE = 0.5
+
+
+def split_merge_counts(pred: np.ndarray, truth: np.ndarray, share: float = SHARE) -> dict[str, float]:
+    """Object counts and how ids go wrong where cells are counted.
+
+    ``splits``: true objects that share (``SHARE``) with 2 or more predicted objects (one cell
+    given several ids, each id counted once per cell it splits); ``merges``: predicted objects that
+    share with 2 or more true objects (several cells under one id). ``count_error``:
+    |predicted - true| / true objects, NaN without true objects (``n_pred`` still says how many
+    false objects an empty field got).
+    """
+    pairs, overlap, size_p, size_t = _overlaps(pred, truth)
+    shared = [(a, b) for (a, b), inter in zip(pairs.T.tolist(), overlap.tolist(), strict=True)
+              if inter >= share * min(size_p[a], size_t[b])]
+    per_true = np.unique([b for _, b in shared], return_counts=True)[1]
+    per_pred = np.unique([a for a, _ in shared], return_counts=True)[1]
+    n_p, n_t = len(size_p), len(size_t)
+    return {"n_pred": float(n_p), "n_true": float(n_t), "splits": float((per_true >= 2).sum()),
+            "merges": float((per_pred >= 2).sum()),
+            "count_error": abs(n_p - n_t) / n_t if n_t else float("nan")}
 
 
 def object_scores(pred: np.ndarray, truth: np.ndarray,
                   thresholds: tuple[float, ...] = AP_THRESHOLDS) -> dict[str, float]:
-    """Object F1 at IoU 0.5, mean IoU of the matched pairs, and average precision.
+    """Object F1 at IoU 0.5, mean IoU of the matched pairs, average precision, and the counts,
+    splits and merges of ``split_merge_counts``.
 
     AP at threshold t = TP / (TP + FP + FN) (DSB2018, StarDist); ``ap`` is its mean over
     ``thresholds`` (0.5:0.05:0.95), ``ap50`` / ``ap75`` its values at 0.5 / 0.75. A pair matches
     when IoU > t. Two empty images score 1.
     """
     ious, n_p, n_t = matched_ious(pred, truth)
+    counts = split_merge_counts(pred, truth)
     if n_p + n_t == 0:
-        return {"object_f1": 1.0, "mean_matched_iou": 1.0, "ap": 1.0, "ap50": 1.0, "ap75": 1.0}
+        return {"object_f1": 1.0, "mean_matched_iou": 1.0, "ap": 1.0, "ap50": 1.0, "ap75": 1.0, **counts}
     ap = {t: (tp := int((ious > t).sum())) / (n_p + n_t - tp) for t in thresholds}
     return {"object_f1": 2 * len(ious) / (n_p + n_t),
             "mean_matched_iou": float(ious.mean()) if len(ious) else 0.0,
             "ap": float(np.mean(list(ap.values()))), "ap50": ap.get(0.5, float("nan")),
-            "ap75": ap.get(0.75, float("nan"))}
+            "ap75": ap.get(0.75, float("nan")), **counts}
 
 
 def object_f1(pred: np.ndarray, truth: np.ndarray, iou_threshold: float = 0.5) -> float:
