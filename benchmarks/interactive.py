@@ -222,7 +222,7 @@ def summary(records: list[dict], args) -> str:
              "[benchmarks/interactive_notes.md](../benchmarks/interactive_notes.md).", ""]
     if any(r["dataset"] in HELD_OUT for r in records):
         lines += [(f"**Held out:** {', '.join(f'`{d}`' for d in HELD_OUT)} (phase contrast, bright field, one "
-                  "file per frame) were never used to choose a default; their rows are reported as measured."), ""]
+                  "file per frame; electron microscopy) were never used to choose a default; their rows are reported as measured."), ""]
     if any(r.get("style", "blobs") != "blobs" for r in records):
         lines += ["Annotator styles of round 0 (`btunet.simulate.first_strokes`): "
                   + "; ".join(f"*{k}*: {v}" for k, v in STYLE_TEXT.items()) + ".", ""]
@@ -306,7 +306,9 @@ def ds_protocol(name: str) -> str:
             "bsubtilis_bf": "painted file: t000.tif; test: t001.tif-t003.tif, each on its own.",
             "mothermachine_phase": "painted file: pos01_t001.tif; test: the other 9 files, each on its own.",
             "phc_psc_density": "painted file: t000.tif; test: 4 crowded 192-px crops of other frames, each alone "
-                               "and inside a canvas 4x its area tiled from cell-free background (8 images)."}[name]
+                               "and inside a canvas 4x its area tiled from cell-free background (8 images).",
+            "fibsem_classes": "one FIB/SEM image (1024 x 1536), painted and scored on itself (needle and lamella "
+                              "are object); its only test image is the painted one."}[name]
 
 
 #: what each annotator style paints in round 0

@@ -79,13 +79,18 @@ def load_dataset(name: str, data: Path) -> dict:
         return file_set(name, data)
     if name == "phc_psc_density":
         return density_set(data)
+    if name in SINGLE_SETS:
+        return single_set(name, data)
     raise SystemExit(f"unknown dataset {name}")
 
 
 #: sets held out of tuning: one file per frame, other modalities; (painted file, test files)
 FILE_SETS = {"phc_psc": (0, slice(5, None, 5)), "bsubtilis_bf": (0, slice(1, None)),
              "mothermachine_phase": (0, slice(1, None))}
-HELD_OUT = (*FILE_SETS, "phc_psc_density")
+#: held-out single images of another microscope, painted and scored on themselves (what a user
+#: with one large EM image does); the mask's classes all count as object
+SINGLE_SETS = {"fibsem_classes": "image.tif"}
+HELD_OUT = (*FILE_SETS, "phc_psc_density", *SINGLE_SETS)
 
 
 def file_set(name: str, data: Path) -> dict:
@@ -98,6 +103,15 @@ def file_set(name: str, data: Path) -> dict:
             "protocol": f"one file per frame; painted: {items[painted][0]}; test: "
                         f"{len(items[test])} files ({items[test][0][0]} ... {items[test][-1][0]}), each read "
                         "and predicted on its own"}
+
+
+def single_set(name: str, data: Path) -> dict:
+    """One image, painted and scored on itself: there is no second image to test on."""
+    from btunet.imageio import read_image
+    fname = SINGLE_SETS[name]
+    item = (fname, read_image(data / name / "images" / fname), read_image(data / name / "masks" / fname))
+    return {"train": [item], "test": [item], "unlabelled": [item[1]],
+            "protocol": f"one image ({fname}), painted and scored on itself; every class of its mask is object"}
 
 
 def density_set(data: Path, size: int = 192) -> dict:
