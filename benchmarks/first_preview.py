@@ -2,8 +2,9 @@
 
 Opens a real napari window (on a virtual X display when there is none) with the sample and
 its painted strokes, docks Fine-tune with its default settings (device: cpu), presses Start and
-records when the preview layer and the uncertainty layer first receive data, and the Dice of
-each preview against the sample's mask, until the run ends or ``--seconds`` pass. Writes
+records when the preview layer and the uncertainty layer first receive data, the Dice of
+each preview against the sample's mask, and every time left ("ETA") the progress line shows,
+until the run ends or ``--seconds`` pass. Writes
 docs/results_first_preview.md (linked from docs/results.md).
 
     python benchmarks/first_preview.py
@@ -11,6 +12,7 @@ docs/results_first_preview.md (linked from docs/results.md).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -37,10 +39,13 @@ def measure(seconds: float) -> dict:
     job = widget.start()
     if job is None:
         raise SystemExit("Fine-tune did not start (see the napari notifications)")
-    seen = 0
+    seen, etas = 0, []
     while job.running and time.perf_counter() - pressed < seconds:
         QApplication.processEvents()
         time.sleep(0.01)
+        eta = shown_eta(widget.progress.label.text())
+        if eta is not None and (not etas or etas[-1][1] != eta):
+            etas.append((time.perf_counter() - pressed, eta))
         if len(widget.previewed) > seen:
             seen = len(widget.previewed)
             preview = viewer.layers[f"{name} preview [btunet]"].data
@@ -48,6 +53,7 @@ def measure(seconds: float) -> dict:
         if (first_uncertainty is None and f"{name} uncertainty [btunet]" in viewer.layers
                 and np.any(viewer.layers[f"{name} uncertainty [btunet]"].data > 0)):
             first_uncertainty = time.perf_counter() - pressed
+    cancelled = job.running
     if job.running:
         job.cancel()
         while job.running:
@@ -56,12 +62,38 @@ def measure(seconds: float) -> dict:
     final = btunet.evaluate(viewer.layers[f"{name} preview [btunet]"].data, mask)["dice"]
     viewer.close()
     return {"frames": frames, "first_uncertainty": first_uncertainty, "final": final,
-            "ended_s": time.perf_counter() - pressed}
+            "ended_s": time.perf_counter() - pressed, "etas": etas, "finished": not cancelled}
+
+
+def shown_eta(text: str) -> float | None:
+    """Seconds of the 'ETA m:ss' (or 'h:mm:ss') in a progress line, None without one."""
+    m = re.search(r"ETA (\d+(?::\d\d)+)", text)
+    if m is None:
+        return None
+    seconds = 0
+    for part in m.group(1).split(":"):
+        seconds = 60 * seconds + int(part)
+    return float(seconds)
+
+
+def eta_lines(r: dict) -> list[str]:
+    """How far each shown time left was from the real end of a run that finished."""
+    if not r["etas"] or not r["finished"]:
+        return ["* the run did not finish within the time given: no ETA compared"]
+    first_t, first_eta = r["etas"][0]
+    left = r["ended_s"] - first_t
+    errors = [abs(t + eta - r["ended_s"]) / max(1.0, r["ended_s"] - t) for t, eta in r["etas"]
+              if r["ended_s"] - t >= 10]
+    first = (f"* first ETA shown {first_t:.1f} s after Start: {first_eta:.0f} s; {left:.0f} s were left "
+             f"(off by {(first_eta - left) / left:+.0%})")
+    worst = (f"* of the {len(errors)} ETAs shown with at least 10 s left, the worst was off by "
+             f"{max(errors):.0%} of the time then left" if errors else "* no ETA shown with 10 s left")
+    return [first, worst]
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, default=120.0, help="stop (Cancel) after this long (default 120)")
+    p.add_argument("--seconds", type=float, default=300.0, help="stop (Cancel) after this long (default 300)")
     args = p.parse_args(argv)
     import os
     display = None
@@ -87,7 +119,7 @@ def main(argv=None) -> int:
         f"* first uncertainty map: {r['first_uncertainty']:.1f} s" if r["first_uncertainty"]
         else "* no uncertainty map",
         (f"* {len(frames)} preview frames until the run ended at {r['ended_s']:.0f} s; the last preview's Dice "
-         f"{r['final']:.3f}"), "",
+         f"{r['final']:.3f}"), *eta_lines(r), "",
         table(["time after Start", "preview Dice"], rows), ""])
     write_section("results_first_preview.md", text)
     print(text)

@@ -222,7 +222,8 @@ def summary(records: list[dict], args) -> str:
              "[benchmarks/interactive_notes.md](../benchmarks/interactive_notes.md).", ""]
     if any(r["dataset"] in HELD_OUT for r in records):
         lines += [(f"**Held out:** {', '.join(f'`{d}`' for d in HELD_OUT)} (phase contrast, bright field, one "
-                  "file per frame; electron microscopy) were never used to choose a default; their rows are reported as measured."), ""]
+                  "file per frame; electron microscopy) were never used to choose a default; their rows are "
+                  "reported as measured."), ""]
     if any(r.get("style", "blobs") != "blobs" for r in records):
         lines += ["Annotator styles of round 0 (`btunet.simulate.first_strokes`): "
                   + "; ".join(f"*{k}*: {v}" for k, v in STYLE_TEXT.items()) + ".", ""]

@@ -26,6 +26,7 @@ from .device import autocast, describe_device, resolve_device
 from .encoder_features import teacher_features
 from .encoder_start import encoder_lr_factor, refit_batchnorm
 from .errors import BTUnetError
+from .eta import StepClock
 from .heads import MAX_CLASSES, HeadSpec, default_classes, head_of
 from .imageio import spatial_shape
 from .instances import MIN_SIZE, object_sizes, size_floor
@@ -33,7 +34,7 @@ from .losses import segmentation_loss
 from .metadata import DEFAULT_THRESHOLD, Normalization
 from .model_start import build_from_encoder
 from .models import SegmentationModel
-from .planes import check_budget, engine_image, plane_layout, predict_logits
+from .planes import check_budget, engine_image, image_channels, plane_layout, predict_logits
 from .pretrain import PretrainedEncoder, as_encoder
 from .pseudo import add_pseudo_labels, context_planes, focus_on_errors, model_probabilities  # noqa: F401
 from .reference import training_reference
@@ -316,6 +317,7 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     epochs = cfg.total_epochs()
     total = epochs * cfg.steps_per_epoch
     step, step_began = 0, time.perf_counter()
+    clock = StepClock(total)  # the pace of the steps, without the set-up above
     for epoch in range(epochs):
         losses = []
         for _ in range(cfg.steps_per_epoch):
@@ -351,6 +353,7 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
             if average is not None:
                 average.update(net)
             step += 1
+            clock.step_done()
             losses.append(loss.item())
             last = len(losses) == cfg.steps_per_epoch
             val_loss, val_dice, val_classes = (validate(shown(), planes, cfg.fast, cfg.threshold, head)
@@ -362,7 +365,7 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
                 history["val_class_dice"].append(val_classes)
             if on_progress is not None:
                 elapsed = time.perf_counter() - start
-                eta = elapsed / step * (total - step)
+                eta = clock.eta()
                 if cfg.time_budget_s:
                     eta = max(0.0, min(eta, cfg.time_budget_s - elapsed))
                 on_progress(Progress(
@@ -430,13 +433,6 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
         "device": describe_device(device), "seconds": round(time.perf_counter() - start, 1),
     }
     return net
-
-
-def image_channels(image, axes: str | None = None) -> int:
-    """The input channels a new model gets from an image: 3 for colour (a C axis of 3 or more
-    channels, or a guessed RGB axis), else 1."""
-    image, rgb = engine_image(image, axes)
-    return 3 if rgb and int(image.shape[-1]) >= 3 else 1
 
 
 def prepare_encoder_start(net: SegmentationModel, cfg: FinetuneConfig, planes: list[AnnotatedPlane],

@@ -102,6 +102,13 @@ def engine_image(image, axes: str | None = None, rgb: bool | None = None,
     return to_engine(image, axes, channels), "C" in axes.upper()
 
 
+def image_channels(image, axes: str | None = None) -> int:
+    """The input channels a new model gets from an image: 3 for colour (a C axis of 3 or more
+    channels, or a guessed RGB axis), else 1."""
+    image, rgb = engine_image(image, axes)
+    return 3 if rgb and int(image.shape[-1]) >= 3 else 1
+
+
 def stack_range(source, rgb: bool, normalization: Normalization | None = None) -> tuple[float, float]:
     """The whole image's or stack's intensity range for ``normalization`` (a checkpoint's setting)."""
     norm = normalization or Normalization()
@@ -383,8 +390,8 @@ def predict_planes(model: SegmentationModel, source, layout: PlaneLayout, *, til
     return out
 
 
-__all__ = ["FLIPS", "OVERLAP", "as_image", "engine_image", "PlaneLayout", "TILE", "as_model", "check_budget",
-           "plane_index",
+__all__ = ["FLIPS", "OVERLAP", "as_image", "engine_image", "image_channels", "PlaneLayout", "TILE", "as_model",
+           "check_budget", "plane_index",
            "flip_entropy", "flipped_outputs", "mean_output", "model_planes", "object_probability",
            "plane_layout", "plane_outputs", "predict_logits", "predict_plane", "predict_planes",
            "stack_range", "tile_boxes", "uncertainty_map"]

@@ -25,6 +25,7 @@ from .data import ImageSource, image_planes, load_sources
 from .dense_twins import DenseTwins, level_channels
 from .device import autocast, describe_device, resolve_device
 from .errors import BTUnetError
+from .eta import StepClock
 from .losses import barlow_twins_loss, global_barlow_twins_loss
 from .models import SegmentationModel, create_model
 from .normalize import DEFAULT_NORMALIZATION
@@ -340,6 +341,7 @@ def train_encoder(cfg: PretrainConfig, run: EncoderRun, model_config: dict[str, 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
         (s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warmup) / max(1, total - warmup))))))
     start, step, stopped = time.perf_counter(), 0, False
+    clock = StepClock(total)
     for m in trained:
         m.train()
     for epoch in range(cfg.epochs):
@@ -363,10 +365,11 @@ def train_encoder(cfg: PretrainConfig, run: EncoderRun, model_config: dict[str, 
             optimizer.step()
             schedule.step()
             step += 1
+            clock.step_done()
             epoch_losses.append(loss.item())
             if run.report is not None:
                 _report(run.report, cfg, epoch, step, total, epoch_losses, start, optimizer,
-                        step % steps_per_epoch == 0, history, encoder)
+                        step % steps_per_epoch == 0, history, encoder, clock.eta())
         if epoch_losses:
             history["loss"].append(float(np.mean(epoch_losses)))
         if stopped:
@@ -399,9 +402,9 @@ def random_patches(planes: list[np.ndarray], n: int, size: int, rng: np.random.G
     return out
 
 
-def _report(on_progress, cfg, epoch, step, total, losses, start, optimizer, epoch_end, history, model):
+def _report(on_progress, cfg, epoch, step, total, losses, start, optimizer, epoch_end, history, model, eta):
     elapsed = time.perf_counter() - start
     on_progress(Progress(
         stage="pretrain", epoch=epoch + 1, epochs=cfg.epochs, step=step, total_steps=total,
-        loss=float(np.mean(losses[-10:])), elapsed_s=elapsed, eta_s=elapsed / step * (total - step),
+        loss=float(np.mean(losses[-10:])), elapsed_s=elapsed, eta_s=eta,
         lr=optimizer.param_groups[0]["lr"], epoch_end=epoch_end, history=history, model=model))

@@ -13,7 +13,7 @@ import numpy as np
 from .annotations import infer_classes, targets_and_weights
 from .errors import BTUnetError
 from .metadata import Normalization
-from .planes import engine_image, plane_index, plane_layout, spatial_of
+from .planes import engine_image, image_channels, plane_index, plane_layout, spatial_of
 from .predict import Prediction
 
 #: painted planes the forest learns from, those nearest the previewed plane first: each costs
@@ -32,7 +32,6 @@ def forest_preview(image, annotations, index: tuple = (), *, rgb: bool | None = 
     name several classes; ``probabilities`` is the object probability. BTUnetError when fewer
     than two labels (background and an object class) are painted.
     """
-    from .finetune import image_channels
     from .teacher import class_probabilities, fit_forest, pixel_features
     raw = image
     image, rgb = engine_image(image, axes, rgb)
