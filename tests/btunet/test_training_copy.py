@@ -1,0 +1,32 @@
+"""Previews of a model that is still training reuse one inference copy and see its latest weights."""
+import numpy as np
+import torch
+
+from btunet.models import create_model
+from btunet.planes import as_model, predict_logits
+
+
+def test_a_training_model_is_previewed_through_one_kept_copy_with_its_current_weights():
+    torch.manual_seed(0)
+    model = create_model("unet", in_channels=1, out_channels=1, base_filters=4).train()
+    model.metadata = {"threshold": 0.4}
+    pixels = np.random.default_rng(0).random((1, 64, 64), dtype=np.float32)
+    first = as_model(model, torch.device("cpu"))
+    assert model.training and not first.training  # the training model keeps its mode
+    with torch.no_grad():  # a training step changes the weights
+        for p in model.parameters():
+            p.add_(0.01)
+    model.metadata = {"threshold": 0.6}
+    second = as_model(model, torch.device("cpu"))
+    assert second is first  # copied once, refreshed since
+    assert second.metadata == {"threshold": 0.6}
+    model.eval()
+    expected = predict_logits(model, pixels, fast=False)  # the model itself, eval mode, fused copy
+    got = predict_logits(second, pixels, fast=False)
+    np.testing.assert_allclose(got, expected, atol=1e-4)  # not the weights of the first call
+
+
+def test_a_trained_model_is_still_folded_into_a_fresh_copy():
+    model = create_model("unet", in_channels=1, out_channels=1, base_filters=4).eval()
+    a, b = as_model(model, torch.device("cpu")), as_model(model, torch.device("cpu"))
+    assert a is not b and a.fused_batchnorms > 0
