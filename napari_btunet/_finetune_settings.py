@@ -152,11 +152,12 @@ class FinetuneSettings:
         self.preview_spin.setToolTip("predict the plane on screen this often while training (0 = off)")
         adv.addRow("preview every", self.preview_spin)
         self.uncertainty_check = QCheckBox("show uncertainty (where to paint next)")
-        self.uncertainty_check.setChecked(True)
+        self.uncertainty_check.setChecked(False)
         self.uncertainty_check.setToolTip(
-            "the live preview also shows how unsure the model is (bright = unsure, from four "
-            "flipped predictions) in '<image> uncertainty [btunet]'; paint corrections where it "
-            "is bright and the preview is wrong, then Start again to continue")
+            "the live preview also shows where the model is likely wrong, in magenta, in "
+            "'<image> uncertainty [btunet]' (on strokes: where the model and a random forest on the "
+            "same strokes are unsure or disagree; clear where both are sure); paint corrections "
+            "where it is magenta and the preview is wrong, then Start again to continue")
         form.addRow(self.uncertainty_check)
         # the map is computed by the live preview: nothing to show while the preview is off
         self.preview_spin.valueChanged.connect(lambda value: self.uncertainty_check.setEnabled(value > 0))

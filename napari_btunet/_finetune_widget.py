@@ -227,8 +227,11 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
             return None
         row = self._preview_row()
         request.preview = self._make_preview(row, request.config.threshold)
-        if request.preview is not None and request.resume is None and request.config.mask_mode == "sparse":
-            request.strokes = request.labels[self.pairs.index(row)]  # a continuation's model beats a forest
+        if request.preview is not None and request.config.mask_mode == "sparse":
+            strokes = request.labels[self.pairs.index(row)]
+            request.preview.use_strokes(strokes, request.config.normalization, request.config.seed)
+            if request.resume is None:  # a continuation's model beats a forest
+                request.strokes = strokes
         self.previewed: list[tuple] = []  # plane indices previewed in this run
         self.preview_kinds: list[str] = []
         self.preview_note = ""

@@ -1,6 +1,7 @@
 """The fine-tune widget's live preview: the training thread predicts the plane on screen
 (``LivePreview``), the GUI thread copies it into the plugin's preview and uncertainty layers
-(``PreviewLayers``). A fresh run on strokes shows the random forest's quick preview first."""
+(``PreviewLayers``). A fresh run on strokes shows the random forest's quick preview first; the
+same forest is the uncertainty map's second opinion (``btunet.uncertainty.stroke_uncertainty``)."""
 from __future__ import annotations
 
 import time
@@ -26,8 +27,26 @@ UNET_PREVIEW_EPOCH = 2
 FOREST_SHOWN = "quick preview (random forest) — the U-Net is training…"
 UNET_SHOWN = "the preview shows the U-Net"
 UNCERTAINTY_KIND = "uncertainty"
-#: how the uncertainty layer is shown: bright = unsure (paint there next), black adds nothing
-UNCERTAINTY_STYLE = {"colormap": "magma", "contrast_limits": (0.0, 1.0), "blending": "additive", "opacity": 0.6}
+#: planes whose forest answer is kept while the user scrolls (each costs about a second to fit)
+FORESTS_KEPT = 4
+#: the uncertainty layer's one colour: a magenta that neither painted labels (dark red, cyan)
+#: nor predictions (yellow) use, so it never changes what colour a stroke looks
+UNCERTAINTY_COLOUR = (1.0, 0.2, 1.0)
+#: below this entropy (bits) a pixel counts as certain: the layer is fully transparent there
+CERTAIN_BELOW = 0.25
+#: the layer's opacity at a coin toss: even there the image shows through
+MOST_OPAQUE = 0.6
+#: how the uncertainty layer is shown (with ``uncertainty_colormap``), placed just above the image,
+#: below the preview and the strokes
+UNCERTAINTY_STYLE = {"contrast_limits": (0.0, 1.0), "blending": "translucent", "opacity": 1.0}
+
+
+def uncertainty_colormap():
+    """Magenta whose alpha rises from 0 at ``CERTAIN_BELOW`` to ``MOST_OPAQUE`` at 1: certain pixels
+    show the image untouched, so the map can stay on while painting."""
+    from napari.utils.colormaps import Colormap
+    clear, unsure = (*UNCERTAINTY_COLOUR, 0.0), (*UNCERTAINTY_COLOUR, MOST_OPAQUE)
+    return Colormap(colors=[clear, clear, unsure], controls=[0.0, CERTAIN_BELOW, 1.0], name="btunet uncertainty")
 
 
 class LivePreview:
@@ -36,11 +55,13 @@ class LivePreview:
     Runs in the training thread between steps (the engine calls ``on_progress`` there), so it
     never races the optimiser. ``btunet.Previewer`` predicts the plane as ``btunet.predict``
     would predict the whole stack (same normalisation, an eval copy of the model, so training
-    is untouched). With ``uncertainty`` the plane also gets its uncertainty map (four test-time
-    flips, so about four times the work; the mask then comes from the unflipped probability,
-    the same as without). The result, ``(PREVIEW_KIND, index, mask, uncertainty or None)``, goes
-    to the GUI thread through ``job.item``. It waits at least 3x its own duration between
-    previews so large planes do not slow training much.
+    is untouched). With ``uncertainty`` the plane also gets its uncertainty map: with the
+    strokes (``use_strokes``, sparse runs) from the model and the forest on those strokes (one
+    prediction, plus about a second to fit the forest once per plane), else from four test-time
+    flips (about four times the work; the mask is the unflipped one either way). The result,
+    ``(PREVIEW_KIND, index, mask, uncertainty or None)``, goes to the GUI thread through
+    ``job.item``. It waits at least 3x its own duration between previews so large planes do not
+    slow training much.
 
     After ``show_forest`` (a fresh run on strokes) the U-Net's previews wait for the end of
     epoch ``UNET_PREVIEW_EPOCH``: an earlier U-Net would replace the forest with something worse.
@@ -58,6 +79,30 @@ class LivePreview:
         self.count = 0
         self.seconds = 0.0
         self.forest_shown = False  # the forest's preview is on screen: the U-Net waits
+        self.strokes: np.ndarray | None = None
+        self.forest_options: dict = {}
+        self._forests: dict[tuple, btunet.Prediction | None] = {}  # the forest's answer for each plane seen
+
+    def use_strokes(self, strokes: np.ndarray, normalization: str = "percentile", seed: int = 0) -> None:
+        """This image's sparse labels: the forest on them is the uncertainty map's second opinion."""
+        self.strokes, self.forest_options = strokes, {"normalization": normalization, "seed": seed}
+        self._forests.clear()
+
+    def forest(self, index: tuple) -> btunet.Prediction | None:
+        """The forest's prediction of plane ``index`` (fitted once per plane, the last few kept);
+        None without strokes or where they cannot teach a forest (one label only)."""
+        if self.strokes is None:
+            return None
+        if index not in self._forests:
+            try:
+                result = btunet.forest_preview(self.image, self.strokes, index, rgb=None if self.axes else self.rgb,
+                                               axes=self.axes, **self.forest_options)
+            except BTUnetError:
+                result = None
+            if len(self._forests) >= FORESTS_KEPT:
+                self._forests.pop(next(iter(self._forests)))
+            self._forests[index] = result
+        return self._forests[index]
 
     def prepare(self, time_budget_s: float | None = None) -> None:
         """Read what the previews need now; with a time budget, previews stop in time for the
@@ -73,10 +118,9 @@ class LivePreview:
         a second of Start; False, showing nothing, where the strokes cannot teach a forest (one
         label only: another pair may hold the other)."""
         index = self.tracker.index
-        try:
-            result = btunet.forest_preview(self.image, strokes, index, rgb=None if self.axes else self.rgb,
-                                           axes=self.axes, seed=seed, normalization=normalization)
-        except BTUnetError:
+        self.use_strokes(strokes, normalization, seed)
+        result = self.forest(index)
+        if result is None:
             return False
         # the object mask, as the U-Net's previews show it (a class model's too)
         job.item((FOREST_PREVIEW_KIND, index, (result.labels > 0).astype(np.uint8), None))
@@ -100,7 +144,9 @@ class LivePreview:
     def run(self, model, job: Job) -> None:
         start = time.perf_counter()
         index = self.tracker.index
-        result = self.previewer(model, index, threshold=self.threshold, uncertainty=self.uncertainty)
+        forest = self.forest(index) if self.uncertainty else None
+        result = self.previewer(model, index, threshold=self.threshold, uncertainty=self.uncertainty,
+                                forest=None if forest is None else forest.probabilities)
         job.item((PREVIEW_KIND, index, result.labels, result.uncertainty))
         cost = self._cost = time.perf_counter() - start
         self.count += 1
@@ -126,7 +172,9 @@ class PreviewLayers:
         if uncertainty:
             self.uncertainty_layer = upsert_output(
                 viewer, image, UNCERTAINTY_KIND, np.zeros(spatial_shape(image), np.float32),
-                "image", **UNCERTAINTY_STYLE)
+                "image", colormap=uncertainty_colormap(), **UNCERTAINTY_STYLE)
+            layers = viewer.layers  # just above the image: the preview and the strokes stay on top
+            layers.move(layers.index(self.uncertainty_layer), layers.index(image) + 1)
         if keep_active is not None and keep_active in viewer.layers:
             viewer.layers.selection.active = keep_active  # keep the user's brush where it was
         self.tracker: PlaneTracker | None = PlaneTracker(viewer, image)

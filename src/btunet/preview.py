@@ -8,6 +8,7 @@ import numpy as np
 
 from .checkpoint import model_metadata
 from .device import resolve_device
+from .errors import BTUnetError
 from .metadata import Normalization
 from .planes import (
     OVERLAP,
@@ -22,6 +23,7 @@ from .planes import (
     stack_range,
 )
 from .predict import Prediction
+from .uncertainty import stroke_uncertainty
 
 
 class Previewer:
@@ -70,9 +72,14 @@ class Previewer:
 
     def __call__(self, model, index: tuple = (), *, threshold: float | None = None, uncertainty: bool = False,
                  fast: bool = True, device: str | None = None, tile: int = TILE,
-                 overlap: int = OVERLAP) -> Prediction:
+                 overlap: int = OVERLAP, forest: np.ndarray | None = None) -> Prediction:
         """Labels (uint8 0/1) and probability of plane ``index`` (``()`` for a 2-D image), plus
-        its uncertainty map when asked. ``device``: default the model's own (``auto`` for a path)."""
+        its uncertainty map when asked. ``device``: default the model's own (``auto`` for a path).
+
+        ``forest``: the object probability (Y, X) of this plane from a random forest on the
+        strokes (``forest_preview``); with it the map is ``uncertainty.stroke_uncertainty`` (one
+        prediction), without it the four test-time flips of ``predict(..., uncertainty=True)``.
+        """
         index = plane_index(index, tuple(self.image.shape), self.rgb)  # before any work
         if device is None and not isinstance(check_model(model), (str, os.PathLike)):
             dev = next(model.parameters()).device
@@ -81,8 +88,13 @@ class Previewer:
         net = as_model(model, dev, fast)
         stored = model_metadata(net)  # the threshold and normalisation, read as predict reads them
         pixels = self.pixels(index, net.in_channels, stored.normalization)
-        result = predict_plane(net, pixels, tile=tile, overlap=overlap, fast=fast, uncertainty=uncertainty)
-        prob, doubt = result if uncertainty else (result, None)
+        if forest is not None and np.shape(forest) != pixels.shape[-2:]:
+            raise BTUnetError(f"the forest's probability has shape {np.shape(forest)}, the plane {pixels.shape[-2:]}")
+        flips = uncertainty and forest is None
+        result = predict_plane(net, pixels, tile=tile, overlap=overlap, fast=fast, uncertainty=flips)
+        prob, doubt = result if flips else (result, None)
+        if uncertainty and forest is not None:
+            doubt = stroke_uncertainty(prob, forest)
         if threshold is None:  # the one stored with the model
             threshold = stored.threshold
         return Prediction((prob > threshold).astype(np.uint8), prob, doubt)

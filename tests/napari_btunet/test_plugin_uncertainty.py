@@ -6,7 +6,10 @@ import pytest
 
 import btunet
 from btunet import FinetuneConfig
+from btunet.simulate import correct_by_uncertainty
+from btunet.uncertainty import stroke_uncertainty
 from napari_btunet import _layers
+from napari_btunet._live_preview import CERTAIN_BELOW, MOST_OPAQUE
 from napari_btunet._session import session
 
 from .plugin_helpers import dock, errors_of, small_training, wait_job
@@ -42,10 +45,21 @@ def checked_uncertainty(layer, shape):
     return data
 
 
-def final_model_uncertainty(model, image):
-    """The uncertainty map of this 2-D image as a whole-image prediction computes it."""
+def final_model_uncertainty(model, image, strokes):
+    """The map of this 2-D image from the model's whole-image prediction and the forest on ``strokes``."""
     device = next(model.parameters()).device.type
-    return btunet.predict(model, image, uncertainty=True, probabilities=False, device=device).uncertainty
+    probability = btunet.predict(model, image, device=device).probabilities
+    return stroke_uncertainty(probability, btunet.forest_preview(image, strokes).probabilities)
+
+
+def check_style(layer, viewer):
+    """Clear where certain, never above the image's strokes or the preview."""
+    alpha = layer.colormap.map(np.array([0.0, CERTAIN_BELOW, 0.5, 1.0]))[:, 3]
+    assert alpha[0] == 0 and alpha[1] == 0 and 0 < alpha[2] < alpha[3] == pytest.approx(MOST_OPAQUE)
+    assert tuple(layer.contrast_limits) == (0.0, 1.0) and layer.blending == "translucent"
+    index = viewer.layers.index
+    assert index(layer) == index(viewer.layers[SOURCE]) + 1
+    assert index(layer) < index(viewer.layers["BBBC007 annotation"]) and index(layer) < index(viewer.layers[PREVIEW])
 
 
 def test_uncertainty_guides_corrections_and_continue(sample_viewer, qtbot, messages, monkeypatch):
@@ -55,8 +69,9 @@ def test_uncertainty_guides_corrections_and_continue(sample_viewer, qtbot, messa
     finetune = dock(viewer, "Fine-tune")
     calls = record_finetune(monkeypatch)
 
-    # defaults: uncertainty on; epochs follow the mode until the user types a number
-    assert finetune.uncertainty_check.isChecked() and not finetune.resume_check.isChecked()
+    # defaults: uncertainty off until asked; epochs follow the mode until the user types a number
+    assert not finetune.uncertainty_check.isChecked() and not finetune.resume_check.isChecked()
+    finetune.uncertainty_check.setChecked(True)
     assert finetune.epochs_spin.value() == FinetuneConfig().total_epochs() == 12
     assert finetune.config().total_epochs() == 12
     finetune.mode_combo.setCurrentText("dense")
@@ -76,6 +91,7 @@ def test_uncertainty_guides_corrections_and_continue(sample_viewer, qtbot, messa
     # train briefly with the uncertainty preview
     small_training(finetune, epochs=3, steps=8, preview_s=0.5)
     assert finetune.uncertainty_check.isEnabled()
+    strokes = annotation.data.copy()
     start = time.perf_counter()
     outcome = wait_job(qtbot, finetune.start(), timeout_s=120)
     first_s = time.perf_counter() - start
@@ -86,24 +102,21 @@ def test_uncertainty_guides_corrections_and_continue(sample_viewer, qtbot, messa
     layer, preview = viewer.layers[UNCERTAINTY], viewer.layers[PREVIEW]
     before = checked_uncertainty(layer, image.data.shape)
     assert finetune.uncertainty_shown and set(finetune.uncertainty_shown) == {()}
-    assert layer.colormap.name == "magma" and tuple(layer.contrast_limits) == (0.0, 1.0)
-    assert layer.blending == "additive" and layer.opacity == pytest.approx(0.6)
-    assert viewer.layers.index(layer) == viewer.layers.index(preview) + 1  # next to the preview
+    check_style(layer, viewer)
     first = session.model
-    # the last map is the final model's, and the preview agrees with it
-    np.testing.assert_allclose(before, final_model_uncertainty(first, image.data), atol=1e-4)
+    # the last map is the final model's with the forest on the strokes painted at Start
+    np.testing.assert_allclose(before, final_model_uncertainty(first, image.data, strokes), atol=1e-4)
     predicted = preview.data > 0
     assert 0 < predicted.sum() < predicted.size
+    wrong = predicted != truth
+    assert before[wrong].mean() > before[~wrong].mean()  # after 24 steps it already leans to the errors
 
-    # paint corrections where the preview is wrong and the map is bright: background (1) on
-    # false objects, object (2) on missed ones, only on unpainted pixels
+    # paint corrections as a user would: brush dabs in the brightest regions where the preview is
+    # wrong, background (1) on false objects, object (2) on missed ones, only on unpainted pixels
     painted = annotation.data.copy()
-    free = painted == 0
-    corrections = np.zeros_like(painted)
-    for wrong, label in ((predicted & ~truth & free, 1), (~predicted & truth & free, 2)):
-        where = np.flatnonzero(wrong)
-        brightest = where[np.argsort(before.ravel()[where])[::-1][:300]]
-        corrections.ravel()[brightest] = label
+    dabbed = correct_by_uncertainty(painted, np.where(wrong, before, 0), truth, budget=300)
+    corrections = np.where(dabbed != painted, dabbed, 0).astype(painted.dtype)
+    assert wrong[corrections > 0].all()
     new_background, new_object = int((corrections == 1).sum()), int((corrections == 2).sum())
     print(f"\nfirst run {first_s:.1f} s; corrections: {new_background} background, {new_object} object "
           f"pixels; their mean uncertainty {before[corrections > 0].mean():.2f} "
@@ -141,7 +154,8 @@ def test_uncertainty_guides_corrections_and_continue(sample_viewer, qtbot, messa
     assert viewer.layers[UNCERTAINTY] is layer
     after = checked_uncertainty(layer, image.data.shape)
     assert finetune.uncertainty_shown and not np.array_equal(after, before)
-    np.testing.assert_allclose(after, final_model_uncertainty(model, image.data), atol=1e-4)
+    np.testing.assert_allclose(after, final_model_uncertainty(model, image.data, annotation.data), atol=1e-4)
+    check_style(layer, viewer)
     fixed = (preview.data > 0)[corrections > 0] == (corrections[corrections > 0] == 2)
     print(f"continued in {continue_s:.1f} s; {wrong_at_start} painted pixels wrong at start; "
           f"corrections now right: {100 * fixed.mean():.0f} %")
@@ -155,6 +169,7 @@ def test_uncertainty_layer_never_replaces_a_user_layer(sample_viewer, qtbot, mes
     mine = np.full(viewer.layers[SOURCE].data.shape, 0.25, np.float32)
     user = viewer.add_image(mine.copy(), name=UNCERTAINTY)  # a layer of the user's, same name
     finetune = dock(viewer, "Fine-tune")
+    finetune.uncertainty_check.setChecked(True)
     small_training(finetune, epochs=1, steps=3, preview_s=0.2)
     outcome = wait_job(qtbot, finetune.start(), timeout_s=120)
     assert outcome.error is None, outcome.error
@@ -175,4 +190,37 @@ def test_uncertainty_layer_never_replaces_a_user_layer(sample_viewer, qtbot, mes
     assert finetune.previewed and not finetune.uncertainty_shown
     assert _layers.find_output(viewer, SOURCE, "uncertainty") is None
     assert np.array_equal(user.data, mine)
+    assert not errors_of(messages)
+
+
+def test_uncertainty_layer_leaves_certain_pixels_untouched(shown_sample_viewer, qtbot, messages):
+    """Rendered in a real window: where the map says certain, the screen shows exactly what it
+    shows without the layer; where it says unsure, the magenta shows."""
+    viewer = shown_sample_viewer
+    finetune = dock(viewer, "Fine-tune")
+    finetune.uncertainty_check.setChecked(True)
+    small_training(finetune, epochs=1, steps=3, preview_s=0.2)
+    outcome = wait_job(qtbot, finetune.start(), timeout_s=120)
+    assert outcome.error is None, outcome.error
+    layer = _layers.find_output(viewer, SOURCE, "uncertainty")
+    check_style(layer, viewer)
+    for other in viewer.layers:  # the image and the map alone
+        other.visible = other is layer or other.name == SOURCE
+    height, width = layer.data.shape
+    sure = 0.9 * CERTAIN_BELOW  # low, not zero: a colour map that tints every pixel a little fails
+    layer.data = np.where(np.arange(width) < width // 2, sure, 1.0).astype(np.float32)[None].repeat(height, 0)
+    viewer.reset_view()
+
+    def screen():
+        return viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    shown = screen()
+    layer.visible = False
+    hidden = screen()
+    changed = np.abs(shown - hidden).sum(axis=-1) > 0
+    rows, cols = np.nonzero(changed)
+    assert len(rows) > 1000
+    box = changed[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    # one filled rectangle, the unsure right half: nothing changed on the certain left half
+    assert box.mean() > 0.95
+    assert box.shape[1] / box.shape[0] == pytest.approx((width - width // 2) / height, rel=0.1)
     assert not errors_of(messages)
