@@ -8,7 +8,10 @@ Both work on a plane (Y, X) or a volume (Z, Y, X):
 * ``distance_instances``: a watershed on the distance transform of the mask, one seed per
   distance peak, peaks on one ridge merged (the path between them dips less than ``SEED_DEPTH``
   px). Plain local maxima put several seeds on the flat ridge of an elongated object, and the
-  watershed between two seeds on one ridge cuts the object along a straight line.
+  watershed between two seeds on one ridge cuts the object along a straight line. In a volume
+  the regions are then merged across shallow saddles (``merge_shallow``): a lobed nucleus has
+  peaks farther apart than their inscribed balls and no straight ridge between them, and the
+  plane rule cut 4 of the 20 true cells3d nuclei in two or three (26 ids from the true mask).
 
 Objects smaller than ``min_size`` px (voxels for 3-D ids) are dropped by both: specks of a few
 pixels where the probability grazes the threshold are not objects, and every one of them counts
@@ -123,12 +126,61 @@ def _ridge_seeds(distance: np.ndarray, peaks: np.ndarray, depth: float) -> np.nd
     return np.unique(roots, return_inverse=True)[1].astype(np.int32) + 1
 
 
+def _touching_pairs(labels: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(a, b, saddle) of every pair of ids a < b that touch face to face, ``saddle`` the highest
+    ``values`` on their shared face (each face scored by the lower of its two sides)."""
+    found = []
+    for ax in range(labels.ndim):
+        lo = tuple(slice(None, -1) if i == ax else slice(None) for i in range(labels.ndim))
+        hi = tuple(slice(1, None) if i == ax else slice(None) for i in range(labels.ndim))
+        a, b = labels[lo], labels[hi]
+        face = (a > 0) & (b > 0) & (a != b)
+        found.append((np.minimum(a[face], b[face]), np.maximum(a[face], b[face]),
+                      np.minimum(values[lo][face], values[hi][face])))
+    a, b, v = (np.concatenate(parts) for parts in zip(*found, strict=True))
+    n = int(labels.max(initial=0)) + 1
+    keys, inverse = np.unique(a.astype(np.int64) * n + b, return_inverse=True)
+    saddle = np.full(len(keys), -np.inf)
+    np.maximum.at(saddle, inverse, v)
+    return keys // n, keys % n, saddle
+
+
+def merge_shallow(labels: np.ndarray, distance: np.ndarray, depth: float = SEED_DEPTH) -> np.ndarray:
+    """``labels`` with touching regions merged where the best path between their distance peaks
+    dips less than ``depth`` (the saddle on their shared face, highest saddles first): one object
+    whatever its shape, while a neck ``depth`` px narrower than both still separates two."""
+    from scipy import ndimage as ndi
+    n = int(labels.max(initial=0))
+    if n < 2:
+        return labels
+    a, b, saddle = _touching_pairs(labels, distance)
+    height = np.zeros(n + 1)
+    height[1:] = ndi.maximum(distance, labels, np.arange(1, n + 1))
+    parent = np.arange(n + 1)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for k in np.argsort(-saddle, kind="stable"):
+        ra, rb = root(int(a[k])), root(int(b[k]))
+        if ra != rb and saddle[k] >= min(height[ra], height[rb]) - depth:
+            parent[rb] = ra
+            height[ra] = max(height[ra], height[rb])
+    roots = np.array([root(i) for i in range(n + 1)])
+    return np.unique(roots, return_inverse=True)[1].astype(np.int32)[labels]
+
+
 def distance_instances(mask: np.ndarray, split_touching: bool = True, min_distance: int = 5,
                        sampling: Sequence[float] | None = None, min_size: int = MIN_SIZE) -> np.ndarray:
     """Connected components; optionally split touching objects by a distance-transform watershed.
 
     ``sampling``: the pixel size along each axis (e.g. ``(z_spacing, 1, 1)`` for a volume whose
     Z steps are ``z_spacing`` times the pixel width), so distances and seeds are anisotropy-aware.
+    A volume's regions are merged across shallow saddles (``merge_shallow``); a plane's are not:
+    on BBBC007's small touching nuclei the merge cost object F1 (0.972 -> 0.959 from the true masks).
     """
     from scipy import ndimage as ndi
     from skimage.feature import peak_local_max
@@ -143,7 +195,10 @@ def distance_instances(mask: np.ndarray, split_touching: bool = True, min_distan
     if len(peaks):
         markers[tuple(peaks.T)] = _ridge_seeds(distance, peaks, SEED_DEPTH)
     markers = _add_unseeded(markers, mask)
-    return drop_small(watershed(-distance, markers, mask=mask).astype(np.int32), min_size)
+    labels = watershed(-distance, markers, mask=mask).astype(np.int32)
+    if mask.ndim == 3:
+        labels = merge_shallow(labels, distance)
+    return drop_small(labels, min_size)
 
 
 def linked_axis(n_plane_axes: int, instances_3d: bool | None, z_axis: int | None) -> int | None:
@@ -190,4 +245,4 @@ def link_planes(volume_labeller: Callable[..., np.ndarray], arrays: Sequence[np.
 
 
 __all__ = ["MIN_SEED", "SEED_DEPTH", "SEPARATIONS", "boundary_instances", "distance_instances", "link_planes",
-           "linked_axis"]
+           "linked_axis", "merge_shallow"]

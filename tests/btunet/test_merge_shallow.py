@@ -1,0 +1,43 @@
+"""One id per object in a volume: regions merged across shallow saddles (``instances.merge_shallow``)."""
+from __future__ import annotations
+
+import numpy as np
+
+from btunet.instances import distance_instances, merge_shallow
+
+
+def lobes(neck: float, gap: int = 24, radius: float = 10.0, shape=(30, 40, 70)) -> np.ndarray:
+    """Two balls ``gap`` px apart along X joined by a neck that tapers smoothly to radius ``neck``
+    midway: no distance peak on the neck, and the two peaks farther apart than their radii."""
+    z, y, x = np.indices(shape)
+    cz, cy, cx = shape[0] // 2, shape[1] // 2, (shape[2] - gap) // 2
+    across = (z - cz) ** 2 + (y - cy) ** 2
+    mask = (across + (x - cx) ** 2 <= radius ** 2) | (across + (x - cx - gap) ** 2 <= radius ** 2)
+    r = neck + (radius - neck) * (np.abs(x - cx - gap / 2) / (gap / 2)) ** 2
+    return mask | ((across <= r ** 2) & (x >= cx) & (x <= cx + gap))
+
+
+def test_a_lobed_nucleus_gets_one_id_in_a_volume():
+    mask = lobes(neck=8.0)              # the neck dips 2 px: one object with two lobes
+    labels = distance_instances(mask)
+    assert labels.max() == 1 and np.array_equal(labels > 0, mask)
+
+
+def test_a_narrow_neck_still_separates_two_objects():
+    labels = distance_instances(lobes(neck=4.0))   # dips 6 px below both peaks
+    assert labels.max() == 2
+    left, right = labels[15, 20, 15], labels[15, 20, 50]
+    assert left != right and 0 not in (left, right)
+
+
+def test_merge_shallow_by_hand():
+    labels = np.zeros((1, 3, 9), np.int32)
+    labels[0, :, :3], labels[0, :, 3:6], labels[0, :, 6:] = 1, 2, 3
+    distance = np.zeros(labels.shape)
+    distance[0, 1] = [1, 5, 4, 4, 6, 2, 1, 3, 4]   # 1|2: saddle 4 (peaks 5, 6); 2|3: saddle 1 (peaks 6, 4)
+    merged = merge_shallow(labels, distance, depth=1.5)
+    assert merged[0, 1, 1] == merged[0, 1, 4] != merged[0, 1, 7]
+    assert merged.max() == 2
+    assert merge_shallow(labels, distance, depth=0.5).max() == 3       # a 1-px dip separates
+    assert merge_shallow(labels, distance, depth=3.0).max() == 1       # a 3-px dip does not
+    assert np.array_equal(merge_shallow(np.zeros((2, 2), np.int32), np.zeros((2, 2))), np.zeros((2, 2)))
