@@ -77,6 +77,16 @@ def size_floor(sizes: Sequence[int]) -> int:
     return max(MIN_SIZE, int(SIZE_SHARE * np.median(sizes))) if sizes.size else MIN_SIZE
 
 
+def volume_floor(min_size: int, z_spacing: float, n_planes: int) -> int:
+    """The least object size (voxels) in a volume, from a plane floor (px): the floor times the
+    planes an object of the median area spans (a ball: 4/3 of its radius over the Z step, at most
+    ``n_planes``). The median area is the floor over ``SIZE_SHARE``. A model learns its floor from
+    planes; in voxels that floor would keep every sliver of a nucleus cut by the image's edge."""
+    radius = float(np.sqrt(min_size / SIZE_SHARE / np.pi))
+    depth = min(4 / 3 * radius / max(float(z_spacing), 1e-6), float(n_planes))
+    return max(int(min_size), int(round(min_size * depth)))
+
+
 def _add_unseeded(markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Components of ``mask`` without a seed (tiny objects) keep their own id."""
     components = _label(mask)
@@ -245,4 +255,4 @@ def link_planes(volume_labeller: Callable[..., np.ndarray], arrays: Sequence[np.
 
 
 __all__ = ["MIN_SEED", "SEED_DEPTH", "SEPARATIONS", "boundary_instances", "distance_instances", "link_planes",
-           "linked_axis", "merge_shallow"]
+           "linked_axis", "merge_shallow", "volume_floor"]

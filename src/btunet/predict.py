@@ -22,7 +22,7 @@ from .device import resolve_device
 from .errors import BTUnetError, Cancelled
 from .heads import class_image, head_of
 from .imageio import is_rgb, plane_indices, spatial_shape, stack_writer
-from .instances import MIN_SIZE, boundary_instances, distance_instances, link_planes, linked_axis
+from .instances import MIN_SIZE, boundary_instances, distance_instances, link_planes, linked_axis, volume_floor
 from .metadata import CheckpointMetadata
 from .model_check import check_model
 from .models import SegmentationModel
@@ -158,8 +158,11 @@ def z_axis_of_stack(image, cfg: PredictConfig, rgb: bool | None = None) -> int |
 
 def _label_stack(prob: np.ndarray, boundary: np.ndarray | None, threshold: float, cfg: PredictConfig,
                  z_axis: int, min_size: int) -> np.ndarray:
-    """int32 ids of every (Z, Y, X) volume of a stack's probabilities, unique in the stack."""
+    """int32 ids of every (Z, Y, X) volume of a stack's probabilities, unique in the stack; a
+    model's floor (px) becomes voxels (``instances.volume_floor``) unless the caller set one."""
     sampling = (cfg.z_spacing, 1.0, 1.0)
+    if cfg.min_size is None:
+        min_size = volume_floor(min_size, cfg.z_spacing, prob.shape[z_axis])
 
     def volume(p: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
         if b is not None and by_borders(cfg, True):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from btunet.instances import distance_instances, merge_shallow
+from btunet.instances import distance_instances, merge_shallow, volume_floor
 
 
 def lobes(neck: float, gap: int = 24, radius: float = 10.0, shape=(30, 40, 70)) -> np.ndarray:
@@ -41,3 +41,14 @@ def test_merge_shallow_by_hand():
     assert merge_shallow(labels, distance, depth=0.5).max() == 3       # a 1-px dip separates
     assert merge_shallow(labels, distance, depth=3.0).max() == 1       # a 3-px dip does not
     assert np.array_equal(merge_shallow(np.zeros((2, 2), np.int32), np.zeros((2, 2))), np.zeros((2, 2)))
+
+
+def test_a_volume_floor_scales_the_plane_floor_by_the_planes_an_object_spans():
+    # median area 1,400 px (floor 140): radius 21 px, a ball spans 4/3 * 21 / 1.1 = 25 planes
+    assert volume_floor(140, 1.1, 60) == round(140 * 4 / 3 * np.sqrt(1400 / np.pi) / 1.1)
+    assert volume_floor(140, 1.1, 5) == 140 * 5            # never more planes than the stack has
+    assert volume_floor(140, 100.0, 60) == 140             # planes far apart: the plane floor
+    sliver = np.zeros((20, 40, 40), bool)
+    sliver[5:15, 0:3, 10:30] = True                        # 600 voxels of a nucleus cut by the edge
+    assert distance_instances(sliver, min_size=volume_floor(140, 1.1, 20)).max() == 0
+    assert distance_instances(sliver, min_size=140).max() == 1
