@@ -17,11 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from _uncertainty_summary import headline as uncertainty_block
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "docs" / "data"
 #: files that hold generated blocks (a notes file is copied into its results section by its script)
-TARGETS = ("README.md", "benchmarks/quality_notes.md", "docs/results_quality.md", "docs/results.md")
+TARGETS = ("README.md", "benchmarks/quality_notes.md", "docs/results_quality.md", "docs/results.md",
+           "docs/plugin.md", "docs/how_it_works.md")
 
 DATASETS = ("bbbc007", "cho_3dt", "cells3d")
 NAMES = {"bbbc007": "BBBC007", "cho_3dt": "CHO", "cells3d": "`cells3d`"}
@@ -351,11 +353,13 @@ def generate(data: Path = DATA) -> dict[str, str]:
         "objects": lambda: objects_block(read_jsonl(data / "objects.jsonl")),
         "pretraining": lambda: pretraining_block(read_jsonl(data / "pretraining_same_code.jsonl")),
         "robustness": lambda: robustness_block(read_jsonl(data / "robustness.jsonl")),
+        "uncertainty": lambda: uncertainty_block(read_jsonl(data / "uncertainty.jsonl")),
     }
     return {name: make() for name, make in blocks.items()}
 
 
-BLOCKS = ("painting-loop", "robustness", "quality", "quality-variants", "speed", "cli-check", "objects", "pretraining")
+BLOCKS = ("painting-loop", "robustness", "quality", "quality-variants", "speed", "cli-check", "objects", "pretraining",
+          "uncertainty")
 
 
 def markers(name: str) -> tuple[str, str]:

@@ -23,30 +23,25 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import DEFAULT_DATA, DOCS, load_average, machine, stamp, table, write_section  # noqa: E402
+from _uncertainty_summary import (  # noqa: E402
+    CANDIDATES,
+    CHOSEN,
+    EARLY_EPOCH,
+    SAMPLE_STYLE,
+    SMOOTH_SIGMA,
+    WHERE,
+    auc,
+    choice,
+)
 from interactive import DATASETS, load_dataset  # noqa: E402
 
 from btunet.simulate import STYLES, first_strokes  # noqa: E402
 
 RECORDS = DOCS / "data" / "uncertainty.jsonl"
-SAMPLE_STYLE = "sample"  # the plugin's sample: its image and painted-looking annotation (bbbc007 only)
+NOTES = Path(__file__).with_name("uncertainty_notes.md")
 TEST_IMAGES = 8  # test images per run, spread over the test set
 SNAPSHOTS = (0.5, 0.75, 1.0)  # the snapshot ensemble: epoch ends at these fractions of the run
-EARLY_EPOCH = 2  # the live preview shows the U-Net from this epoch's end on (napari_btunet/_live_preview.py)
-SMOOTH_SIGMA = 2.0  # px: the width given to a sharp model's thin band of doubt
 TOP = 0.05  # the share of most uncertain pixels a user looks at first
-CANDIDATES = {
-    "flips": "entropy of four test-time flips (the map before this benchmark)",
-    "margin": "entropy of the model's probability, one pass",
-    "smooth": f"entropy of the model's probability blurred by a Gaussian of sigma {SMOOTH_SIGMA:g} px",
-    "snapshots": "entropy of the mean probability of the epoch ends at 1/2, 3/4 and the end of the run",
-    "forest": "disagreement |p_model - p_forest| with the forest on the same strokes",
-    "forest_margin": "entropy of the forest's own probability",
-    "max": "max(flips, forest disagreement)",
-    "mean": "mean(flips, forest disagreement)",
-    "ensemble": "entropy of the mean of the model's and the forest's probabilities",
-    "ensemble_smooth": f"`ensemble` blurred by a Gaussian of sigma {SMOOTH_SIGMA:g} px before the entropy",
-    "edge": "closeness to the predicted edge (trivial baseline)",
-}
 
 
 def entropy(p: np.ndarray) -> np.ndarray:
@@ -160,18 +155,6 @@ def run(ds_name: str, ds: dict, style: str, seed: int, settings: dict | None = N
 
 
 # ------------------------------------------------------------------------------------- report
-def auc(rec: dict, where: str, name: str, k: int = 0) -> float:
-    """A candidate's ROC AUC (k = 0) or top share (k = 1): on the painted image, or the mean over test images."""
-    if where in ("painted", "early"):
-        return rec["painted_image" if where == "painted" else "early"].get("scores", {}).get(name, [np.nan, np.nan])[k]
-    values = [t["scores"][name][k] for t in rec["tests"] if name in t["scores"]]
-    return float(np.mean(values)) if values else np.nan
-
-
-WHERE = {"painted": "the painted image at the end", "early": f"the painted image at the end of epoch {EARLY_EPOCH} "
-         "(the first U-Net preview)", "test": "the test images at the end (mean)"}
-
-
 def summary(records: list[dict]) -> str:
     lines = [
         "## Uncertainty maps: which one points at the errors\n",
@@ -204,23 +187,19 @@ def summary(records: list[dict]) -> str:
         lines.append("\n### Share of errors among the 5 % most uncertain pixels of the painted image (mean)\n")
         lines.append(table(names, [[f"{np.nanmean([auc(r, 'painted', n, 1) for r in records]):.3f}" for n in names]],
                            "r" * len(names)))
-        lines.append("\n" + verdict(records))
+        lines.append(verdict(records))
+    if NOTES.exists():
+        lines.append("\n" + NOTES.read_text().rstrip())
     return "\n".join(lines) + "\n"
 
 
 def verdict(records: list[dict]) -> str:
     """The counts the choice rests on, from the records."""
-    out = []
-    for where in WHERE:
-        means = {n: np.nanmean([auc(r, where, n) for r in records]) for n in CANDIDATES}
-        best = max(means, key=means.get)
+    out = [f"\n### Choice: `{CHOSEN}`\n", choice(records), ""]
+    for where, label in WHERE.items():
         above = {n: sum(auc(r, where, n) >= 0.80 for r in records) for n in CANDIDATES}
-        beats_edge = {n: sum(auc(r, where, n) > auc(r, where, "edge") for r in records) for n in CANDIDATES}
-        out.append(f"- {WHERE[where][0].upper()}{WHERE[where][1:]}: highest mean AUC `{best}` "
-                   f"({means[best]:.3f}); AUC ≥ 0.80 in "
-                   + ", ".join(f"`{n}` {above[n]}" for n in CANDIDATES) + f" of {len(records)} runs; above the "
-                   "edge baseline in " + ", ".join(f"`{n}` {beats_edge[n]}" for n in CANDIDATES if n != "edge")
-                   + f" of {len(records)}.")
+        counts = ", ".join(f"`{n}` {above[n]}" for n in CANDIDATES)
+        out.append(f"- {label[0].upper()}{label[1:]}: AUC ≥ 0.80 in {counts} of {len(records)} runs.")
     return "\n".join(out)
 
 

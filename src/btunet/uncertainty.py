@@ -24,14 +24,24 @@ def forest_disagreement(model_probability: np.ndarray, forest_probability: np.nd
     return np.abs(np.asarray(model_probability, np.float32) - np.asarray(forest_probability, np.float32))
 
 
-def stroke_uncertainty(model_probability: np.ndarray, forest_probability: np.ndarray) -> np.ndarray:
-    """The entropy of the mean of the model's and the forest's object probabilities (bits, 0..1).
+#: px: the width given to the band of doubt along an edge (benchmarks/uncertainty.py, ``ensemble_smooth``)
+SMOOTH_SIGMA = 2.0
 
-    High where either is unsure and where they disagree: a blob the model is sure of and the
-    forest calls background sits at a coin toss, while pixels both call background stay dark.
+
+def stroke_uncertainty(model_probability: np.ndarray, forest_probability: np.ndarray,
+                       sigma: float = SMOOTH_SIGMA) -> np.ndarray:
+    """The entropy (bits, 0..1) of the mean of the model's and the forest's object probabilities,
+    blurred by a Gaussian of ``sigma`` px first.
+
+    The mean sits at a coin toss where they disagree (a blob the model is sure of and the forest
+    calls background) and where either is unsure; the blur widens the one-pixel band where a sharp
+    model crosses 0.5 to the pixel or two by which its edges are off, the errors it makes most.
     """
     mean = 0.5 * (np.asarray(model_probability, np.float32) + np.asarray(forest_probability, np.float32))
+    if sigma > 0:
+        from scipy.ndimage import gaussian_filter
+        mean = gaussian_filter(mean, sigma)
     return binary_entropy(mean)
 
 
-__all__ = ["binary_entropy", "forest_disagreement", "stroke_uncertainty"]
+__all__ = ["SMOOTH_SIGMA", "binary_entropy", "forest_disagreement", "stroke_uncertainty"]

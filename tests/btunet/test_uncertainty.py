@@ -30,11 +30,15 @@ def test_a_false_blob_the_model_is_sure_of_is_ranked_above_every_correct_pixel()
     model = np.where(truth | blob, 0.98, 0.02).astype(np.float32)
     forest = np.where(truth, 0.9, 0.05).astype(np.float32)  # decides from the pixels: no object there
     errors = (model > 0.5) != truth
-    doubt = stroke_uncertainty(model, forest)
-    assert doubt.shape == shape and doubt.dtype == np.float32
-    assert doubt[errors].min() > 0.9 and doubt[~errors].max() < 0.5
+    sharp = stroke_uncertainty(model, forest, sigma=0)
+    assert sharp.shape == shape and sharp.dtype == np.float32
+    assert sharp[errors].min() > 0.9 and sharp[~errors].max() < 0.5
     assert binary_entropy(model)[errors].max() < 0.2  # the model alone calls the blob certain
     assert np.allclose(forest_disagreement(model, forest)[blob], 0.93)
+    doubt = stroke_uncertainty(model, forest)  # blurred: the blob's rim and the true edge get doubt too
+    far = ~disk(shape, 44, 44, 16) & ~disk(shape, 20, 20, 16)
+    assert doubt[disk(shape, 44, 44, 5)].min() > 0.9 and doubt[far].max() < 0.25
+    assert doubt[errors].mean() > 3 * doubt[~errors].mean()
 
 
 def test_the_map_ranks_simulated_errors_on_the_sample(sample):
