@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import operator
 import os
+import threading
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -224,28 +225,35 @@ def as_model(model: SegmentationModel | str | os.PathLike, device: torch.device,
     if isinstance(check_model(model), (str, os.PathLike)):
         from .checkpoint import load_model
         model = load_model(model, device)
-    net = training_copy(model, device) if model.training else fuse_batchnorm(model).to(device)
+    kept = model.training or _kept_here(model)
+    net = training_copy(model, device) if kept else fuse_batchnorm(model).to(device)
     if fast:
         net.to(memory_format=torch.channels_last)
     return net
 
 
-#: a model still training -> its inference copy, refreshed at each preview
+#: a model still training -> (its inference copy, refreshed at each preview; the thread using it)
 _TRAINING_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _kept_here(model: SegmentationModel) -> bool:
+    """Whether this thread previewed ``model`` while it trained (the final preview of a run)."""
+    kept = _TRAINING_COPIES.get(model)
+    return kept is not None and kept[1] == threading.get_ident()
 
 
 def training_copy(model: SegmentationModel, device: torch.device) -> SegmentationModel:
     """An eval-mode copy of a model that is still training, made once and then given its current
-    weights and metadata at each call.
+    weights and metadata at each call, in the thread that trains it (other threads make their own).
 
     Copying and folding a whole model is pure Python that holds the interpreter lock for 60-250 ms
     on a loaded machine (napari's GUI thread stalled up to 1.2 s behind it at load 8); copying the
     weights into a kept copy takes a tenth of that. BatchNorm stays unfolded: eval mode gives the
     same outputs up to float rounding."""
-    net = _TRAINING_COPIES.get(model)
-    if net is None or next(net.parameters()).device != device:
+    net, thread = _TRAINING_COPIES.get(model, (None, None))
+    if net is None or thread != threading.get_ident() or next(net.parameters()).device != device:
         net = copy.deepcopy(model).eval().to(device)
-        _TRAINING_COPIES[model] = net
+        _TRAINING_COPIES[model] = (net, threading.get_ident())
     else:
         with torch.no_grad():
             net.load_state_dict(model.state_dict())

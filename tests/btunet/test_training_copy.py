@@ -30,3 +30,16 @@ def test_a_trained_model_is_still_folded_into_a_fresh_copy():
     model = create_model("unet", in_channels=1, out_channels=1, base_filters=4).eval()
     a, b = as_model(model, torch.device("cpu")), as_model(model, torch.device("cpu"))
     assert a is not b and a.fused_batchnorms > 0
+
+
+def test_the_final_preview_reuses_the_copy_and_other_threads_get_their_own():
+    import threading
+    model = create_model("unet", in_channels=1, out_channels=1, base_filters=4).train()
+    during = as_model(model, torch.device("cpu"))
+    model.eval()  # training ended: the same thread shows the final model
+    assert as_model(model, torch.device("cpu")) is during
+    elsewhere = []
+    worker = threading.Thread(target=lambda: elsewhere.append(as_model(model, torch.device("cpu"))))
+    worker.start()
+    worker.join()
+    assert elsewhere[0] is not during and elsewhere[0].fused_batchnorms > 0
