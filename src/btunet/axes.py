@@ -247,6 +247,31 @@ def file_axes(path: str | os.PathLike) -> str | None:
     return None
 
 
+def file_z_spacing(path: str | os.PathLike) -> float | None:
+    """Z step / pixel width a TIFF declares: an ImageJ file's ``spacing`` over the pixel width of
+    its XResolution, or an OME-TIFF's PhysicalSizeZ / PhysicalSizeX (in the same unit); None when
+    the file does not say, or cannot be read."""
+    try:
+        import tifffile
+        with tifffile.TiffFile(path) as tif:
+            if tif.is_ome:
+                pixels = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
+                pixels = (pixels[0] if isinstance(pixels, list) else pixels)["Pixels"]
+                z, x = pixels.get("PhysicalSizeZ"), pixels.get("PhysicalSizeX")
+                if pixels.get("PhysicalSizeZUnit", "µm") != pixels.get("PhysicalSizeXUnit", "µm"):
+                    return None
+            elif tif.is_imagej:
+                z = (tif.imagej_metadata or {}).get("spacing")
+                num, den = tif.pages[0].tags["XResolution"].value
+                x = den / num if num else None
+            else:
+                return None
+        ratio = float(z) / float(x) if z and x else None
+    except Exception:  # noqa: BLE001 - an unreadable file says nothing; reading it reports the damage
+        return None
+    return ratio if ratio is not None and np.isfinite(ratio) and ratio > 0 else None
+
+
 def ome_level0(attrs: dict) -> dict | None:
     """The first OME-Zarr ``multiscales`` entry of a group's attributes, when it is well formed
     (a dict whose ``datasets[0]["path"]`` is a name); None otherwise: metadata written by other

@@ -224,9 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--per-plane", action="store_true",
                    help="with --instances: label every plane on its own (ids are still unique in the "
                         "stack but not linked across planes), e.g. for a T, Y, X movie without --axes TYX")
-    r.add_argument("--z-spacing", type=float, default=1.0, metavar="RATIO",
-                   help="with --instances on a Z stack: Z step / pixel width (default 1), so objects are "
-                        "split by their real shape in anisotropic stacks")
+    r.add_argument("--z-spacing", type=float, default=None, metavar="RATIO",
+                   help="with --instances on a Z stack: Z step / pixel width, so objects are split and "
+                        "merged by their real shape in anisotropic stacks (default: the file's own scale, "
+                        "ImageJ spacing or OME PhysicalSizeZ / PhysicalSizeX, else 1)")
     r.add_argument("--separate-by", choices=("boundary", "distance"), default=None,
                    help="with --instances: split touching objects along the model's learnt borders "
                         "('boundary', a model fine-tuned with borders) or by a distance-transform "

@@ -40,7 +40,8 @@ def cmd_predict(a) -> None:
         raise BTUnetError(f"--separate-by boundary needs a model with learnt borders; {a.model} has none "
                           "(fine-tune with --boundary, or use --separate-by distance)")
     from .config import PredictConfig
-    PredictConfig(threshold=a.threshold, z_spacing=a.z_spacing, min_size=a.min_size)  # numbers checked first
+    PredictConfig(threshold=a.threshold, z_spacing=1.0 if a.z_spacing is None else a.z_spacing,
+                  min_size=a.min_size)  # numbers checked first
     max_plane_pixels()  # a bad setting is one error here, not a skip per file (block-wise errors skip)
     inputs = find_inputs(a.inputs)
     targets = plan_predictions(inputs, a.out, chunked=lambda p: is_chunked(a, p), zarr=a.zarr,
@@ -105,6 +106,14 @@ def _model_ref(path: str):
     return ModelRef(path)
 
 
+def z_spacing_of(a, source) -> float:
+    """--z-spacing, else the Z step / pixel width the file declares (``axes.file_z_spacing``), else 1."""
+    if a.z_spacing is not None:
+        return a.z_spacing
+    from .axes import file_z_spacing
+    return file_z_spacing(source) or 1.0
+
+
 def _predict_in_memory(model, target: Target, a, bar, axes: str | None = None) -> None:
     from .imageio import read_lazy, write_image_atomic, write_labels
     from .predict import predict, predict_to_tiff
@@ -116,7 +125,8 @@ def _predict_in_memory(model, target: Target, a, bar, axes: str | None = None) -
 
     image = read_lazy(target.source)
     options = {"threshold": a.threshold, "instances": a.instances, "device": a.device, "fast": not a.exact,
-               "on_progress": show_planes, "axes": axes, "z_spacing": a.z_spacing, "min_size": a.min_size,
+               "on_progress": show_planes, "axes": axes, "z_spacing": z_spacing_of(a, target.source),
+               "min_size": a.min_size,
                "separate_by": a.separate_by, "tta": a.tta}
     if a.per_plane:
         options["instances_3d"] = False
