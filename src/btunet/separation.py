@@ -12,7 +12,11 @@ median nucleus 268 px, distance watershed 0.964 against 0.929; CHO, 3,288 px, 0.
 
 So at the end of fine-tuning on instance masks both ways are scored on the held-out validation
 objects (as StarDist tunes its thresholds on validation images). When there are enough of them
-and one way is clearly better, it is chosen; otherwise the size of the training objects decides.
+and one way is clearly better, it is chosen; otherwise the shape and size of the training objects
+decide. The distance watershed assumes one distance peak per object: a rod has a long flat ridge
+and two rods end to end a shallow neck, so it splits one rod and merges two. Objects whose area
+is at least ``ELONGATED`` times the disk inscribed in them (a 3:1 ellipse) are split by the learnt
+borders; the nuclei of the tuning sets measure 1.2-1.7 (median), so they keep the size rule.
 The choice is stored with the model (``CheckpointMetadata.separate_by``).
 """
 from __future__ import annotations
@@ -31,6 +35,9 @@ CLEAR_MARGIN = 0.02
 #: the learnt borders, smaller ones by the distance watershed. Set between the median nuclei of
 #: cells3d (1,400 px: distance watershed better) and CHO (3,288 px: borders better).
 LARGE_OBJECT_PX = 2000
+#: ... or objects whose median area is at least this many times their inscribed disk (elongated:
+#: rods, a 3:1 ellipse and longer) are split by the learnt borders. Set from the shape, not tuned.
+ELONGATED = 3.0
 #: At most this many planes are predicted for the choice, so a long stack does not add minutes.
 MAX_PLANES = 16
 
@@ -77,13 +84,31 @@ def validation_f1(net, planes: list[AnnotatedPlane], threshold: float, min_size:
     return {**{m: round(2 * matched[m] / counted[m], 4) for m in SEPARATIONS}, "objects": n_true}
 
 
-def choose_separation(scores: dict | None, median_object_px: float) -> tuple[str, str]:
-    """(way, why): by the validation scores when they are clear, else by the objects' size."""
+def choose_separation(scores: dict | None, median_object_px: float, elongation: float = 1.0) -> tuple[str, str]:
+    """(way, why): by the validation scores when they are clear, else by the objects' shape
+    (elongated: the borders), else by their size."""
     if scores is not None and scores["objects"] >= MIN_VALIDATION_OBJECTS:
         gap = scores["boundary"] - scores["distance"]
         if abs(gap) >= CLEAR_MARGIN:
             return ("boundary" if gap > 0 else "distance"), "validation"
+    if elongation >= ELONGATED:
+        return "boundary", "object shape"
     return ("boundary" if median_object_px >= LARGE_OBJECT_PX else "distance"), "object size"
+
+
+def elongation(labels: np.ndarray) -> np.ndarray:
+    """Area / inscribed disk of each object of an instance mask: about 1 for a disk, the axis
+    ratio for an ellipse, length / width for a rod."""
+    from scipy import ndimage as ndi
+    from skimage.segmentation import find_boundaries
+    ids = np.unique(labels)
+    ids = ids[ids > 0]
+    if not ids.size:
+        return np.zeros(0)
+    inside = (labels > 0) & ~find_boundaries(labels, mode="inner")  # touching objects kept apart
+    radius = ndi.maximum(ndi.distance_transform_edt(inside), labels, ids) + 1.0
+    area = ndi.sum_labels(np.ones(labels.shape), labels, ids)
+    return np.asarray(area) / (np.pi * np.asarray(radius) ** 2)
 
 
 def separation_of(net, planes: list[AnnotatedPlane], threshold: float, min_size: int, previous: dict,
@@ -94,9 +119,12 @@ def separation_of(net, planes: list[AnnotatedPlane], threshold: float, min_size:
     if not sizes:  # strokes: the borders they taught, or what the model continued from had
         return previous.get("separate_by", "boundary"), previous.get("separation")
     median = float(np.median(np.concatenate(sizes)))
+    shapes = [elongation(p.instances) for p in planes if p.instances is not None]
+    shape = float(np.median(np.concatenate(shapes))) if shapes and sum(map(len, shapes)) else 1.0
     scores = validation_f1(net, planes, threshold, min_size, fast)
-    way, why = choose_separation(scores, median)
-    return way, {"by": why, "f1": scores, "median_object_px": round(median, 1)}
+    way, why = choose_separation(scores, median, shape)
+    return way, {"by": why, "f1": scores, "median_object_px": round(median, 1),
+                 "median_elongation": round(shape, 2)}
 
 
 def describe_separation(metadata: dict) -> str | None:
@@ -109,9 +137,10 @@ def describe_separation(metadata: dict) -> str | None:
     scores = (f"validation object F1 on {f1['objects']} objects: learnt borders {f1['boundary']:.3f}, "
               f"distance watershed {f1['distance']:.3f}" if f1 else "no held-out objects")
     reason = ("chosen on validation" if info["by"] == "validation" else
-              f"chosen by object size, median {info['median_object_px']:g} px")
+              f"chosen by object shape, median elongation {info.get('median_elongation', 0):g}"
+              if info["by"] == "object shape" else f"chosen by object size, median {info['median_object_px']:g} px")
     return f"touching objects: split by {way} ({reason}; {scores})"
 
 
-__all__ = ["CLEAR_MARGIN", "LARGE_OBJECT_PX", "MIN_VALIDATION_OBJECTS", "SEPARATIONS", "choose_separation",
-           "describe_separation", "held_out_objects", "separation_of", "validation_f1"]
+__all__ = ["CLEAR_MARGIN", "ELONGATED", "LARGE_OBJECT_PX", "MIN_VALIDATION_OBJECTS", "SEPARATIONS", "choose_separation",
+           "describe_separation", "elongation", "held_out_objects", "separation_of", "validation_f1"]
