@@ -33,7 +33,7 @@ from objects_sets import ALL, CROWDED, VOLUMES, Z_SPACING, load, planes_of  # no
 from quality import rf_features  # noqa: E402
 
 from btunet.config import FinetuneConfig  # noqa: E402
-from btunet.separation import CLEAR_MARGIN, LARGE_OBJECT_PX, MIN_VALIDATION_OBJECTS  # noqa: E402
+from btunet.separation import CLEAR_MARGIN, ELONGATED, LARGE_OBJECT_PX, MIN_VALIDATION_OBJECTS  # noqa: E402
 
 RING = 4  # px of the ring class around each nucleus
 #: The U-Net with a boundary channel, its objects split as it chose at fine-tuning
@@ -42,6 +42,8 @@ RING = 4  # px of the ring class around each nucleus
 #: F1 alone" (the better F1 on held-out objects, a tie to the watershed).
 CHOSEN = "unet + borders, split as the model chose"
 EARLIER_CHOICE = "unet + borders, split by validation F1 alone"
+#: The rule before objects' shape counted (validation, else size alone), on the crowded sets.
+SIZE_RULE = "unet + borders, split by validation or size"
 
 
 #: Means over test images of these scores (``btunet.metrics``): pixel, object and count scores.
@@ -108,13 +110,22 @@ def run_otsu(ds: dict) -> dict:
     preds, floor = [], train_floor(ds)
     for _, im, _ in ds["test"]:
         x = norm(im)
-        preds.append(distance_instances(x > threshold_otsu(x), min_size=floor, sampling=sampling(ds, im)))
+        preds.append(distance_instances(x > threshold_otsu(x), min_size=floor_of(ds, im, floor),
+                                        sampling=sampling(ds, im)))
     return {**instance_scores(preds, [m for _, _, m in ds["test"]]), "train_s": 0.0, "min_size": floor}
 
 
 def sampling(ds: dict, image: np.ndarray) -> tuple | None:
     """The pixel size along each axis of a 3-D test volume (Z spacing, 1, 1); None for a plane."""
     return (ds["predict"]["z_spacing"], 1.0, 1.0) if image.ndim == 3 and "z_spacing" in ds["predict"] else None
+
+
+def floor_of(ds: dict, image: np.ndarray, floor: int) -> int:
+    """The size floor of a test image: in a volume the voxels the model's floor becomes
+    (``instances.volume_floor``, as ``predict`` does), so every method drops the same objects."""
+    from btunet.instances import volume_floor
+    spacing = sampling(ds, image)
+    return floor if spacing is None else volume_floor(floor, spacing[0], image.shape[0])
 
 
 def forest(xs: list, ys: list, seed: int, max_pixels: int = 200_000):
@@ -137,7 +148,7 @@ def run_forest(ds: dict, seed: int) -> dict:
     for _, im, _ in ds["test"]:  # a volume plane by plane, its objects in 3-D
         mask = np.stack([clf.predict((f := rf_features(x)).reshape(-1, f.shape[-1])).reshape(x.shape)
                          for x in planes_of(im)]).reshape(im.shape)
-        preds.append(distance_instances(mask, min_size=floor, sampling=sampling(ds, im)))
+        preds.append(distance_instances(mask, min_size=floor_of(ds, im, floor), sampling=sampling(ds, im)))
     return {**instance_scores(preds, [m for _, _, m in ds["test"]]), "train_s": train_s, "min_size": floor}
 
 
@@ -238,7 +249,8 @@ def summary(records: list[dict]) -> str:
               "chose on its validation objects (*split as chosen on validation*), every other method by the "
               "distance-transform watershed (`btunet predict --instances`). Every method drops objects below the "
               "size floor a model stores from its training masks (a tenth of the median training object, "
-              "at least 15 px; column *floor*). Means over test images (± std over "
+              "at least 15 px; column *floor*; in a 3-D set the voxels it becomes, `instances.volume_floor`). "
+              "Means over test images (± std over "
               "seeds); the U-Net's fine-tune length beside its name.\n"),
              ("Counts (`btunet evaluate`, docs/cli.md): *ids / true*, predicted and true objects per test image; "
               "*count error*, |predicted - true| / true; *splits*, true objects that share with 2 or more "
@@ -248,7 +260,8 @@ def summary(records: list[dict]) -> str:
               "65-110 objects per image): the first file densely annotated, the other files the test set. They "
               "are reported here and never used to choose a default.\n"),
              (f"**3-D sets** ({', '.join(f'`{n}`' for n in VOLUMES)}): fine-tuned on planes (`cells3d`: z = 34 and "
-              "42; CHO: the 5 planes of frames 0 and 1), each test volume predicted as a Z stack with one id per "
+              "42; CHO: planes 0-2 of frames 0 and 1, whose reference masks hold whole nuclei; planes 3-4 hold "
+              "only fragments), each test volume predicted as a Z stack with one id per "
               "object through its planes (`cells3d`: the whole 60-plane volume; CHO: frames 4, 6, ..., 18, each "
               "a (Z, Y, X) volume of its own: ids are never linked over time, tracking is another tool's job), "
               "Z spacing / pixel width "
@@ -269,31 +282,35 @@ def summary(records: list[dict]) -> str:
     lines.append(table(["set", "method", "pixel Dice", "object F1@0.5", "AP@0.5:0.95", "AP@0.5", "matched IoU",
                         "ids / true", "count error", "splits", "merges", "floor px", "train s", "runs"], rows,
                        "ll" + "r" * 12))
-    chosen = [r for r in inst if r["method"] in (CHOSEN, CHOSEN + TUNED, EARLIER_CHOICE)]
+    chosen = [r for r in inst if r["method"] in (CHOSEN, CHOSEN + TUNED, EARLIER_CHOICE, SIZE_RULE + TUNED)]
     if chosen:
         lines += ["\n### How the model with borders splits objects\n",
                   ("A model fine-tuned with a boundary channel scores its learnt borders and the distance watershed "
                    "on its held-out validation objects (object F1). *Split as the model chose* (the engine's rule, "
                    "`btunet.separation`): validation decides when it has at least "
                    f"{MIN_VALIDATION_OBJECTS} objects and one way is ahead by {CLEAR_MARGIN:g} or more, otherwise "
-                   f"the median training object does (from {LARGE_OBJECT_PX} px: the borders). *Split by "
+                   f"elongated training objects (median area from {ELONGATED:g} times their inscribed disk: rods) "
+                   f"get the borders, and then the median training object decides (from {LARGE_OBJECT_PX} px: the "
+                   "borders). *Validation or size*: the rule before shape counted (same models). *Split by "
                    "validation F1 alone* (an earlier rule, same models): the better validation F1, a tie to the "
                    "watershed. Per run: the validation scores, the choice, and the test object F1 each way gives.\n")]
         rows = []
         for r in chosen:
             info = r.get("separation") or {"by": "validation", "f1": {**r["separation_f1"], "objects": "-"}}
             f1 = info["f1"]
-            rule = "F1 alone" if r["method"] == EARLIER_CHOICE else "model's rule"
+            rule = ("F1 alone" if r["method"] == EARLIER_CHOICE else "validation or size"
+                    if r["method"].startswith(SIZE_RULE) else "model's rule")
             rows.append([r.get("dataset", "bbbc007"),
                          rule + (" (tuned threshold)" if r["method"].endswith(TUNED) else ""),
                          r["seed"], run_length(r), f1["objects"] if f1 else 0,
                          " / ".join(f"{f1[w]:.3f}" for w in ("boundary", "distance")) if f1 else "-",
-                         f"{info.get('median_object_px', '-')}", info["by"], r["separate_by"],
+                         f"{info.get('median_object_px', '-')}", f"{info.get('median_elongation', '-')}",
+                         info["by"], r["separate_by"],
                          " / ".join(f"{r['test_object_f1'][w]:.3f}" for w in ("boundary", "distance")),
                          f"{r['object_f1']:.3f}"])
         lines.append(table(["set", "rule", "seed", "fine-tune", "held-out objects", "validation F1 borders / distance",
-                            "median object px", "decided by", "chosen", "test F1 borders / distance",
-                            "test F1 chosen"], rows, "llrlrrrllrr"))
+                            "median object px", "median elongation", "decided by", "chosen",
+                            "test F1 borders / distance", "test F1 chosen"], rows, "llrlrrrrllrr"))
     tuned = [r for r in inst if r["method"].endswith(TUNED)]
     if tuned:
         lines += ["\n### The threshold chosen on validation pixels, and four flips averaged\n",
