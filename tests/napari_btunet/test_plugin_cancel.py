@@ -1,5 +1,6 @@
 """Cancel stops training within seconds and leaves a model that predicts; cancelled prediction keeps what finished."""
 import re
+import sys
 import time
 
 import numpy as np
@@ -34,6 +35,9 @@ def test_cancel_finetune_leaves_usable_model(sample_viewer, qtbot, messages):
     assert stop_s < max(5.0, 3 * step_s)
     assert outcome.error is None and outcome.cancelled
     assert steps < 1000
+    # the GUI thread waits at most GIL_SWITCH_S for the interpreter lock behind the worker
+    from napari_btunet import _jobs
+    assert sys.getswitchinterval() <= _jobs.GIL_SWITCH_S < 0.005
     assert "cancelled" in finetune.progress.label.text()
     assert finetune.start_button.isEnabled() and not finetune.cancel_button.isEnabled()
     model = session.model
