@@ -42,6 +42,8 @@ NOTES = Path(__file__).with_name("uncertainty_notes.md")
 TEST_IMAGES = 8  # test images per run, spread over the test set
 SNAPSHOTS = (0.5, 0.75, 1.0)  # the snapshot ensemble: epoch ends at these fractions of the run
 TOP = 0.05  # the share of most uncertain pixels a user looks at first
+FAR_PX = 3  # errors farther than this from the predicted edge are whole wrong objects
+MIN_FAR = 20  # pixels: fewer such errors give no AUC
 
 
 def entropy(p: np.ndarray) -> np.ndarray:
@@ -62,7 +64,7 @@ def maps_of(net, snapshots: list, pixels: np.ndarray, forest: np.ndarray, thresh
     from scipy.ndimage import gaussian_filter
 
     from btunet.planes import flip_entropy, flipped_outputs, object_probability
-    from btunet.uncertainty import forest_disagreement
+    from btunet.uncertainty import forest_disagreement, stroke_uncertainty
     flips = flipped_outputs(lambda p: object_probability(net, p), pixels)
     prob = flips[0]
     pred = prob > threshold
@@ -70,7 +72,8 @@ def maps_of(net, snapshots: list, pixels: np.ndarray, forest: np.ndarray, thresh
     both = 0.5 * (prob + forest)
     out = {"flips": flip_entropy(flips), "margin": entropy(prob),
            "smooth": entropy(gaussian_filter(prob, SMOOTH_SIGMA)),
-           "snapshots": entropy(snaps), "forest": forest_disagreement(prob, forest), "forest_margin": entropy(forest),
+           "snapshots": entropy(snaps), "forest": forest_disagreement(prob, forest),
+           "forest_margin": stroke_uncertainty(forest),
            "ensemble": entropy(both), "ensemble_smooth": entropy(gaussian_filter(both, SMOOTH_SIGMA)),
            "edge": edge_closeness(pred)}
     out["max"] = np.maximum(out["flips"], out["forest"])
@@ -79,16 +82,20 @@ def maps_of(net, snapshots: list, pixels: np.ndarray, forest: np.ndarray, thresh
 
 
 def scores(maps: dict, errors: np.ndarray) -> dict:
-    """{candidate: (ROC AUC, share of errors among the TOP most uncertain pixels)}; None without errors."""
+    """{candidate: (ROC AUC, share of errors among the TOP most uncertain pixels, ROC AUC of the
+    errors more than FAR_PX from the predicted edge against every correct pixel)}; {} without errors."""
     from sklearn.metrics import roc_auc_score
     if errors.all() or not errors.any():
         return {}
     k = max(1, int(TOP * errors.size))
+    far = errors & (-maps["edge"] > FAR_PX)  # whole objects merged or missed, not a shifted edge
+    keep = far | ~errors
     out = {}
     for name, m in maps.items():
         top = np.argpartition(-m.ravel(), k - 1)[:k]
+        away = roc_auc_score(far[keep], m[keep]) if far.sum() >= MIN_FAR else np.nan
         out[name] = (round(float(roc_auc_score(errors.ravel(), m.ravel())), 4),
-                     round(float(errors.ravel()[top].mean()), 4))
+                     round(float(errors.ravel()[top].mean()), 4), round(float(away), 4))
     return out
 
 
@@ -187,6 +194,15 @@ def summary(records: list[dict]) -> str:
         lines.append("\n### Share of errors among the 5 % most uncertain pixels of the painted image (mean)\n")
         lines.append(table(names, [[f"{np.nanmean([auc(r, 'painted', n, 1) for r in records]):.3f}" for n in names]],
                            "r" * len(names)))
+        far = [r for r in records if not np.isnan(auc(r, "painted", CHOSEN, 2))]
+        if far:
+            lines.append(f"\n### ROC AUC of the errors more than {FAR_PX} px from the predicted edge (whole objects "
+                         "merged or missed) against every correct pixel, painted image at the end\n")
+            rows = [[r["dataset"], r["style"], r["seed"]] + [f"{auc(r, 'painted', n, 2):.3f}" for n in names]
+                    for r in far]
+            rows.append(["**mean**", "", ""] + [f"**{np.nanmean([auc(r, 'painted', n, 2) for r in far]):.3f}**"
+                                               for n in names])
+            lines.append(table(["set", "style", "seed"] + names, rows, "lll" + "r" * len(names)))
         lines.append(verdict(records))
     if NOTES.exists():
         lines.append("\n" + NOTES.read_text().rstrip())

@@ -155,9 +155,9 @@ class FinetuneSettings:
         self.uncertainty_check.setChecked(False)
         self.uncertainty_check.setToolTip(
             "the live preview also shows where the model is likely wrong, in magenta, in "
-            "'<image> uncertainty [btunet]' (on strokes: where the model and a random forest on the "
-            "same strokes are unsure or disagree; clear where both are sure); paint corrections "
-            "where it is magenta and the preview is wrong, then Start again to continue")
+            "'<image> uncertainty [btunet]' (on strokes: where the random forest on the same strokes, "
+            "the model's teacher, is unsure; clear where it is sure); paint corrections where it is "
+            "magenta and the preview is wrong, then Start again to continue")
         form.addRow(self.uncertainty_check)
         # the map is computed by the live preview: nothing to show while the preview is off
         self.preview_spin.valueChanged.connect(lambda value: self.uncertainty_check.setEnabled(value > 0))

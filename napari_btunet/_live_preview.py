@@ -1,7 +1,7 @@
 """The fine-tune widget's live preview: the training thread predicts the plane on screen
 (``LivePreview``), the GUI thread copies it into the plugin's preview and uncertainty layers
 (``PreviewLayers``). A fresh run on strokes shows the random forest's quick preview first; the
-same forest is the uncertainty map's second opinion (``btunet.uncertainty.stroke_uncertainty``)."""
+same forest gives the uncertainty map (``btunet.uncertainty.stroke_uncertainty``)."""
 from __future__ import annotations
 
 import time
@@ -11,6 +11,7 @@ import numpy as np
 import btunet
 from btunet import BTUnetError
 from btunet.metadata import DEFAULT_THRESHOLD
+from btunet.uncertainty import stroke_uncertainty
 
 from ._jobs import Job
 from ._layers import PlaneTracker, axes_of, layer_array, prediction_colormap, spatial_shape, upsert_output
@@ -56,9 +57,9 @@ class LivePreview:
     never races the optimiser. ``btunet.Previewer`` predicts the plane as ``btunet.predict``
     would predict the whole stack (same normalisation, an eval copy of the model, so training
     is untouched). With ``uncertainty`` the plane also gets its uncertainty map: with the
-    strokes (``use_strokes``, sparse runs) from the model and the forest on those strokes (one
-    prediction, plus about a second to fit the forest once per plane), else from four test-time
-    flips (about four times the work; the mask is the unflipped one either way). The result,
+    strokes (``use_strokes``, sparse runs) the entropy of the forest on those strokes (about a
+    second to fit it once per plane; shown with the forest's quick preview already), else four
+    test-time flips (about four times the work; the mask is the unflipped one either way). The result,
     ``(PREVIEW_KIND, index, mask, uncertainty or None)``, goes to the GUI thread through
     ``job.item``. It waits at least 3x its own duration between previews so large planes do not
     slow training much.
@@ -84,7 +85,7 @@ class LivePreview:
         self._forests: dict[tuple, btunet.Prediction | None] = {}  # the forest's answer for each plane seen
 
     def use_strokes(self, strokes: np.ndarray, normalization: str = "percentile", seed: int = 0) -> None:
-        """This image's sparse labels: the forest on them is the uncertainty map's second opinion."""
+        """This image's sparse labels: the forest on them gives the uncertainty map."""
         self.strokes, self.forest_options = strokes, {"normalization": normalization, "seed": seed}
         self._forests.clear()
 
@@ -122,8 +123,9 @@ class LivePreview:
         result = self.forest(index)
         if result is None:
             return False
-        # the object mask, as the U-Net's previews show it (a class model's too)
-        job.item((FOREST_PREVIEW_KIND, index, (result.labels > 0).astype(np.uint8), None))
+        # the object mask, as the U-Net's previews show it (a class model's too), and the map
+        doubt = stroke_uncertainty(result.probabilities) if self.uncertainty else None
+        job.item((FOREST_PREVIEW_KIND, index, (result.labels > 0).astype(np.uint8), doubt))
         self.forest_shown = True
         return True
 

@@ -77,8 +77,8 @@ class Previewer:
         its uncertainty map when asked. ``device``: default the model's own (``auto`` for a path).
 
         ``forest``: the object probability (Y, X) of this plane from a random forest on the
-        strokes (``forest_preview``); with it the map is ``uncertainty.stroke_uncertainty`` (one
-        prediction), without it the four test-time flips of ``predict(..., uncertainty=True)``.
+        strokes (``forest_preview``); with it the map is ``uncertainty.stroke_uncertainty`` (no
+        extra prediction), without it the four test-time flips of ``predict(..., uncertainty=True)``.
         """
         index = plane_index(index, tuple(self.image.shape), self.rgb)  # before any work
         if device is None and not isinstance(check_model(model), (str, os.PathLike)):
@@ -94,7 +94,7 @@ class Previewer:
         result = predict_plane(net, pixels, tile=tile, overlap=overlap, fast=fast, uncertainty=flips)
         prob, doubt = result if flips else (result, None)
         if uncertainty and forest is not None:
-            doubt = stroke_uncertainty(prob, forest)
+            doubt = stroke_uncertainty(forest)
         if threshold is None:  # the one stored with the model
             threshold = stored.threshold
         return Prediction((prob > threshold).astype(np.uint8), prob, doubt)

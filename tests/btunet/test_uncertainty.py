@@ -23,27 +23,26 @@ def test_binary_entropy_is_zero_when_sure_and_one_at_a_coin_toss():
     assert h[3] == pytest.approx(h[4]) and 0.4 < h[3] < 0.5  # symmetric; 0.469 bits at 0.1
 
 
-def test_a_false_blob_the_model_is_sure_of_is_ranked_above_every_correct_pixel():
+def test_errors_where_the_teacher_was_unsure_rank_above_every_correct_pixel():
+    """A false blob in haze the forest cannot decide: the model, sure of it, calls it certain;
+    the stroke map marks it, and stays clear where the forest is sure."""
     shape = (64, 64)
     truth = disk(shape, 20, 20, 8)
-    blob = disk(shape, 44, 44, 8)  # haze the model merged into a confident false object
-    model = np.where(truth | blob, 0.98, 0.02).astype(np.float32)
-    forest = np.where(truth, 0.9, 0.05).astype(np.float32)  # decides from the pixels: no object there
+    haze = disk(shape, 44, 44, 8)
+    model = np.where(truth | haze, 0.98, 0.02).astype(np.float32)  # merged the haze into an object
+    forest = np.where(truth, 0.95, np.where(haze, 0.55, 0.03)).astype(np.float32)
     errors = (model > 0.5) != truth
-    sharp = stroke_uncertainty(model, forest, sigma=0)
-    assert sharp.shape == shape and sharp.dtype == np.float32
-    assert sharp[errors].min() > 0.9 and sharp[~errors].max() < 0.5
+    doubt = stroke_uncertainty(forest)
+    assert doubt.shape == shape and doubt.dtype == np.float32
+    assert doubt[errors].min() > 0.95 and doubt[~errors].max() < 0.3
     assert binary_entropy(model)[errors].max() < 0.2  # the model alone calls the blob certain
-    assert np.allclose(forest_disagreement(model, forest)[blob], 0.93)
-    doubt = stroke_uncertainty(model, forest)  # blurred: the blob's rim and the true edge get doubt too
-    far = ~disk(shape, 44, 44, 16) & ~disk(shape, 20, 20, 16)
-    assert doubt[disk(shape, 44, 44, 5)].min() > 0.9 and doubt[far].max() < 0.25
-    assert doubt[errors].mean() > 3 * doubt[~errors].mean()
+    assert np.allclose(forest_disagreement(model, forest)[haze], 0.43)
 
 
 def test_the_map_ranks_simulated_errors_on_the_sample(sample):
-    """A model that merges a false blob into the background and misses a nucleus, against the
-    forest on free-hand scribbles: the errors rank high (ROC AUC)."""
+    """The commonest error of a model trained on strokes, objects a pixel or two too wide, against
+    the forest on free-hand scribbles: the map ranks it high (ROC AUC; the true edge's inner side
+    is as unsure and correct) and the flat background stays clear."""
     from scipy import ndimage as ndi
     from sklearn.metrics import roc_auc_score
 
@@ -52,18 +51,13 @@ def test_the_map_ranks_simulated_errors_on_the_sample(sample):
     image, mask = tifffile.imread(images[2]), tifffile.imread(masks[2])
     truth = mask > 0
     strokes = first_strokes(mask, "scribble", seed=0)
-    forest = btunet.forest_preview(image, strokes).probabilities
-    far = ndi.distance_transform_edt(~truth) > 12  # background well away from every nucleus
-    cy, cx = np.argwhere(far)[len(np.argwhere(far)) // 2]
-    blob = disk(truth.shape, cy, cx, 6) & far
-    missed = mask == np.bincount(mask[(strokes == 0) & truth]).argmax()  # a nucleus nobody painted
-    model = np.where((truth & ~missed) | blob, 0.97, 0.03).astype(np.float32)
-    errors = (model > 0.5) != truth
-    assert blob.sum() > 50 and missed.sum() > 50
-    doubt = stroke_uncertainty(model, forest)
-    assert roc_auc_score(errors.ravel(), doubt.ravel()) > 0.9
-    assert np.median(doubt[blob]) > 0.8 and np.median(doubt[missed]) > 0.8
-    assert np.median(doubt[~errors]) < 0.2
+    doubt = stroke_uncertainty(btunet.forest_preview(image, strokes).probabilities)
+    wide = ndi.binary_dilation(truth, iterations=2)
+    errors = wide != truth
+    auc = roc_auc_score(errors.ravel(), doubt.ravel())
+    assert auc > 0.75  # 0.81 here
+    assert doubt[errors].mean() > 2 * doubt[~errors].mean()
+    assert np.median(doubt[ndi.distance_transform_edt(~truth) > 10]) < 0.1  # far background: clear
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +73,8 @@ def test_previewer_uses_the_forest_when_given(tiny_model):
     forest = np.random.default_rng(2).random((48, 40)).astype(np.float32)
     with_forest = previewer(tiny_model, uncertainty=True, forest=forest, fast=False)
     assert np.array_equal(with_forest.labels, plain.labels)  # the map never changes the mask
-    assert np.allclose(with_forest.uncertainty, stroke_uncertainty(plain.probabilities, forest))
+    assert np.array_equal(with_forest.probabilities, plain.probabilities)
+    assert np.allclose(with_forest.uncertainty, stroke_uncertainty(forest))
     flips = previewer(tiny_model, uncertainty=True, fast=False)  # without strokes: the flips
     expected = btunet.predict(tiny_model, image, uncertainty=True, device="cpu", fast=False).uncertainty
     assert np.allclose(flips.uncertainty, expected, atol=1e-5)
