@@ -270,14 +270,14 @@ def _predict(model: SegmentationModel | str | os.PathLike, image, config: Predic
         raise BTUnetError(f"out of memory for the outputs of a stack of {' x '.join(map(str, shape))} pixels; "
                           "stream it plane by plane (btunet.predict.predict_to_tiff, iter_predict, or "
                           "`btunet predict` on a TIFF) or block by block (--zarr)") from None
-    borders, threshold, min_size, separate_by = None, None, MIN_SIZE, cfg.separate_by
+    borders, threshold, min_size = None, None, MIN_SIZE
     classes, unlike = None, None
     for done, (index, item) in enumerate(_results(model, image, cfg, rgb), 1):
         labels[index], unlike = item["labels"], item["outside_reference"]
-        threshold, min_size, separate_by = item["threshold"], item["min_size"], item["separate_by"]
+        threshold, min_size = item["threshold"], item["min_size"]
         if probs is not None:
             probs[index] = item["probability"]
-        if z_axis is not None and item["boundary"] is not None:
+        if z_axis is not None and item["boundary"] is not None and cfg.separate_by == "boundary":
             if borders is None:
                 borders = np.zeros(shape, np.float32)
             borders[index] = item["boundary"]
@@ -291,9 +291,9 @@ def _predict(model: SegmentationModel | str | os.PathLike, image, config: Predic
             on_progress(done, n)
         if should_stop is not None and should_stop() and done < n:
             raise Cancelled(f"prediction cancelled after {done} of {n} planes")
-    if z_axis is not None:
-        labels[...] = _label_stack(probs, borders, threshold, dataclasses.replace(cfg, separate_by=separate_by),
-                                   z_axis, min_size)
+    if z_axis is not None:  # 3-D ids by distance unless borders are asked for: learnt per plane, they see none in Z
+        labels[...] = _label_stack(probs, borders, threshold, dataclasses.replace(cfg, separate_by=cfg.separate_by
+                                                                                  or "distance"), z_axis, min_size)
     return Prediction(labels, probs if cfg.probabilities else None, doubts, classes, unlike)
 
 

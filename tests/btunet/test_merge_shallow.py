@@ -52,3 +52,28 @@ def test_a_volume_floor_scales_the_plane_floor_by_the_planes_an_object_spans():
     sliver[5:15, 0:3, 10:30] = True                        # 600 voxels of a nucleus cut by the edge
     assert distance_instances(sliver, min_size=volume_floor(140, 1.1, 20)).max() == 0
     assert distance_instances(sliver, min_size=140).max() == 1
+
+
+def test_a_model_with_borders_labels_volumes_by_distance_unless_asked(monkeypatch):
+    import sys
+
+    import torch
+
+    from btunet import predict
+    from btunet.models import create_model
+    model = create_model("unet", out_channels=2).eval()
+    model.metadata = {"instances": "boundary", "separate_by": "boundary"}
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.tensor([10.0, -10.0]))
+    module = sys.modules["btunet.predict"]
+    calls = []
+    real = module.boundary_instances
+    monkeypatch.setattr(module, "boundary_instances", lambda *a, **k: calls.append(a[0].ndim) or real(*a, **k))
+    stack = np.random.default_rng(0).random((3, 32, 32)).astype(np.float32)
+    assert predict(model, stack, instances=True, device="cpu").labels.max() == 1
+    assert calls == []                                     # per-plane borders see no border in Z
+    assert predict(model, stack, instances=True, separate_by="boundary", device="cpu").labels.max() == 1
+    assert calls == [3]
+    predict(model, stack, instances=True, instances_3d=False, device="cpu")
+    assert calls[1:] == [2, 2, 2]                          # planes keep the model's choice
