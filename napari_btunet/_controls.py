@@ -27,7 +27,10 @@ from ._messages import sentence
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
-def format_seconds(seconds: float) -> str:
+def format_seconds(seconds: float | None) -> str:
+    """'m:ss' or 'h:mm:ss'; '…' for a time not known yet."""
+    if seconds is None:
+        return "…"
     seconds = max(0, int(round(seconds)))
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)

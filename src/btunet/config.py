@@ -308,7 +308,7 @@ class Progress:
     total_steps: int
     loss: float
     elapsed_s: float
-    eta_s: float
+    eta_s: float | None  # None until the pace of the steps is known (``eta.StepClock``)
     lr: float = 0.0
     val_loss: float | None = None
     val_dice: float | None = None

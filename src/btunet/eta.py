@@ -1,40 +1,48 @@
-"""Time left in a training run, from the pace of its steps.
+"""Time left in a training run, from the pace of its latest steps.
 
 A run's total elapsed time is a poor guide to its pace: before the first step a fine-tune reads
-its images and fits the forest that gives its pseudo-labels (seconds), and the first step pays
-for one-off allocations. Dividing that by one step promised a user 8 minutes for a run of 4.5.
-The pace here is measured from the end of the first step; the first step alone stands in until
-a second one ends.
+its images and fits the forest that gives its pseudo-labels (seconds), and the first steps pay
+for one-off allocations while the plugin's quick preview shares the cores. Dividing all of that
+by the steps done promised a user 8 minutes for a run of 4.5. The pace here is that of the last
+``WINDOW`` steps (two epochs of the default fine-tune, so an epoch's preview and validation are
+in it, and a change of load on the machine shows within a minute), and no estimate is given
+before ``SETTLE`` steps have ended after the first.
 """
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
+
+#: steps after the first before an estimate is given
+SETTLE = 5
+#: steps whose pace the estimate uses
+WINDOW = 50
 
 
 class StepClock:
     """Call ``step_done()`` after every step (and whatever it includes, such as an epoch's preview);
-    ``eta()`` is the seconds left for the remaining steps at the pace measured so far."""
+    ``eta()`` is the seconds left for the remaining steps at the recent pace, None until known."""
 
-    def __init__(self, total_steps: int, clock: Callable[[], float] = time.perf_counter):
-        self.total, self.clock = int(total_steps), clock
-        self.began = clock()
-        self.first_done: float | None = None
+    def __init__(self, total_steps: int, clock: Callable[[], float] = time.perf_counter,
+                 settle: int = SETTLE, window: int = WINDOW):
+        self.total, self.clock, self.settle = int(total_steps), clock, settle
+        self.ends: deque[float] = deque(maxlen=window + 1)  # end times of the latest steps
         self.steps = 0
 
     def step_done(self) -> None:
         self.steps += 1
-        if self.steps == 1:
-            self.first_done = self.clock()
+        self.ends.append(self.clock())
 
     def seconds_per_step(self) -> float | None:
-        """None before the first step ends."""
-        if self.steps == 0:
+        """The mean time of the latest steps, leaving out the first step; None before ``settle``
+        steps have ended after it."""
+        if self.steps <= self.settle:
             return None
-        if self.steps == 1:
-            return self.first_done - self.began
-        return (self.clock() - self.first_done) / (self.steps - 1)
+        return (self.clock() - self.ends[0]) / (len(self.ends) - 1)
 
-    def eta(self) -> float:
+    def eta(self) -> float | None:
+        if self.steps >= self.total:
+            return 0.0
         pace = self.seconds_per_step()
-        return 0.0 if pace is None else max(0.0, pace * (self.total - self.steps))
+        return None if pace is None else pace * (self.total - self.steps)

@@ -366,8 +366,8 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
             if on_progress is not None:
                 elapsed = time.perf_counter() - start
                 eta = clock.eta()
-                if cfg.time_budget_s:
-                    eta = max(0.0, min(eta, cfg.time_budget_s - elapsed))
+                if cfg.time_budget_s:  # what is left of the budget, or less
+                    eta = max(0.0, min(cfg.time_budget_s - elapsed, eta if eta is not None else float("inf")))
                 on_progress(Progress(
                     stage="finetune", epoch=epoch + 1, epochs=epochs, step=step, total_steps=total,
                     loss=float(np.mean(losses[-10:])), elapsed_s=elapsed,
