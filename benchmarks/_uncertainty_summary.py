@@ -86,7 +86,9 @@ def headline(records: list[dict]) -> str:
     text = (f"Measured on {len(records)} fine-tunes ({sets}; styles {styles}; "
             "[docs/results_uncertainty.md](results_uncertainty.md)):\n\n" + "\n".join(rows))
     if sample:
-        text += (f"\n\nOn the plugin's sample with its painted-looking strokes: {auc(sample[0], 'early', CHOSEN):.2f} "
-                 f"at the first U-Net preview and {auc(sample[0], 'painted', CHOSEN):.2f} at the end (four flips: "
-                 f"{auc(sample[0], 'early', BEFORE):.2f} and {auc(sample[0], 'painted', BEFORE):.2f}).")
+        def mean(where: str, name: str) -> str:
+            return f"{np.nanmean([auc(r, where, name) for r in sample]):.2f}"
+        text += (f"\n\nOn the plugin's sample with its painted-looking strokes ({len(sample)} seeds): "
+                 f"{mean('early', CHOSEN)} at the first U-Net preview and {mean('painted', CHOSEN)} at the end "
+                 f"(four flips: {mean('early', BEFORE)} and {mean('painted', BEFORE)}).")
     return text
