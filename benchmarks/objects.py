@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import DEFAULT_DATA, DOCS, load_average, machine, stamp, table, write_section  # noqa: E402
 from headlines import TUNED  # noqa: E402
-from objects_sets import ALL, CROWDED, VOLUMES, Z_SPACING, load, planes_of  # noqa: E402
+from objects_sets import ALL, CROWDED, VOLUMES, Z_SPACING, load  # noqa: E402
 from quality import rf_features  # noqa: E402
 
 from btunet.config import FinetuneConfig  # noqa: E402
@@ -137,6 +137,20 @@ def forest(xs: list, ys: list, seed: int, max_pixels: int = 200_000):
     return RandomForestClassifier(n_estimators=50, max_depth=10, n_jobs=1, random_state=seed).fit(x, y)
 
 
+def volume_features(image: np.ndarray) -> list[np.ndarray]:
+    """``rf_features`` of each plane of a plane or a volume; a volume's planes are normalised by
+    the volume's own percentiles, as ``predict`` does (per plane, the noise of an empty plane would
+    be stretched into objects)."""
+    if image.ndim == 2:
+        return [rf_features(image)]
+    from skimage.feature import multiscale_basic_features
+
+    from btunet.normalize import normalize_plane, percentile_range
+    lo, hi = percentile_range(image)
+    return [multiscale_basic_features(normalize_plane(x, lo, hi), intensity=True, edges=True, texture=True,
+                                      sigma_min=1, sigma_max=16) for x in image]
+
+
 def run_forest(ds: dict, seed: int) -> dict:
     from btunet.instances import distance_instances
     t = time.perf_counter()
@@ -146,8 +160,8 @@ def run_forest(ds: dict, seed: int) -> dict:
     train_s = time.perf_counter() - t
     preds, floor = [], train_floor(ds)
     for _, im, _ in ds["test"]:  # a volume plane by plane, its objects in 3-D
-        mask = np.stack([clf.predict((f := rf_features(x)).reshape(-1, f.shape[-1])).reshape(x.shape)
-                         for x in planes_of(im)]).reshape(im.shape)
+        mask = np.stack([clf.predict(f.reshape(-1, f.shape[-1])).reshape(f.shape[:-1])
+                         for f in volume_features(im)]).reshape(im.shape)
         preds.append(distance_instances(mask, min_size=floor_of(ds, im, floor), sampling=sampling(ds, im)))
     return {**instance_scores(preds, [m for _, _, m in ds["test"]]), "train_s": train_s, "min_size": floor}
 

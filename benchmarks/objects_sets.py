@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from quality import FILE_SETS, load_dataset
 
 #: Z step / pixel width of the 3-D sets. cells3d (scikit-image): 0.29 um planes, 0.26 um pixels;
@@ -52,7 +51,3 @@ def load_volumes(name: str, data: Path) -> dict:
         test = [(f"t{t}", stack[t], masks[t]) for t in range(4, len(stack), 2)]
     return {"train": train, "test": test, "predict": {"z_spacing": Z_SPACING[name]}}
 
-
-def planes_of(image: np.ndarray) -> list[np.ndarray]:
-    """The (Y, X) planes of a plane or a (Z, Y, X) volume."""
-    return [image] if image.ndim == 2 else list(image)
