@@ -266,6 +266,8 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
             preview.prepare(request.config.time_budget_s)
 
         def on_progress(p) -> None:
+            if preview is not None and p.time_budget_s is None and not preview.pace_includes_previews(p):
+                p = dataclasses.replace(p, eta_s=None)  # shown as 'ETA …' until the pace is known
             job.progress(snapshot(p))
             if preview is not None:
                 preview.maybe(p, job)

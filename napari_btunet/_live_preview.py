@@ -24,6 +24,8 @@ FOREST_PREVIEW_KIND = "forest preview"
 #: on the painted image at the end of epoch 1 was at or above the forest's in 5 of 12 runs (0 of 4
 #: on BBBC007), at the end of epoch 2 in 10 of 12
 UNET_PREVIEW_EPOCH = 2
+#: steps after the first U-Net preview before the ETA is shown (half the engine's pace window)
+PACE_STEPS = 25
 #: what the status line says while each preview is shown
 FOREST_SHOWN = "quick preview (random forest) — the U-Net is training…"
 UNET_SHOWN = "the preview shows the U-Net"
@@ -79,6 +81,7 @@ class LivePreview:
         self._cost = 0.0  # the last preview's duration
         self.count = 0
         self.seconds = 0.0
+        self.first_step: int | None = None  # the training step of the first U-Net preview
         self.forest_shown = False  # the forest's preview is on screen: the U-Net waits
         self.strokes: np.ndarray | None = None
         self.forest_options: dict = {}
@@ -141,7 +144,17 @@ class LivePreview:
             return
         if self._deadline is not None and now + self._cost > self._deadline:
             return  # it would run past the budget; the final model is previewed after training
+        if self.first_step is None:
+            self.first_step = progress.step
         self.run(progress.model, job)
+
+    def pace_includes_previews(self, progress, steps: int = PACE_STEPS) -> bool:
+        """Whether the engine's ETA (the pace of its latest steps) already counts the previews: up
+        to a quarter of a run's time once they start (each waits 3x its duration), none before the
+        U-Net's first, so an earlier estimate came out 39 % short on the sample."""
+        if self.first_step is None:  # no U-Net preview by now: none is coming to be counted
+            return progress.epoch > UNET_PREVIEW_EPOCH + 1
+        return progress.step >= self.first_step + steps
 
     def run(self, model, job: Job) -> None:
         start = time.perf_counter()
