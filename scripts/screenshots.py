@@ -87,6 +87,7 @@ def main() -> int:
     finetune.patch_spin.setValue(64)
     finetune.batch_spin.setValue(4)
     finetune.preview_spin.setValue(1.0)
+    finetune.uncertainty_check.setChecked(True)
     shoot(viewer, "annotation.png")
     gaps, last = [], [None]
 
@@ -100,8 +101,12 @@ def main() -> int:
     heartbeat.timeout.connect(tick)
     heartbeat.start()
     job = finetune.start()
-    wait(lambda: len(finetune.plot.loss[0]) >= 50 or not job.running)
     preview = viewer.layers["BBBC007 nuclei preview [btunet]"]
+    # the forest's quick preview and the map of where to paint next, within a second of Start
+    wait(lambda: preview.data.any() or not job.running)
+    annotation.opacity = 0.9
+    shoot(viewer, "finetune_quick_preview.png")
+    wait(lambda: len(finetune.plot.loss[0]) >= 50 or not job.running)
     wait(lambda: preview.data.any() or not job.running)
     annotation.opacity = 0.9
     shoot(viewer, "finetune_live_preview.png")
