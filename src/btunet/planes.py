@@ -215,17 +215,19 @@ def model_planes(source, channels: int, *, rgb: bool | None = None,
 # --------------------------------------------------------------------------- plane -> probabilities
 
 def as_model(model: SegmentationModel | str | os.PathLike, device: torch.device,
-             fast: bool = False) -> SegmentationModel:
+             fast: bool = False, live: bool = False) -> SegmentationModel:
     """An inference copy on ``device``: eval mode, BatchNorm folded into the convolutions, and
     channels_last when ``fast``.
 
     A model object is copied, never changed, so a model that is still training (a live preview)
-    keeps its mode and weights.
+    keeps its mode and weights. ``live`` (previews): a model still training, and its final state
+    in the same thread, use one kept copy (``training_copy``), BatchNorm unfolded; predictions
+    keep the folded copy, so every path of ``predict`` gives the same labels.
     """
     if isinstance(check_model(model), (str, os.PathLike)):
         from .checkpoint import load_model
         model = load_model(model, device)
-    kept = model.training or _kept_here(model)
+    kept = live and (model.training or _kept_here(model))
     net = training_copy(model, device) if kept else fuse_batchnorm(model).to(device)
     if fast:
         net.to(memory_format=torch.channels_last)

@@ -85,7 +85,7 @@ class Previewer:
             dev = next(model.parameters()).device
         else:
             dev = resolve_device(device or "auto")
-        net = as_model(model, dev, fast)
+        net = as_model(model, dev, fast, live=True)
         stored = model_metadata(net)  # the threshold and normalisation, read as predict reads them
         pixels = self.pixels(index, net.in_channels, stored.normalization)
         if forest is not None and np.shape(forest) != pixels.shape[-2:]:
