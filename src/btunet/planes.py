@@ -36,7 +36,7 @@ from .metadata import Normalization
 from .model_check import check_model
 from .models import SIZE_MULTIPLE, SegmentationModel
 from .models.base import pad_to_multiple
-from .models.fuse import fuse_batchnorm
+from .models.fuse import fuse_batchnorm, refresh_fused
 from .normalize import background_range, normalize_plane, percentile_range
 
 #: Test-time flips of the uncertainty map: identity, left-right, up-down, both.
@@ -221,8 +221,8 @@ def as_model(model: SegmentationModel | str | os.PathLike, device: torch.device,
 
     A model object is copied, never changed, so a model that is still training (a live preview)
     keeps its mode and weights. ``live`` (previews): a model still training, and its final state
-    in the same thread, use one kept copy (``training_copy``), BatchNorm unfolded; predictions
-    keep the folded copy, so every path of ``predict`` gives the same labels.
+    in the same thread, use one kept folded copy that is given the current weights
+    (``training_copy``); the outputs are the same as a fresh copy's.
     """
     if isinstance(check_model(model), (str, os.PathLike)):
         from .checkpoint import load_model
@@ -245,20 +245,19 @@ def _kept_here(model: SegmentationModel) -> bool:
 
 
 def training_copy(model: SegmentationModel, device: torch.device) -> SegmentationModel:
-    """An eval-mode copy of a model that is still training, made once and then given its current
-    weights and metadata at each call, in the thread that trains it (other threads make their own).
+    """The folded inference copy of a model that is still training, made once and then given its
+    current weights (folded the same way, ``refresh_fused``) and metadata at each call, in the
+    thread that trains it (other threads make their own).
 
     Copying and folding a whole model is pure Python that holds the interpreter lock for 60-250 ms
-    on a loaded machine (napari's GUI thread stalled up to 1.2 s behind it at load 8); copying the
-    weights into a kept copy takes a tenth of that. BatchNorm stays unfolded: eval mode gives the
-    same outputs up to float rounding."""
+    on a loaded machine (napari's GUI thread stalled up to 1.2 s behind it at load 8); refolding
+    the weights into a kept copy is tensor arithmetic."""
     net, thread = _TRAINING_COPIES.get(model, (None, None))
     if net is None or thread != threading.get_ident() or next(net.parameters()).device != device:
-        net = copy.deepcopy(model).eval().to(device)
+        net = fuse_batchnorm(model).to(device)
         _TRAINING_COPIES[model] = (net, threading.get_ident())
     else:
-        with torch.no_grad():
-            net.load_state_dict(model.state_dict())
+        refresh_fused(net, model)
     net.metadata = copy.deepcopy(getattr(model, "metadata", None))
     return net
 

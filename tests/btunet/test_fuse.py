@@ -38,3 +38,18 @@ def test_original_model_is_untouched():
     assert model.training
     assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 27
     assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("name", ["unet", "attention_unet", "inception_unet", "rca_iunet"])
+def test_a_kept_folded_copy_refreshed_with_new_weights_equals_a_fresh_fold(name):
+    from btunet.models.fuse import refresh_fused
+    torch.manual_seed(0)
+    model = create_model(name, in_channels=1, out_channels=1, base_filters=4).train()
+    kept = fuse_batchnorm(model)
+    with torch.no_grad():  # a few training steps later: new weights and BatchNorm statistics
+        model(torch.rand(2, 1, 32, 32))
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    refreshed, fresh = refresh_fused(kept, model).state_dict(), fuse_batchnorm(model).state_dict()
+    assert refreshed.keys() == fresh.keys()
+    assert all(torch.equal(refreshed[k], fresh[k]) for k in fresh)
