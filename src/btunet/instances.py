@@ -115,25 +115,27 @@ def _ridge_seeds(distance: np.ndarray, peaks: np.ndarray, depth: float) -> np.nd
     below the lower of the two lie on one ridge (one object) and share an id; a neck between
     two objects dips deeper. Only peaks whose inscribed balls overlap are compared (chains of
     neighbours join the rest), so the cost stays near linear in the number of peaks."""
+    from scipy.cluster.hierarchy import DisjointSet
     from scipy.spatial import cKDTree
     heights = distance[tuple(peaks.T)]
-    parent = np.arange(len(peaks))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    ridges = DisjointSet(range(len(peaks)))
     for a, b in sorted(cKDTree(peaks).query_pairs(2 * float(heights.max()))):
         gap = float(np.linalg.norm(peaks[a] - peaks[b]))
-        if gap > heights[a] + heights[b] or root(a) == root(b):
+        if gap > heights[a] + heights[b] or ridges.connected(a, b):
             continue
         line = np.rint(np.linspace(peaks[a], peaks[b], int(np.ceil(gap)) + 2)).astype(np.intp)
         if distance[tuple(line.T)].min() >= min(heights[a], heights[b]) - depth:
-            parent[root(a)] = root(b)
-    roots = np.array([root(i) for i in range(len(peaks))])
-    return np.unique(roots, return_inverse=True)[1].astype(np.int32) + 1
+            ridges.merge(a, b)
+    return _renumbered(ridges, len(peaks)) + 1
+
+
+def _renumbered(sets, n: int) -> np.ndarray:
+    """0..k-1 for the k sets of ``sets`` (a ``DisjointSet`` of 0..n-1), numbered in the order of
+    their smallest member, whichever member the set keeps as its root."""
+    _, first, inverse = np.unique([sets[i] for i in range(n)], return_index=True, return_inverse=True)
+    rank = np.empty(len(first), np.int32)
+    rank[np.argsort(first)] = np.arange(len(first), dtype=np.int32)
+    return rank[inverse.ravel()]
 
 
 def _touching_pairs(labels: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -160,27 +162,20 @@ def merge_shallow(labels: np.ndarray, distance: np.ndarray, depth: float = SEED_
     dips less than ``depth`` (the saddle on their shared face, highest saddles first): one object
     whatever its shape, while a neck ``depth`` px narrower than both still separates two."""
     from scipy import ndimage as ndi
+    from scipy.cluster.hierarchy import DisjointSet
     n = int(labels.max(initial=0))
     if n < 2:
         return labels
     a, b, saddle = _touching_pairs(labels, distance)
-    height = np.zeros(n + 1)
+    height = np.zeros(n + 1)  # each region's peak; after a merge, held by the merged set's root
     height[1:] = ndi.maximum(distance, labels, np.arange(1, n + 1))
-    parent = np.arange(n + 1)
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    regions = DisjointSet(range(n + 1))
     for k in np.argsort(-saddle, kind="stable"):
-        ra, rb = root(int(a[k])), root(int(b[k]))
+        ra, rb = regions[int(a[k])], regions[int(b[k])]
         if ra != rb and saddle[k] >= min(height[ra], height[rb]) - depth:
-            parent[rb] = ra
-            height[ra] = max(height[ra], height[rb])
-    roots = np.array([root(i) for i in range(n + 1)])
-    return np.unique(roots, return_inverse=True)[1].astype(np.int32)[labels]
+            regions.merge(ra, rb)
+            height[regions[ra]] = max(height[ra], height[rb])
+    return _renumbered(regions, n + 1)[labels]
 
 
 def distance_instances(mask: np.ndarray, split_touching: bool = True, min_distance: int = 5,
