@@ -44,7 +44,7 @@ class Request:
     resume: Any = None
     path: Path | None = None
     preview: LivePreview | None = None
-    strokes: np.ndarray | None = None  # the previewed image's strokes: a fresh run shows their forest first
+    quick_preview: bool = False  # a fresh run on strokes shows their forest first
 
 
 class FinetuneWidget(FinetuneSettings, JobWidget):
@@ -228,10 +228,9 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
         row = self._preview_row()
         request.preview = self._make_preview(row, request.config.threshold)
         if request.preview is not None and request.config.mask_mode == "sparse":
-            strokes = request.labels[self.pairs.index(row)]
-            request.preview.use_strokes(strokes, request.config.normalization, request.config.seed)
-            if request.resume is None:  # a continuation's model beats a forest
-                request.strokes = strokes
+            request.preview.use_strokes(request.labels[self.pairs.index(row)], request.config.normalization,
+                                        request.config.seed)
+            request.quick_preview = request.resume is None  # a continuation's model beats a forest
         self.previewed: list[tuple] = []  # plane indices previewed in this run
         self.preview_kinds: list[str] = []
         self.preview_note = ""
@@ -260,8 +259,8 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
         """Runs in the worker thread."""
         model = copy.deepcopy(request.resume) if request.resume is not None else None
         preview = request.preview
-        if preview is not None and request.strokes is not None:  # an answer within a second
-            preview.show_forest(request.strokes, job, request.config.normalization, request.config.seed)
+        if preview is not None and request.quick_preview:  # an answer within a second
+            preview.show_forest(job)
         if preview is not None:
             preview.prepare(request.config.time_budget_s)
 

@@ -116,13 +116,11 @@ class LivePreview:
         self._next = now + self.interval_s
         self._deadline = now + time_budget_s if time_budget_s else None
 
-    def show_forest(self, strokes: np.ndarray, job: Job, normalization: str = "percentile",
-                    seed: int = 0) -> bool:
-        """Show the random forest on ``strokes`` (this image's sparse labels) at once, within about
-        a second of Start; False, showing nothing, where the strokes cannot teach a forest (one
+    def show_forest(self, job: Job) -> bool:
+        """Show the random forest on the strokes (``use_strokes``) at once, within about a second
+        of Start; False, showing nothing, without strokes or where they cannot teach a forest (one
         label only: another pair may hold the other)."""
         index = self.tracker.index
-        self.use_strokes(strokes, normalization, seed)
         result = self.forest(index)
         if result is None:
             return False
