@@ -46,11 +46,6 @@ FAR_PX = 3  # errors farther than this from the predicted edge are whole wrong o
 MIN_FAR = 20  # pixels: fewer such errors give no AUC
 
 
-def entropy(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    return -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
-
-
 def edge_closeness(pred: np.ndarray) -> np.ndarray:
     """Minus the distance to the nearest pixel of the other side of the predicted mask."""
     from scipy import ndimage as ndi
@@ -64,6 +59,7 @@ def maps_of(net, snapshots: list, pixels: np.ndarray, forest: np.ndarray, thresh
     from scipy.ndimage import gaussian_filter
 
     from btunet.planes import flip_entropy, flipped_outputs, object_probability
+    from btunet.uncertainty import binary_entropy as entropy
     from btunet.uncertainty import forest_disagreement, stroke_uncertainty
     flips = flipped_outputs(lambda p: object_probability(net, p), pixels)
     prob = flips[0]

@@ -38,6 +38,7 @@ from .models import SIZE_MULTIPLE, SegmentationModel
 from .models.base import pad_to_multiple
 from .models.fuse import fuse_batchnorm, refresh_fused
 from .normalize import background_range, normalize_plane, percentile_range
+from .uncertainty import binary_entropy
 
 #: Test-time flips of the uncertainty map: identity, left-right, up-down, both.
 FLIPS = ((), (-1,), (-2,), (-2, -1))
@@ -391,8 +392,7 @@ def mean_output(outs: list):
 def flip_entropy(probs: list) -> np.ndarray:
     """Binary entropy (in bits, 0 = certain, 1 = a coin toss) of the mean of the flips' object
     probabilities: high both where the model sits near 0.5 and where the flips disagree."""
-    average = np.clip(np.mean(probs, axis=0), 1e-6, 1 - 1e-6)
-    return (-(average * np.log2(average) + (1 - average) * np.log2(1 - average))).astype(np.float32)
+    return binary_entropy(np.mean(probs, axis=0))
 
 
 def uncertainty_map(model: SegmentationModel, pixels: np.ndarray, tile: int | None = TILE,
