@@ -271,13 +271,13 @@ def predict_chunked(model, array, *, chunks: int = DEFAULT_CHUNK, depth: int = D
     import dask
     import dask.array as da
 
-    from .metadata import check_threshold
     from .planes import engine_image, stack_range
+    from .thresholds import resolve_threshold
     from .zarr_store import write_zarr
     if isinstance(array, (str, os.PathLike)):
         array = open_image(array)
     ref = model if isinstance(model, ModelRef) else ModelRef(model)
-    threshold = ref.threshold if threshold is None else check_threshold("threshold", threshold)
+    threshold = resolve_threshold(ref.threshold, threshold)
     array, rgb = engine_image(array, axes, rgb, ref.channels)
     ref.pixels = int(np.prod(array.shape[:-1] if rgb else array.shape))  # large jobs run fused
     chunks = max(_MULTIPLE, -(-int(chunks) // _MULTIPLE) * _MULTIPLE)

@@ -41,6 +41,7 @@ from .planes import (  # noqa: F401  (re-exported for callers of btunet.predict)
 )
 from .reference import OutsideReferenceWarning, outside_reference
 from .runtime import fused_setup
+from .thresholds import resolve_threshold
 
 __all__ = ["OVERLAP", "TILE", "OutsideReferenceWarning", "Prediction", "PredictConfig", "instance_labels",
            "iter_predict", "predict", "predict_logits", "predict_to_tiff", "uncertainty_map"]
@@ -187,7 +188,7 @@ def with_axes(cfg: PredictConfig, axes: str | None) -> PredictConfig:
 def _results(model, image, cfg: PredictConfig, rgb: bool | None) -> Iterator[tuple[tuple, dict]]:
     net = as_model(model, resolve_device(cfg.device), cfg.fast)
     stored = model_metadata(net)  # the threshold and normalisation the model was trained with
-    threshold = stored.threshold if cfg.threshold is None else cfg.threshold
+    threshold = resolve_threshold(stored.threshold, cfg.threshold)
     min_size = stored.min_size if cfg.min_size is None else cfg.min_size
     cfg = separation_for(cfg, stored)
     layout = plane_layout(image, net.in_channels, rgb=rgb, normalization=stored.normalization)

@@ -207,7 +207,8 @@ def predict_target(ref, target: Target, args, client=None, axes: str | None = No
             raise UnreadableImage(f"cannot read image {path}: {exc}") from exc
         raise
     if not to_zarr:
-        threshold = ref.threshold if args.threshold is None else args.threshold
+        from .thresholds import resolve_threshold
+        threshold = resolve_threshold(ref.threshold, args.threshold)
         write_labels(target.labels, (prob > threshold).astype(np.uint8))
         if target.probabilities is not None:
             write_image_atomic(target.probabilities, prob)

@@ -13,6 +13,7 @@ import torch
 
 from .data import AnnotatedPlane
 from .heads import HeadSpec, split_logits
+from .metadata import check_threshold
 from .metrics import pixel_scores
 from .planes import predict_logits
 
@@ -77,6 +78,13 @@ def threshold_of(model, planes: list[AnnotatedPlane], cfg, head: HeadSpec,
     return cfg.threshold, None
 
 
+def resolve_threshold(stored: float, given: float | None) -> float:
+    """The threshold a prediction uses: ``given`` (checked: a number strictly between 0 and 1),
+    else ``stored``, the model's own. Every way of predicting (in memory, block by block, the
+    command line) asks here, so the same model and the same setting give the same labels."""
+    return float(stored) if given is None else check_threshold("threshold", given)
+
+
 def describe_threshold(metadata: dict) -> str | None:
     """One line on the threshold a fine-tune saved, when it tried the candidates."""
     info = metadata.get("threshold_tuning")
@@ -89,5 +97,5 @@ def describe_threshold(metadata: dict) -> str | None:
     return f"threshold {info['configured']:g} kept: no other gained {MIN_GAIN:g} Dice on the validation pixels"
 
 
-__all__ = ["CANDIDATES", "MIN_GAIN", "choose_threshold", "describe_threshold", "dice_at", "threshold_of",
-           "tune_threshold", "validation_probabilities"]
+__all__ = ["CANDIDATES", "MIN_GAIN", "choose_threshold", "describe_threshold", "dice_at", "resolve_threshold",
+           "threshold_of", "tune_threshold", "validation_probabilities"]
