@@ -5,191 +5,39 @@ import copy
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .annotations import (
-    CONVENTIONS,
-    boundary_target,
-    check_annotation_counts,
-    has_instances,
-    has_stroke_boundary,
-    infer_classes,
-    stroke_boundary,
-    targets_and_weights,
-)
+from .annotations import CONVENTIONS
 from .augment import finetune_augment
-from .config import FinetuneConfig, Progress, ProgressCallback, StopCallback, config_dict, seed_everything
-from .data import AnnotatedPlane, ImageSource, load_sources, pad_to_min_size
+from .config import FinetuneConfig, ProgressCallback, StopCallback, config_dict, seed_everything
+from .data import AnnotatedPlane, ImageSource, load_sources
 from .device import autocast, describe_device, resolve_device
 from .encoder_features import teacher_features
-from .encoder_start import encoder_lr_factor, refit_batchnorm
-from .errors import BTUnetError
-from .eta import StepClock
-from .heads import MAX_CLASSES, HeadSpec, default_classes, head_of
-from .imageio import spatial_shape
-from .instances import MIN_SIZE, object_sizes, size_floor
+from .encoder_start import refit_batchnorm
+from .heads import HeadSpec, default_classes
 from .losses import segmentation_loss
 from .metadata import DEFAULT_THRESHOLD, Normalization
 from .model_start import build_from_encoder
 from .models import SegmentationModel
-from .planes import check_budget, engine_image, image_channels, plane_layout, predict_logits
+from .planes import image_channels, predict_logits
 from .pretrain import PretrainedEncoder, as_encoder
 from .pseudo import add_pseudo_labels, context_planes, focus_on_errors, model_probabilities  # noqa: F401
 from .reference import training_reference
 from .separation import separation_of
 from .thresholds import threshold_of
+from .train_loop import EARLY_STOPPING, BestState, FinetuneSchedule, TrainLoop
+from .training_set import (  # noqa: F401 - the training set's pieces, where callers have found them
+    VAL_BLOCK,
+    PatchSampler,
+    annotated_planes,
+    head_for,
+    hold_out_validation,
+    min_size_of,
+)
 from .weight_average import WeightAverage
-
-VAL_BLOCK = 64  # validation pixels are held out in whole blocks, so they are not neighbours of training pixels
-
-
-def head_for(annotations, cfg: FinetuneConfig, model: SegmentationModel | None = None) -> HeadSpec:
-    """The head the annotations ask for: K classes (given, the model's, or from the labels) and a
-    boundary channel when dense masks hold instance ids (or ``cfg.instances == "boundary"``)."""
-    for _, labels in annotations:  # before any label array is read whole
-        check_budget(np.shape(labels), False)
-    if model is not None:
-        spec = head_of(model)
-    else:
-        k = cfg.n_classes or (len(cfg.class_names) if cfg.class_names else None)
-        if k is None:
-            k = max(infer_classes(np.asarray(labels), cfg.mask_mode) for _, labels in annotations)
-        marks_borders = {"dense": has_instances, "sparse": has_stroke_boundary}.get(cfg.mask_mode)
-        boundary = cfg.instances == "boundary" or (
-            cfg.instances == "auto" and marks_borders is not None
-            and any(marks_borders(np.asarray(labels)) for _, labels in annotations))
-        spec = HeadSpec(int(k), bool(boundary))
-    if spec.boundary and cfg.mask_mode == "classes":
-        raise BTUnetError("object borders are learnt from instance masks (mask mode 'dense', one id per "
-                          "object) or from background strokes between objects (mode 'sparse'), not from "
-                          "class masks; use instances='none'")
-    if spec.n_classes > MAX_CLASSES:
-        raise BTUnetError(f"the labels ask for {spec.n_classes} classes, more than the {MAX_CLASSES} a model "
-                          "can hold; use mask mode 'dense' for instance masks")
-    return spec
-
-
-def annotated_planes(images, annotations, channels: int, mode: str, patch_size: int,
-                     head: HeadSpec | None = None, axes: str | None = None,
-                     normalization: Normalization | None = None) -> list[AnnotatedPlane]:
-    """Pair images with annotations, check shapes, keep only planes with annotated pixels.
-
-    ``axes``: what each image axis is (``btunet.axes``); annotations have the same axes without C.
-    ``normalization``: the rule the model stores (default: ``Normalization()``)."""
-    head = head or HeadSpec()
-    if len(images) != len(annotations):
-        raise BTUnetError(f"got {len(images)} images but {len(annotations)} annotations")
-    border_target = stroke_boundary if mode == "sparse" else boundary_target  # where objects meet
-
-    def pad(a):
-        return pad_to_min_size(a[None], patch_size, "constant")[0]
-    planes = []
-    for (name, raw), (_, labels) in zip(images, annotations, strict=True):
-        image, rgb = engine_image(raw, axes, None, channels, what=f"image {name}")
-        if tuple(labels.shape) != spatial_shape(image, rgb):
-            raise BTUnetError(f"annotation shape {tuple(labels.shape)} does not match image {name} "
-                              f"of shape {tuple(raw.shape)}"
-                              + (f" (axes {axes})" if axes else " (RGB)" if rgb else ""))
-        layout = plane_layout(image, channels, rgb=rgb, normalization=normalization)
-        for index in layout.indices():
-            plane_labels = np.asarray(labels[index])
-            target, weight = targets_and_weights(plane_labels, mode, n_classes=head.n_classes)
-            if not weight.any():
-                continue
-            pixels = layout.read(image, index)
-            planes.append(AnnotatedPlane(pad_to_min_size(pixels, patch_size), pad(target), pad(weight),
-                                         np.zeros_like(pad(weight)), name, size=target.shape,
-                                         boundary=pad(border_target(plane_labels)) if head.boundary else None,
-                                         object_sizes=object_sizes(plane_labels) if mode == "dense" else None,
-                                         instances=(pad(plane_labels.astype(np.int32))
-                                                    if mode == "dense" and head.boundary else None)))
-    n_obj = int(sum(((p.target > 0) * p.weight).sum() for p in planes))
-    n_all = int(sum(p.weight.sum() for p in planes))
-    per_class = [int(sum(((p.target == k) * p.weight).sum() for p in planes))
-                 for k in range(1, head.n_classes + 1)]
-    check_annotation_counts(n_obj, n_all - n_obj, mode, per_class)
-    return planes
-
-
-def min_size_of(planes: list[AnnotatedPlane], previous: dict) -> int:
-    """The model's object-size floor: from the training instances of dense masks, else the one of
-    the model continued from, else the default."""
-    sizes = [p.object_sizes for p in planes if p.object_sizes is not None]
-    if sizes:
-        return size_floor(np.concatenate(sizes))
-    return int(previous.get("min_size", MIN_SIZE))
-
-
-def hold_out_validation(planes: list[AnnotatedPlane], fraction: float, rng: np.random.Generator,
-                        min_pixels: int = 4096, min_blocks: int = 5) -> bool:
-    """Move a random share of annotated blocks to validation if enough is annotated for both."""
-    blocks = []
-    for k, p in enumerate(planes):
-        h, w = p.weight.shape
-        for y in range(0, h, VAL_BLOCK):
-            for x in range(0, w, VAL_BLOCK):
-                if p.weight[y:y + VAL_BLOCK, x:x + VAL_BLOCK].any():
-                    blocks.append((k, y, x))
-    total = sum(p.weight.sum() for p in planes)
-    n_val = int(round(fraction * len(blocks)))
-    if fraction <= 0 or total < min_pixels or len(blocks) < min_blocks or n_val == 0:
-        return False
-    for k, y, x in (blocks[i] for i in rng.choice(len(blocks), n_val, replace=False)):
-        box = (slice(y, y + VAL_BLOCK), slice(x, x + VAL_BLOCK))
-        planes[k].val_weight[box] = planes[k].weight[box]
-        planes[k].weight[box] = 0
-        if planes[k].val_region is None:
-            planes[k].val_region = np.zeros(planes[k].weight.shape, bool)
-        planes[k].val_region[box] = True
-
-    def counts(attr: str) -> list[float]:
-        return [sum(float(((p.target > 0) * getattr(p, attr)).sum()) for p in planes),
-                sum(float(((p.target == 0) * getattr(p, attr)).sum()) for p in planes)]
-    if min(counts("weight") + counts("val_weight")) > 0:
-        return True
-    for p in planes:  # one side lost a class: train on everything instead
-        p.weight += p.val_weight
-        p.val_weight[:] = 0
-        p.val_region = None
-    return False
-
-
-class PatchSampler:
-    """Random patches, most of them centred on an annotated pixel."""
-
-    def __init__(self, planes: list[AnnotatedPlane], size: int, annotated_fraction: float,
-                 rng: np.random.Generator):
-        self.planes, self.size, self.fraction, self.rng = planes, size, annotated_fraction, rng
-        self.coords = [np.flatnonzero(p.weight if p.focus is None else p.focus) for p in planes]
-        # planes are drawn by how much they teach (painted + pseudo-labelled pixels); the focus
-        # only says where in a plane patches are centred, so a plane without mistakes still trains
-        counts = np.array([p.weight.sum() for p in planes], np.float64)
-        self.plane_p = counts / counts.sum()
-
-    def batch(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        s = self.size
-        c = self.planes[0].pixels.shape[0]
-        nt = 1 + int(self.planes[0].boundary is not None)
-        images, targets, weights = (np.empty((n, c, s, s), np.float32), np.empty((n, nt, s, s), np.float32),
-                                    np.empty((n, 1, s, s), np.float32))
-        for i in range(n):
-            k = self.rng.choice(len(self.planes), p=self.plane_p)
-            p = self.planes[k]
-            h, w = p.weight.shape
-            if self.rng.random() < self.fraction and len(self.coords[k]):
-                cy, cx = divmod(int(self.rng.choice(self.coords[k])), w)
-                y = int(np.clip(cy - s // 2 + self.rng.integers(-s // 4, s // 4 + 1), 0, h - s))
-                x = int(np.clip(cx - s // 2 + self.rng.integers(-s // 4, s // 4 + 1), 0, w - s))
-            else:
-                y, x = int(self.rng.integers(0, h - s + 1)), int(self.rng.integers(0, w - s + 1))
-            images[i] = p.pixels[:, y:y + s, x:x + s]
-            targets[i, 0] = p.target[y:y + s, x:x + s]
-            if nt == 2:
-                targets[i, 1] = p.boundary[y:y + s, x:x + s]
-            weights[i, 0] = p.weight[y:y + s, x:x + s]
-        return images, targets, weights
 
 
 @torch.no_grad()
@@ -228,6 +76,49 @@ def validate(model: SegmentationModel, planes: list[AnnotatedPlane], fast: bool,
     return loss, obj, per_class
 
 
+@dataclass
+class Prepared:
+    """What a fine-tune reads and decides before its first step; ``train``, ``select`` and
+    ``describe`` work from it."""
+    cfg: FinetuneConfig
+    net: SegmentationModel
+    head: HeadSpec
+    planes: list[AnnotatedPlane]
+    n_planes: int                      # painted planes; the rest of ``planes`` are context planes
+    sources: list
+    channels: int
+    norm: Normalization
+    previous: dict                     # the metadata of the model continued from ({} for a new one)
+    continued: bool
+    enc: PretrainedEncoder | None
+    device: torch.device
+    generator: torch.Generator
+    sampler: PatchSampler
+    has_val: bool
+    n_pseudo: int
+    n_wrong: int | None
+    classes: list | None
+    start: float                       # reading the data counts against a time budget too
+
+
+@dataclass
+class Trained:
+    """How the steps went: the loss histories, the epoch whose weights were kept, why it ended."""
+    history: dict[str, list]
+    best_epoch: int
+    stopped: str | None
+
+
+@dataclass
+class Selected:
+    """What is chosen on the trained weights: threshold, size floor, how touching objects split."""
+    threshold: float
+    tuned: dict | None
+    min_size: int
+    separate_by: str | None
+    separation: dict | None
+
+
 def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSource | Sequence[ImageSource],
              config: FinetuneConfig | None = None, encoder: PretrainedEncoder | str | os.PathLike | None = None,
              on_progress: ProgressCallback | None = None, should_stop: StopCallback | None = None,
@@ -240,6 +131,17 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     (e.g. after painting more); it is trained in place and returned, so pass a copy to keep the
     original (a checkpoint path is loaded first). A stop request returns the best model so far.
     """
+    run = prepare(images, annotations, config, encoder, model)
+    trained = train(run, on_progress, should_stop)
+    selected = select(run)
+    run.net.metadata = describe(run, trained, selected)
+    return run.net
+
+
+def prepare(images, annotations, config: FinetuneConfig | None, encoder, model: SegmentationModel | None
+            ) -> Prepared:
+    """Read and check the data, build (or take) the network, hold out validation pixels, add
+    pseudo-labels: everything before the first step, in the order that fixes the random numbers."""
     if model is not None:  # a wrong type fails here, not deep in the training set-up
         from .model_check import check_model
         if isinstance(check_model(model), (str, os.PathLike)):
@@ -268,9 +170,9 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
         cfg = copy.copy(cfg)
         cfg.threshold = float(previous.get("threshold", cfg.threshold))
     planes = annotated_planes(sources, labels, channels, cfg.mask_mode, cfg.patch_size, head, cfg.axes, norm)
-    head_meta = {"classes": classes, "instances": "boundary" if head.boundary else None}
     if model is None:  # what the channels mean and how images are normalised, for previews while training
-        net.metadata = {**head_meta, "normalization": norm.as_dict()}
+        net.metadata = {"classes": classes, "instances": "boundary" if head.boundary else None,
+                        "normalization": norm.as_dict()}
     # a continuation keeps every painted pixel for training (a held-out correction would never be
     # learnt) and ends at the end of its schedule
     has_val = hold_out_validation(planes, cfg.val_fraction, rng) if model is None else False
@@ -291,148 +193,135 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     n_pseudo = add_pseudo_labels(planes, cfg, probs, extra, model_edges=again) if use_pseudo else 0
     fraction = min(cfg.annotated_fraction, 0.5) if use_pseudo else cfg.annotated_fraction
     sampler = PatchSampler(planes, cfg.patch_size, fraction, rng)
-
     if enc is not None:
         prepare_encoder_start(net, cfg, planes, device)
     net.train()
     if cfg.fast:
         net.to(memory_format=torch.channels_last)
+    return Prepared(cfg, net, head, planes, n_planes, sources, channels, norm, previous, model is not None, enc,
+                    device, generator, sampler, has_val, n_pseudo, n_wrong, classes, start)
+
+
+def train(run: Prepared, on_progress: ProgressCallback | None = None,
+          should_stop: StopCallback | None = None) -> Trained:
+    """The steps (``train_loop.TrainLoop``), then the kept weights loaded: those of the best
+    validation epoch, else the weight average once settled, else the last ones."""
+    cfg, net, head = run.cfg, run.net, run.head
     encoder_params = list(net.encoder.parameters())
     encoder_ids = {id(p) for p in encoder_params}
-    encoder_lr = cfg.lr * (cfg.encoder_lr_scale if enc is not None else 1.0)
     optimizer = torch.optim.Adam([  # the head's group last: progress reports its lr
-        {"params": encoder_params, "lr": encoder_lr},
+        {"params": encoder_params, "lr": cfg.lr * (cfg.encoder_lr_scale if run.enc is not None else 1.0)},
         {"params": [p for p in net.parameters() if id(p) not in encoder_ids], "lr": cfg.lr}],
         foreach=True)  # a few multi-tensor ops, not ~10 per parameter: fewer thread barriers per step
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
-    warmup_steps = int(round(cfg.encoder_warmup * cfg.steps_per_epoch)) if enc is not None else 0
     cosine = cfg.uses_cosine()
-    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=cfg.lr_patience)
+    warmup_steps = int(round(cfg.encoder_warmup * cfg.steps_per_epoch)) if run.enc is not None else 0
+    schedule = FinetuneSchedule(optimizer, cosine, warmup_steps, cfg.lr_patience)
     history: dict[str, list] = {"loss": [], "val_loss": [], "val_dice": [], "val_class_dice": []}
-    best, best_state, best_epoch, stop_reason = float("inf"), None, 0, None
+    best = BestState()
     average = WeightAverage(net, cfg.weight_average) if cfg.weight_average > 0 else None
 
     def shown() -> SegmentationModel:  # what previews, validation and the result use
         return average.model if average is not None and average.settled else net
-    epochs = cfg.total_epochs()
-    total = epochs * cfg.steps_per_epoch
-    step, step_began = 0, time.perf_counter()
-    clock = StepClock(total)  # the pace of the steps, without the set-up above
-    for epoch in range(epochs):
-        losses = []
-        for _ in range(cfg.steps_per_epoch):
-            if should_stop is not None and should_stop():
-                stop_reason = "cancelled"
-                break
-            now = time.perf_counter()
-            # end within the budget: no step that would overrun it
-            if step and cfg.time_budget_s is not None and now - start + (now - step_began) > cfg.time_budget_s:
-                stop_reason = "time_budget"
-                break
-            step_began = now  # a step's time includes its progress callback (e.g. a preview)
-            if cosine:  # decays to 0 at the end of the run (by steps or by the time budget)
-                done = step / total
-                if cfg.time_budget_s:
-                    done = max(done, (time.perf_counter() - start) / cfg.time_budget_s)
-                for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-                    group["lr"] = base * 0.5 * (1 + np.cos(np.pi * min(1.0, done)))
-            if step <= warmup_steps:  # the pre-trained encoder joins in gradually (encoder_start.py)
-                full = optimizer.param_groups[0]["lr"] if cosine else encoder_lr
-                optimizer.param_groups[0]["lr"] = full * encoder_lr_factor(step, warmup_steps)
-            x, t, w = (torch.from_numpy(a).to(device) for a in sampler.batch(cfg.batch_size))
-            if cfg.augment:
-                x, t, w = finetune_augment(x, t, w, cfg.intensity_augment, cfg.blur_noise, generator=generator)
-            if cfg.fast:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(device, cfg.fast):
-                logits = net(x)
-            loss = segmentation_loss(logits, t, w, head.n_classes, head.boundary)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if average is not None:
-                average.update(net)
-            step += 1
-            clock.step_done()
-            losses.append(loss.item())
-            last = len(losses) == cfg.steps_per_epoch
-            val_loss, val_dice, val_classes = (validate(shown(), planes, cfg.fast, cfg.threshold, head)
-                                               if (last and has_val) else (None, None, None))
-            if last:
-                history["loss"].append(float(np.mean(losses)))
-                history["val_loss"].append(val_loss)
-                history["val_dice"].append(val_dice)
-                history["val_class_dice"].append(val_classes)
-            if on_progress is not None:
-                elapsed = time.perf_counter() - start
-                eta = clock.eta()
-                if cfg.time_budget_s:  # what is left of the budget, or less
-                    eta = max(0.0, min(cfg.time_budget_s - elapsed, eta if eta is not None else float("inf")))
-                on_progress(Progress(
-                    stage="finetune", epoch=epoch + 1, epochs=epochs, step=step, total_steps=total,
-                    loss=float(np.mean(losses[-10:])), elapsed_s=elapsed,
-                    eta_s=eta, lr=optimizer.param_groups[-1]["lr"],
-                    val_loss=val_loss, val_dice=val_dice, val_class_dice=val_classes, epoch_end=last,
-                    history=history, model=shown(), time_budget_s=cfg.time_budget_s))
-            if cosine and cfg.time_budget_s is not None and time.perf_counter() - start > cfg.time_budget_s:
-                stop_reason = "time_budget"  # the decay has reached 0: the model is final
-                break
-        if stop_reason in (None, "time_budget") and losses and len(losses) == cfg.steps_per_epoch:
-            if has_val:  # held-out pixels decide which weights are kept
-                monitor = history["val_loss"][-1]
-                if monitor < best:
-                    best, best_state, best_epoch = monitor, copy.deepcopy(shown().state_dict()), epoch + 1
-            if not cosine:
-                monitor = history["val_loss"][-1] if has_val else history["loss"][-1]
-                plateau.step(monitor)
-                if not has_val and monitor < best:
-                    best, best_state, best_epoch = monitor, copy.deepcopy(shown().state_dict()), epoch + 1
-                elif epoch + 1 - best_epoch >= cfg.patience:
-                    stop_reason = "early_stopping"
-            elif not has_val:  # cosine without held-out pixels: the end of the decay is the model
-                best_epoch = epoch + 1
-            if not cosine and cfg.time_budget_s is not None and time.perf_counter() - start > cfg.time_budget_s:
-                stop_reason = stop_reason or "time_budget"
-        if stop_reason is not None:
-            break
-    if best_state is None and average is not None and average.settled:
-        best_state = average.model.state_dict()
-    if best_state is not None:
-        net.load_state_dict(best_state)
+    # a cosine decay reaches 0 at the time budget: the model is final there
+    loop = TrainLoop(cfg.total_epochs(), cfg.steps_per_epoch, schedule=schedule, should_stop=should_stop,
+                     time_budget_s=cfg.time_budget_s, final_at_budget=cosine, start=run.start)
+
+    def step() -> torch.Tensor:
+        x, t, w = (torch.from_numpy(a).to(run.device) for a in run.sampler.batch(cfg.batch_size))
+        if cfg.augment:
+            x, t, w = finetune_augment(x, t, w, cfg.intensity_augment, cfg.blur_noise, generator=run.generator)
+        if cfg.fast:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(run.device, cfg.fast):
+            logits = net(x)
+        loss = segmentation_loss(logits, t, w, head.n_classes, head.boundary)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if average is not None:
+            average.update(net)
+        return loss
+
+    def after_step() -> None:
+        last = loop.epoch_end
+        val_loss, val_dice, val_classes = (validate(shown(), run.planes, cfg.fast, cfg.threshold, head)
+                                           if (last and run.has_val) else (None, None, None))
+        if last:
+            for key, value in zip(history, (float(np.mean(loop.losses)), val_loss, val_dice, val_classes),
+                                  strict=True):
+                history[key].append(value)
+        if on_progress is not None:
+            on_progress(loop.progress("finetune", optimizer.param_groups[-1]["lr"], val_loss=val_loss,
+                                      val_dice=val_dice, val_class_dice=val_classes, history=history,
+                                      model=shown()))
+
+    def end_epoch() -> str | None:
+        if not loop.epoch_end:
+            return None
+        epoch = loop.epoch + 1
+        # held-out pixels decide which weights are kept; without them, the training loss (plateau)
+        monitor = history["val_loss"][-1] if run.has_val else history["loss"][-1]
+        improved = (run.has_val or not cosine) and best.offer(monitor, shown(), epoch)
+        if cosine:
+            if not run.has_val:  # cosine without held-out pixels: the end of the decay is the model
+                best.epoch = epoch
+            return None
+        schedule.end_epoch(monitor)
+        return EARLY_STOPPING if not improved and best.waited(epoch) >= cfg.patience else None
+
+    loop.run(step, after_step, end_epoch)
+    state = best.state
+    if state is None and average is not None and average.settled:
+        state = average.model.state_dict()
+    if state is not None:
+        net.load_state_dict(state)
     net.eval()
-    min_size = min_size_of(planes, previous)
-    threshold, tuned = threshold_of(net, planes, cfg, head, has_val)
-    separate_by, separation = (separation_of(net, planes, threshold, min_size, previous, cfg.fast)
-                               if head.boundary else (None, None))
+    return Trained(history, best.epoch, loop.stopped)
+
+
+def select(run: Prepared) -> Selected:
+    """The threshold, the object-size floor and the way touching objects split, chosen on the
+    trained weights and the held-out pixels (``thresholds.py``, ``separation.py``)."""
+    min_size = min_size_of(run.planes, run.previous)
+    threshold, tuned = threshold_of(run.net, run.planes, run.cfg, run.head, run.has_val)
+    separate_by, separation = (separation_of(run.net, run.planes, threshold, min_size, run.previous, run.cfg.fast)
+                               if run.head.boundary else (None, None))
+    return Selected(threshold, tuned, min_size, separate_by, separation)
+
+
+def describe(run: Prepared, trained: Trained, selected: Selected) -> dict:
+    """The model's metadata: what prediction needs, and how and on what it was trained."""
+    cfg, planes, enc, previous = run.cfg, run.planes, run.enc, run.previous
     painted = [(p.painted | (p.val_weight > 0)) for p in planes]
     n_obj = int(sum((p.target[m] > 0.5).sum() for p, m in zip(planes, painted, strict=True)))
     n_all = int(sum(m.sum() for m in painted))
-    net.metadata = {
-        **{k: v for k, v in head_meta.items() if v is not None},
-        "normalization": norm.as_dict(), "threshold": threshold,
-        "intensity_reference": training_reference(sources, channels, cfg.axes, previous, norm),
-        **({"threshold_tuning": tuned} if tuned else {}), "min_size": min_size,
-        **({"separate_by": separate_by} if separate_by else {}),
-        **({"separation": separation} if separation else {}),
-        "trained_on": {"images": [name for name, _ in sources], "planes": n_planes,
-                       "context_planes": len(planes) - n_planes,
+    history = trained.history
+    return {
+        **({"classes": run.classes} if run.classes is not None else {}),
+        **({"instances": "boundary"} if run.head.boundary else {}),
+        "normalization": run.norm.as_dict(), "threshold": selected.threshold,
+        "intensity_reference": training_reference(run.sources, run.channels, cfg.axes, previous, run.norm),
+        **({"threshold_tuning": selected.tuned} if selected.tuned else {}), "min_size": selected.min_size,
+        **({"separate_by": selected.separate_by} if selected.separate_by else {}),
+        **({"separation": selected.separation} if selected.separation else {}),
+        "trained_on": {"images": [name for name, _ in run.sources], "planes": run.n_planes,
+                       "context_planes": len(planes) - run.n_planes,
                        "mask_mode": cfg.mask_mode, "convention": CONVENTIONS[cfg.mask_mode],
                        "annotated_pixels": {"object": n_obj, "background": n_all - n_obj},
-                       "pseudo_labelled_pixels": n_pseudo, "painted_pixels_wrong_at_start": n_wrong,
+                       "pseudo_labelled_pixels": run.n_pseudo, "painted_pixels_wrong_at_start": run.n_wrong,
                        "validation_pixels": int(sum(p.val_weight.sum() for p in planes))},
-        "encoder": (previous.get("encoder") if model is not None else
+        "encoder": (previous.get("encoder") if run.continued else
                     None if enc is None else {k: enc.metadata.get(k)
                                               for k in ("trained_on", "epochs", "date", "provenance")
                                               if k != "provenance" or "provenance" in enc.metadata}),
         "continued_from": ({k: previous.get(k) for k in ("trained_on", "epochs", "seconds", "continued_from")}
-                           if model is not None else None),
-        "epochs": len(history["loss"]), "best_epoch": best_epoch, "stopped": stop_reason,
+                           if run.continued else None),
+        "epochs": len(history["loss"]), "best_epoch": trained.best_epoch, "stopped": trained.stopped,
         "loss_history": history["loss"], "val_loss_history": history["val_loss"],
         "val_dice_history": history["val_dice"], "val_class_dice_history": history["val_class_dice"],
         "finetune_config": config_dict(cfg),
-        "device": describe_device(device), "seconds": round(time.perf_counter() - start, 1),
+        "device": describe_device(run.device), "seconds": round(time.perf_counter() - run.start, 1),
     }
-    return net
 
 
 def prepare_encoder_start(net: SegmentationModel, cfg: FinetuneConfig, planes: list[AnnotatedPlane],

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,16 +19,16 @@ from . import distributed
 from .augment import two_views
 from .builtin_encoder import builtin_path, is_builtin
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import PretrainConfig, Progress, ProgressCallback, StopCallback, config_dict, seed_everything
+from .config import PretrainConfig, ProgressCallback, StopCallback, config_dict, seed_everything
 from .data import ImageSource, image_planes, load_sources
 from .dense_twins import DenseTwins, level_channels
 from .device import autocast, describe_device, resolve_device
 from .errors import BTUnetError
-from .eta import StepClock
 from .losses import barlow_twins_loss, global_barlow_twins_loss
 from .models import SegmentationModel, create_model
 from .normalize import DEFAULT_NORMALIZATION
 from .projector import Projector
+from .train_loop import CosineWarmup, TrainLoop
 
 
 def embed(encoder: nn.Module, projector: nn.Module, x: torch.Tensor, level: int | None = None
@@ -327,7 +326,8 @@ class EncoderRun:
 def train_encoder(cfg: PretrainConfig, run: EncoderRun, model_config: dict[str, Any], encoder: nn.Module,
                   projector: nn.Module, history: dict[str, list],
                   dense: DenseTwins | None = None) -> PretrainedEncoder:
-    """The Barlow Twins loop: AdamW, linear warm-up then cosine decay, views made on the device.
+    """The Barlow Twins steps (``train_loop.TrainLoop``): AdamW, linear warm-up then cosine decay,
+    views made on the device.
 
     With ``dense``, ``run.embed_pair`` also gets the views' crop affines and returns the dense
     embeddings, whose loss is added with weight ``cfg.dense_weight``.
@@ -337,44 +337,35 @@ def train_encoder(cfg: PretrainConfig, run: EncoderRun, model_config: dict[str, 
                                   lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
     steps_per_epoch = max(1, math.ceil(max(cfg.samples_per_epoch, run.total_planes) / cfg.batch_size))
     total = steps_per_epoch * cfg.epochs
-    warmup = max(1, int(cfg.warmup_fraction * total))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
-        (s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warmup) / max(1, total - warmup))))))
-    start, step, stopped = time.perf_counter(), 0, False
-    clock = StepClock(total)
+    schedule = CosineWarmup(optimizer, total, max(1, int(cfg.warmup_fraction * total)))
+    loop = TrainLoop(cfg.epochs, steps_per_epoch, schedule=schedule, should_stop=run.stop)
     for m in trained:
         m.train()
-    for epoch in range(cfg.epochs):
-        epoch_losses = []
-        for _ in range(steps_per_epoch):
-            if run.stop():
-                stopped = True
-                break
-            batch = torch.from_numpy(random_patches(run.planes, run.batch_size, cfg.patch_size, run.rng))
-            with torch.no_grad():
-                view_a, view_b, *geometry = two_views(batch.to(run.device), return_geometry=dense is not None,
-                                                        intensity=cfg.view_intensity, blur=cfg.view_blur)
-            if cfg.fast:
-                view_a = view_a.contiguous(memory_format=torch.channels_last)
-                view_b = view_b.contiguous(memory_format=torch.channels_last)
-            with autocast(run.device, cfg.fast):
-                embeddings = run.embed_pair(view_a, view_b, *geometry)
-            loss = pair_loss(embeddings, cfg.lambd, cfg.dense_weight, run.loss)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            step += 1
-            clock.step_done()
-            epoch_losses.append(loss.item())
-            if run.report is not None:
-                _report(run.report, cfg, epoch, step, total, epoch_losses, start, optimizer,
-                        step % steps_per_epoch == 0, history, encoder, clock.eta())
-        if epoch_losses:
-            history["loss"].append(float(np.mean(epoch_losses)))
-        if stopped:
-            break
 
+    def step() -> torch.Tensor:
+        batch = torch.from_numpy(random_patches(run.planes, run.batch_size, cfg.patch_size, run.rng))
+        with torch.no_grad():
+            view_a, view_b, *geometry = two_views(batch.to(run.device), return_geometry=dense is not None,
+                                                    intensity=cfg.view_intensity, blur=cfg.view_blur)
+        if cfg.fast:
+            view_a = view_a.contiguous(memory_format=torch.channels_last)
+            view_b = view_b.contiguous(memory_format=torch.channels_last)
+        with autocast(run.device, cfg.fast):
+            embeddings = run.embed_pair(view_a, view_b, *geometry)
+        loss = pair_loss(embeddings, cfg.lambd, cfg.dense_weight, run.loss)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    def after_step() -> None:
+        if run.report is not None:
+            run.report(loop.progress("pretrain", optimizer.param_groups[0]["lr"], history=history, model=encoder))
+
+    def end_epoch() -> None:  # a stopped epoch's steps count too
+        history["loss"].append(float(np.mean(loop.losses)))
+
+    stopped = loop.run(step, after_step, end_epoch) is not None
     for m in trained:
         m.eval()
     metadata = {
@@ -382,7 +373,7 @@ def train_encoder(cfg: PretrainConfig, run: EncoderRun, model_config: dict[str, 
         "trained_on": {"files": run.files, "planes": run.total_planes},
         "epochs": len(history["loss"]), "loss_history": history["loss"],
         "stopped_early": stopped, "device": describe_device(run.device), **run.metadata,
-        "pretrain_config": config_dict(cfg), "seconds": round(time.perf_counter() - start, 1),
+        "pretrain_config": config_dict(cfg), "seconds": round(loop.elapsed(), 1),
     }
 
     def to_cpu(m) -> dict:
@@ -400,11 +391,3 @@ def random_patches(planes: list[np.ndarray], n: int, size: int, rng: np.random.G
         x = rng.integers(0, plane.shape[2] - size + 1)
         out[i] = plane[:, y:y + size, x:x + size]
     return out
-
-
-def _report(on_progress, cfg, epoch, step, total, losses, start, optimizer, epoch_end, history, model, eta):
-    elapsed = time.perf_counter() - start
-    on_progress(Progress(
-        stage="pretrain", epoch=epoch + 1, epochs=cfg.epochs, step=step, total_steps=total,
-        loss=float(np.mean(losses[-10:])), elapsed_s=elapsed, eta_s=eta,
-        lr=optimizer.param_groups[0]["lr"], epoch_end=epoch_end, history=history, model=model))
