@@ -13,7 +13,7 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QWidget
 
 from btunet import BTUnetError
-from btunet.axes import LETTERS, check_axes, default_axes, file_axes
+from btunet.axes import LETTERS, check_axes, declared, default_axes
 
 from ._layers import AXES_KEY, axes_of, layer_array
 from ._messages import sentence
@@ -27,14 +27,15 @@ def _fits(axes: str | None, shape) -> str | None:
 
 
 def suggested_axes(layer) -> str | None:
-    """The axes of an image layer: set before, the layer's own letters, its file's, the default."""
+    """The axes of an image layer: set before, the layer's own letters, what its file declares
+    (``btunet.axes.declared``, the rule of ``btunet predict``), the default."""
     shape = tuple(layer_array(layer).shape)
     rgb = bool(getattr(layer, "rgb", False))
     labels = [str(n).strip().upper() for n in (getattr(layer, "axis_labels", None) or ())]
     own = ("".join(labels) + ("C" if rgb else "")
            if labels and all(n in LETTERS and len(n) == 1 for n in labels) else None)
     path = getattr(getattr(layer, "source", None), "path", None)
-    found = axes_of(layer) or _fits(own, shape) or (_fits(file_axes(path), shape) if path else None)
+    found = axes_of(layer) or _fits(own, shape) or (declared(path, shape).axes if path else None)
     if found is not None:
         return found
     plain = default_axes((8,) * (len(shape) - int(rgb)))  # napari decides the colour axis, not the size

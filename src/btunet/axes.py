@@ -13,6 +13,7 @@ other leading axis is planes.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -303,11 +304,37 @@ def _zarr_axes(path: Path) -> str | None:
     return tifffile_axes(letters, node[level0].shape)
 
 
-def image_axes(path: str | os.PathLike, shape) -> str | None:
-    """The axes of an image file: its own metadata, else the default rule."""
-    return file_axes(path) or default_axes(shape)
+@dataclass(frozen=True)
+class Declared:
+    """What an image file says of itself in its header; None where it says nothing usable."""
+    axes: str | None = None         # what each axis is; None: the default rule (``default_axes``)
+    z_spacing: float | None = None  # Z step / pixel width (3-D instance seeds)
 
 
-__all__ = ["AxesView", "LETTERS", "channel_axes", "check_axes", "check_channels", "check_letters",
-           "default_axes", "engine_order", "file_axes", "from_engine", "image_axes", "output_axes",
-           "plane_axes", "resolve_axes", "tifffile_axes", "to_engine", "z_axis_of"]
+def declared(path: str | os.PathLike, shape=None, channels: int | None = None) -> Declared:
+    """What the file at ``path`` declares: the one rule of ``btunet predict``, the API given a
+    path, training from files and the plugin's Axes row. What a caller names (axes, channel
+    axis, Z spacing) always wins over it; the callers ask here only for what they were not told.
+
+    Axes (``file_axes``) count only when they fit ``shape`` (the image as read) and a C axis has a
+    size the model can take (``channels``: its input channels, when known); axes the default rule
+    reads anyway count as not declared, so files that name the usual axes and files that name
+    none are read alike (and can be trained on together); without ``shape`` the axes are the
+    file's as it names them. Z spacing: ``file_z_spacing``.
+    """
+    own = file_axes(path)
+    if own is not None and shape is not None:
+        shape = tuple(int(s) for s in shape)
+        try:
+            own = check_axes(own, shape)
+            check_channels(own, shape, channels)
+        except BTUnetError:
+            own = None
+        if own == default_axes(shape):
+            own = None
+    return Declared(own, file_z_spacing(path))
+
+
+__all__ = ["AxesView", "Declared", "LETTERS", "channel_axes", "check_axes", "check_channels", "check_letters",
+           "declared", "default_axes", "engine_order", "file_axes", "file_z_spacing", "from_engine",
+           "output_axes", "plane_axes", "resolve_axes", "tifffile_axes", "to_engine", "z_axis_of"]

@@ -306,9 +306,9 @@ def check_axes_option(args: argparse.Namespace) -> None:
 def input_axes(paths, axes, channel_axis, channels=None) -> list:
     """Each input's checked axes, from file headers only, before any work: ``--axes``,
     ``--channel-axis``, else the axes the file declares (OME-TIFF, ImageJ, OME-Zarr) when the
-    model can read its channels, else None (the default rule). An input that cannot be read gets
-    None here and is reported when it is read."""
-    from .axes import check_channels, default_axes, file_axes, resolve_axes
+    model can read its channels (``axes.declared``), else None (the default rule). An input that
+    cannot be read gets None here and is reported when it is read."""
+    from .axes import check_channels, declared, resolve_axes
     from .imageio import inspect_image
     found = []
     for path in paths:
@@ -318,14 +318,7 @@ def input_axes(paths, axes, channel_axis, channels=None) -> list:
             found.append(None)
             continue
         if axes is None and channel_axis is None:
-            own = file_axes(path)
-            if own == default_axes(shape):
-                own = None  # what the default rule reads anyway
-            try:
-                check_channels(own or "", shape, channels)
-            except BTUnetError:
-                own = None
-            found.append(own)
+            found.append(declared(path, shape, channels).axes)
             continue
         try:
             given = resolve_axes(shape, axes, channel_axis)

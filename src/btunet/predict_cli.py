@@ -107,11 +107,11 @@ def _model_ref(path: str):
 
 
 def z_spacing_of(a, source) -> float:
-    """--z-spacing, else the Z step / pixel width the file declares (``axes.file_z_spacing``), else 1."""
+    """--z-spacing, else the Z step / pixel width the file declares (``axes.declared``), else 1."""
     if a.z_spacing is not None:
         return a.z_spacing
-    from .axes import file_z_spacing
-    return file_z_spacing(source) or 1.0
+    from .axes import declared
+    return declared(source).z_spacing or 1.0
 
 
 def _predict_in_memory(model, target: Target, a, bar, axes: str | None = None) -> None:
