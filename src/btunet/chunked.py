@@ -252,8 +252,8 @@ def predict_chunked(model, array, *, chunks: int = DEFAULT_CHUNK, depth: int = D
     ``model``: a fine-tuned model or its checkpoint path (workers load the file themselves).
     ``array``: numpy / memmap / dask / zarr array, or a path (zarr, OME-Zarr level 0, TIFF, PNG);
     the last two axes are Y, X (a trailing RGB axis is allowed), every leading axis is planes,
-    unless ``axes`` (``btunet.axes``, e.g. "CZYX") says what each axis is; the output then has
-    those axes without C.
+    unless ``axes`` (``btunet.axes``, e.g. "CZYX") says what each axis is (a path: by default the
+    axes the file declares, ``btunet.axes.declared``); the output then has those axes without C.
     ``chunks``: block side in pixels (rounded up to a multiple of 16); ``depth``: halo on each
     side (multiple of 16; the default 128 covers the receptive field of unet / attention_unet).
     ``tile``: None predicts each block in one pass (memory grows with ``chunks``); a number tiles
@@ -271,12 +271,15 @@ def predict_chunked(model, array, *, chunks: int = DEFAULT_CHUNK, depth: int = D
     import dask
     import dask.array as da
 
+    from .axes import declared
     from .planes import engine_image, stack_range
     from .thresholds import resolve_threshold
     from .zarr_store import write_zarr
-    if isinstance(array, (str, os.PathLike)):
-        array = open_image(array)
     ref = model if isinstance(model, ModelRef) else ModelRef(model)
+    if isinstance(array, (str, os.PathLike)):  # a file's own axes unless the caller names them
+        path, array = array, open_image(array)
+        if axes is None and rgb is None:
+            axes = declared(path, array.shape, ref.channels).axes
     threshold = resolve_threshold(ref.threshold, threshold)
     array, rgb = engine_image(array, axes, rgb, ref.channels)
     ref.pixels = int(np.prod(array.shape[:-1] if rgb else array.shape))  # large jobs run fused

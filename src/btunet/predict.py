@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .axes import z_axis_of
+from .axes import declared, z_axis_of
 from .checkpoint import model_metadata
 from .config import OVERLAP, TILE, PredictConfig
 from .device import resolve_device
@@ -28,6 +28,7 @@ from .model_check import check_model
 from .models import SegmentationModel
 from .planes import (  # noqa: F401  (re-exported for callers of btunet.predict)
     FLIPS,
+    as_image,
     as_model,
     check_budget,
     engine_image,
@@ -140,6 +141,7 @@ def _per_plane(model, image, cfg: PredictConfig, rgb: bool | None, axes: str | N
     if cfg.instances and cfg.instances_3d:
         raise BTUnetError("iter_predict labels instances plane by plane; use predict() for 3-D ids "
                           "or instances_3d=False")
+    image, axes, _ = file_declared(model, image, axes, rgb)  # ids per plane: no Z spacing
     image, rgb = engine_image(image, axes, rgb, _channels(check_model(model)))
     return _results(model, image, dataclasses.replace(cfg, instances_3d=False), rgb)
 
@@ -183,6 +185,30 @@ def with_axes(cfg: PredictConfig, axes: str | None) -> PredictConfig:
     if z is None:
         return dataclasses.replace(cfg, instances_3d=False)
     return dataclasses.replace(cfg, z_axis=z)
+
+
+def file_declared(model, image, axes: str | None, rgb: bool | None) -> tuple:
+    """(image, axes, Z spacing or None): a file path opened, with the axes and Z spacing it declares
+    (``axes.declared``, as ``btunet predict`` reads them); axes or ``rgb`` the caller names win."""
+    if not isinstance(image, (str, os.PathLike)):
+        return image, axes, None
+    channels = _channels(check_model(model))  # a wrong model is named before the file is read
+    opened = as_image(image)
+    said = declared(image, opened.shape, channels)
+    return opened, said.axes if axes is None and rgb is None else axes, said.z_spacing
+
+
+def settings_of(config: PredictConfig | None, overrides: dict, model, image, axes: str | None,
+                rgb: bool | None) -> tuple[PredictConfig, object, str | None]:
+    """(settings, image, axes): ``PredictConfig.of`` checked first, then a file path's own axes
+    and Z spacing (``file_declared``); a Z spacing the caller set (a ``z_spacing`` keyword, or a
+    config whose value is not the default) wins over the file's."""
+    cfg = PredictConfig.of(config, **overrides)
+    image, axes, z_spacing = file_declared(model, image, axes, rgb)
+    given = "z_spacing" in overrides or (config is not None and config.z_spacing != PredictConfig.z_spacing)
+    if z_spacing is not None and not given:
+        cfg = dataclasses.replace(cfg, z_spacing=z_spacing)
+    return with_axes(cfg, axes), image, axes
 
 
 def _results(model, image, cfg: PredictConfig, rgb: bool | None) -> Iterator[tuple[tuple, dict]]:
@@ -244,6 +270,8 @@ def predict(model: SegmentationModel | str | os.PathLike, image, config: Predict
     gives one ``OutsideReferenceWarning`` and sets ``Prediction.outside_reference`` to the reason.
     ``axes``: what each axis of ``image`` is (``btunet.axes``, e.g. "TZYX", "CYX"; default: a
     trailing 3 or 4 is colour, the rest planes); the outputs have the same axes without C.
+    A file path's own axes and Z spacing (OME-TIFF, ImageJ, OME-Zarr: ``btunet.axes.declared``)
+    are used as ``btunet predict`` uses them, unless ``axes``, ``rgb`` or ``z_spacing`` are given.
     """
     result = _predict(model, image, config, rgb=rgb, axes=axes, on_progress=on_progress, should_stop=should_stop,
                       out=out, **overrides)
@@ -257,7 +285,7 @@ def _predict(model: SegmentationModel | str | os.PathLike, image, config: Predic
              should_stop: Callable[[], bool] | None = None, out: np.ndarray | None = None,
              **overrides) -> Prediction:
     """``predict`` without its warning."""
-    cfg = with_axes(PredictConfig.of(config, **overrides), axes)
+    cfg, image, axes = settings_of(config, overrides, model, image, axes, rgb)
     image, rgb = engine_image(image, axes, rgb, _channels(check_model(model)))
     check_budget(image.shape, rgb)  # before the outputs are allocated
     shape = spatial_shape(image, rgb)
@@ -312,8 +340,8 @@ def predict_to_tiff(model: SegmentationModel | str | os.PathLike, image, labels_
     probabilities at once. Files appear atomically when complete. ``config`` / ``options``: as
     ``predict`` (``uncertainty`` is decided by ``uncertainty_path``).
     """
-    options.pop("uncertainty", None)
-    cfg = with_axes(PredictConfig.of(config, **options, uncertainty=uncertainty_path is not None), axes)
+    options["uncertainty"] = uncertainty_path is not None  # decided by the path
+    cfg, image, axes = settings_of(config, options, model, image, axes, rgb)
     image, rgb = engine_image(image, axes, rgb, _channels(check_model(model)))
     check_budget(image.shape, rgb)  # before any file is started
     shape = spatial_shape(image, rgb)
