@@ -134,3 +134,15 @@ def test_every_way_of_predicting_uses_the_same_threshold(model_path, stack, tmp_
         assert differ.sum() <= 2 and np.all(np.abs(ref.probabilities[differ] - cut) < 1e-4), way
     other = btunet.predict(model_path, image, device="cpu", threshold=0.5 if threshold is None else STORED)
     assert not np.array_equal(other.labels, ref.labels)  # the threshold decides: a mix-up would show
+
+
+def test_block_wise_prediction_of_a_path_reads_its_declared_channels(stack, tmp_path):
+    colour = btunet.create_model("unet", in_channels=3, base_filters=4).eval()
+    path = tmp_path / "cyx.ome.tif"  # three channels; without its axes they would be three planes
+    tifffile.imwrite(path, stack[:3], ome=True, metadata={"axes": "CYX"})
+    from_path = np.asarray(predict_chunked(colour, path, depth=0, device="cpu", output="probabilities"))
+    named = np.asarray(predict_chunked(colour, stack[:3], axes="CYX", depth=0, device="cpu", output="probabilities"))
+    assert from_path.shape == (96, 96)
+    np.testing.assert_array_equal(from_path, named)
+    as_planes = predict_chunked(colour, path, axes="ZYX", depth=0, device="cpu", output="probabilities")
+    assert as_planes.shape == (3, 96, 96)  # the caller's axes win
