@@ -12,14 +12,16 @@ import torch
 
 from .annotations import CONVENTIONS
 from .augment import finetune_augment
+from .checkpoint import model_metadata
 from .config import FinetuneConfig, ProgressCallback, StopCallback, config_dict, seed_everything
 from .data import AnnotatedPlane, ImageSource, load_sources
 from .device import autocast, describe_device, resolve_device
 from .encoder_features import teacher_features
 from .encoder_start import refit_batchnorm
-from .heads import HeadSpec, default_classes
+from .heads import HeadSpec, default_classes, parse_classes
+from .instances import MIN_SIZE
 from .losses import segmentation_loss
-from .metadata import DEFAULT_THRESHOLD, Normalization
+from .metadata import DEFAULT_THRESHOLD, CheckpointMetadata, IntensityReference, ModelSpec, Normalization
 from .model_start import build_from_encoder
 from .models import SegmentationModel
 from .planes import image_channels, predict_logits
@@ -89,6 +91,7 @@ class Prepared:
     channels: int
     norm: Normalization
     previous: dict                     # the metadata of the model continued from ({} for a new one)
+    before: CheckpointMetadata | None  # the same, typed and checked (None: a new model or none kept)
     continued: bool
     enc: PretrainedEncoder | None
     device: torch.device
@@ -134,7 +137,7 @@ def finetune(images: ImageSource | Sequence[ImageSource], annotations: ImageSour
     run = prepare(images, annotations, config, encoder, model)
     trained = train(run, on_progress, should_stop)
     selected = select(run)
-    run.net.metadata = describe(run, trained, selected)
+    run.net.metadata = describe(run, trained, selected).object_dict()
     return run.net
 
 
@@ -158,17 +161,20 @@ def prepare(images, annotations, config: FinetuneConfig | None, encoder, model: 
     channels = (model.in_channels if model is not None else enc.channels if enc is not None
                 else image_channels(sources[0][1], cfg.axes))
     head = head_for(labels, cfg, model)
-    classes = ([c.as_dict() for c in default_classes(head.n_classes, cfg.class_names)]
-               if model is None else (model.metadata or {}).get("classes"))
-    if classes is not None and head.n_classes == 1 and not cfg.class_names and model is None:
-        classes = None  # one unnamed class: today's object model
-    net = model if model is not None else build_from_encoder(cfg, enc, channels, head.channels)
     previous = dict(getattr(model, "metadata", None) or {})
-    norm = (Normalization.parse(previous["normalization"]) if previous.get("normalization")
-            else Normalization(method=cfg.normalization))  # a continuation keeps the model's own
+    before = model_metadata(model) if previous else None  # read as prediction reads it
+    if model is None:
+        classes = [c.as_dict() for c in default_classes(head.n_classes, cfg.class_names)]
+        if head.n_classes == 1 and not cfg.class_names:
+            classes = None  # one unnamed class: today's object model
+    else:
+        classes = [c.as_dict() for c in before.classes] if before is not None and before.classes else None
+    net = model if model is not None else build_from_encoder(cfg, enc, channels, head.channels)
+    # a continuation keeps the model's own normalisation
+    norm = before.normalization if before is not None else Normalization(method=cfg.normalization)
     if model is not None and cfg.tune_threshold:  # a continued model keeps its own threshold
         cfg = copy.copy(cfg)
-        cfg.threshold = float(previous.get("threshold", cfg.threshold))
+        cfg.threshold = before.threshold if before is not None else cfg.threshold
     planes = annotated_planes(sources, labels, channels, cfg.mask_mode, cfg.patch_size, head, cfg.axes, norm)
     if model is None:  # what the channels mean and how images are normalised, for previews while training
         net.metadata = {"classes": classes, "instances": "boundary" if head.boundary else None,
@@ -198,8 +204,8 @@ def prepare(images, annotations, config: FinetuneConfig | None, encoder, model: 
     net.train()
     if cfg.fast:
         net.to(memory_format=torch.channels_last)
-    return Prepared(cfg, net, head, planes, n_planes, sources, channels, norm, previous, model is not None, enc,
-                    device, generator, sampler, has_val, n_pseudo, n_wrong, classes, start)
+    return Prepared(cfg, net, head, planes, n_planes, sources, channels, norm, previous, before, model is not None,
+                    enc, device, generator, sampler, has_val, n_pseudo, n_wrong, classes, start)
 
 
 def train(run: Prepared, on_progress: ProgressCallback | None = None,
@@ -282,27 +288,23 @@ def train(run: Prepared, on_progress: ProgressCallback | None = None,
 def select(run: Prepared) -> Selected:
     """The threshold, the object-size floor and the way touching objects split, chosen on the
     trained weights and the held-out pixels (``thresholds.py``, ``separation.py``)."""
-    min_size = min_size_of(run.planes, run.previous)
+    min_size = min_size_of(run.planes, run.before.min_size if run.before is not None else MIN_SIZE)
     threshold, tuned = threshold_of(run.net, run.planes, run.cfg, run.head, run.has_val)
     separate_by, separation = (separation_of(run.net, run.planes, threshold, min_size, run.previous, run.cfg.fast)
                                if run.head.boundary else (None, None))
     return Selected(threshold, tuned, min_size, separate_by, separation)
 
 
-def describe(run: Prepared, trained: Trained, selected: Selected) -> dict:
-    """The model's metadata: what prediction needs, and how and on what it was trained."""
+def describe(run: Prepared, trained: Trained, selected: Selected) -> CheckpointMetadata:
+    """The model's metadata, typed and checked: what prediction needs, and how and on what it was trained."""
     cfg, planes, enc, previous = run.cfg, run.planes, run.enc, run.previous
     painted = [(p.painted | (p.val_weight > 0)) for p in planes]
     n_obj = int(sum((p.target[m] > 0.5).sum() for p, m in zip(planes, painted, strict=True)))
     n_all = int(sum(m.sum() for m in painted))
     history = trained.history
-    return {
-        **({"classes": run.classes} if run.classes is not None else {}),
-        **({"instances": "boundary"} if run.head.boundary else {}),
-        "normalization": run.norm.as_dict(), "threshold": selected.threshold,
-        "intensity_reference": training_reference(run.sources, run.channels, cfg.axes, previous, run.norm),
-        **({"threshold_tuning": selected.tuned} if selected.tuned else {}), "min_size": selected.min_size,
-        **({"separate_by": selected.separate_by} if selected.separate_by else {}),
+    reference = training_reference(run.sources, run.channels, cfg.axes, previous, run.norm)
+    provenance = {
+        **({"threshold_tuning": selected.tuned} if selected.tuned else {}),
         **({"separation": selected.separation} if selected.separation else {}),
         "trained_on": {"images": [name for name, _ in run.sources], "planes": run.n_planes,
                        "context_planes": len(planes) - run.n_planes,
@@ -322,6 +324,13 @@ def describe(run: Prepared, trained: Trained, selected: Selected) -> dict:
         "finetune_config": config_dict(cfg),
         "device": describe_device(run.device), "seconds": round(time.perf_counter() - run.start, 1),
     }
+    return CheckpointMetadata(
+        "model", ModelSpec.parse(run.net.config), run.norm, selected.threshold, cfg.mask_mode,
+        classes=parse_classes(run.classes) if run.classes is not None else (),
+        instances="boundary" if run.head.boundary else None, min_size=selected.min_size,
+        separate_by=selected.separate_by or "distance",
+        intensity_reference=IntensityReference.parse(reference) if reference is not None else None,
+        provenance=provenance).checked()
 
 
 def prepare_encoder_start(net: SegmentationModel, cfg: FinetuneConfig, planes: list[AnnotatedPlane],

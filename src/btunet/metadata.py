@@ -260,6 +260,32 @@ class CheckpointMetadata:
             out["intensity_reference"] = self.intensity_reference.as_dict()
         return {**out, **copy.deepcopy(dict(self.provenance))}
 
+    def checked(self) -> CheckpointMetadata:
+        """This metadata checked field by field as a reader checks it (``from_dict``): what training
+        writes is refused where it is made, not when the model is saved or used."""
+        return type(self).from_dict(self.to_dict())
+
+    def object_dict(self) -> dict[str, Any]:
+        """The ``metadata`` a trained model or encoder object carries: ``to_dict`` without the header
+        that saving takes from the network itself (format, kind, model, channels). A model keeps
+        ``intensity_reference`` as None when it has none (continued from a model trained before
+        btunet kept one), so that its readers see that no reference was kept."""
+        model = self.kind == "model"
+        out: dict[str, Any] = {}
+        if model and self.classes:
+            out["classes"] = [c.as_dict() for c in self.classes]
+        if model and self.instances is not None:
+            out["instances"] = self.instances
+        out["normalization"] = self.normalization.as_dict()
+        if model:
+            out["threshold"] = self.threshold
+            out["intensity_reference"] = (self.intensity_reference.as_dict()
+                                          if self.intensity_reference is not None else None)
+            out["min_size"] = self.min_size
+            if self.instances is not None:
+                out["separate_by"] = self.separate_by
+        return {**out, **self.provenance}
+
 
 __all__ = ["CheckpointMetadata", "DEFAULT_THRESHOLD", "FORMAT", "FORMAT_VERSION", "IntensityReference", "KINDS",
            "ModelSpec", "Normalization", "check_threshold"]

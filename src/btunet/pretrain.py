@@ -25,8 +25,8 @@ from .dense_twins import DenseTwins, level_channels
 from .device import autocast, describe_device, resolve_device
 from .errors import BTUnetError
 from .losses import barlow_twins_loss, global_barlow_twins_loss
+from .metadata import CheckpointMetadata, ModelSpec, Normalization
 from .models import SegmentationModel, create_model
-from .normalize import DEFAULT_NORMALIZATION
 from .projector import Projector
 from .train_loop import CosineWarmup, TrainLoop
 
@@ -368,18 +368,19 @@ def train_encoder(cfg: PretrainConfig, run: EncoderRun, model_config: dict[str, 
     stopped = loop.run(step, after_step, end_epoch) is not None
     for m in trained:
         m.eval()
-    metadata = {
-        "normalization": DEFAULT_NORMALIZATION,
+    provenance = {
         "trained_on": {"files": run.files, "planes": run.total_planes},
         "epochs": len(history["loss"]), "loss_history": history["loss"],
         "stopped_early": stopped, "device": describe_device(run.device), **run.metadata,
         "pretrain_config": config_dict(cfg), "seconds": round(loop.elapsed(), 1),
     }
+    metadata = CheckpointMetadata("encoder", ModelSpec.parse(model_config), Normalization(),
+                                  provenance=provenance).checked()
 
     def to_cpu(m) -> dict:
         return {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
 
-    return PretrainedEncoder(model_config, to_cpu(encoder), to_cpu(projector), metadata)
+    return PretrainedEncoder(model_config, to_cpu(encoder), to_cpu(projector), metadata.object_dict())
 
 
 def random_patches(planes: list[np.ndarray], n: int, size: int, rng: np.random.Generator) -> np.ndarray:

@@ -94,13 +94,13 @@ def annotated_planes(images, annotations, channels: int, mode: str, patch_size: 
     return planes
 
 
-def min_size_of(planes: list[AnnotatedPlane], previous: dict) -> int:
-    """The model's object-size floor: from the training instances of dense masks, else the one of
-    the model continued from, else the default."""
+def min_size_of(planes: list[AnnotatedPlane], kept: int = MIN_SIZE) -> int:
+    """The model's object-size floor: from the training instances of dense masks, else ``kept``,
+    the one of the model continued from (default: the engine's)."""
     sizes = [p.object_sizes for p in planes if p.object_sizes is not None]
     if sizes:
         return size_floor(np.concatenate(sizes))
-    return int(previous.get("min_size", MIN_SIZE))
+    return int(kept)
 
 
 def hold_out_validation(planes: list[AnnotatedPlane], fraction: float, rng: np.random.Generator,
