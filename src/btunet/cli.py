@@ -14,7 +14,7 @@ import sys
 import threading
 import warnings
 
-from .cli_args import build_parser, check_numbers, parse  # noqa: F401  (build_parser: public)
+from .cli_args import build_parser, check_numbers, parse, settings_of  # noqa: F401  (build_parser: public)
 from .config import FinetuneConfig, PretrainConfig
 from .errors import BTUnetError
 from .models import MODELS
@@ -100,10 +100,7 @@ def cmd_pretrain(a) -> int:
     axes = one_axes(list_images(a.images), a.axes, a.channel_axis)
     check_model_output(a.out, [*(("the image", p) for p in a.images), ("the --resume encoder", a.resume)],
                        a.overwrite)
-    cfg = PretrainConfig(model=a.model, channels=a.channels, epochs=a.epochs, batch_size=a.batch_size,
-                         patch_size=a.patch_size, lr=a.lr, dense_weight=a.dense_weight,
-                         view_intensity=a.view_intensity, view_blur=a.view_blur, device=a.device,
-                         seed=a.seed, axes=axes)
+    cfg = PretrainConfig(**settings_of(a, PretrainConfig), axes=axes)
     main_process = is_main_process()  # under torchrun only rank 0 shows progress and writes
     bar = ProgressBar("pretrain") if main_process else None
     with GracefulStop() as stop:
@@ -156,14 +153,12 @@ def cmd_finetune(a) -> int:
     axes = one_axes([i for i, _ in pairs], a.axes, a.channel_axis, channels)
     stored = model_metadata(init) if init is not None else None
     mask_mode = a.mask_mode or (stored.mask_mode if stored is not None else None) or "dense"
-    cfg = FinetuneConfig(model=model, mask_mode=mask_mode, epochs=a.epochs, steps_per_epoch=a.steps_per_epoch,
-                         batch_size=a.batch_size, patch_size=a.patch_size, time_budget_s=a.time_budget,
-                         intensity_augment=a.intensity_augment, encoder_lr_scale=a.encoder_lr_scale,
-                         teacher_features=a.teacher_features, pseudo_edge_weight=a.edge_weight,
-                         normalization=a.normalization, weight_average=a.weight_average,
-                         device=a.device, seed=a.seed, instances="auto" if a.boundary else "none", axes=axes,
-                         **({} if a.threshold is None else {"threshold": a.threshold, "tune_threshold": False}),
-                         class_names=[n.strip() for n in a.class_names.split(",")] if a.class_names else None)
+    given = settings_of(a, FinetuneConfig)  # the options' settings; the command's own rules below
+    given.update(model=model, mask_mode=mask_mode, instances="auto" if a.boundary else "none", axes=axes,
+                 class_names=[n.strip() for n in a.class_names.split(",")] if a.class_names else None)
+    if given.pop("threshold") is not None:  # a given threshold is kept, not tuned
+        given.update(threshold=a.threshold, tune_threshold=False)
+    cfg = FinetuneConfig(**given)
     if init is not None:
         cfg = cfg.continuation()  # the engine keeps the model's threshold unless --threshold fixes one
         if a.epochs is not None:

@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import argparse
-import math
+import dataclasses
 import sys
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from . import __version__
-from .config import FinetuneConfig, PretrainConfig
-from .device import DEVICES
+from .chunked import DEFAULT_CHUNK, DEFAULT_DEPTH
+from .config import FinetuneConfig, PredictConfig, PretrainConfig
 from .errors import BTUnetError
-from .metadata import NORMALIZATION_METHODS
 from .models import MODELS
+from .settings_schema import Limits, Whole, limits, settings
 
 EPILOG = """examples:
   btunet pretrain unlabelled/ --out encoder.safetensors --epochs 50
@@ -23,13 +26,49 @@ EPILOG = """examples:
 exit status: 0 done, 2 bad input or nothing could be done (one line on stderr), 130 interrupted
 """
 
-# option -> (smallest allowed, whether the smallest itself is allowed); whole numbers are ints
-LIMITS = {"epochs": (1, True), "batch_size": (1, True), "patch_size": (16, True), "steps_per_epoch": (1, True),
-          "lr": (0, False), "time_budget": (0, False), "threads": (1, True), "chunk": (16, True),
-          "depth": (0, True), "threshold": (0, True), "intensity_augment": (0, True),
-          "encoder_lr_scale": (0, True), "dense_weight": (0, True), "edge_weight": (0, True),
-          "view_intensity": (0, True), "view_blur": (0, True), "weight_average": (0, True)}
-AT_MOST = {"threshold": 1, "intensity_augment": 1, "view_intensity": 2, "view_blur": 2, "weight_average": 0.999}
+
+@settings
+class CommandOptions:
+    """Settings only the command line has: its CPU threads and the blocks of chunked prediction."""
+    threads: Annotated[Whole | None, Field(ge=1)] = None  # None: one per core other processes leave free
+    chunk: Annotated[Whole, Field(ge=16)] = DEFAULT_CHUNK  # block side: at least one 16-px pooling cell
+    depth: Annotated[Whole, Field(ge=0)] = DEFAULT_DEPTH   # overlap between blocks
+
+
+def _options(config: type, *names: str, **renamed: str) -> dict[str, tuple[type, str]]:
+    return {**{name: (config, name) for name in names}, **{dest: (config, name) for dest, name in renamed.items()}}
+
+
+#: each option that sets a setting, per command: option (its dest) -> (config, setting). The
+#: option's type, choices, default and range come from the setting's declaration (settings_schema).
+OPTIONS: dict[str, dict[str, tuple[type, str]]] = {
+    "pretrain": {**_options(PretrainConfig, "model", "channels", "epochs", "batch_size", "patch_size", "lr",
+                            "view_intensity", "view_blur", "dense_weight", "device", "seed"),
+                 **_options(CommandOptions, "threads")},
+    "finetune": {**_options(FinetuneConfig, "model", "mask_mode", "epochs", "steps_per_epoch", "batch_size",
+                            "patch_size", "intensity_augment", "normalization", "encoder_lr_scale",
+                            "teacher_features", "weight_average", "threshold", "device", "seed",
+                            time_budget="time_budget_s", edge_weight="pseudo_edge_weight"),
+                 **_options(CommandOptions, "threads")},
+    "predict": {**_options(PredictConfig, "threshold", "z_spacing", "separate_by", "min_size", "device"),
+                **_options(CommandOptions, "threads", "chunk", "depth")},
+}
+#: options whose default is the command line's own rather than the setting's, and what it is
+OWN_DEFAULTS = {
+    ("finetune", "model"): "the encoder's variant, else unet",
+    ("finetune", "mask_mode"): "dense, or the mode the --init model was trained with",
+    ("finetune", "threshold"): "tuned on the held-out validation pixels, or the --init model's",
+    ("predict", "z_spacing"): "the file's own scale, else 1",
+}
+#: options that accept less than their setting, and why: (command, option) -> least value
+AT_LEAST = {("finetune", "epochs"): 1}  # 0 epochs (a model built, not trained) is for the API's callers
+
+
+def option_limits(command: str, dest: str) -> Limits:
+    """What an option accepts: its setting's declared range (narrowed where ``AT_LEAST`` says)."""
+    lim = limits(*OPTIONS[command][dest])
+    least = AT_LEAST.get((command, dest))
+    return lim if least is None else dataclasses.replace(lim, lo=least, lo_open=False)
 
 
 class Parser(argparse.ArgumentParser):
@@ -39,41 +78,62 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"btunet: error: {message} (see {self.prog} --help)\n")
 
 
+def _shown(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _need(lim: Limits) -> str:
+    """What an option's value must be, in the command line's words."""
+    if lim.hi is not None:
+        refused = [_shown(bound) for bound, is_open in ((lim.lo, lim.lo_open), (lim.hi, lim.hi_open)) if is_open]
+        return f"between {_shown(lim.lo)} and {_shown(lim.hi)}" + (f", not {' or '.join(refused)}" if refused else "")
+    if lim.kind == "whole":
+        return f"at least {lim.lo + (1 if lim.lo_open else 0)}"
+    return f"a number {'>' if lim.lo_open else '>='} {_shown(lim.lo)}"
+
+
 def check_numbers(args: argparse.Namespace) -> None:
-    """Refuse zero, negative, NaN and infinite settings up front, with the option's name."""
-    for name, (low, inclusive) in LIMITS.items():
-        value = getattr(args, name, None)
-        if value is None:
+    """Refuse out-of-range, NaN and infinite settings up front, with the option's name; the ranges
+    are the settings' own (``option_limits``), so the command line accepts what the API accepts."""
+    for dest in OPTIONS.get(getattr(args, "command", None), {}):
+        value, lim = getattr(args, dest, None), option_limits(args.command, dest)
+        if value is None or lim.kind not in ("whole", "number") or value in lim:
             continue
-        option = "--" + name.replace("_", "-")
-        high = AT_MOST.get(name, math.inf)
-        ok = math.isfinite(value) and (value >= low if inclusive else value > low) and value <= high
-        if not ok:
-            if name in AT_MOST:
-                need = f"between {low} and {high}"
-            elif isinstance(value, int):
-                need = f"at least {low}"
-            else:
-                need = f"a number {'>=' if inclusive else '>'} {low}"
-            raise BTUnetError(f"{option} must be {need}, got {value}")
+        raise BTUnetError(f"--{dest.replace('_', '-')} must be {_need(lim)}, got {value}")
     check_axes_option(args)
     if getattr(args, "chunk", None) is not None and args.depth > args.chunk:
         raise BTUnetError(f"--depth ({args.depth}) must not exceed --chunk ({args.chunk}): a block cannot "
                           "be thinner than its overlap")
 
 
-def _add_threads(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads for torch and ONNX Runtime (default: one per core that other "
-                        "processes leave free, measured at the start; oversubscribed cores slow torch "
-                        "down many times)")
+def settings_of(args: argparse.Namespace, config: type) -> dict[str, Any]:
+    """The settings of ``config`` that the options of ``args``'s command give, by setting name."""
+    return {name: getattr(args, dest) for dest, (cls, name) in OPTIONS[args.command].items() if cls is config}
 
 
-def _add_device(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", choices=DEVICES, default="auto",
-                   help="compute device (auto: CUDA, then Apple MPS, then CPU)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    _add_threads(p)
+def _setting(p: argparse.ArgumentParser, command: str, dest: str, words: str, **extra: Any) -> None:
+    """``--dest`` for a setting: type, choices and default from its declaration; ``{range}``,
+    ``{default}`` and ``{choices}`` in its help ``words`` are filled in from it."""
+    lim = option_limits(command, dest)
+    options: dict[str, Any] = {"default": lim.default, "type": {"whole": int, "number": float}.get(lim.kind, str)}
+    if lim.kind == "choice":
+        options.update(choices=lim.choices, type=type(lim.choices[0]))
+    options.update(extra)
+    text = words.format(range=lim.bounds_text() if lim.kind in ("whole", "number") else "",
+                       default=_shown(options["default"]), choices=", ".join(map(str, lim.choices)))
+    p.add_argument("--" + dest.replace("_", "-"), help=text, **options)
+
+
+def _add_threads(p: argparse.ArgumentParser, command: str) -> None:
+    _setting(p, command, "threads", "CPU threads for torch and ONNX Runtime ({range}; default: one per core "
+             "that other processes leave free, measured at the start; oversubscribed cores slow torch "
+             "down many times)", metavar="N")
+
+
+def _add_device(p: argparse.ArgumentParser, command: str) -> None:
+    _setting(p, command, "device", "compute device (auto: CUDA, then Apple MPS, then CPU)")
+    _setting(p, command, "seed", "random seed ({range}, default {default})")
+    _add_threads(p, command)
 
 
 def _add_model_output(p: argparse.ArgumentParser, what: str) -> None:
@@ -83,17 +143,14 @@ def _add_model_output(p: argparse.ArgumentParser, what: str) -> None:
 
 def _add_chunked(parser: argparse.ArgumentParser) -> None:
     """The ``btunet predict`` options for chunked (zarr, cluster) prediction."""
-    from .chunked import DEFAULT_CHUNK, DEFAULT_DEPTH
     parser.add_argument("--zarr", action="store_true",
                         help="write zarr arrays (NAME.zarr, NAME_prob.zarr) and predict block by block; "
                              "zarr / OME-Zarr inputs always are. Block-wise prediction writes masks and "
                              "probabilities, no instances (label the mask afterwards, per plane or in 3-D)")
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="dask.distributed scheduler to run the blocks on (default: local threads)")
-    parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
-                        help=f"block side in pixels for chunked prediction (default {DEFAULT_CHUNK})")
-    parser.add_argument("--depth", type=int, default=DEFAULT_DEPTH,
-                        help=f"overlap between blocks in pixels (default {DEFAULT_DEPTH})")
+    _setting(parser, "predict", "chunk", "block side in pixels for chunked prediction ({range}, default {default})")
+    _setting(parser, "predict", "depth", "overlap between blocks in pixels ({range}, default {default})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"btunet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     models = ", ".join(MODELS)
-    pd, fd = PretrainConfig(), FinetuneConfig()
+    fd = FinetuneConfig()
 
     p = sub.add_parser("pretrain", help="Barlow Twins pre-training of an encoder on unlabelled images",
                        description="Pre-train a U-Net encoder with Barlow Twins on unlabelled images "
@@ -112,27 +169,25 @@ def build_parser() -> argparse.ArgumentParser:
                                    "encoder; a second one aborts without saving.")
     p.add_argument("images", nargs="+", metavar="IMAGES", help="image files or folders (tif, png, jpg)")
     _add_model_output(p, "encoder")
-    p.add_argument("--model", default="unet", help=f"variant: {models} (default unet)")
-    p.add_argument("--channels", type=int, choices=(1, 3), default=1,
-                   help="model input channels; images are converted to it (default 1)")
-    p.add_argument("--epochs", type=int, default=pd.epochs, help=f"default {pd.epochs}")
-    p.add_argument("--batch-size", type=int, default=pd.batch_size, help=f"default {pd.batch_size}")
-    p.add_argument("--patch-size", type=int, default=pd.patch_size, help=f"default {pd.patch_size}")
-    p.add_argument("--lr", type=float, default=pd.lr, help=f"peak learning rate (default {pd.lr})")
-    p.add_argument("--view-intensity", type=float, default=pd.view_intensity, metavar="S",
-                   help="how far the two views' gamma, contrast and brightness differ (0-2, default "
-                        f"{pd.view_intensity:g}); the encoder learns to ignore what differs, so a lower "
-                        "value keeps intensity levels in its features")
-    p.add_argument("--view-blur", type=float, default=pd.view_blur, metavar="S",
-                   help=f"how strongly the views are blurred (0-2, default {pd.view_blur:g}: sigma up to 1.5 px); "
-                        "0 keeps sharpness in the features (in-focus objects told from out-of-focus haze)")
-    p.add_argument("--dense-weight", type=float, default=pd.dense_weight, metavar="W",
-                   help="add W x a dense Barlow Twins loss on the points both views share, read from "
-                        f"the 1/4-resolution skip (segmentation is dense); default {pd.dense_weight:g}: "
-                        "the pooled (global) loss only. One process only; resuming restarts its projector")
+    _setting(p, "pretrain", "model", f"variant: {models} (default {{default}})")
+    _setting(p, "pretrain", "channels", "model input channels; images are converted to it (default {default})")
+    _setting(p, "pretrain", "epochs", "{range}, default {default}")
+    _setting(p, "pretrain", "batch_size", "{range} (Barlow Twins correlates the samples of "
+             "a batch), default {default}")
+    _setting(p, "pretrain", "patch_size", "{range}, default {default}")
+    _setting(p, "pretrain", "lr", "peak learning rate ({range}, default {default})")
+    _setting(p, "pretrain", "view_intensity", "how far the two views' gamma, contrast and brightness differ "
+             "({range}, default {default}); the encoder learns to ignore what differs, so a lower value keeps "
+             "intensity levels in its features", metavar="S")
+    _setting(p, "pretrain", "view_blur", "how strongly the views are blurred ({range}, default {default}: sigma "
+             "up to 1.5 px); 0 keeps sharpness in the features (in-focus objects told from out-of-focus haze)",
+             metavar="S")
+    _setting(p, "pretrain", "dense_weight", "add W x a dense Barlow Twins loss on the points both views share, "
+             "read from the 1/4-resolution skip (segmentation is dense; {range}); default {default}: the pooled "
+             "(global) loss only. One process only; resuming restarts its projector", metavar="W")
     p.add_argument("--resume", metavar="FILE", help="continue from this encoder checkpoint")
     _add_axes(p, "images")
-    _add_device(p)
+    _add_device(p, "pretrain")
 
     f = sub.add_parser("finetune", help="train a segmentation model on annotated images",
                        description="Fine-tune a U-Net variant on masks (paired with images by file name). "
@@ -142,16 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--masks", nargs="+", required=True, metavar="PATH",
                    help="mask files or folders; a mask pairs with the image of the same name")
     _add_model_output(f, "model")
-    f.add_argument("--model", help=f"variant: {models} (default: the encoder's, else unet)")
+    _setting(f, "finetune", "model", f"variant: {models} (default: the encoder's, else unet)", default=None)
     f.add_argument("--encoder", metavar="FILE",
                    help="pre-trained encoder from `btunet pretrain`, or 'builtin': the unet encoder shipped "
                         "with btunet (Barlow Twins on public unlabelled nuclei and cell images; `btunet info "
                         "builtin` says which)")
-    f.add_argument("--mask-mode", choices=("dense", "sparse", "classes"), default=None,
-                   help="dense: 0 = background, >0 = object (instance ids also teach where touching objects "
-                        "meet); sparse: 0 = ignore, 1 = background, 2 = object (2..K+1 = K classes); classes: "
-                        "0 = background, k = class k (default dense; with --init, the mode the model was "
-                        "trained with)")
+    _setting(f, "finetune", "mask_mode", default=None,
+             words="dense: 0 = background, >0 = object (instance ids also teach where touching objects "
+                  "meet); sparse: 0 = ignore, 1 = background, 2 = object (2..K+1 = K classes); classes: "
+                  "0 = background, k = class k (default dense; with --init, the mode the model was "
+                  "trained with)")
     f.add_argument("--class-names", metavar="NAMES",
                    help="comma-separated names of classes 1..K, e.g. nuclei,ring (K defaults to the labels': "
                         "max label - 1 sparse, max id with --mask-mode classes)")
@@ -164,45 +219,42 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--init", metavar="MODEL",
                    help="continue from this fine-tuned model (variant and channels taken from it) with the "
                         "short continuation schedule; the output is a new file")
-    f.add_argument("--epochs", type=int, default=None,
-                   help="maximum epochs (default: 60 dense, 12 sparse, "
-                        f"{fd.continue_epochs} when continuing with --init)")
-    f.add_argument("--steps-per-epoch", type=int, default=fd.steps_per_epoch, help=f"default {fd.steps_per_epoch}")
-    f.add_argument("--batch-size", type=int, default=fd.batch_size, help=f"default {fd.batch_size}")
-    f.add_argument("--patch-size", type=int, default=fd.patch_size, help=f"default {fd.patch_size}")
-    f.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this many seconds")
-    f.add_argument("--intensity-augment", type=float, default=fd.intensity_augment, metavar="STRENGTH",
-                   help="gamma/contrast/brightness jitter, 0-1 (default 0: off, because jitter shifts the "
-                        "intensity at which masks were drawn; raise it when test images vary in brightness "
-                        "more than percentile normalisation evens out)")
-    f.add_argument("--normalization", choices=NORMALIZATION_METHODS, default=fd.normalization,
-                   help="how intensities are mapped before the network, saved with the model and used by "
-                        "predict: percentile (1st and 99.8th percentiles of each image or stack to 0 and 1) or "
-                        "background (its background peak to 0, its 99.8th percentile to 1: files where objects "
-                        "cover more or less of the field keep the same values; not for bioimage.io export) "
-                        f"(default {fd.normalization}; --init keeps the model's own)")
-    f.add_argument("--encoder-lr-scale", type=float, default=fd.encoder_lr_scale, metavar="FACTOR",
-                   help="learning rate of the pre-trained encoder relative to the rest (default "
-                        f"{fd.encoder_lr_scale:g}; 0 keeps the encoder frozen)")
-    f.add_argument("--teacher-features", choices=("filters", "encoder"), default=fd.teacher_features,
-                   help="sparse strokes: the features of the random forest whose confident guesses label "
-                        "the unpainted pixels: multiscale filters, or the filters and the maps of the "
-                        "encoder the run starts from (--encoder), else of the built-in encoder "
-                        f"(default {fd.teacher_features})")
-    f.add_argument("--edge-weight", type=float, default=fd.pseudo_edge_weight, metavar="W",
-                   help="sparse strokes, a fresh run: the forest's pseudo-labels weigh up to 1 + W times more "
-                        "at its object edges, which no stroke marks, so objects do not come out a pixel too "
-                        f"fat (0: flat weights; default {fd.pseudo_edge_weight:g})")
-    f.add_argument("--weight-average", type=float, default=fd.weight_average, metavar="DECAY",
-                   help="keep a moving average of the weights (share DECAY of the old average at each step, "
-                        "e.g. 0.97) and use it for the progress preview and the saved model, which then swing "
-                        f"less from epoch to epoch (0: the last weights; default {fd.weight_average:g})")
-    f.add_argument("--threshold", type=float, default=None, metavar="P",
-                   help="probability threshold saved with the model (default: with dense masks, the one "
-                        "with the best Dice on the held-out validation pixels when it beats 0.5 clearly "
-                        "there, else 0.5; with --init, the model's own)")
+    _setting(f, "finetune", "epochs", "maximum epochs ({range}; default: 60 dense, 12 sparse, "
+             f"{fd.continue_epochs} when continuing with --init)")
+    _setting(f, "finetune", "steps_per_epoch", "{range}, default {default}")
+    _setting(f, "finetune", "batch_size", "{range}, default {default}")
+    _setting(f, "finetune", "patch_size", "{range}, default {default}")
+    _setting(f, "finetune", "time_budget", "stop after this many seconds ({range})", metavar="SECONDS")
+    _setting(f, "finetune", "intensity_augment", "gamma/contrast/brightness jitter, {range} (default {default}: "
+             "off, because jitter shifts the intensity at which masks were drawn; raise it when test images "
+             "vary in brightness more than percentile normalisation evens out)", metavar="STRENGTH")
+    _setting(f, "finetune", "normalization",
+             words="how intensities are mapped before the network, saved with the model and used by "
+                  "predict: percentile (1st and 99.8th percentiles of each image or stack to 0 and 1) or "
+                  "background (its background peak to 0, its 99.8th percentile to 1: files where objects "
+                  "cover more or less of the field keep the same values; not for bioimage.io export) "
+                  "(default {default}; --init keeps the model's own)")
+    _setting(f, "finetune", "encoder_lr_scale", "learning rate of the pre-trained encoder relative to the rest "
+             "({range}, default {default}; 0 keeps the encoder frozen)", metavar="FACTOR")
+    _setting(f, "finetune", "teacher_features",
+             words="sparse strokes: the features of the random forest whose confident guesses label "
+                  "the unpainted pixels: multiscale filters, or the filters and the maps of the "
+                  "encoder the run starts from (--encoder), else of the built-in encoder "
+                  "(default {default})")
+    _setting(f, "finetune", "edge_weight", metavar="W",
+             words="sparse strokes, a fresh run: the forest's pseudo-labels weigh up to 1 + W times more "
+                  "at its object edges, which no stroke marks, so objects do not come out a pixel too "
+                  "fat ({range}; 0: flat weights; default {default})")
+    _setting(f, "finetune", "weight_average", metavar="DECAY",
+             words="keep a moving average of the weights (share DECAY of the old average at each step, "
+                  "e.g. 0.97) and use it for the progress preview and the saved model, which then swing "
+                  "less from epoch to epoch ({range}; 0: the last weights; default {default})")
+    _setting(f, "finetune", "threshold", default=None, metavar="P",
+             words="probability threshold saved with the model ({range}; default: with dense masks, the one "
+                  "with the best Dice on the held-out validation pixels when it beats 0.5 clearly "
+                  "there, else 0.5; with --init, the model's own)")
     _add_axes(f, "images (masks have the same axes without C)")
-    _add_device(f)
+    _add_device(f, "finetune")
 
     r = sub.add_parser("predict", help="segment images and stacks with a fine-tuned model",
                        description="Write one label image per input, with the input's name, into DIR. "
@@ -210,8 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("model", metavar="MODEL", help="model checkpoint from `btunet finetune`")
     r.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     r.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    r.add_argument("--threshold", type=float, default=None,
-                   help="probability threshold (default: the one saved with the model, usually 0.5)")
+    _setting(r, "predict", "threshold", "probability threshold ({range}; default: the one saved with the model, "
+             "usually 0.5)")
     r.add_argument("--instances", action="store_true",
                    help="label separate objects: touching ones are split as the model chose on its "
                         "validation objects (its learnt borders or a distance-transform watershed; see "
@@ -224,19 +276,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--per-plane", action="store_true",
                    help="with --instances: label every plane on its own (ids are still unique in the "
                         "stack but not linked across planes), e.g. for a T, Y, X movie without --axes TYX")
-    r.add_argument("--z-spacing", type=float, default=None, metavar="RATIO",
-                   help="with --instances on a Z stack: Z step / pixel width, so objects are split and "
-                        "merged by their real shape in anisotropic stacks (default: the file's own scale, "
-                        "ImageJ spacing or OME PhysicalSizeZ / PhysicalSizeX, else 1)")
-    r.add_argument("--separate-by", choices=("boundary", "distance"), default=None,
-                   help="with --instances: split touching objects along the model's learnt borders "
-                        "('boundary', a model fine-tuned with borders) or by a distance-transform "
-                        "watershed ('distance'); default: what the model chose on its validation objects "
-                        "(btunet info MODEL shows separate_by and the F1 of each)")
-    r.add_argument("--min-size", type=int, default=None, metavar="PX",
-                   help="with --instances: drop objects smaller than this many px (voxels for 3-D ids); "
-                        "default: the model's own, a tenth of its median training object from instance "
-                        "masks, else 15; 0 keeps every object")
+    _setting(r, "predict", "z_spacing", default=None, metavar="RATIO",
+             words="with --instances on a Z stack: Z step / pixel width ({range}), so objects are split and "
+                  "merged by their real shape in anisotropic stacks (default: the file's own scale, "
+                  "ImageJ spacing or OME PhysicalSizeZ / PhysicalSizeX, else 1)")
+    _setting(r, "predict", "separate_by",
+             words="with --instances: split touching objects along the model's learnt borders "
+                  "('boundary', a model fine-tuned with borders) or by a distance-transform "
+                  "watershed ('distance'); default: what the model chose on its validation objects "
+                  "(btunet info MODEL shows separate_by and the F1 of each)")
+    _setting(r, "predict", "min_size", metavar="PX",
+             words="with --instances: drop objects smaller than this many px (voxels for 3-D ids; {range}); "
+                  "default: the model's own, a tenth of its median training object from instance "
+                  "masks, else 15; 0 keeps every object")
     r.add_argument("--probabilities", action="store_true", help="also write NAME_prob.tif (float32)")
     r.add_argument("--uncertainty", action="store_true",
                    help="also write NAME_uncertainty.tif (float32, 0 = certain, 1 = a coin toss; from four "
@@ -246,8 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "time): smoother edges, usually a few thousandths more Dice")
     r.add_argument("--exact", action="store_true", help="fp32 instead of the bf16 fast path")
     r.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    r.add_argument("--device", choices=DEVICES, default="auto", help="compute device (default auto)")
-    _add_threads(r)
+    _setting(r, "predict", "device", "compute device (default {default})")
+    _add_threads(r, "predict")
     _add_axes(r, "inputs (the outputs have the same axes without C)")
     _add_chunked(r)  # --zarr, --scheduler, --chunk, --depth
 
