@@ -1,11 +1,13 @@
 """Qt building blocks of the widgets: progress, file fields and what a checkpoint file holds,
-device choice, hints, and the dock layout (a fixed header over a scrolling, collapsible body)."""
+device choice, number fields with their settings' declared ranges, hints, and the dock layout (a
+fixed header over a scrolling, collapsible body)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from qtpy.QtCore import QEvent, QSize, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
+    QAbstractSpinBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -21,10 +23,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from btunet.config import PredictConfig
+from btunet.settings_schema import limits
+
 from ._classes import class_dice_text
 from ._messages import sentence
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+DEVICE_CHOICES = limits(PredictConfig, "device").choices
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -302,10 +307,20 @@ class UnitSpinBox(QDoubleSpinBox):
         return handled
 
 
-def int_spin(lo: int, hi: int, value: int, step: int = 1) -> QSpinBox:
-    """A whole-number field with its range, step and starting value."""
-    spin = QSpinBox()
-    spin.setRange(lo, hi)
+def setting_spin(config: type, name: str, value: float | None = None, *, ceiling: float = 100_000,
+                 step: float = 1, decimals: int = 2, spin: QAbstractSpinBox | None = None) -> QAbstractSpinBox:
+    """A number field for the setting ``name`` of ``config``, its range the one the setting declares
+    (``btunet.settings_schema``), so the widget offers what the engine accepts: an excluded bound
+    moves in by the smallest step the field shows, and ``ceiling`` caps a setting without an upper
+    bound. ``spin`` (a QDoubleSpinBox, e.g. with a unit) is set up instead of a new one."""
+    lim = limits(config, name)
+    if spin is None:
+        spin = QSpinBox() if lim.kind == "whole" else QDoubleSpinBox()
+    unit = 1 if isinstance(spin, QSpinBox) else 10.0 ** -decimals
+    if isinstance(spin, QDoubleSpinBox):
+        spin.setDecimals(decimals)
+    spin.setRange(lim.lo + (unit if lim.lo_open else 0),
+                  ceiling if lim.hi is None else lim.hi - (unit if lim.hi_open else 0))
     spin.setSingleStep(step)
-    spin.setValue(value)
+    spin.setValue(lim.default if value is None else value)
     return spin

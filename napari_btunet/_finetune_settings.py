@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QSpinBox
+from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout
 
 import btunet
 from btunet import FinetuneConfig
-from btunet.annotations import MASK_MODES
+from btunet.settings_schema import limits
 
-from ._controls import PathField, UnitSpinBox, add_device_row, collapsible, describe_checkpoint, hint, int_spin
+from ._controls import PathField, UnitSpinBox, add_device_row, collapsible, describe_checkpoint, hint, setting_spin
 from ._session import session
 
 ENCODER_CHOICES = ("last pre-trained", "built-in encoder", "from file", "none")
@@ -53,7 +53,7 @@ class FinetuneSettings:
         """The annotation mode and what it means, into ``layout`` (the training-data box)."""
         form = QFormLayout()
         self.mode_combo = QComboBox()
-        self.mode_combo.addItems(MASK_MODES)
+        self.mode_combo.addItems(limits(FinetuneConfig, "mask_mode").choices)
         self.mode_combo.currentTextChanged.connect(self._mode_changed)
         form.addRow("annotation", self.mode_combo)
         layout.addLayout(form)
@@ -94,13 +94,11 @@ class FinetuneSettings:
         length = QHBoxLayout()
         self.length_combo = QComboBox()
         self.length_combo.addItems(LENGTH_CHOICES)
-        self.epochs_spin = QSpinBox()
-        self.epochs_spin.setRange(1, 100000)
+        # a fresh run's epochs and a continuation's, both at least 1 here (continue_epochs' range)
+        self.epochs_spin = setting_spin(FinetuneConfig, "continue_epochs")
         self.epochs_spin.valueChanged.connect(self._epochs_edited)
-        self.budget_spin = UnitSpinBox()
-        self.budget_spin.setRange(0.1, 10000)
-        self.budget_spin.setDecimals(1)
-        self.budget_spin.setValue(5.0)
+        self.budget_spin = setting_spin(FinetuneConfig, "time_budget_s", 5.0, ceiling=10000, decimals=1,
+                                        spin=UnitSpinBox())  # in minutes
         self.budget_spin.setSuffix(" min")
         self.length_combo.currentTextChanged.connect(self._length_changed)
         length.addWidget(self.length_combo)
@@ -113,17 +111,13 @@ class FinetuneSettings:
         form.addRow("model file", self.output_file)
         self.device_combo, self.device_label = add_device_row(form)
         self.advanced, adv = collapsible("Advanced")
-        self.steps_spin = int_spin(1, 100000, FinetuneConfig.steps_per_epoch)
+        self.steps_spin = setting_spin(FinetuneConfig, "steps_per_epoch")
         adv.addRow("steps per epoch", self.steps_spin)
-        self.batch_spin = int_spin(1, 256, FinetuneConfig.batch_size)
+        self.batch_spin = setting_spin(FinetuneConfig, "batch_size", ceiling=256)
         adv.addRow("batch size", self.batch_spin)
-        self.patch_spin = int_spin(32, 1024, FinetuneConfig.patch_size, step=16)
+        self.patch_spin = setting_spin(FinetuneConfig, "patch_size", step=16)
         adv.addRow("patch size", self.patch_spin)
-        self.lr_spin = QDoubleSpinBox()
-        self.lr_spin.setDecimals(5)
-        self.lr_spin.setRange(1e-5, 1e-1)
-        self.lr_spin.setSingleStep(1e-4)
-        self.lr_spin.setValue(FinetuneConfig.lr)
+        self.lr_spin = setting_spin(FinetuneConfig, "lr", step=1e-4, decimals=5)
         adv.addRow("learning rate", self.lr_spin)
         self.borders_check = QCheckBox("learn borders between touching objects")
         self.borders_check.setToolTip(

@@ -9,16 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from napari.layers import Image
-from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QVBoxLayout
+from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QGroupBox, QVBoxLayout
 
 import btunet
-from btunet import BTUnetError
+from btunet import BTUnetError, PredictConfig
 from btunet.metadata import DEFAULT_THRESHOLD
 
 from . import _messages
 from ._axes_row import AxesRow, engine_axes
 from ._classes import model_classes, show_classes
-from ._controls import PathField, add_device_row, describe_checkpoint, hint
+from ._controls import PathField, add_device_row, describe_checkpoint, hint, setting_spin
 from ._job_widget import JobWidget
 from ._jobs import Job, Outcome
 from ._layers import SOURCE_KEY, layer_array, prediction_colormap, upsert_output, watch_layers
@@ -137,10 +137,8 @@ class PredictWidget(JobWidget):
 
         options = QGroupBox("Output")
         form = QFormLayout(options)
-        self.threshold_spin = QDoubleSpinBox()
-        self.threshold_spin.setRange(0.01, 0.99)
-        self.threshold_spin.setSingleStep(0.05)
-        self.threshold_spin.setValue(DEFAULT_THRESHOLD)  # then the chosen model's own
+        # the model's own threshold once one is chosen (_sync_model)
+        self.threshold_spin = setting_spin(PredictConfig, "threshold", DEFAULT_THRESHOLD, step=0.05)
         form.addRow("threshold", self.threshold_spin)
         self.output_combo = QComboBox()
         self.output_combo.addItems(OUTPUT_CHOICES)

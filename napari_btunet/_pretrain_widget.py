@@ -12,7 +12,7 @@ import btunet
 from btunet import BTUnetError, PretrainConfig
 
 from . import _messages
-from ._controls import PathField, add_device_row, collapsible, hint, int_spin
+from ._controls import PathField, add_device_row, collapsible, hint, setting_spin
 from ._job_widget import JobWidget
 from ._jobs import Job, Outcome, snapshot
 from ._layers import layer_array, watch_layers
@@ -78,18 +78,18 @@ class PretrainWidget(JobWidget):
         self.channels_combo.addItems(CHANNEL_CHOICES)
         self.channels_combo.setToolTip("auto: 3 if any source is RGB, else 1")
         form.addRow("channels", self.channels_combo)
-        self.epochs_spin = int_spin(1, 100000, defaults.epochs)
+        self.epochs_spin = setting_spin(PretrainConfig, "epochs")
         form.addRow("epochs", self.epochs_spin)
         self.device_combo, self.device_label = add_device_row(form)
         self.output_file = PathField("save", placeholder="optional: save the encoder here")
         form.addRow("encoder file", self.output_file)
         self.advanced, adv = collapsible("Advanced")
-        self.samples_spin = int_spin(2, 1_000_000, defaults.samples_per_epoch)
+        self.samples_spin = setting_spin(PretrainConfig, "samples_per_epoch", ceiling=1_000_000)
         self.samples_spin.setToolTip("random patches per epoch (at least one per plane)")
         adv.addRow("patches per epoch", self.samples_spin)
-        self.batch_spin = int_spin(2, 1024, defaults.batch_size)
+        self.batch_spin = setting_spin(PretrainConfig, "batch_size", ceiling=1024)
         adv.addRow("batch size", self.batch_spin)
-        self.patch_spin = int_spin(32, 1024, defaults.patch_size, step=16)
+        self.patch_spin = setting_spin(PretrainConfig, "patch_size", step=16)
         adv.addRow("patch size", self.patch_spin)
         form.addRow(self.advanced)
         layout.addWidget(settings)

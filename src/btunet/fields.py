@@ -1,4 +1,5 @@
-"""Checks of single settings, shared by the configs and the checkpoint metadata.
+"""Checks of single settings, shared by the configs (``settings_schema`` words a refused setting
+with them), the checkpoint metadata and the model registry.
 
 Each check returns the value (as a plain int/float/str/bool) or raises ``BTUnetError`` with a
 message that starts with the field's name, so a user knows which setting to change.
