@@ -194,6 +194,26 @@ class ModelRef:
 
 # --------------------------------------------------------------------------- blocks
 
+def x_y_of(array, rgb: bool) -> tuple[int, int]:
+    """The (Y, X) sides of an engine-layout array (RGB keeps its colour axis last)."""
+    shape = tuple(array.shape[:-1] if rgb else array.shape)
+    return shape[-2], shape[-1]
+
+
+def block_halo(yx: tuple[int, ...], chunks: int, depth: int, name: str = "the image",
+               option: str = "depth") -> int:
+    """The halo blocks are read with: none when every plane is one block (it would change
+    nothing); an image thinner than the halo cannot be cut into blocks with it (BTUnetError)."""
+    chunks = max(_MULTIPLE, -(-int(chunks) // _MULTIPLE) * _MULTIPLE)
+    if all(side <= chunks for side in yx):
+        return 0
+    if min(yx) < depth:
+        thinnest = min(yx) // _MULTIPLE * _MULTIPLE
+        raise BTUnetError(f"{name} is {yx[0]} x {yx[1]} pixels, thinner than the block overlap "
+                          f"({option} {depth}); give {option} {thinnest} or predict it whole")
+    return depth
+
+
 def axis_chunks(size: int, chunk: int, depth: int) -> tuple[int, ...]:
     """Chunk sizes along Y or X: ``chunk`` each (a multiple of 16), the remainder merged into the
     last chunk when it is thinner than ``depth`` (a block must not be thinner than its halo)."""
@@ -284,7 +304,7 @@ def predict_chunked(model, array, *, chunks: int = DEFAULT_CHUNK, depth: int = D
     array, rgb = engine_image(array, axes, rgb, ref.channels)
     ref.pixels = int(np.prod(array.shape[:-1] if rgb else array.shape))  # large jobs run fused
     chunks = max(_MULTIPLE, -(-int(chunks) // _MULTIPLE) * _MULTIPLE)
-    depth = max(0, -(-int(depth) // _MULTIPLE) * _MULTIPLE)
+    depth = block_halo(x_y_of(array, rgb), chunks, max(0, -(-int(depth) // _MULTIPLE) * _MULTIPLE))
     if norm_range is None:  # whole-volume statistics, once, before any block
         norm_range = stack_range(array, rgb, ref.normalization)
     lo, hi = map(float, norm_range)

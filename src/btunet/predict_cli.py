@@ -232,16 +232,12 @@ def _reference_check(ref, image, axes: str | None) -> tuple[str | None, tuple[fl
 
 
 def _depth(path: Path, yx: Sequence[int], chunk: int, depth: int) -> int:
-    """The halo for one input: none when every plane is one block (it would change nothing);
-    an input thinner than the halo cannot be cut into blocks with it."""
-    chunk = max(_MULTIPLE, -(-int(chunk) // _MULTIPLE) * _MULTIPLE)
-    if all(side <= chunk for side in yx):
-        return 0
-    if min(yx) < depth:
-        thinnest = min(yx) // _MULTIPLE * _MULTIPLE
-        raise UnreadableImage(f"{path.name} is {yx[0]} x {yx[1]} pixels, thinner than the block overlap "
-                              f"(--depth {depth}); give --depth {thinnest} or predict it without --zarr")
-    return depth
+    """``chunked.block_halo`` for one input; an input thinner than the halo is skipped (UnreadableImage)."""
+    from .chunked import block_halo
+    try:
+        return block_halo(tuple(yx), chunk, depth, path.name, "--depth")
+    except BTUnetError as exc:
+        raise UnreadableImage(str(exc).replace("predict it whole", "predict it without --zarr")) from None
 
 
 def _gather(lazy, scheduler) -> np.ndarray:

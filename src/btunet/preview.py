@@ -23,6 +23,7 @@ from .planes import (
     stack_range,
 )
 from .predict import Prediction
+from .thresholds import resolve_threshold
 from .uncertainty import stroke_uncertainty
 
 
@@ -95,8 +96,7 @@ class Previewer:
         prob, doubt = result if flips else (result, None)
         if uncertainty and forest is not None:
             doubt = stroke_uncertainty(forest)
-        if threshold is None:  # the one stored with the model
-            threshold = stored.threshold
+        threshold = resolve_threshold(stored.threshold, threshold)  # the given one, else the model's
         return Prediction((prob > threshold).astype(np.uint8), prob, doubt)
 
 

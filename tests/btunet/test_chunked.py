@@ -127,3 +127,17 @@ def test_local_cluster_with_two_workers(segmenter, volume, reference, tmp_path):
                                    probabilities_out=tmp_path / "api_prob.zarr")
     _assert_matches(zarr.open_array(str(tmp_path / "api_prob.zarr"))[:], labels, reference)
     assert np.array_equal(zarr.open_array(str(path))[:], labels)
+
+
+def test_an_image_thinner_than_the_halo_is_one_line_or_one_block(segmenter):
+    """One block needs no halo; a strip thinner than the halo cannot be cut (BTUnetError, no dask error)."""
+    from btunet.errors import BTUnetError
+    net = segmenter[0]
+    small = np.random.default_rng(0).random((100, 90)).astype(np.float32)
+    whole = predict(net, small, fast=False, device="cpu")
+    lazy = predict_chunked(net, small, output="labels", fast=False, device="cpu").compute()
+    assert lazy.shape == small.shape and 0 < lazy.mean() < 1
+    np.testing.assert_array_equal(lazy, whole.labels > 0)
+    strip = np.random.default_rng(1).random((40, 600)).astype(np.float32)
+    with pytest.raises(BTUnetError, match=r"40 x 600 pixels, thinner than the block overlap \(depth 128\)"):
+        predict_chunked(net, strip, chunks=256, depth=128)

@@ -1,6 +1,7 @@
 """One rule for the threshold a prediction uses: the given one, checked, else the model's own."""
 import math
 
+import numpy as np
 import pytest
 
 from btunet import BTUnetError
@@ -24,3 +25,17 @@ def test_a_bad_threshold_is_one_clear_line(given):
     text = str(caught.value)
     assert "\n" not in text
     assert text.startswith("threshold must be a finite number above 0 and below 1, got ")
+
+
+def test_the_preview_refuses_a_bad_threshold_and_uses_a_good_one():
+    """The live preview asks the same rule as predict: a given threshold wins, a bad one is one line."""
+    import btunet
+    from btunet import create_model
+    image = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    net = create_model("unet").eval()
+    low = btunet.preview(net, image, threshold=0.01)
+    high = btunet.preview(net, image, threshold=0.99)
+    np.testing.assert_array_equal(low.labels, (low.probabilities > 0.01).astype(np.uint8))
+    assert low.labels.sum() > high.labels.sum()
+    with pytest.raises(BTUnetError, match="threshold must be"):
+        btunet.preview(net, image, threshold=1.5)
