@@ -12,7 +12,7 @@ import torch
 
 from .annotations import CONVENTIONS
 from .augment import finetune_augment
-from .checkpoint import model_metadata
+from .checkpoint import load_model, model_metadata
 from .config import FinetuneConfig, ProgressCallback, StopCallback, config_dict, seed_everything
 from .data import AnnotatedPlane, ImageSource, load_sources
 from .device import autocast, describe_device, resolve_device
@@ -148,7 +148,6 @@ def prepare(images, annotations, config: FinetuneConfig | None, encoder, model: 
     if model is not None:  # a wrong type fails here, not deep in the training set-up
         from .model_check import check_model
         if isinstance(check_model(model), (str, os.PathLike)):
-            from .checkpoint import load_model
             model = load_model(model)
     cfg = config or FinetuneConfig()
     cfg.check()  # settings may have been changed since the config was made
@@ -212,77 +211,91 @@ def train(run: Prepared, on_progress: ProgressCallback | None = None,
           should_stop: StopCallback | None = None) -> Trained:
     """The steps (``train_loop.TrainLoop``), then the kept weights loaded: those of the best
     validation epoch, else the weight average once settled, else the last ones."""
-    cfg, net, head = run.cfg, run.net, run.head
-    encoder_params = list(net.encoder.parameters())
-    encoder_ids = {id(p) for p in encoder_params}
-    optimizer = torch.optim.Adam([  # the head's group last: progress reports its lr
-        {"params": encoder_params, "lr": cfg.lr * (cfg.encoder_lr_scale if run.enc is not None else 1.0)},
-        {"params": [p for p in net.parameters() if id(p) not in encoder_ids], "lr": cfg.lr}],
-        foreach=True)  # a few multi-tensor ops, not ~10 per parameter: fewer thread barriers per step
-    cosine = cfg.uses_cosine()
-    warmup_steps = int(round(cfg.encoder_warmup * cfg.steps_per_epoch)) if run.enc is not None else 0
-    schedule = FinetuneSchedule(optimizer, cosine, warmup_steps, cfg.lr_patience)
-    history: dict[str, list] = {"loss": [], "val_loss": [], "val_dice": [], "val_class_dice": []}
-    best = BestState()
-    average = WeightAverage(net, cfg.weight_average) if cfg.weight_average > 0 else None
+    steps = Steps(run, on_progress, should_stop)
+    steps.loop.run(steps.step, steps.after_step, steps.end_epoch)
+    state = steps.best.state
+    if state is None and steps.average is not None and steps.average.settled:
+        state = steps.average.model.state_dict()
+    if state is not None:
+        run.net.load_state_dict(state)
+    run.net.eval()
+    return Trained(steps.history, steps.best.epoch, steps.loop.stopped)
 
-    def shown() -> SegmentationModel:  # what previews, validation and the result use
-        return average.model if average is not None and average.settled else net
-    # a cosine decay reaches 0 at the time budget: the model is final there
-    loop = TrainLoop(cfg.total_epochs(), cfg.steps_per_epoch, schedule=schedule, should_stop=should_stop,
-                     time_budget_s=cfg.time_budget_s, final_at_budget=cosine, start=run.start)
 
-    def step() -> torch.Tensor:
+class Steps:
+    """A fine-tune's steps: the optimiser and its schedule, the weight average, validation at each
+    epoch end, progress, and the rule that keeps the best weights or stops early."""
+
+    def __init__(self, run: Prepared, on_progress: ProgressCallback | None, should_stop: StopCallback | None):
+        cfg, net = run.cfg, run.net
+        self.run, self.cfg, self.on_progress = run, cfg, on_progress
+        encoder_params = list(net.encoder.parameters())
+        encoder_ids = {id(p) for p in encoder_params}
+        self.optimizer = torch.optim.Adam([  # the head's group last: progress reports its lr
+            {"params": encoder_params, "lr": cfg.lr * (cfg.encoder_lr_scale if run.enc is not None else 1.0)},
+            {"params": [p for p in net.parameters() if id(p) not in encoder_ids], "lr": cfg.lr}],
+            foreach=True)  # a few multi-tensor ops, not ~10 per parameter: fewer thread barriers per step
+        self.cosine = cfg.uses_cosine()
+        warmup_steps = int(round(cfg.encoder_warmup * cfg.steps_per_epoch)) if run.enc is not None else 0
+        self.schedule = FinetuneSchedule(self.optimizer, self.cosine, warmup_steps, cfg.lr_patience)
+        self.history: dict[str, list] = {"loss": [], "val_loss": [], "val_dice": [], "val_class_dice": []}
+        self.best = BestState()
+        self.average = WeightAverage(net, cfg.weight_average) if cfg.weight_average > 0 else None
+        # a cosine decay reaches 0 at the time budget: the model is final there
+        self.loop = TrainLoop(cfg.total_epochs(), cfg.steps_per_epoch, schedule=self.schedule,
+                              should_stop=should_stop, time_budget_s=cfg.time_budget_s,
+                              final_at_budget=self.cosine, start=run.start)
+
+    def shown(self) -> SegmentationModel:
+        """What previews, validation and the result use: the settled weight average, else the net."""
+        return self.average.model if self.average is not None and self.average.settled else self.run.net
+
+    def step(self) -> torch.Tensor:
+        cfg, run, head = self.cfg, self.run, self.run.head
         x, t, w = (torch.from_numpy(a).to(run.device) for a in run.sampler.batch(cfg.batch_size))
         if cfg.augment:
             x, t, w = finetune_augment(x, t, w, cfg.intensity_augment, cfg.blur_noise, generator=run.generator)
         if cfg.fast:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(run.device, cfg.fast):
-            logits = net(x)
+            logits = run.net(x)
         loss = segmentation_loss(logits, t, w, head.n_classes, head.boundary)
-        optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        if average is not None:
-            average.update(net)
+        self.optimizer.step()
+        if self.average is not None:
+            self.average.update(run.net)
         return loss
 
-    def after_step() -> None:
-        last = loop.epoch_end
-        val_loss, val_dice, val_classes = (validate(shown(), run.planes, cfg.fast, cfg.threshold, head)
-                                           if (last and run.has_val) else (None, None, None))
+    def after_step(self) -> None:
+        """Validation and the loss histories at an epoch's end, then progress."""
+        last, history = self.loop.epoch_end, self.history
+        val_loss, val_dice, val_classes = (
+            validate(self.shown(), self.run.planes, self.cfg.fast, self.cfg.threshold, self.run.head)
+            if (last and self.run.has_val) else (None, None, None))
         if last:
-            for key, value in zip(history, (float(np.mean(loop.losses)), val_loss, val_dice, val_classes),
+            for key, value in zip(history, (float(np.mean(self.loop.losses)), val_loss, val_dice, val_classes),
                                   strict=True):
                 history[key].append(value)
-        if on_progress is not None:
-            on_progress(loop.progress("finetune", optimizer.param_groups[-1]["lr"], val_loss=val_loss,
-                                      val_dice=val_dice, val_class_dice=val_classes, history=history,
-                                      model=shown()))
+        if self.on_progress is not None:
+            self.on_progress(self.loop.progress(
+                "finetune", self.optimizer.param_groups[-1]["lr"], val_loss=val_loss, val_dice=val_dice,
+                val_class_dice=val_classes, history=history, model=self.shown()))
 
-    def end_epoch() -> str | None:
-        if not loop.epoch_end:
+    def end_epoch(self) -> str | None:
+        """Keep the best weights; with the plateau schedule, cut the rate or stop early."""
+        if not self.loop.epoch_end:
             return None
-        epoch = loop.epoch + 1
+        epoch, has_val = self.loop.epoch + 1, self.run.has_val
         # held-out pixels decide which weights are kept; without them, the training loss (plateau)
-        monitor = history["val_loss"][-1] if run.has_val else history["loss"][-1]
-        improved = (run.has_val or not cosine) and best.offer(monitor, shown(), epoch)
-        if cosine:
-            if not run.has_val:  # cosine without held-out pixels: the end of the decay is the model
-                best.epoch = epoch
+        monitor = self.history["val_loss"][-1] if has_val else self.history["loss"][-1]
+        improved = (has_val or not self.cosine) and self.best.offer(monitor, self.shown(), epoch)
+        if self.cosine:
+            if not has_val:  # cosine without held-out pixels: the end of the decay is the model
+                self.best.epoch = epoch
             return None
-        schedule.end_epoch(monitor)
-        return EARLY_STOPPING if not improved and best.waited(epoch) >= cfg.patience else None
-
-    loop.run(step, after_step, end_epoch)
-    state = best.state
-    if state is None and average is not None and average.settled:
-        state = average.model.state_dict()
-    if state is not None:
-        net.load_state_dict(state)
-    net.eval()
-    return Trained(history, best.epoch, loop.stopped)
+        self.schedule.end_epoch(monitor)
+        return EARLY_STOPPING if not improved and self.best.waited(epoch) >= self.cfg.patience else None
 
 
 def select(run: Prepared) -> Selected:
