@@ -10,6 +10,7 @@ from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox
 
 import btunet
 from btunet import BTUnetError, PretrainConfig
+from btunet.settings_schema import limits
 
 from . import _messages
 from ._controls import PathField, add_device_row, collapsible, hint, setting_spin
@@ -22,7 +23,9 @@ from ._plot import LivePlot
 from ._session import session
 
 SOURCE_CHOICES = ("image layers", "folder")
-CHANNEL_CHOICES = ("auto", "1 (grey)", "3 (RGB)")
+CHANNEL_WORDS = {1: "grey", 3: "RGB"}
+#: "auto", then the channel counts PretrainConfig.channels accepts, e.g. "1 (grey)"
+CHANNEL_CHOICES = ("auto", *(f"{n} ({CHANNEL_WORDS[n]})" for n in limits(PretrainConfig, "channels").choices))
 
 
 @dataclass

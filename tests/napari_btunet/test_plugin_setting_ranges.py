@@ -40,3 +40,10 @@ def test_widget_ranges_are_the_settings_ranges(viewer, name):
             assert value in lim, (attribute, value)
         for value in (field.minimum() - step, field.maximum() + step):  # one step out is refused or unbounded
             assert value not in lim or (value > field.maximum() and lim.hi is None), (attribute, value)
+
+
+def test_pretrain_channel_choices_are_the_settings(viewer):
+    combo = dock(viewer, "Pre-train").channels_combo
+    texts = [combo.itemText(i) for i in range(combo.count())]
+    assert texts[0] == "auto"
+    assert tuple(int(t.split()[0]) for t in texts[1:]) == limits(PretrainConfig, "channels").choices
