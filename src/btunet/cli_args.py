@@ -13,7 +13,7 @@ from .chunked import DEFAULT_CHUNK, DEFAULT_DEPTH
 from .config import FinetuneConfig, PredictConfig, PretrainConfig
 from .errors import BTUnetError
 from .models import MODELS
-from .settings_schema import Limits, Whole, limits, settings
+from .settings_schema import Limits, Whole, limits, settings, shown
 
 EPILOG = """examples:
   btunet pretrain unlabelled/ --out encoder.safetensors --epochs 50
@@ -78,18 +78,14 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"btunet: error: {message} (see {self.prog} --help)\n")
 
 
-def _shown(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
 def _need(lim: Limits) -> str:
     """What an option's value must be, in the command line's words."""
     if lim.hi is not None:
-        refused = [_shown(bound) for bound, is_open in ((lim.lo, lim.lo_open), (lim.hi, lim.hi_open)) if is_open]
-        return f"between {_shown(lim.lo)} and {_shown(lim.hi)}" + (f", not {' or '.join(refused)}" if refused else "")
+        refused = [shown(bound) for bound, is_open in ((lim.lo, lim.lo_open), (lim.hi, lim.hi_open)) if is_open]
+        return f"between {shown(lim.lo)} and {shown(lim.hi)}" + (f", not {' or '.join(refused)}" if refused else "")
     if lim.kind == "whole":
         return f"at least {lim.lo + (1 if lim.lo_open else 0)}"
-    return f"a number {'>' if lim.lo_open else '>='} {_shown(lim.lo)}"
+    return f"a number {'>' if lim.lo_open else '>='} {shown(lim.lo)}"
 
 
 def check_numbers(args: argparse.Namespace) -> None:
@@ -120,7 +116,7 @@ def _setting(p: argparse.ArgumentParser, command: str, dest: str, words: str, **
         options.update(choices=lim.choices, type=type(lim.choices[0]))
     options.update(extra)
     text = words.format(range=lim.bounds_text() if lim.kind in ("whole", "number") else "",
-                       default=_shown(options["default"]), choices=", ".join(map(str, lim.choices)))
+                       default=shown(options["default"]), choices=", ".join(map(str, lim.choices)))
     p.add_argument("--" + dest.replace("_", "-"), help=text, **options)
 
 

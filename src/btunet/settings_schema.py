@@ -103,10 +103,16 @@ class Limits:
 
     def bounds_text(self) -> str:
         """The range in a few characters for help texts: '0-2', '>= 1', '> 0 and <= 1'."""
+        lo, hi = shown(self.lo), shown(self.hi)
         if self.hi is not None and not (self.lo_open or self.hi_open):
-            return f"{self.lo:g}-{self.hi:g}"
-        low = f"{'>' if self.lo_open else '>='} {self.lo:g}"
-        return low if self.hi is None else f"{low} and {'<' if self.hi_open else '<='} {self.hi:g}"
+            return f"{lo}-{hi}"
+        low = f"{'>' if self.lo_open else '>='} {lo}"
+        return low if self.hi is None else f"{low} and {'<' if self.hi_open else '<='} {hi}"
+
+
+def shown(value: Any) -> str:
+    """A bound as a user reads it: whole numbers in full, other numbers short (1e-05, 0.999)."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _strip(annotation: Any) -> tuple[Any, list, bool]:
@@ -202,4 +208,4 @@ def _one_line(config: type, exc: ValidationError, given: dict[str, Any]) -> BTUn
     return BTUnetError(f"{name} must be {lim.words or lim.kind}, got {value!r}")
 
 
-__all__ = ["Limits", "List", "Number", "STRICT", "Whole", "limits", "names", "settings", "whole_choice"]
+__all__ = ["Limits", "List", "Number", "STRICT", "Whole", "limits", "names", "settings", "shown", "whole_choice"]

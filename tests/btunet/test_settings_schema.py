@@ -61,6 +61,8 @@ def test_an_option_has_its_settings_default_choices_and_range(command, dest):
         assert action.default == lim.default
     if lim.kind == "choice":
         assert tuple(action.choices) == lim.choices
+    if lim.kind in ("whole", "number"):  # the help says the range
+        assert option_limits(command, dest).bounds_text() in " ".join(action.help.split())
     if (command, dest) in AT_LEAST:
         assert option_limits(command, dest) == dataclasses.replace(lim, lo=AT_LEAST[command, dest], lo_open=False)
     else:
