@@ -17,7 +17,8 @@ def test_readme_fits_about_two_screens():
 def test_readme_links_the_reference_pages():
     links = set(relative_links(ROOT / "README.md"))
     for page in ("docs/plugin.md", "docs/cli.md", "docs/api.md", "docs/how_it_works.md", "docs/models.md",
-                 "docs/export.md", "docs/scaling.md", "docs/architecture.md", "docs/results.md", "docs/contributing.md", "LICENSE"):
+                 "docs/export.md", "docs/scaling.md", "docs/architecture.md", "docs/results.md",
+                 "docs/contributing.md", "LICENSE"):
         assert page in links, page
 
 

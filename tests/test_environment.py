@@ -24,7 +24,6 @@ SETUP.read(ROOT / "setup.cfg", encoding="utf-8")
 # Declared but never imported by name, each for a reason.
 NOT_IMPORTED = {
     "imagecodecs": "tifffile loads it to decode compressed TIFFs",
-    "pydantic": "an upper bound for bioimageio.spec (see setup.cfg)",
     "bioimageio-core": "runs the packages `btunet export` writes; the tests run them with it",
     "ruff": "the linter `make test` runs",
     "pytest-qt": "a pytest plugin (the qtbot fixture)",

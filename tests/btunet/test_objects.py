@@ -211,7 +211,7 @@ def test_cli_min_size(boundary_model, small_sample, tmp_path, capsys):
     image = sorted((small_sample / "images").glob("*.tif"))[0]
     assert main(["predict", str(model), str(image), "--out", str(tmp_path / "bad"), "--instances",
                  "--min-size", "-3", "--device", "cpu"]) == 2
-    assert "min_size" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert "--min-size" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     for size, folder in ((0, "all"), (10**6, "none")):
         assert main(["predict", str(model), str(image), "--out", str(tmp_path / folder), "--instances",
                      "--min-size", str(size), "--device", "cpu"]) == 0
