@@ -174,7 +174,7 @@ def from_engine(array: np.ndarray, axes: str) -> np.ndarray:
 
 class AxesView:
     """A lazy source seen in the engine's order: indexing reads only the part asked for from
-    the wrapped source (zarr, ``imageio.TiffPages``, ``chunked.LazyTiff``) and transposes it."""
+    the wrapped source (zarr, ``tiff_reader.LazyTiff``) and transposes it."""
 
     def __init__(self, source, order: list[int]):
         self.source, self.order = source, list(order)

@@ -63,50 +63,11 @@ def open_zarr(path: str | os.PathLike):
                       f"{len(arrays)} arrays ({', '.join(arrays[:5])}); give the array's path instead")
 
 
-class LazyTiff:
-    """A TIFF read region by region in whichever process indexes it; pickles to its path only.
-
-    Memory-mapped when the file allows it, otherwise read page by page through tifffile's zarr view.
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        import tifffile
-        self.path = str(Path(path).resolve())
-        try:
-            with tifffile.TiffFile(self.path) as tif:
-                series = tif.series[0]
-                self.shape, self.dtype = tuple(series.shape), np.dtype(series.dtype)
-        except Exception as exc:  # tifffile raises many types for corrupt files
-            raise BTUnetError(f"cannot read image {path}: {exc}") from exc
-        self._array = None
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def _open(self):
-        if self._array is None:
-            import tifffile
-            try:
-                self._array = tifffile.memmap(self.path, mode="r")
-            except Exception:  # noqa: BLE001 - compressed or tiled (any failure): read through zarr
-                import zarr
-                self._array = zarr.open(tifffile.imread(self.path, aszarr=True), mode="r")
-        return self._array
-
-    def __getitem__(self, key) -> np.ndarray:
-        return np.asarray(self._open()[key])
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        return np.asarray(self[...], dtype=dtype)
-
-    def __getstate__(self):
-        return {**self.__dict__, "_array": None}
-
-
 def open_image(path: str | os.PathLike):
-    """A zarr array (see :func:`open_zarr`), a :class:`LazyTiff`, or a PNG/JPEG read whole."""
+    """A zarr array (see :func:`open_zarr`), a TIFF read region by region
+    (:class:`btunet.tiff_reader.LazyTiff`), or a PNG/JPEG read whole."""
     from .imageio import read_image
+    from .tiff_reader import LazyTiff
     if is_zarr(path):
         return open_zarr(path)
     if Path(path).suffix.lower() in (".tif", ".tiff"):
@@ -241,6 +202,8 @@ def _predict_block(block: np.ndarray, ref: ModelRef, lo: float, hi: float, rgb: 
 def _as_dask(array, rgb: bool, chunk: int, depth: int):
     """(leading..., Y, X[, RGB]) dask array, one plane by chunk x chunk pixels per block."""
     import dask.array as da
+
+    from .tiff_reader import LazyTiff
     shape = array.shape
     spatial = shape[:-1] if rgb else shape
     if len(spatial) < 2:
@@ -253,9 +216,9 @@ def _as_dask(array, rgb: bool, chunk: int, depth: int):
     if type(array).__module__.startswith("zarr"):
         return da.from_zarr(array, chunks=chunks)
     if isinstance(array, LazyTiff):
-        stat = os.stat(array.path)
-        return da.from_array(array, chunks=chunks, name=f"tiff-{uuid.uuid5(uuid.NAMESPACE_URL, array.path).hex}"
-                             f"-{stat.st_mtime_ns}", meta=np.empty((0,) * array.ndim, array.dtype))
+        path = str(array.path.resolve())
+        return da.from_array(array, chunks=chunks, name=f"tiff-{uuid.uuid5(uuid.NAMESPACE_URL, path).hex}"
+                             f"-{os.stat(path).st_mtime_ns}", meta=np.empty((0,) * array.ndim, array.dtype))
     return da.from_array(array, chunks=chunks, asarray=True)
 
 

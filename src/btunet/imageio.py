@@ -19,6 +19,10 @@ import tifffile
 
 from .atomic import atomic_path
 from .errors import BTUnetError, Cancelled
+from .tiff_reader import LazyTiff, UnreadableImage, no_bool
+
+#: The lazy TIFF reader (``tiff_reader.LazyTiff``) under its older name here.
+TiffPages = LazyTiff
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 # Planes are read whole into memory (and several float copies are made of them): refuse larger
@@ -30,10 +34,6 @@ IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 # (3.0 GB at 4096², 5.2 GB at 8192²), and ~41 B more for instance ids (distance watershed).
 # 4096² keeps the worst case near 3.7 GB, within a laptop's memory; 8192² reached 5.2-8 GB.
 MAX_PLANE_PIXELS = 4096 * 4096
-
-
-class UnreadableImage(BTUnetError):
-    """One input cannot be read (damaged, empty, too large to hold): skip it, keep the others."""
 
 
 def max_plane_pixels() -> int:
@@ -172,16 +172,11 @@ def read_image(path: str | os.PathLike, advice: str = PREDICT_ADVICE) -> np.ndar
     inspect_image(path, advice=advice)
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            return _no_bool(tifffile.imread(path))
+            return no_bool(tifffile.imread(path))
         from skimage.io import imread
-        return _no_bool(np.asarray(imread(path)))
+        return no_bool(np.asarray(imread(path)))
     except Exception as exc:  # the readers raise many types for corrupt files
         raise UnreadableImage(f"cannot read image {path}: {exc}") from exc
-
-
-def _no_bool(array: np.ndarray) -> np.ndarray:
-    """1-bit files read as bool: 0/1 uint8 (no copy), which statistics and napari take like any image."""
-    return array.view(np.uint8) if array.dtype == np.bool_ else array
 
 
 def read_mask(path: str | os.PathLike, what: str = "mask") -> np.ndarray:
@@ -263,77 +258,6 @@ def write_image_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
         tifffile.imwrite(tmp, array, compression="zlib", photometric="rgb" if is_rgb(array) else "minisblack")
 
 
-class TiffPages:
-    """A TIFF stack that reads one page per plane on demand (compressed or not).
-
-    Enough of the array interface for ``iter_planes``/``predict``: ``shape``, ``dtype``, ``ndim``
-    and indexing by a tuple of plane indices. Memory holds one plane, not the file.
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self._tif = tifffile.TiffFile(path)
-        series = self._tif.series[0]
-        self._pages = series.pages
-        self.shape, self.dtype = tuple(series.shape), np.dtype(np.uint8 if series.dtype == bool else series.dtype)
-        self.ndim = len(self.shape)
-        self._page_shape = tuple(self._pages[0].shape) if len(self._pages) else ()
-        self._leading = self.shape[:self.ndim - len(self._page_shape)]
-
-    @classmethod
-    def open(cls, path: str | os.PathLike) -> TiffPages | None:
-        """A page reader when every plane is one page of the first series, else None."""
-        try:
-            stack = cls(path)
-        except Exception:  # noqa: BLE001 - any failure means: no page reader (the caller reads it whole)
-            return None
-        pages_ok = (len(stack._page_shape) >= 2 and len(stack._pages) == int(np.prod(stack._leading))
-                    and stack.shape[len(stack._leading):] == stack._page_shape)
-        if not pages_ok:
-            stack.close()
-            return None
-        return stack
-
-    def __getitem__(self, index):
-        index = index if isinstance(index, tuple) else (index,)
-        n = len(self._leading)
-        if len(index) == n and all(isinstance(i, (int, np.integer)) for i in index):
-            flat = int(np.ravel_multi_index(index, self._leading)) if self._leading else 0
-            return self._decode(self._pages[flat].asarray)
-        if len(index) >= n and all(isinstance(i, (int, np.integer, slice)) for i in index[:n]):
-            rest = tuple(index[n:]) + (slice(None),) * (len(self._page_shape) - len(index[n:]))
-            return self._some_pages(index[:n])[(Ellipsis,) + rest]
-        return self.read()[index]
-
-    def _some_pages(self, lead: tuple) -> np.ndarray:
-        """The pages that integers and slices over the leading axes pick, read one by one (a
-        channel axis among the pages: ``axes.AxesView`` reads the channels of one plane)."""
-        picks = [range(*i.indices(size)) if isinstance(i, slice) else [int(i)]
-                 for i, size in zip(lead, self._leading, strict=True)]
-        kept = tuple(len(p) for p, i in zip(picks, lead, strict=True) if isinstance(i, slice))
-        pages = [self[tuple(p[k] for p, k in zip(picks, ix, strict=True))]
-                 for ix in np.ndindex(*[len(p) for p in picks])]
-        stacked = np.stack(pages) if pages else np.empty((0,) + self._page_shape, self.dtype)
-        return stacked.reshape(kept + self._page_shape)
-
-    def read(self) -> np.ndarray:
-        return self._decode(self._tif.series[0].asarray)
-
-    def _decode(self, read: Callable[[], np.ndarray]) -> np.ndarray:
-        """Damaged data surfaces only when a page is decoded: report it as this file's fault."""
-        try:
-            return _no_bool(read())
-        except Exception as exc:  # tifffile and its codecs raise many types for damaged data
-            raise UnreadableImage(f"cannot read image {self.path}: {exc}") from exc
-
-    def __array__(self, dtype=None, copy=None):
-        array = self.read()
-        return array if dtype is None else array.astype(dtype)
-
-    def close(self) -> None:
-        self._tif.close()
-
-
 @contextlib.contextmanager
 def stack_writer(path: str | os.PathLike, shape: tuple[int, ...], dtype) -> Iterator[Callable[[np.ndarray], None]]:
     """Write a compressed TIFF one plane at a time; yields ``put(plane)``, called once per plane.
@@ -397,9 +321,13 @@ def read_lazy(path: str | os.PathLike):
     path = Path(path)
     inspect_image(path)
     if path.suffix.lower() in (".tif", ".tiff"):
-        stack = TiffPages.open(path)
-        if stack is not None:
+        try:
+            stack = LazyTiff(path)
+        except UnreadableImage:  # read whole, which says why it cannot
+            return read_image(path)
+        if stack.paged:
             return stack
+        stack.close()  # planes that are not pages: read whole
     return read_image(path)
 
 

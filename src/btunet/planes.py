@@ -182,7 +182,7 @@ def plane_layout(source, channels: int, *, rgb: bool | None = None, normalizatio
     """Describe ``source`` for a ``channels``-input model.
 
     ``source``: anything with ``shape`` and indexing (numpy, memmap, dask, zarr,
-    ``imageio.TiffPages``, ``chunked.LazyTiff``). The plane size is checked against
+    ``tiff_reader.LazyTiff``). The plane size is checked against
     the plane budget (``check_budget``) from the declared shape before anything is read. ``norm_range``
     (lo, hi) skips the percentile pass (it reads up to 16 planes).
     """

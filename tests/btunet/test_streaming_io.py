@@ -4,8 +4,9 @@ import pytest
 import tifffile
 
 from btunet import BTUnetError, create_model, predict
-from btunet.imageio import TiffPages, read_lazy, stack_writer
+from btunet.imageio import read_lazy, stack_writer
 from btunet.predict import predict_to_tiff
+from btunet.tiff_reader import LazyTiff
 
 
 def test_pages_are_read_one_at_a_time(tmp_path):
@@ -13,7 +14,7 @@ def test_pages_are_read_one_at_a_time(tmp_path):
     # compressed, so a memmap is impossible
     tifffile.imwrite(tmp_path / "s.tif", data, compression="zlib", photometric="minisblack")
     stack = read_lazy(tmp_path / "s.tif")
-    assert isinstance(stack, TiffPages)
+    assert isinstance(stack, LazyTiff)
     assert stack.shape == data.shape and stack.dtype == np.uint16
     assert np.array_equal(np.asarray(stack), data)
     stack.read = lambda: pytest.fail("a plane read must not read the whole stack")
