@@ -215,15 +215,8 @@ class FinetuneWidget(FinetuneSettings, JobWidget):
 
     # ------------------------------------------------------------------ run
     def start(self) -> Job | None:
-        if self.job is not None and self.job.running:
-            return None
-        try:
-            request = self._request()
-        except BTUnetError as exc:
-            self.refuse(exc)
-            return None
-        except Declined as exc:
-            self.declined(exc)
+        request = self.take_request()
+        if request is None:
             return None
         row = self._preview_row()
         request.preview = self._make_preview(row, request.config.threshold)

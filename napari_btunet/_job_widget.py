@@ -8,6 +8,8 @@ from collections.abc import Callable
 from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import QDockWidget, QHBoxLayout, QPushButton, QWidget
 
+from btunet import BTUnetError
+
 from . import _messages
 from ._controls import ProgressPanel, header_and_body
 from ._jobs import Job, leave_a_core_to_the_gui, warm_up_imports
@@ -95,6 +97,19 @@ class JobWidget(QWidget):
         self.actions.addWidget(start)
         self.actions.addWidget(self.cancel_button)
         return start
+
+    def take_request(self):
+        """What Start asks for (the widget's ``_request()``), or None when a job still runs or nothing
+        may start: a problem found before starting is refused, a question answered no is declined."""
+        if self.job is not None and self.job.running:
+            return None
+        try:
+            return self._request()
+        except BTUnetError as exc:
+            self.refuse(exc)
+        except _messages.Declined as exc:
+            self.declined(exc)
+        return None
 
     def cancel(self) -> None:
         if self.job is not None and self.job.running:

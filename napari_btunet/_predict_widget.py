@@ -212,12 +212,8 @@ class PredictWidget(JobWidget):
 
     # ------------------------------------------------------------------ run
     def start(self) -> Job | None:
-        if self.job is not None and self.job.running:
-            return None
-        try:
-            request = self._request()
-        except BTUnetError as exc:
-            self.refuse(exc)
+        request = self.take_request()
+        if request is None:
             return None
         self.written, self.unlike = [], []
         self._sources, self._instances = request.sources, request.instances

@@ -133,15 +133,8 @@ class PretrainWidget(JobWidget):
         return PretrainRequest(sources, self.config(), self.channels_combo.currentText(), any_rgb, path)
 
     def start(self) -> Job | None:
-        if self.job is not None and self.job.running:
-            return None
-        try:
-            request = self._request()
-        except BTUnetError as exc:
-            self.refuse(exc)
-            return None
-        except Declined as exc:
-            self.declined(exc)
+        request = self.take_request()
+        if request is None:
             return None
         self.plot.clear()
         self.progress.set_fraction(0, "reading images…")
