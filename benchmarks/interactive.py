@@ -40,7 +40,7 @@ METHODS = ("scratch", "scratch_mean", "scratch_flat", "scratch_radius12", "scrat
            "scratch_edges", "bt", "builtin", "builtin_edges", "builtin_lr3", "scratch_encoder_teacher",
            "builtin_encoder_teacher", "rf", "scratch_uncertainty", "strokes_only", "teacher_forest",
            "teacher_model", "scratch_background", "scratch_intensity", "scratch_epochs6",
-           "scratch_average")
+           "scratch_average", "scratch_fine", "rf_fine")
 #: records of runs made under earlier engine defaults, reported but not run again under that name
 EARLIER = {"bt_flat_radius12": "`unet` Barlow Twins, flat weights, corrections overrule within 12 px "
                                "(an earlier run)",
@@ -59,7 +59,7 @@ VARIANTS = {"scratch_mean": {"continue_teacher": "mean"}, "scratch_flat": {"pseu
             "builtin_encoder_teacher": {"teacher_features": "encoder"},
             "scratch_background": {"normalization": "background"},
             "scratch_intensity": {"intensity_augment": 0.5}, "scratch_epochs6": {"epochs": 6},
-            "scratch_average": {"weight_average": 0.97}}
+            "scratch_average": {"weight_average": 0.97}, "scratch_fine": {"teacher_features": "fine"}}
 LABELS = {"strokes_only": "`unet` from scratch, strokes only (no pseudo-labels)",
           "teacher_forest": "`unet` from scratch, continuation pseudo-labels from the forest alone",
           "teacher_model": "`unet` from scratch, continuation pseudo-labels from the model alone",
@@ -74,6 +74,9 @@ LABELS = {"strokes_only": "`unet` from scratch, strokes only (no pseudo-labels)"
           "builtin_edges": "`unet` from the built-in encoder, the forest's edges weighed up (`pseudo_edge_weight=10`)",
           "builtin_lr3": "`unet` from the built-in encoder, encoder learning rate x3",
           "rf": "random forest (ilastik-style)",
+          "scratch_fine": "`unet` from scratch, the forest teacher also sees the raw pixel and sigma 0.3, 0.7 "
+                          "(`teacher_features='fine'`)",
+          "rf_fine": "random forest (ilastik-style) with the raw pixel and sigma 0.3, 0.7 as well",
           "scratch_encoder_teacher": "`unet` from scratch, forest teacher with the built-in encoder's features",
           "builtin_encoder_teacher": "`unet` from the built-in encoder, forest teacher with its features",
           "scratch_uncertainty": "`unet` from scratch, user guided by its uncertainty map",
@@ -134,13 +137,13 @@ class UNetUser:
 class ForestUser:
     """The random forest side: retrained from all strokes every round (what ilastik does)."""
 
-    def __init__(self, seed: int):
-        self.seed, self.forest = seed, None
+    def __init__(self, seed: int, fine: bool = False):
+        self.seed, self.forest, self.fine = seed, None, fine
 
     def train(self, image: np.ndarray, ann: np.ndarray) -> tuple[float, np.ndarray, None]:
         from sklearn.ensemble import RandomForestClassifier
         t = time.perf_counter()
-        f = rf_features(image)
+        f = rf_features(image, self.fine)
         keep = ann > 0
         self.forest = RandomForestClassifier(n_estimators=50, max_depth=10, n_jobs=-1,
                                              random_state=self.seed).fit(f[keep], ann[keep] == 2)
@@ -150,7 +153,7 @@ class ForestUser:
     def test(self, ds: dict) -> list[np.ndarray]:
         out = []
         for _, image, _ in ds["test"]:
-            f = rf_features(image)
+            f = rf_features(image, self.fine)
             out.append(self.forest.predict(f.reshape(-1, f.shape[-1])).reshape(image.shape))
         return out
 
@@ -172,7 +175,7 @@ def forest_on_full_image(ds: dict, seed: int, max_pixels: int = 200_000) -> floa
 
 def run_loop(ds_name: str, ds: dict, method: str, seed: int, args, encoder, style: str = "blobs") -> list[dict]:
     _, image, mask = ds["train"][0]
-    user = (ForestUser(seed) if method == "rf" else
+    user = (ForestUser(seed, fine=method == "rf_fine") if method in ("rf", "rf_fine") else
             UNetUser("builtin" if method.startswith("builtin") else encoder if method == "bt" else None, seed, args,
                      VARIANTS.get(method)))
     ann = first_strokes(mask, style, seed=seed)
@@ -187,7 +190,7 @@ def run_loop(ds_name: str, ds: dict, method: str, seed: int, args, encoder, styl
         rec = {"dataset": ds_name, "method": method, "seed": seed, "round": rnd, "style": style,
                "painted": int((ann > 0).sum()), "dice_images": image_dice(user.test(ds), ds),
                "round_s": round(round_s, 2), "total_s": round(total_s, 2), "load": load_average()}
-        if method != "rf" and args.auroc:
+        if not method.startswith("rf") and args.auroc:
             rec["error_auroc"] = error_auroc(user.model, ds)
         rec["dice"] = float(np.mean(rec["dice_images"]))
         rec["dice_images"] = [round(d, 4) for d in rec["dice_images"]]
@@ -251,7 +254,7 @@ def dataset_section(records: list[dict], recs: list[dict], ds_name: str, style: 
             row.append(f"{mean_std([r['dice'] for r in rr])} ({np.mean([r['painted'] for r in rr]):,.0f} px, "
                        f"{secs:.{0 if secs >= 10 else 1}f} s)" if rr else "—")
         au = [r.get("error_auroc", float("nan")) for r in recs if r["method"] == m]
-        row.append(mean_std(au) if m != "rf" else "—")
+        row.append(mean_std(au) if not m.startswith("rf") else "—")
         rows.append(row)
     held = " (held out)" if ds_name in HELD_OUT else ""
     heading = f"### {ds_name}{held}" + (f", {style} strokes" if style != "blobs" else "")
@@ -262,8 +265,9 @@ def dataset_section(records: list[dict], recs: list[dict], ds_name: str, style: 
         lines += [f"Random forest trained on the whole mask of the same image: Dice {mean_std(full)}.", ""]
     lines += [f"* {paired(recs, m, rounds)}" for m in ("bt", "builtin", "scratch_uncertainty", *VARIANTS, *EARLIER)
               if any(r["method"] == m for r in recs)]
-    if {"scratch", "rf"} <= {r["method"] for r in recs}:
-        lines.append(f"* {paired(recs, 'rf', rounds, against='scratch', sign=-1)}")
+    for unet, forest in (("scratch", "rf"), ("scratch_fine", "rf_fine")):
+        if {unet, forest} <= {r["method"] for r in recs}:
+            lines.append(f"* {paired(recs, forest, rounds, against=unet, sign=-1)}")
     lines.append("")
     if ds_name == "phc_psc_density":
         lines += density_lines(recs, methods, rounds)

@@ -238,10 +238,15 @@ def run_otsu(ds: dict) -> dict:
     return {**score(preds, ds), "train_s": 0.0, "predict_s": time.perf_counter() - t}
 
 
-def rf_features(image: np.ndarray) -> np.ndarray:
+def rf_features(image: np.ndarray, fine: bool = False) -> np.ndarray:
+    """The baseline forest's features: multiscale filters, sigma 1-16; ``fine``: also the raw pixel and
+    ilastik's finest smoothing scales (the engine's ``teacher_features="fine"``)."""
     from skimage.feature import multiscale_basic_features
-    return multiscale_basic_features(norm(image), intensity=True, edges=True, texture=True,
-                                     sigma_min=1, sigma_max=16)
+
+    from btunet.teacher import fine_features
+    x = norm(image)
+    f = multiscale_basic_features(x, intensity=True, edges=True, texture=True, sigma_min=1, sigma_max=16)
+    return np.concatenate([f, fine_features(x[None])], axis=-1) if fine else f
 
 
 def run_random_forest(ds: dict, level: str, seed: int, max_pixels: int) -> dict:

@@ -234,9 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
              "({range}, default {default}; 0 keeps the encoder frozen)", metavar="FACTOR")
     _setting(f, "finetune", "teacher_features",
              words="sparse strokes: the features of the random forest whose confident guesses label "
-                  "the unpainted pixels: multiscale filters, or the filters and the maps of the "
-                  "encoder the run starts from (--encoder), else of the built-in encoder "
-                  "(default {default})")
+                  "the unpainted pixels: multiscale filters; the filters and the maps of the "
+                  "encoder the run starts from (--encoder), else of the built-in encoder; or the "
+                  "filters and the raw pixel at ilastik's finest scales (fine) (default {default})")
     _setting(f, "finetune", "edge_weight", metavar="W",
              words="sparse strokes, a fresh run: the forest's pseudo-labels weigh up to 1 + W times more "
                   "at its object edges, which no stroke marks, so objects do not come out a pixel too "

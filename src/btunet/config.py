@@ -31,7 +31,7 @@ MIN_PATCH, MAX_PATCH = 16, 2048
 #: whole-image prediction of a trained unet to < 1e-4 while costing < 1.8x for huge planes.
 TILE, OVERLAP = 1024, 256
 SPARSE_EPOCHS, DENSE_EPOCHS = 12, 60
-TEACHER_FEATURES = ("filters", "encoder")
+TEACHER_FEATURES = ("filters", "encoder", "fine")
 CONTINUE_LR_SCALE = 0.5  # a warm start needs smaller steps than a fresh model
 
 # Settings several configs share, each with its range declared once.
@@ -137,8 +137,9 @@ class FinetuneConfig:
     #                                  model's pseudo-labels are dropped; None: as deep as the model's mistake
     #                                  + 2, at most 12 (pseudo.py)
     teacher_features: Literal[TEACHER_FEATURES] = "filters"  # the forest's features: "filters" (multiscale
-    #                                  filters) or "encoder" (+ the maps of the encoder the run starts from,
-    #                                  else the built-in one)
+    #                                  filters), "encoder" (+ the maps of the encoder the run starts from,
+    #                                  else the built-in one) or "fine" (+ the raw pixel and ilastik's
+    #                                  finest scales, sigma 0.3 and 0.7)
     weight_average: Annotated[Number, Field(ge=0.0, le=0.999)] = 0.0  # decay of an exponential moving average
     #                                  of the weights, which previews and the result use (0: the last weights;
     #                                  weight_average.py); 0.999 already averages ~1000 steps

@@ -64,7 +64,11 @@ def encoder_features(encoder: torch.nn.Module) -> FeatureFn:
 def teacher_features(setting: str, encoder, channels: int) -> FeatureFn | None:
     """The forest teacher's features beside its filters (``FinetuneConfig.teacher_features``):
     for "encoder", the maps of ``encoder`` (the pre-trained encoder the run starts from), else of
-    the built-in encoder, on the mean of the channels when the image has more than it takes."""
+    the built-in encoder, on the mean of the channels when the image has more than it takes;
+    for "fine", the raw pixel and ilastik's finest smoothing scales (``teacher.fine_features``)."""
+    if setting == "fine":
+        from .teacher import fine_features
+        return fine_features
     if setting != "encoder":
         return None
     from .models import create_model

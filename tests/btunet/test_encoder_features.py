@@ -88,3 +88,25 @@ def test_strokes_fine_tune_with_the_encoder_teacher(small_sample, fast_finetune_
     net = finetune(image, ann, cfg)
     assert net.metadata["finetune_config"]["teacher_features"] == "encoder"
     assert 0 < net.metadata["trained_on"]["pseudo_labelled_pixels"] <= int((ann == 0).sum())
+
+
+def test_fine_teacher_sees_the_raw_pixel_and_the_finest_scales(small_sample, fast_finetune_config):
+    """``teacher_features="fine"``: three intensities per channel (raw, sigma 0.3, sigma 0.7) beside the
+    filters, so a one-pixel rim is visible to the forest; a stroke run with them trains and says so."""
+    from scipy.ndimage import gaussian_filter
+    plane = np.random.default_rng(0).random((2, 24, 30), dtype=np.float32)
+    fine = teacher_features("fine", None, 2)(plane)
+    assert fine.shape == (24, 30, 6)
+    np.testing.assert_array_equal(fine[..., :2], np.moveaxis(plane, 0, -1))
+    np.testing.assert_allclose(fine[..., 4], gaussian_filter(plane[0], 0.7), atol=1e-6)
+    rim = np.zeros((1, 24, 30), np.float32)
+    rim[0, 12, :] = 1.0  # a line one pixel wide: the filters from sigma 1 on blur it into its neighbours
+    raw = teacher_features("fine", None, 1)(rim)[..., 0]
+    assert raw[12, 5] == 1 and raw[11, 5] == 0
+    image = tifffile.imread(sorted((small_sample / "images").iterdir())[0])
+    mask = tifffile.imread(sorted((small_sample / "masks").iterdir())[0])
+    ann = np.zeros(mask.shape, np.uint8)
+    ann[::5, ::5] = np.where(mask[::5, ::5] > 0, 2, 1)
+    net = finetune(image, ann, replace(fast_finetune_config, mask_mode="sparse", teacher_features="fine"))
+    assert net.metadata["finetune_config"]["teacher_features"] == "fine"
+    assert 0 < net.metadata["trained_on"]["pseudo_labelled_pixels"] <= int((ann == 0).sum())
