@@ -125,11 +125,11 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_graph_sees_deferred_and_relative_imports():
     graph = import_graph()
-    assert "btunet.errors" in graph["btunet.cli"]           # module level, relative
-    assert "btunet.pretrain" in graph["btunet.cli"]         # inside a function
+    assert "btunet.base.errors" in graph["btunet.cli.commands"]           # module level, relative
+    assert "btunet.train.pretrain" in graph["btunet.cli.commands"]         # inside a function
     assert "btunet" in graph["napari_btunet._jobs"]         # ``from btunet import ...`` in a method
-    assert "btunet.models" in graph["btunet.finetune"]
-    assert "btunet" not in graph["btunet.checkpoint"]       # only ``from . import __version__``
+    assert "btunet.models" in graph["btunet.train.finetune"]
+    assert "btunet" not in graph["btunet.core.checkpoint"]       # only ``from . import __version__``
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
