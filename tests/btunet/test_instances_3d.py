@@ -175,4 +175,4 @@ def test_cli_instances_3d_by_default_per_plane_on_request(tmp_path, capsys):
     assert main(common + ["--out", str(tmp_path / "planes"), "--per-plane"]) == 0
     assert [int(p.max()) for p in tifffile.imread(tmp_path / "planes" / "stack.tif")] == [1, 2, 3, 4]
     assert main(common + ["--out", str(tmp_path / "bad"), "--z-spacing", "0"]) == 2
-    assert "z_spacing" in capsys.readouterr().err
+    assert "--z-spacing" in capsys.readouterr().err
