@@ -7,21 +7,21 @@ from __future__ import annotations
 
 import numpy as np
 
-SMOOTH_SIGMA = 2.0  # px, as btunet.uncertainty.SMOOTH_SIGMA
+SMOOTH_SIGMA = 2.0  # px, as btunet.pipeline.uncertainty.SMOOTH_SIGMA
 CANDIDATES = {
     "flips": "entropy of the mean of four test-time flips (the map `btunet predict` gives)",
     "margin": "entropy of the model's probability, one pass",
     "smooth": f"entropy of the model's probability blurred by a Gaussian of sigma {SMOOTH_SIGMA:g} px",
     "snapshots": "entropy of the mean probability of the epoch ends at 1/2, 3/4 and the end of the run",
     "forest": "disagreement |p_model − p_forest| with the forest on the same strokes",
-    "forest_margin": "entropy of the forest's own probability (`btunet.uncertainty.stroke_uncertainty`)",
+    "forest_margin": "entropy of the forest's own probability (`btunet.pipeline.uncertainty.stroke_uncertainty`)",
     "max": "max(flips, forest disagreement)",
     "mean": "mean(flips, forest disagreement)",
     "ensemble": "entropy of the mean of the model's and the forest's probabilities",
     "ensemble_smooth": f"`ensemble` with the mean blurred by a Gaussian of sigma {SMOOTH_SIGMA:g} px first",
     "edge": "closeness to the predicted edge (trivial baseline)",
 }
-CHOSEN = "forest_margin"  # btunet.uncertainty.stroke_uncertainty
+CHOSEN = "forest_margin"  # btunet.pipeline.uncertainty.stroke_uncertainty
 BEFORE = "flips"
 BASELINE = "edge"
 SAMPLE_STYLE = "sample"  # the plugin's sample: its image and painted-looking annotation (bbbc007 only)

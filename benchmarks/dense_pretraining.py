@@ -56,7 +56,7 @@ def append(path: Path, rec: dict) -> None:
 def pretrained(name: str, weight: float, args, records: list[dict]):
     """The encoder of one objective: from --work if it was made with these settings, else trained now."""
     import btunet
-    from btunet.pretrain import PretrainedEncoder
+    from btunet.train.pretrain import PretrainedEncoder
     path = Path(args.work) / f"{name}_w{weight:g}_{args.steps}steps_seed{args.pretrain_seed}.safetensors"
     if path.exists():
         return PretrainedEncoder.load(path)

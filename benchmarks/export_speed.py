@@ -37,7 +37,7 @@ def best_of(fn, repeat: int) -> tuple[float, object]:
 def mosaic(size: int = 1024) -> np.ndarray:
     import tifffile
 
-    from btunet.demo import sample_paths
+    from btunet.io.sample import sample_paths
     tiles = [tifffile.imread(p)[:size // 2, :size // 2] for p in sample_paths()[0][:4]]
     return np.block([[tiles[0], tiles[1]], [tiles[2], tiles[3]]])[:size, :size]
 
@@ -46,7 +46,7 @@ def model_for(name: str):
     """A default-width variant whose BatchNorm statistics come from real pixels (speed does not
     depend on the weights; realistic statistics keep the probabilities comparable)."""
     from btunet import create_model
-    from btunet.bioimageio_package import sample_tensor, scale_range
+    from btunet.exporting.bioimageio_package import sample_tensor, scale_range
     torch.manual_seed(0)
     model = create_model(name, in_channels=1)
     model.train()
@@ -59,8 +59,8 @@ def measure(name: str, threads: int, repeat: int, image: np.ndarray, folder: Pat
     import onnxruntime
 
     from btunet import predict
-    from btunet.bioimageio_package import scale_range
-    from btunet.export import write_onnx, write_torchscript
+    from btunet.exporting.bioimageio_package import scale_range
+    from btunet.exporting.export import write_onnx, write_torchscript
     torch.set_num_threads(threads)
     model = model_for(name)
     onnx_file, script_file = folder / f"{name}.onnx", folder / f"{name}.pt"

@@ -10,7 +10,7 @@
    forward, loss, backward, Adam), before (`nn.Dropout`, per-parameter Adam) and after.
 4. Fine-tuning steps per second with and without one busy competitor (`python -c "while True:
    pass"`), each in a fresh process: 2 threads with OpenMP's default waiting (before) against the
-   thread policy of `btunet.threads` with passive waiting (after).
+   thread policy of `btunet.base.threads` with passive waiting (after).
 
 The 1-minute load average is recorded beside every timing: other jobs share these cores.
 Writes docs/results_fused.md and appends a record to docs/data/fused.jsonl (~5 minutes).
@@ -54,7 +54,7 @@ def best(fn, repeat: int) -> tuple[float, float]:
 
 
 def mosaic(data: Path, size: int = 2048) -> np.ndarray:
-    from btunet.imageio import read_image
+    from btunet.io.imageio import read_image
     files = sorted((data / "bbbc007" / "images").iterdir())
     tiles = [read_image(f)[:400, :400] for f in files]
     n = -(-size // 400)
@@ -67,7 +67,7 @@ def trained_unet(data: Path, cache: Path):
     path = cache / "fused_unet_bbbc007.safetensors"
     if path.exists():
         return btunet.load_model(path)
-    from btunet.imageio import read_image
+    from btunet.io.imageio import read_image
     files = sorted((data / "bbbc007" / "images").iterdir())[:2]
     images = [read_image(f) for f in files]
     masks = [(read_image(data / "bbbc007" / "masks" / f.name) > 0).astype(np.uint8) for f in files]
@@ -83,8 +83,8 @@ def inference(model, image: np.ndarray, repeat: int) -> dict:
     import torch
 
     import btunet
-    from btunet import runtime
-    from btunet.planes import as_model, plane_layout, predict_logits
+    from btunet.models import runtime
+    from btunet.pipeline.planes import as_model, plane_layout, predict_logits
     mp = image.size / 1e6
     net32 = as_model(model, torch.device("cpu"), fast=False)
     pixels = next(plane_layout(image, 1).planes(image))[1]
@@ -117,8 +117,8 @@ def inference(model, image: np.ndarray, repeat: int) -> dict:
 
 def dice_check(model, data: Path) -> dict:
     import btunet
-    from btunet.imageio import read_image
-    from btunet.metrics import pixel_scores
+    from btunet.io.imageio import read_image
+    from btunet.labels.metrics import pixel_scores
     files = sorted((data / "bbbc007" / "images").iterdir())[2:]
     before, after = [], []
     for f in files:
@@ -134,20 +134,20 @@ STEPS = r"""
 import json, os, sys, time
 legacy, threads, steps = sys.argv[1] == "legacy", sys.argv[2], int(sys.argv[3])
 if threads == "policy":
-    import btunet.threads  # sets OMP_WAIT_POLICY=PASSIVE before torch starts
+    import btunet.base.threads  # sets OMP_WAIT_POLICY=PASSIVE before torch starts
 import numpy as np, torch
 from pathlib import Path
 import btunet
-import btunet.threads
-from btunet.augment import finetune_augment
-from btunet.data import load_sources
-from btunet.device import autocast
-from btunet.finetune import PatchSampler, annotated_planes, head_for
-from btunet.imageio import read_image
-from btunet.losses import segmentation_loss
+import btunet.base.threads
+from btunet.train.augment import finetune_augment
+from btunet.pipeline.data import load_sources
+from btunet.base.device import autocast
+from btunet.train.finetune import PatchSampler, annotated_planes, head_for
+from btunet.io.imageio import read_image
+from btunet.train.losses import segmentation_loss
 from btunet.models.dropout import Dropout
-n_threads = (btunet.threads.configure_threads() if threads == "policy"
-             else btunet.threads.configure_threads(int(threads)))
+n_threads = (btunet.base.threads.configure_threads() if threads == "policy"
+             else btunet.base.threads.configure_threads(int(threads)))
 data = Path(sys.argv[4])
 files = sorted((data / "images").iterdir())[:2]
 images = [read_image(f) for f in files]
@@ -168,7 +168,7 @@ opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, foreach=not legacy)
 def step():
     x, t, w = (torch.from_numpy(a) for a in sampler.batch(cfg.batch_size))
     x, t, w = finetune_augment(x, t, w, 0.0, True, generator=gen)
-    # before: bf16 autocast on every CPU; after: only where bf16 is native (btunet.device)
+    # before: bf16 autocast on every CPU; after: only where bf16 is native (btunet.base.device)
     with (torch.autocast("cpu", dtype=torch.bfloat16) if legacy else autocast(torch.device("cpu"))):
         logits = net(x.contiguous(memory_format=torch.channels_last))
     loss = segmentation_loss(logits, t, w, 1, False)
@@ -248,7 +248,7 @@ default {d['dice_before']:.4f}, fused {d['dice_after']:.4f} (difference
 "before": `nn.Dropout`, per-parameter Adam and bf16 autocast on every CPU, with 2 threads and
 OpenMP's default waiting; "after": the numpy-drawn dropout mask, multi-tensor Adam, bf16 only where
 the CPU has it natively (this one: {"yes" if native_bf16 else "no, so fp32"}), and the thread policy
-of `btunet.threads` with passive waiting. Each row is a fresh process; "busy competitor" runs
+of `btunet.base.threads` with passive waiting. Each row is a fresh process; "busy competitor" runs
 `python -c "while True: pass"` beside it.
 
 {table(["code", "threads", "OpenMP wait", "busy competitor", "steps/s", "load"], step_rows, "lrllrr")}
@@ -273,10 +273,10 @@ def main(argv=None) -> int:
     if a.report_only:
         write_section("results_fused.md", report(json.loads(RECORD.read_text().splitlines()[-1])))
         return 0
-    import btunet.threads
-    btunet.threads.configure_threads(a.threads)
+    import btunet.base.threads
+    btunet.base.threads.configure_threads(a.threads)
     model = trained_unet(a.data, ROOT / "benchmarks" / ".cache")
-    from btunet.device import cpu_has_native_bf16
+    from btunet.base.device import cpu_has_native_bf16
     r = {"date": stamp(), "machine": machine(), "load_start": load_average(), "native_bf16": cpu_has_native_bf16()}
     r["inference"] = inference(model, mosaic(a.data), a.repeat)
     print(json.dumps(r["inference"]), flush=True)

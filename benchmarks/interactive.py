@@ -30,7 +30,7 @@ import headlines  # noqa: E402
 from _report import DEFAULT_DATA, DOCS, load_average, machine, stamp, table, write_section  # noqa: E402
 from quality import HELD_OUT, get_encoder, load_dataset, rf_features  # noqa: E402
 
-from btunet.simulate import STYLES, correct, correct_by_uncertainty, first_strokes  # noqa: E402
+from btunet.train.simulate import STYLES, correct, correct_by_uncertainty, first_strokes  # noqa: E402
 
 RECORDS = DOCS / "data" / "interactive.jsonl"
 #: the sets defaults are tuned on; HELD_OUT (other modalities, one file per frame) are only reported
@@ -89,7 +89,7 @@ LABELS = {"strokes_only": "`unet` from scratch, strokes only (no pseudo-labels)"
 
 # ------------------------------------------------------------------------------------ methods
 def image_dice(predictions: list[np.ndarray], ds: dict) -> list[float]:
-    from btunet.metrics import pixel_scores
+    from btunet.labels.metrics import pixel_scores
     return [float(pixel_scores(p, m)["dice"]) for p, (_, _, m) in zip(predictions, ds["test"], strict=True)]
 
 
@@ -213,7 +213,7 @@ def summary(records: list[dict], args) -> str:
               f"{load_average()}; each record in [docs/data/{args.records.name}](data/{args.records.name}) "
               "carries the load when it finished)."), "",
              "Round 0: object blobs in 10 objects and eight 40-px background strokes on one training image "
-             "(`btunet.simulate.scribbles`)" + (
+             "(`btunet.train.simulate.scribbles`)" + (
                  f"; rounds 1-{args.rounds}: {args.budget} more painted pixels per round, "
                  "blobs in the largest wrong regions of the current prediction (false positives -> background, "
                  "false negatives -> object) or, for the uncertainty-guided user, in the brightest regions of "
@@ -228,7 +228,7 @@ def summary(records: list[dict], args) -> str:
                   "file per frame; electron microscopy) were never used to choose a default; their rows are "
                   "reported as measured."), ""]
     if any(r.get("style", "blobs") != "blobs" for r in records):
-        lines += ["Annotator styles of round 0 (`btunet.simulate.first_strokes`): "
+        lines += ["Annotator styles of round 0 (`btunet.train.simulate.first_strokes`): "
                   + "; ".join(f"*{k}*: {v}" for k, v in STYLE_TEXT.items()) + ".", ""]
     for ds_name in ALL_DATASETS:
         for style in STYLES:

@@ -32,12 +32,12 @@ from headlines import TUNED  # noqa: E402
 from objects_sets import ALL, CROWDED, VOLUMES, Z_SPACING, load  # noqa: E402
 from quality import rf_features  # noqa: E402
 
-from btunet.config import FinetuneConfig  # noqa: E402
-from btunet.separation import CLEAR_MARGIN, ELONGATED, LARGE_OBJECT_PX, MIN_VALIDATION_OBJECTS  # noqa: E402
+from btunet.core.config import FinetuneConfig  # noqa: E402
+from btunet.pipeline.separation import CLEAR_MARGIN, ELONGATED, LARGE_OBJECT_PX, MIN_VALIDATION_OBJECTS  # noqa: E402
 
 RING = 4  # px of the ring class around each nucleus
 #: The U-Net with a boundary channel, its objects split as it chose at fine-tuning
-#: (``btunet.separation``: held-out objects when they are clear, else the objects' size). Earlier
+#: (``btunet.pipeline.separation``: held-out objects when they are clear, else the objects' size). Earlier
 #: records: "unet + boundary watershed" (always the borders), "unet + borders, split by validation
 #: F1 alone" (the better F1 on held-out objects, a tie to the watershed).
 CHOSEN = "unet + borders, split as the model chose"
@@ -46,13 +46,13 @@ EARLIER_CHOICE = "unet + borders, split by validation F1 alone"
 SIZE_RULE = "unet + borders, split by validation or size"
 
 
-#: Means over test images of these scores (``btunet.metrics``): pixel, object and count scores.
+#: Means over test images of these scores (``btunet.labels.metrics``): pixel, object and count scores.
 SCORES = ("dice", "object_f1", "ap", "ap50", "mean_matched_iou", "count_error", "splits", "merges", "n_pred",
           "n_true")
 
 
 def instance_scores(preds: list, truths: list) -> dict:
-    from btunet.metrics import object_scores, pixel_scores
+    from btunet.labels.metrics import object_scores, pixel_scores
     per = [{**pixel_scores(p, t), **object_scores(p, t)} for p, t in zip(preds, truths, strict=True)]
     return {k: float(np.mean([s[k] for s in per])) for k in SCORES}
 
@@ -97,8 +97,8 @@ def run_unet(ds: dict, seed: int, args, boundary: bool) -> dict:
 
 
 def train_floor(ds: dict) -> int:
-    """The object-size floor a model trained on the 2 training masks stores (``btunet.instances``)."""
-    from btunet.instances import object_sizes, size_floor
+    """The object-size floor a model trained on the 2 training masks stores (``btunet.labels.instances``)."""
+    from btunet.labels.instances import object_sizes, size_floor
     return size_floor(np.concatenate([object_sizes(m) for _, _, m in ds["train"]]))
 
 
@@ -106,7 +106,7 @@ def run_otsu(ds: dict) -> dict:
     from quality import norm
     from skimage.filters import threshold_otsu
 
-    from btunet.instances import distance_instances
+    from btunet.labels.instances import distance_instances
     preds, floor = [], train_floor(ds)
     for _, im, _ in ds["test"]:
         x = norm(im)
@@ -123,7 +123,7 @@ def sampling(ds: dict, image: np.ndarray) -> tuple | None:
 def floor_of(ds: dict, image: np.ndarray, floor: int) -> int:
     """The size floor of a test image: in a volume the voxels the model's floor becomes
     (``instances.volume_floor``, as ``predict`` does), so every method drops the same objects."""
-    from btunet.instances import volume_floor
+    from btunet.labels.instances import volume_floor
     spacing = sampling(ds, image)
     return floor if spacing is None else volume_floor(floor, spacing[0], image.shape[0])
 
@@ -145,14 +145,14 @@ def volume_features(image: np.ndarray) -> list[np.ndarray]:
         return [rf_features(image)]
     from skimage.feature import multiscale_basic_features
 
-    from btunet.normalize import normalize_plane, percentile_range
+    from btunet.pipeline.normalize import normalize_plane, percentile_range
     lo, hi = percentile_range(image)
     return [multiscale_basic_features(normalize_plane(x, lo, hi), intensity=True, edges=True, texture=True,
                                       sigma_min=1, sigma_max=16) for x in image]
 
 
 def run_forest(ds: dict, seed: int) -> dict:
-    from btunet.instances import distance_instances
+    from btunet.labels.instances import distance_instances
     t = time.perf_counter()
     feats = [rf_features(im) for _, im, _ in ds["train"]]
     clf = forest([f.reshape(-1, f.shape[-1]) for f in feats],
@@ -189,7 +189,7 @@ def class_strokes(classes: np.ndarray, seed: int, every: int = 12) -> np.ndarray
 
 
 def class_dice(preds: list, truths: list) -> dict:
-    from btunet.metrics import class_dice as dice
+    from btunet.labels.metrics import class_dice as dice
     per = [dice(p, t, [1, 2]) for p, t in zip(preds, truths, strict=True)]
     return {k: float(np.mean([s[k] for s in per])) for k in per[0]}
 
@@ -301,7 +301,7 @@ def summary(records: list[dict]) -> str:
         lines += ["\n### How the model with borders splits objects\n",
                   ("A model fine-tuned with a boundary channel scores its learnt borders and the distance watershed "
                    "on its held-out validation objects (object F1). *Split as the model chose* (the engine's rule, "
-                   "`btunet.separation`): validation decides when it has at least "
+                   "`btunet.pipeline.separation`): validation decides when it has at least "
                    f"{MIN_VALIDATION_OBJECTS} objects and one way is ahead by {CLEAR_MARGIN:g} or more, otherwise "
                    f"elongated training objects (median area from {ELONGATED:g} times their inscribed disk: rods) "
                    f"get the borders, and then the median training object decides (from {LARGE_OBJECT_PX} px: the "
@@ -328,9 +328,9 @@ def summary(records: list[dict]) -> str:
     tuned = [r for r in inst if r["method"].endswith(TUNED)]
     if tuned:
         lines += ["\n### The threshold chosen on validation pixels, and four flips averaged\n",
-                  ("Runs with the engine's default threshold (`btunet.thresholds`: the best of 0.20-0.80 on the "
-                   "held-out validation pixels when it beats 0.5 there by 0.01 Dice). Per run: the threshold the "
-                   "model chose, pixel Dice / object F1 at it, at 0.5 where the threshold moved (same model), and "
+                  ("Runs with the engine's default threshold (`btunet.pipeline.thresholds`: the best of 0.20-0.80 "
+                   "on the held-out validation pixels when it beats 0.5 there by 0.01 Dice). Per run: the threshold "
+                   "the model chose, pixel Dice / object F1 at it, at 0.5 where the threshold moved (same model), and "
                    "with four test-time flips averaged (`predict(..., tta=True)`) at the model's threshold.\n")]
 
         def pair(d):

@@ -4,7 +4,7 @@ Two parts, one record file (docs/data/pretraining.jsonl), one report (docs/resul
 with benchmarks/pretraining_notes.md copied in; docs/results.md is regenerated):
 
 * ``start``: how a fine-tune starts from an encoder (``FinetuneConfig.encoder_refit_bn``,
-  ``encoder_warmup``; see src/btunet/encoder_start.py), on short
+  ``encoder_warmup``; see src/btunet/train/encoder_start.py), on short
   pre-trainings, against from scratch, on BBBC007 at one annotated image;
 * ``builtin``: the encoder shipped with the package (``encoder="builtin"``) against from scratch
   and against a user's own short pre-training, on BBBC007 (never seen in pre-training) and on
@@ -32,7 +32,7 @@ import quality  # noqa: E402
 from _report import DEFAULT_DATA, DOCS, ROOT, load_average, machine, stamp, table, write_section  # noqa: E402
 from headlines import paired_diffs  # noqa: E402
 
-from btunet.config import DENSE_EPOCHS  # noqa: E402  (the engine's length for dense masks)
+from btunet.core.config import DENSE_EPOCHS  # noqa: E402  (the engine's length for dense masks)
 
 RECORDS = DOCS / "data" / "pretraining.jsonl"
 #: every column of the 1-image recipe rerun together on one version of the code (seeds paired)
@@ -94,7 +94,7 @@ def run_one(ds: dict, seed: int, encoder, epochs: int, setting: str, n_images: i
 def run(args) -> None:
     import torch
 
-    from btunet.pretrain import as_encoder
+    from btunet.train.pretrain import as_encoder
     torch.set_num_threads(args.threads)
     records = read_records(args.records)
     done = {(r["part"], r["dataset"], r["encoder"], r["setting"], r["seed"], r["ft_epochs"], r.get("images", 1))

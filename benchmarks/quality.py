@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import headlines  # noqa: E402
 from _report import DEFAULT_DATA, DOCS, ROOT, load_average, machine, stamp, table, write_section  # noqa: E402
 
-from btunet.simulate import scribbles  # noqa: E402
+from btunet.train.simulate import scribbles  # noqa: E402
 
 LEVELS = ("1", "2", "4", "sparse")
 GRAY_UNLABELLED = ("ctc_2d_timelapse.tif", "mahotas_nuclear.png")  # fluorescence, like the sets
@@ -33,7 +33,7 @@ GRAY_UNLABELLED = ("ctc_2d_timelapse.tif", "mahotas_nuclear.png")  # fluorescenc
 # ----------------------------------------------------------------------------------------- data
 def norm(image: np.ndarray) -> np.ndarray:
     """Percentile normalisation as in the engine (1 / 99.8 %), for the baselines."""
-    from btunet.normalize import normalize_plane, percentile_range
+    from btunet.pipeline.normalize import normalize_plane, percentile_range
     lo, hi = percentile_range(image)
     return normalize_plane(image, lo, hi)
 
@@ -42,7 +42,7 @@ def load_dataset(name: str, data: Path) -> dict:
     """Training pool (in the order images are added), test images and unlabelled extras."""
     import tifffile
 
-    from btunet.imageio import read_image
+    from btunet.io.imageio import read_image
     if name == "bbbc007":
         files = sorted((data / "bbbc007" / "images").iterdir())
         images = [read_image(f) for f in files]
@@ -95,7 +95,7 @@ HELD_OUT = (*FILE_SETS, "phc_psc_density", *SINGLE_SETS)
 
 def file_set(name: str, data: Path) -> dict:
     """A folder of one image per file, predicted file by file as a user's folder would be."""
-    from btunet.imageio import read_image
+    from btunet.io.imageio import read_image
     files = sorted((data / name / "images").iterdir())
     items = [(f.name, read_image(f), read_image(data / name / "masks" / f.name)) for f in files]
     painted, test = FILE_SETS[name]
@@ -107,7 +107,7 @@ def file_set(name: str, data: Path) -> dict:
 
 def single_set(name: str, data: Path) -> dict:
     """One image, painted and scored on itself: there is no second image to test on."""
-    from btunet.imageio import read_image
+    from btunet.io.imageio import read_image
     fname = SINGLE_SETS[name]
     item = (fname, read_image(data / name / "images" / fname), read_image(data / name / "masks" / fname))
     return {"train": [item], "test": [item], "unlabelled": [item[1]],
@@ -161,7 +161,7 @@ def annotated_pixels(labels: list, mode: str) -> int:
 
 # ------------------------------------------------------------------------------------ scoring
 def score(predictions: list[np.ndarray], ds: dict) -> dict:
-    from btunet.metrics import pixel_scores
+    from btunet.labels.metrics import pixel_scores
     per = [pixel_scores(p, mask) for p, (_, _, mask) in zip(predictions, ds["test"], strict=True)]
     return {"dice": float(np.mean([s["dice"] for s in per])), "iou": float(np.mean([s["iou"] for s in per]))}
 
@@ -177,13 +177,13 @@ def score_model(model, ds: dict) -> tuple[dict, float]:
 def get_encoder(ds_name: str, ds: dict, variant: str, args, data: Path):
     """Pre-train once per dataset x variant (cached on disk) within a time budget."""
     import btunet
-    from btunet.pretrain import PretrainedEncoder
+    from btunet.train.pretrain import PretrainedEncoder
     cache = Path(args.cache) / f"{ds_name}_{variant}_{args.pretrain_seconds:g}s.safetensors"
     if cache.exists():
         enc = PretrainedEncoder.load(cache)
         return enc, enc.metadata
     extras = [data / "unlabelled" / f for f in GRAY_UNLABELLED]
-    from btunet.imageio import read_image
+    from btunet.io.imageio import read_image
     sources = list(ds["unlabelled"]) + [read_image(p) for p in extras]
     # calibrate the step time so the warm-up + cosine schedule spans the time budget
     n_planes = sum(1 if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4)) else int(np.prod(a.shape[:-2]))
@@ -285,11 +285,11 @@ def run_monai(ds: dict, level: str, seed: int, budget_s: float, args) -> dict:
     from monai.inferers import sliding_window_inference
     from monai.networks.nets import BasicUNet
 
-    from btunet.augment import finetune_augment
-    from btunet.config import seed_everything
-    from btunet.data import load_sources
-    from btunet.finetune import PatchSampler, annotated_planes
-    from btunet.losses import masked_bce_dice_loss
+    from btunet.core.config import seed_everything
+    from btunet.pipeline.data import load_sources
+    from btunet.train.augment import finetune_augment
+    from btunet.train.finetune import PatchSampler, annotated_planes
+    from btunet.train.losses import masked_bce_dice_loss
     images, labels, mode = annotations(ds, level)
     generator = seed_everything(seed)
     rng = np.random.default_rng(seed)
@@ -512,7 +512,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.variants = args.variants or ["unet"]
     args.levels = args.levels or (["1", "sparse"] if quick else list(LEVELS))
     args.seeds = args.seeds or ([0] if quick else [0, 1, 2])
-    from btunet.config import FinetuneConfig
+    from btunet.core.config import FinetuneConfig
     engine = FinetuneConfig()
     args.epochs = args.epochs or (3 if quick else None)
     args.steps = args.steps or (5 if quick else engine.steps_per_epoch)
@@ -621,7 +621,7 @@ def main(argv=None) -> int:
                  **run_monai(ds, level, seed, ref[0] if ref else 60.0, args)})
         report()
 
-    from btunet.pretrain import PretrainedEncoder
+    from btunet.train.pretrain import PretrainedEncoder
     for ds_name in datasets:  # encoders pre-trained by an earlier (stopped) run
         for variant in args.variants:
             f = Path(args.cache) / f"{ds_name}_{variant}_{args.pretrain_seconds:g}s.safetensors"

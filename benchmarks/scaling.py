@@ -4,7 +4,7 @@
     python benchmarks/scaling.py --planes 4 --size 512 --workers 1 2 4 --model model.safetensors
 
 Writes a zarr volume to a temporary folder, predicts it with ``btunet.predict`` (the in-memory
-baseline) and with ``btunet.chunked.predict_chunked`` (zarr in, zarr out) on local threads and on a
+baseline) and with ``btunet.infer.chunked.predict_chunked`` (zarr in, zarr out) on local threads and on a
 ``LocalCluster`` with N single-threaded worker processes; prints a table in megapixels per second
 and appends it, with the machine's load, to docs/scaling_results.md. Without ``--model`` it uses a
 randomly initialised model (throughput does not depend on the weights). Cluster start-up is not
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from btunet.chunked import DEFAULT_DEPTH  # noqa: E402
+from btunet.infer.chunked import DEFAULT_DEPTH  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "scaling_results.md"
 
@@ -51,7 +51,7 @@ def make_volume(path: Path, planes: int, size: int, seed: int = 0) -> None:
 
 
 def _import_engine() -> None:
-    import btunet.chunked  # noqa: F401
+    import btunet.infer.chunked  # noqa: F401
 
 
 def _peak_rss_mb() -> float:
@@ -64,7 +64,7 @@ def run(args) -> list[tuple[str, float, float]]:
     from distributed import Client, LocalCluster
 
     from btunet import create_model, predict, save_model
-    from btunet.chunked import predict_chunked
+    from btunet.infer.chunked import predict_chunked
 
     tmp = Path(tempfile.mkdtemp(prefix="btunet-scaling-"))
     try:

@@ -71,7 +71,7 @@ def count_bytes(model, x) -> int:
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils._pytree import tree_flatten
 
-    from btunet.device import autocast
+    from btunet.base.device import autocast
 
     class Bytes(TorchDispatchMode):
         total = 0
@@ -90,7 +90,7 @@ def count_bytes(model, x) -> int:
 
 def inference(variants: list[str], size: int, repeat: int) -> list[dict]:
     import btunet
-    from btunet.planes import as_model, predict_logits
+    from btunet.pipeline.planes import as_model, predict_logits
     rows = []
     plane = np.random.default_rng(0).random((1, size, size), dtype=np.float32)
     for name in variants:
@@ -119,8 +119,8 @@ def inference(variants: list[str], size: int, repeat: int) -> list[dict]:
 def profile_unet(size: int) -> str:
     """Top operators of the fast path of `unet` as `btunet predict` runs it (BatchNorm folded)."""
     import btunet
-    from btunet.device import autocast
-    from btunet.planes import as_model
+    from btunet.base.device import autocast
+    from btunet.pipeline.planes import as_model
     model = as_model(btunet.create_model("unet"), torch.device("cpu")).to(memory_format=torch.channels_last)
     x = torch.randn(1, 1, size, size).contiguous(memory_format=torch.channels_last)
     with torch.no_grad(), autocast(torch.device("cpu")):
@@ -136,7 +136,7 @@ def profile_unet(size: int) -> str:
 
 def layer_probe() -> list[list[str]]:
     """ms of one op on a 16-channel 512² activation (the first U-Net level) per dtype and layout."""
-    from btunet.device import autocast
+    from btunet.base.device import autocast
     rows = []
     dw = torch.nn.Conv2d(16, 16, 3, padding=1, groups=16)
     pw = torch.nn.Conv2d(16, 16, 1)
@@ -166,7 +166,7 @@ def trained_model(data: Path, epochs: int, steps: int, cache: Path):
     path = cache / f"speed_unet_bbbc007_{epochs}x{steps}.safetensors"
     if path.exists():
         return btunet.load_model(path), path
-    from btunet.imageio import read_image
+    from btunet.io.imageio import read_image
     files = sorted((data / "bbbc007" / "images").iterdir())[:2]
     images = [read_image(f) for f in files]
     masks = [(read_image(data / "bbbc007" / "masks" / f.name) > 0).astype(np.uint8) for f in files]
@@ -179,8 +179,8 @@ def trained_model(data: Path, epochs: int, steps: int, cache: Path):
 
 def fast_vs_fp32(model, data: Path, n_images: int) -> dict:
     import btunet
-    from btunet.imageio import read_image
-    from btunet.metrics import pixel_scores
+    from btunet.io.imageio import read_image
+    from btunet.labels.metrics import pixel_scores
     files = sorted((data / "bbbc007" / "images").iterdir())[2:2 + n_images]
     d32, dfast, agree, maxdiff = [], [], [], 0.0
     for f in files:
@@ -211,7 +211,7 @@ def time_to_95(model) -> dict:
 # ---------------------------------------------------------------------------------- CLI overhead
 def make_stack(data: Path, planes: int, h: int, w: int, dtype) -> np.ndarray:
     """A stack of real nuclei: BBBC007 images tiled to h x w, a different arrangement per plane."""
-    from btunet.imageio import read_image
+    from btunet.io.imageio import read_image
     images = [read_image(f) for f in sorted((data / "bbbc007" / "images").iterdir())]
     out = np.empty((planes, h, w), dtype)
     scale = 257 if np.dtype(dtype) == np.uint16 else 1
@@ -238,7 +238,7 @@ def cli_overhead(model_path: Path, data: Path, planes: int, repeat: int) -> dict
     import tifffile
 
     import btunet
-    from btunet.cli import main as cli
+    from btunet.cli.commands import main as cli
     from btunet.models.base import pad_to_multiple
     stack = make_stack(data, planes, 700, 1100, np.uint8)
     model = btunet.load_model(model_path).to(memory_format=torch.channels_last)
@@ -253,14 +253,14 @@ def cli_overhead(model_path: Path, data: Path, planes: int, repeat: int) -> dict
             assert rc == 0
     # pure network: the same (BatchNorm-folded) model, tiles, batches and fast path that
     # predict_logits uses, with the inputs ready
-    from btunet.planes import as_model, tile_boxes
+    from btunet.pipeline.planes import as_model, tile_boxes
     model = as_model(model, torch.device("cpu")).to(memory_format=torch.channels_last)
     x, _, _ = pad_to_multiple(torch.zeros(1, 1, 700, 1100))
     hp, wp = x.shape[-2:]
     th, tw, boxes = tile_boxes(hp, wp)
     batches = [torch.randn(len(boxes[i:i + 4]), 1, th, tw).contiguous(memory_format=torch.channels_last)
                for i in range(0, len(boxes), 4)]
-    from btunet.device import autocast
+    from btunet.base.device import autocast
 
     def network():
         with torch.no_grad(), autocast(torch.device("cpu")):
@@ -284,10 +284,10 @@ def cli_overhead(model_path: Path, data: Path, planes: int, repeat: int) -> dict
 # ------------------------------------------------------------------------------ pre-training step
 def pretrain_overhead(steps: int) -> dict:
     import btunet
-    from btunet.augment import two_views
-    from btunet.device import autocast
-    from btunet.losses import barlow_twins_loss
-    from btunet.pretrain import Projector, embed, random_patches
+    from btunet.base.device import autocast
+    from btunet.train.augment import two_views
+    from btunet.train.losses import barlow_twins_loss
+    from btunet.train.pretrain import Projector, embed, random_patches
     rng = np.random.default_rng(0)
     images = [rng.random((256, 256), dtype=np.float32) for _ in range(8)]
     cfg = btunet.PretrainConfig(epochs=1, samples_per_epoch=16 * (steps + 1), seed=0)
@@ -330,7 +330,7 @@ def poll():
                 peak[k] = max(peak[k], int(line.split()[1]))
         time.sleep(0.05)
 threading.Thread(target=poll, daemon=True).start()
-from btunet.cli import main
+from btunet.cli.commands import main
 t = time.perf_counter()
 rc = main(sys.argv[1:])
 hwm = [int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")]
@@ -433,7 +433,7 @@ def report(r: dict, args) -> str:
     c = r.get("cli")
     if c:
         lines += [f"### Pipeline overhead of `btunet predict` ({c['planes']} x 700 x 1100 uint8 stack)", "",
-                  (f"End-to-end `btunet.cli.main(['predict', ...])` (load checkpoint, read, normalise, tile, "
+                  (f"End-to-end `btunet.cli.commands.main(['predict', ...])` (load checkpoint, read, normalise, tile, "
                    f"blend, threshold, write) {c['end_to_end_s']:.1f} s; pure network time for the same "
                    f"{c['tiles_per_plane']} tiles per plane in the same batches {c['network_s']:.1f} s: overhead "
                    f"**{c['overhead']:.2f}x** (load {c['load']}). The {c.get('tile', ['?', '?'])[0]} x "

@@ -28,7 +28,7 @@ from _report import DEFAULT_DATA, DOCS, load_average, machine, stamp, table, wri
 from interactive import ALL_DATASETS, DATASETS, ForestUser, test_dice  # noqa: E402
 from quality import HELD_OUT, load_dataset  # noqa: E402
 
-from btunet.simulate import STYLES, first_strokes  # noqa: E402
+from btunet.train.simulate import STYLES, first_strokes  # noqa: E402
 
 RECORDS = DOCS / "data" / "training_curve.jsonl"
 DECAYS = (0.9, 0.97)
@@ -39,7 +39,7 @@ TOLERANCE = 0.01  # "never worse": the end within this of the best epoch
 def scores(model, image, mask, tests) -> tuple[float, float, float]:
     """(painted-image Dice, its precision, mean Dice over ``tests``) of ``model``."""
     import btunet
-    from btunet.metrics import pixel_scores
+    from btunet.labels.metrics import pixel_scores
     s = pixel_scores(btunet.predict(model, image, probabilities=False).labels, mask)
     dice = [pixel_scores(btunet.predict(model, im, probabilities=False).labels, m)["dice"] for _, im, m in tests]
     return round(float(s["dice"]), 4), round(float(s["precision"]), 4), round(float(np.mean(dice)), 4)
@@ -47,7 +47,7 @@ def scores(model, image, mask, tests) -> tuple[float, float, float]:
 
 def run(ds_name: str, ds: dict, style: str, seed: int, settings: dict | None = None) -> dict:
     import btunet
-    from btunet.weight_average import WeightAverage
+    from btunet.train.weight_average import WeightAverage
     _, image, mask = ds["train"][0]
     strokes = first_strokes(mask, style, seed=seed)
     tests = ds["test"][:CURVE_TEST_IMAGES]
@@ -72,7 +72,7 @@ def run(ds_name: str, ds: dict, style: str, seed: int, settings: dict | None = N
     seconds = time.perf_counter() - t
     forest = ForestUser(seed)
     _, forest_pred, _ = forest.train(image, strokes)
-    from btunet.metrics import pixel_scores
+    from btunet.labels.metrics import pixel_scores
     rec = {"dataset": ds_name, "style": style, "seed": seed, "painted": int((strokes > 0).sum()),
            "validation": bool(net.metadata["trained_on"]["validation_pixels"]), "curve": curve,
            "seconds": round(seconds, 1), "load": load_average(),

@@ -35,7 +35,7 @@ from _uncertainty_summary import (  # noqa: E402
 )
 from interactive import DATASETS, load_dataset  # noqa: E402
 
-from btunet.simulate import STYLES, first_strokes  # noqa: E402
+from btunet.train.simulate import STYLES, first_strokes  # noqa: E402
 
 RECORDS = DOCS / "data" / "uncertainty.jsonl"
 NOTES = Path(__file__).with_name("uncertainty_notes.md")
@@ -58,9 +58,9 @@ def maps_of(net, snapshots: list, pixels: np.ndarray, forest: np.ndarray, thresh
     """(candidate maps, predicted mask) of one normalised plane."""
     from scipy.ndimage import gaussian_filter
 
-    from btunet.planes import flip_entropy, flipped_outputs, object_probability
-    from btunet.uncertainty import binary_entropy as entropy
-    from btunet.uncertainty import forest_disagreement, stroke_uncertainty
+    from btunet.pipeline.planes import flip_entropy, flipped_outputs, object_probability
+    from btunet.pipeline.uncertainty import binary_entropy as entropy
+    from btunet.pipeline.uncertainty import forest_disagreement, stroke_uncertainty
     flips = flipped_outputs(lambda p: object_probability(net, p), pixels)
     prob = flips[0]
     pred = prob > threshold
@@ -107,11 +107,11 @@ def painted_item(ds: dict, style: str, seed: int) -> tuple[np.ndarray, np.ndarra
 
 def run(ds_name: str, ds: dict, style: str, seed: int, settings: dict | None = None) -> dict:
     import btunet
-    from btunet.annotations import targets_and_weights
-    from btunet.checkpoint import model_metadata
-    from btunet.metadata import Normalization
-    from btunet.planes import as_model, plane_layout
-    from btunet.teacher import forest_probabilities
+    from btunet.core.checkpoint import model_metadata
+    from btunet.core.metadata import Normalization
+    from btunet.labels.annotations import targets_and_weights
+    from btunet.pipeline.planes import as_model, plane_layout
+    from btunet.train.teacher import forest_probabilities
     image, mask, strokes = painted_item(ds, style, seed)
     tests = ds["test"][::max(1, len(ds["test"]) // TEST_IMAGES)][:TEST_IMAGES]
     cfg = btunet.FinetuneConfig(model="unet", seed=seed, **(settings or {}))

@@ -3,8 +3,8 @@
     python examples/api_quickstart.py
 """
 import btunet
-from btunet.demo import sample_paths
-from btunet.imageio import read_image
+from btunet.io.imageio import read_image
+from btunet.io.sample import sample_paths
 
 images, masks = sample_paths()
 

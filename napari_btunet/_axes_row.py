@@ -13,7 +13,7 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QWidget
 
 from btunet import BTUnetError
-from btunet.axes import LETTERS, check_axes, declared, default_axes
+from btunet.io.axes import LETTERS, check_axes, declared, default_axes
 
 from ._layers import AXES_KEY, axes_of, layer_array
 from ._messages import sentence
@@ -28,7 +28,7 @@ def _fits(axes: str | None, shape) -> str | None:
 
 def suggested_axes(layer) -> str | None:
     """The axes of an image layer: set before, the layer's own letters, what its file declares
-    (``btunet.axes.declared``, the rule of ``btunet predict``), the default."""
+    (``btunet.io.axes.declared``, the rule of ``btunet predict``), the default."""
     shape = tuple(layer_array(layer).shape)
     rgb = bool(getattr(layer, "rgb", False))
     labels = [str(n).strip().upper() for n in (getattr(layer, "axis_labels", None) or ())]

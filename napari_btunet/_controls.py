@@ -23,8 +23,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from btunet.config import PredictConfig
-from btunet.settings_schema import limits
+from btunet.base.settings_schema import limits
+from btunet.core.config import PredictConfig
 
 from ._classes import class_dice_text
 from ._messages import sentence
@@ -186,7 +186,7 @@ def describe_checkpoint(path: Path | None, wanted: str) -> tuple[str, dict | Non
     'unet encoder (pre-trained, 3 channels) from enc.safetensors'; ``wanted`` ('model' or
     'encoder') adds what to do with the other kind."""
     from btunet import BTUnetError
-    from btunet.checkpoint import read_metadata
+    from btunet.core.checkpoint import read_metadata
     if path is None:
         return f"choose {'a model' if wanted == 'model' else 'an encoder'} file", None
     if not path.is_file():
@@ -224,7 +224,7 @@ def add_device_row(form) -> tuple[QComboBox, QLabel]:
 
 def describe_device_choice(choice: str) -> str:
     from btunet import BTUnetError
-    from btunet.device import describe_device, resolve_device
+    from btunet.base.device import describe_device, resolve_device
     try:
         return "runs on " + describe_device(resolve_device(choice))
     except BTUnetError as exc:
@@ -310,7 +310,7 @@ class UnitSpinBox(QDoubleSpinBox):
 def setting_spin(config: type, name: str, value: float | None = None, *, ceiling: float = 100_000,
                  step: float = 1, decimals: int = 2, spin: QAbstractSpinBox | None = None) -> QAbstractSpinBox:
     """A number field for the setting ``name`` of ``config``, its range the one the setting declares
-    (``btunet.settings_schema``), so the widget offers what the engine accepts: an excluded bound
+    (``btunet.base.settings_schema``), so the widget offers what the engine accepts: an excluded bound
     moves in by the smallest step the field shows, and ``ceiling`` caps a setting without an upper
     bound. ``spin`` (a QDoubleSpinBox, e.g. with a unit) is set up instead of a new one."""
     lim = limits(config, name)

@@ -49,7 +49,7 @@ def choose_and_export(parent: QWidget, get_model: Callable[[], Any], button: QPu
 
 def installed(export_format: str) -> bool:
     """Whether the packages of ``export_format`` are installed (found, not imported)."""
-    from btunet.network_export import NEEDS
+    from btunet.exporting.network_export import NEEDS
 
     def found(name: str) -> bool:
         try:
@@ -62,7 +62,7 @@ def installed(export_format: str) -> bool:
 def _export(model: Any, path: Path, export_format: str) -> Path:
     """Runs in the worker thread: the export's imports, then the export."""
     import btunet
-    from btunet import network_export
+    from btunet.exporting import network_export
     network_export.require(export_format)  # imports bioimageio.spec / onnx (seconds, the first time)
     return btunet.export(model, path, export_format, overwrite=True)
 

@@ -13,7 +13,7 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QG
 
 import btunet
 from btunet import FinetuneConfig
-from btunet.settings_schema import limits
+from btunet.base.settings_schema import limits
 
 from ._controls import PathField, UnitSpinBox, add_device_row, collapsible, describe_checkpoint, hint, setting_spin
 from ._session import session
@@ -32,7 +32,7 @@ ANNOTATION_HINTS = {
 def builtin_encoder_text() -> tuple[str, str | None]:
     """What the built-in encoder was trained on, and its variant (None if it is missing)."""
     from btunet import BTUnetError
-    from btunet.builtin_encoder import builtin_metadata, describe_builtin
+    from btunet.train.builtin_encoder import builtin_metadata, describe_builtin
     try:
         meta = builtin_metadata()
     except BTUnetError as exc:

@@ -16,9 +16,9 @@ from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QPushButton, QVBoxLayout
 
 import btunet
 from btunet import BTUnetError, FinetuneConfig
-from btunet.builtin_encoder import BUILTIN
-from btunet.separation import describe_separation
-from btunet.thresholds import describe_threshold
+from btunet.pipeline.separation import describe_separation
+from btunet.pipeline.thresholds import describe_threshold
+from btunet.train.builtin_encoder import BUILTIN
 
 from . import _messages
 from ._axes_row import AxesRow, engine_axes

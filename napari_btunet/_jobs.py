@@ -182,7 +182,7 @@ def warm_up_imports() -> None:
     dock waits for them once, instead of the GUI stalling in the first seconds of a training run."""
     import torch._dynamo  # noqa: F401
 
-    from btunet.teacher import import_feature_modules
+    from btunet.train.teacher import import_feature_modules
     import_feature_modules()
 
 

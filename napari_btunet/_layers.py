@@ -14,7 +14,7 @@ OUTPUT_KEY = "btunet_output"
 KIND_KEY = "btunet_kind"
 SOURCE_KEY = "btunet_source"
 SUFFIX = "[btunet]"
-#: metadata key of an image layer's axes (``btunet.axes``, e.g. "TZYX"), set by the Axes row
+#: metadata key of an image layer's axes (``btunet.io.axes``, e.g. "TZYX"), set by the Axes row
 AXES_KEY = "btunet_axes"
 
 
@@ -48,7 +48,7 @@ def axes_of(layer) -> str | None:
     axes = getattr(layer, "metadata", {}).get(AXES_KEY)
     if not axes:
         return None
-    from btunet.axes import check_axes
+    from btunet.io.axes import check_axes
     try:
         return check_axes(axes, layer_array(layer).shape)
     except ValueError:

@@ -1,7 +1,7 @@
 """The fine-tune widget's live preview: the training thread predicts the plane on screen
 (``LivePreview``), the GUI thread copies it into the plugin's preview and uncertainty layers
 (``PreviewLayers``). A fresh run on strokes shows the random forest's quick preview first; the
-same forest gives the uncertainty map (``btunet.uncertainty.stroke_uncertainty``)."""
+same forest gives the uncertainty map (``btunet.pipeline.uncertainty.stroke_uncertainty``)."""
 from __future__ import annotations
 
 import time
@@ -10,8 +10,8 @@ import numpy as np
 
 import btunet
 from btunet import BTUnetError
-from btunet.metadata import DEFAULT_THRESHOLD
-from btunet.uncertainty import stroke_uncertainty
+from btunet.core.metadata import DEFAULT_THRESHOLD
+from btunet.pipeline.uncertainty import stroke_uncertainty
 
 from ._jobs import Job
 from ._layers import PlaneTracker, axes_of, layer_array, prediction_colormap, spatial_shape, upsert_output

@@ -13,7 +13,7 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QGroupBox, QVBoxLa
 
 import btunet
 from btunet import BTUnetError, PredictConfig
-from btunet.metadata import DEFAULT_THRESHOLD
+from btunet.core.metadata import DEFAULT_THRESHOLD
 
 from . import _messages
 from ._axes_row import AxesRow, engine_axes
@@ -40,7 +40,7 @@ class Source:
     name: str
     data: Any
     rgb: bool
-    axes: str | None = None  # btunet.axes letters; None: the engine's default rule
+    axes: str | None = None  # btunet.io.axes letters; None: the engine's default rule
     z_spacing: float = 1.0  # the layer's Z scale over its X scale (3-D instance seeds)
 
 
@@ -58,9 +58,9 @@ def z_spacing_of(layer, axes: str | None = None) -> float:
 
 
 def channel_note(name: str, model, data, axes: str | None, rgb: bool | None) -> str | None:
-    """How the engine fitted a layer's channels to the model's (``btunet.imageio.to_channels``),
+    """How the engine fitted a layer's channels to the model's (``btunet.io.imageio.to_channels``),
     in a sentence, when it changed them: colour averaged to grey, or grey copied into colour."""
-    from btunet.planes import engine_image
+    from btunet.pipeline.planes import engine_image
     wanted = getattr(model, "in_channels", None)
     if wanted is None:
         return None

@@ -10,7 +10,7 @@ from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox
 
 import btunet
 from btunet import BTUnetError, PretrainConfig
-from btunet.settings_schema import limits
+from btunet.base.settings_schema import limits
 
 from . import _messages
 from ._controls import PathField, add_device_row, collapsible, hint, setting_spin
@@ -149,7 +149,7 @@ class PretrainWidget(JobWidget):
         if request.channels == "auto":
             rgb = request.any_rgb
             if isinstance(request.sources[0], str):  # a folder: look at its first image
-                from btunet.imageio import is_rgb, list_images, read_image
+                from btunet.io.imageio import is_rgb, list_images, read_image
                 files = list_images(request.sources)
                 rgb = bool(files) and is_rgb(read_image(files[0]))
             config.channels = 3 if rgb else 1

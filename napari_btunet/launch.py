@@ -31,7 +31,7 @@ def main() -> None:
     if not has_display():
         print("No display found (DISPLAY / WAYLAND_DISPLAY are not set): running the headless "
               "BT-Unet demo instead of napari.", flush=True)
-        from btunet.demo import main as demo
+        from btunet.cli.demo import main as demo
         demo()
         return
     import napari

@@ -17,8 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from btunet.builtin_encoder import BUILTIN_PATH, write_builtin  # noqa: E402
-from btunet.checkpoint import read_metadata  # noqa: E402
+from btunet.core.checkpoint import read_metadata  # noqa: E402
+from btunet.train.builtin_encoder import BUILTIN_PATH, write_builtin  # noqa: E402
 
 
 def short_name(path: str) -> str:

@@ -14,7 +14,7 @@ import tempfile
 
 import pytest
 
-# exported networks (btunet.runtime) go to a throw-away folder, never the user's cache; it is
+# exported networks (btunet.models.runtime) go to a throw-away folder, never the user's cache; it is
 # removed when the run ends
 _OWN_CACHE = None
 if "BTUNET_CACHE_DIR" not in os.environ:

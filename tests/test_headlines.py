@@ -134,7 +134,7 @@ def test_pretraining_numbers_come_from_the_paired_records(data, blocks):
 
 
 def test_the_builtin_record_names_the_shipped_encoder():
-    from btunet.builtin_encoder import builtin_metadata
+    from btunet.train.builtin_encoder import builtin_metadata
     meta = builtin_metadata()
     info = next(json.loads(line)["encoder_info"] for line in
                 (ROOT / "docs" / "data" / "pretraining_same_code.jsonl").read_text().splitlines()

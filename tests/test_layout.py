@@ -1,7 +1,8 @@
-"""The layout of the code: no import cycles, small modules, and an engine that never imports a GUI.
+"""The layout of the code: layers that import only downward, no import cycles, small modules, and an
+engine that never imports a GUI.
 
 Static checks with ``ast`` (nothing is imported): every ``import`` counts, at module level or
-inside a function, so a cycle cannot hide behind a deferred import.
+inside a function, so neither a cycle nor an upward import can hide behind a deferred import.
 """
 from __future__ import annotations
 
@@ -11,6 +12,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"btunet": ROOT / "src" / "btunet", "napari_btunet": ROOT / "napari_btunet"}
+
+#: The engine's sub-packages, lowest first: a module imports from its own layer and the layers below,
+#: never from one above. The package itself (``btunet/__init__.py``, the public API, and
+#: ``__main__``) sits above them all; a layer reads nothing from it but constants such as
+#: ``__version__``.
+LAYERS = [
+    "base",       # errors, atomic writes, setting checks and their schema, device, threads, time left
+    "labels",     # what labels mean: heads, annotations, instances, metrics
+    "io",         # reading images, masks, axes, pairs, zarr, bioimage.io packages, the sample
+    "models",     # the networks, their folded and ONNX forms, the projector, the fused runtime
+    "core",       # the configs, checkpoint metadata, checkpoints
+    "pipeline",   # source -> normalised planes -> probabilities; threshold and separation
+    "train",      # pre-training and fine-tuning
+    "infer",      # prediction, previews, block-wise prediction
+    "exporting",  # TorchScript, ONNX and bioimage.io packages
+    "cli",        # the command line and the headless demo
+]
+TOP = {"btunet", "btunet.__main__"}
 
 MAX_LINES = 450
 #: Files allowed over MAX_LINES while they are being split. Delete each entry as soon as its file
@@ -125,11 +144,12 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_graph_sees_deferred_and_relative_imports():
     graph = import_graph()
-    assert "btunet.errors" in graph["btunet.cli"]           # module level, relative
-    assert "btunet.pretrain" in graph["btunet.cli"]         # inside a function
-    assert "btunet" in graph["napari_btunet._jobs"]         # ``from btunet import ...`` in a method
-    assert "btunet.models" in graph["btunet.finetune"]
-    assert "btunet" not in graph["btunet.checkpoint"]       # only ``from . import __version__``
+    assert "btunet.base.errors" in graph["btunet.cli.commands"]      # module level, relative
+    assert "btunet.train.pretrain" in graph["btunet.cli.commands"]   # inside a function
+    assert "btunet" in graph["napari_btunet._jobs"]                  # ``from btunet import ...`` in a method
+    assert "btunet.models" in graph["btunet.train.finetune"]
+    assert "btunet.base.fields" in graph["btunet.core.metadata"]     # ``from ..base import fields``
+    assert "btunet" not in graph["btunet.core.checkpoint"]           # only ``from .. import __version__``
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
@@ -160,3 +180,49 @@ def test_engine_never_imports_a_gui():
             if base.split(".")[0] in NOT_FOR_THE_ENGINE:
                 offenders.append(f"{name} imports {base}")
     assert not offenders, offenders
+
+
+def layer_of(name: str) -> int | None:
+    """The index in LAYERS of an engine module's layer; None for the package itself (TOP)."""
+    parts = name.split(".")
+    if name in TOP or parts[0] != "btunet":
+        return None
+    return LAYERS.index(parts[1]) if parts[1] in LAYERS else -1
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Each import of an engine module from a higher layer, or from the package above all layers."""
+    found = []
+    for name, targets in sorted(graph.items()):
+        here = layer_of(name)
+        if here is None or name.split(".")[0] != "btunet":
+            continue
+        for target in sorted(t for t in targets if t.split(".")[0] == "btunet"):
+            there = layer_of(target)
+            if there is None:
+                found.append(f"{name} imports {target}, the package above all layers")
+            elif there > here:
+                found.append(f"{name} ({LAYERS[here]}) imports {target} ({LAYERS[there]}, a higher layer)")
+    return found
+
+
+def test_every_engine_module_lives_in_a_layer():
+    engine = [name for name in modules() if name.split(".")[0] == "btunet"]
+    outside = sorted(name for name in engine if name not in TOP and layer_of(name) == -1)
+    assert not outside, f"engine modules outside the layers {LAYERS}: {outside}"
+    folder = PACKAGES["btunet"]
+    missing = [layer for layer in LAYERS if not (folder / layer / "__init__.py").is_file()]
+    assert not missing, f"layers without a package: {missing}"
+
+
+def test_the_layer_check_sees_an_upward_import():
+    graph = {"btunet.base.errors": {"btunet.cli.commands"}, "btunet.cli.commands": {"btunet.base.errors"},
+             "btunet.io.imageio": {"btunet"}, "btunet": {"btunet.cli"}, "napari_btunet._jobs": {"btunet"}}
+    assert upward_imports(graph) == [
+        "btunet.base.errors (base) imports btunet.cli.commands (cli, a higher layer)",
+        "btunet.io.imageio imports btunet, the package above all layers"]
+
+
+def test_layers_import_only_downward():
+    upward = upward_imports(import_graph())
+    assert not upward, "imports from a higher layer:\n" + "\n".join(upward)

@@ -12,7 +12,7 @@ def test_wheel_contents(tmp_path):
                     "-q", "-w", str(tmp_path)], check=True, capture_output=True)
     wheel = next(tmp_path.glob("napari_btunet-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    for required in ("btunet/__init__.py", "btunet/models/unet.py", "btunet/cli.py",
+    for required in ("btunet/__init__.py", "btunet/models/unet.py", "btunet/cli/commands.py",
                      "napari_btunet/__init__.py", "napari_btunet/napari.yaml",
                      "btunet/data/bbbc007/README.md"):
         assert required in names, required

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from btunet.demo import sample_paths
+from btunet.io.sample import sample_paths
 
 
 @pytest.fixture(scope="session")

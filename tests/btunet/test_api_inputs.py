@@ -44,7 +44,7 @@ def test_training_refuses_no_images(call):
     (None, "no model given"), (42, "not int"), ({"unet": 1}, "not dict"), (np.zeros(3), "not ndarray"),
 ])
 def test_predict_names_a_model_argument_it_cannot_use(wrong, message):
-    from btunet.predict import iter_predict
+    from btunet.infer.predict import iter_predict
     image = np.zeros((32, 32), np.float32)
     for call in (lambda: btunet.predict(wrong, image, device="cpu"),
                  lambda: list(iter_predict(wrong, image, device="cpu")),
@@ -54,7 +54,7 @@ def test_predict_names_a_model_argument_it_cannot_use(wrong, message):
 
 
 def test_an_encoder_given_as_a_model_is_named(model, tmp_path):
-    from btunet.chunked import predict_chunked
+    from btunet.infer.chunked import predict_chunked
     encoder = btunet.PretrainedEncoder(model.config, model.encoder.state_dict(), {}, {})
     image = np.zeros((32, 32), np.float32)
     with pytest.raises(BTUnetError, match="pre-trained encoder, not a segmentation model"):
@@ -115,7 +115,7 @@ def test_preview_names_a_bad_plane_index(model, index, message):
 def test_a_checkpoint_with_non_finite_weights_is_refused_on_load(model, tmp_path, capsys):
     import torch
 
-    from btunet.cli import main
+    from btunet.cli.commands import main
     broken = btunet.create_model("unet", base_filters=4).eval()
     with torch.no_grad():
         next(broken.parameters())[0].fill_(float("nan"))

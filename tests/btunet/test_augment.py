@@ -1,7 +1,7 @@
 """Fine-tuning augmentations keep labels exact and leave intensities alone unless asked."""
 import torch
 
-from btunet.augment import finetune_augment
+from btunet.train.augment import finetune_augment
 
 
 def _batch():
@@ -37,7 +37,7 @@ def test_view_intensity_scales_only_the_intensity_differences_between_views():
     import pytest
 
     from btunet import BTUnetError, PretrainConfig
-    from btunet.augment import intensity_jitter, two_views
+    from btunet.train.augment import intensity_jitter, two_views
     x = torch.rand(6, 1, 32, 32, generator=torch.Generator().manual_seed(0)) + 0.5
     assert torch.equal(intensity_jitter(x, strength=0.0, generator=torch.Generator().manual_seed(1)), x)
     views = {s: two_views(x, generator=torch.Generator().manual_seed(2), return_geometry=True, intensity=s)
@@ -56,7 +56,7 @@ def test_view_intensity_scales_only_the_intensity_differences_between_views():
 
 
 def test_view_blur_zero_leaves_sharpness_and_the_other_draws_alone():
-    from btunet.augment import blur_and_noise, gaussian_blur, two_views
+    from btunet.train.augment import blur_and_noise, gaussian_blur, two_views
     x = torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     kept = blur_and_noise(x, max_sigma=0.0, p_blur=1.0, p_noise=0.0, generator=torch.Generator().manual_seed(1))
     assert torch.equal(kept, x)
@@ -73,7 +73,7 @@ def test_view_blur_zero_leaves_sharpness_and_the_other_draws_alone():
 
 
 def test_cli_refuses_a_view_intensity_out_of_range_in_one_line(tmp_path, capsys):
-    from btunet.cli import main
+    from btunet.cli.commands import main
     assert main(["pretrain", str(tmp_path), "--out", str(tmp_path / "e.safetensors"), "--view-intensity", "3"]) == 2
     err = capsys.readouterr().err.strip()
     assert "view-intensity" in err and "\n" not in err

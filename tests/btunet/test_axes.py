@@ -6,7 +6,9 @@ import tifffile
 import torch
 
 from btunet import BTUnetError, FinetuneConfig, create_model, finetune, predict
-from btunet.axes import (
+from btunet.cli.commands import main
+from btunet.core.checkpoint import save_model
+from btunet.io.axes import (
     AxesView,
     channel_axes,
     check_axes,
@@ -19,9 +21,7 @@ from btunet.axes import (
     to_engine,
     z_axis_of,
 )
-from btunet.checkpoint import save_model
-from btunet.cli import main
-from btunet.imageio import read_lazy
+from btunet.io.imageio import read_lazy
 
 
 @pytest.mark.parametrize("axes, shape, words", [

@@ -6,8 +6,8 @@ import torch
 from safetensors.torch import save_file
 
 from btunet import CheckpointError, create_model, load_model, read_metadata, save_model
-from btunet.checkpoint import save_checkpoint
-from btunet.pretrain import PretrainedEncoder
+from btunet.core.checkpoint import save_checkpoint
+from btunet.train.pretrain import PretrainedEncoder
 
 
 @pytest.mark.parametrize("name", ["unet", "attention_unet"])

@@ -8,8 +8,8 @@ import torch
 import zarr
 
 from btunet import create_model, predict, save_model
-from btunet.chunked import ModelRef, axis_chunks, open_zarr, predict_chunked
-from btunet.cli import main
+from btunet.cli.commands import main
+from btunet.infer.chunked import ModelRef, axis_chunks, open_zarr, predict_chunked
 
 da = pytest.importorskip("dask.array")
 
@@ -24,8 +24,8 @@ def volume(sample):
 def segmenter(volume, tmp_path_factory):
     """A unet whose output head is scaled and shifted so that it splits the sample into
     foreground and background (training one here would cost a minute), and its checkpoint."""
-    from btunet.normalize import normalize_plane, percentile_range
-    from btunet.predict import predict_logits
+    from btunet.infer.predict import predict_logits
+    from btunet.pipeline.normalize import normalize_plane, percentile_range
     torch.manual_seed(0)
     net = create_model("unet").eval()
     logits = predict_logits(net, normalize_plane(volume[0], *percentile_range(volume))[None], fast=False)
@@ -131,7 +131,7 @@ def test_local_cluster_with_two_workers(segmenter, volume, reference, tmp_path):
 
 def test_an_image_thinner_than_the_halo_is_one_line_or_one_block(segmenter):
     """One block needs no halo; a strip thinner than the halo cannot be cut (BTUnetError, no dask error)."""
-    from btunet.errors import BTUnetError
+    from btunet.base.errors import BTUnetError
     net = segmenter[0]
     small = np.random.default_rng(0).random((100, 90)).astype(np.float32)
     whole = predict(net, small, fast=False, device="cpu")

@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from btunet import FinetuneConfig, finetune, predict
-from btunet.annotations import infer_classes, targets_and_weights
-from btunet.checkpoint import load_model, read_metadata, save_model
-from btunet.errors import BTUnetError
-from btunet.heads import HeadSpec, head_of
-from btunet.losses import masked_ce_dice_loss, segmentation_loss
-from btunet.metadata import CheckpointMetadata
-from btunet.teacher import forest_probabilities, pseudo_targets
+from btunet.base.errors import BTUnetError
+from btunet.core.checkpoint import load_model, read_metadata, save_model
+from btunet.core.metadata import CheckpointMetadata
+from btunet.labels.annotations import infer_classes, targets_and_weights
+from btunet.labels.heads import HeadSpec, head_of
+from btunet.train.losses import masked_ce_dice_loss, segmentation_loss
+from btunet.train.teacher import forest_probabilities, pseudo_targets
 
 
 def ring_image(size: int = 96, seed: int = 0):
@@ -154,7 +154,7 @@ def test_missing_class_is_refused():
 
 
 def test_cli_finetune_predict_evaluate_classes(tmp_path, capsys):
-    from btunet.cli import main
+    from btunet.cli.commands import main
     image, truth = ring_image(128)
     for folder, data in (("images", image), ("truth", truth)):
         (tmp_path / folder).mkdir()

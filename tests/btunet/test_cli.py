@@ -8,7 +8,7 @@ import pytest
 import tifffile
 import torch
 
-from btunet.cli import main
+from btunet.cli.commands import main
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +124,8 @@ def test_help_explains_every_command():
 
 def test_default_tiling_of_a_trained_model_equals_whole_image(trained, sample):
     from btunet import load_model
-    from btunet.normalize import normalize_plane, percentile_range
-    from btunet.predict import OVERLAP, predict_logits
+    from btunet.infer.predict import OVERLAP, predict_logits
+    from btunet.pipeline.normalize import normalize_plane, percentile_range
     model = load_model(trained / "model.safetensors")
     tiles = [tifffile.imread(p)[:300, :300] for p in sample[0][:4]]
     mosaic = np.block([[tiles[0], tiles[1]], [tiles[2], tiles[3]]])[:560, :590]

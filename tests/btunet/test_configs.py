@@ -23,7 +23,7 @@ from btunet import (
     read_metadata,
     save_model,
 )
-from btunet.cli import main
+from btunet.cli.commands import main
 
 NAN, INF = math.nan, math.inf
 MODEL = ["vgg", "", 3, None]

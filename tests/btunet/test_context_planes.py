@@ -6,9 +6,9 @@ import numpy as np
 import torch
 
 from btunet import FinetuneConfig, finetune, predict
-from btunet.finetune import annotated_planes
-from btunet.planes import plane_layout
-from btunet.pseudo import CONTEXT_PLANES, CONTEXT_WEIGHT, add_pseudo_labels, context_planes
+from btunet.pipeline.planes import plane_layout
+from btunet.train.finetune import annotated_planes
+from btunet.train.pseudo import CONTEXT_PLANES, CONTEXT_WEIGHT, add_pseudo_labels, context_planes
 
 
 def hazy_stack(seed: int = 0):

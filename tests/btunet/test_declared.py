@@ -1,4 +1,4 @@
-"""What a file declares (its axes and Z spacing) is read by one rule, ``btunet.axes.declared``:
+"""What a file declares (its axes and Z spacing) is read by one rule, ``btunet.io.axes.declared``:
 ``btunet.predict(path)`` and ``btunet predict`` on the command line give the same labels, and
 what a caller names always wins. The threshold is resolved alike by every way of predicting."""
 import numpy as np
@@ -7,10 +7,10 @@ import tifffile
 
 import btunet
 from btunet import FinetuneConfig, finetune, save_model
-from btunet.axes import Declared, declared
-from btunet.chunked import predict_chunked
-from btunet.cli import main
-from btunet.predict import iter_predict, predict_to_tiff
+from btunet.cli.commands import main
+from btunet.infer.chunked import predict_chunked
+from btunet.infer.predict import iter_predict, predict_to_tiff
+from btunet.io.axes import Declared, declared
 
 STORED = 0.4  # the model's own threshold, away from the 0.5 default so that a mix-up shows
 

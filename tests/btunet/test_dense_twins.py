@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from btunet import BTUnetError, PretrainConfig, pretrain
-from btunet.augment import random_resized_crop, two_views
-from btunet.cli import main
-from btunet.config import seed_everything
-from btunet.data import image_planes, load_sources
-from btunet.dense_twins import DenseTwins, level_channels, sample_at, shared_points, to_view
-from btunet.losses import barlow_twins_loss
+from btunet.cli.commands import main
+from btunet.core.config import seed_everything
 from btunet.models import create_model
-from btunet.pretrain import EncoderRun, build_encoder, embed, pair_loss, pretrain_ddp, train_encoder
+from btunet.pipeline.data import image_planes, load_sources
+from btunet.train.augment import random_resized_crop, two_views
+from btunet.train.dense_twins import DenseTwins, level_channels, sample_at, shared_points, to_view
+from btunet.train.losses import barlow_twins_loss
+from btunet.train.pretrain import EncoderRun, build_encoder, embed, pair_loss, pretrain_ddp, train_encoder
 
 
 def smooth_fields(n: int, channels: int, size: int, seed: int) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from btunet import device
+from btunet.base import device
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from btunet import read_metadata
-from btunet.cli import main
-from btunet.distributed import local_batch_size
-from btunet.losses import barlow_twins_loss, global_barlow_twins_loss
+from btunet.cli.commands import main
+from btunet.train.distributed import local_batch_size
+from btunet.train.losses import barlow_twins_loss, global_barlow_twins_loss
 
 WORLD = 2
 
@@ -26,10 +26,10 @@ def _free_port() -> int:
 # installed package and not this test folder.
 STEP_WORKER = """
 import torch
-from btunet.distributed import synchronise_batchnorm
-from btunet.losses import barlow_twins_loss, global_barlow_twins_loss
+from btunet.train.distributed import synchronise_batchnorm
+from btunet.train.losses import barlow_twins_loss, global_barlow_twins_loss
 from btunet.models import create_model
-from btunet.pretrain import Projector, TwinEmbedder, twin_loss
+from btunet.train.pretrain import Projector, TwinEmbedder, twin_loss
 
 WORLD = 2
 
@@ -145,8 +145,8 @@ def test_a_failing_rank_stops_the_whole_run(small_sample, tmp_path):
     script = tmp_path / "fail_rank1.py"
     script.write_text(textwrap.dedent("""
         import os, sys
-        import btunet.pretrain
-        module = sys.modules["btunet.pretrain"]
+        import btunet.train.pretrain
+        module = sys.modules["btunet.train.pretrain"]
         original, calls = module.random_patches, [0]
         def patches(*args, **kwargs):
             calls[0] += 1
@@ -154,7 +154,7 @@ def test_a_failing_rank_stops_the_whole_run(small_sample, tmp_path):
                 raise RuntimeError("simulated failure on rank 1")
             return original(*args, **kwargs)
         module.random_patches = patches
-        from btunet.cli import main
+        from btunet.cli.commands import main
         sys.exit(main(sys.argv[1:]))
     """))
     encoder = tmp_path / "encoder.safetensors"

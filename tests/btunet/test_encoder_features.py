@@ -9,11 +9,11 @@ import tifffile
 import torch
 
 from btunet import FinetuneConfig, finetune
-from btunet import encoder_features as ef
-from btunet.encoder_features import teacher_features
-from btunet.finetune import build_from_encoder
-from btunet.pretrain import as_encoder
-from btunet.teacher import forest_probabilities
+from btunet.train import encoder_features as ef
+from btunet.train.encoder_features import teacher_features
+from btunet.train.finetune import build_from_encoder
+from btunet.train.pretrain import as_encoder
+from btunet.train.teacher import forest_probabilities
 
 
 @pytest.fixture(scope="module")

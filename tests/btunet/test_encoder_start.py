@@ -10,12 +10,12 @@ import torch
 from torch import nn
 
 import btunet
-from btunet.builtin_encoder import BUILTIN_PATH, builtin_metadata, describe_builtin
-from btunet.checkpoint import load_checkpoint
-from btunet.cli import main
-from btunet.encoder_start import conv_chains, encoder_lr_factor, refit_batchnorm, rescale_to_norms, weight_norms
+from btunet.cli.commands import main
+from btunet.core.checkpoint import load_checkpoint
 from btunet.models import create_model
-from btunet.pretrain import PretrainedEncoder, as_encoder
+from btunet.train.builtin_encoder import BUILTIN_PATH, builtin_metadata, describe_builtin
+from btunet.train.encoder_start import conv_chains, encoder_lr_factor, refit_batchnorm, rescale_to_norms, weight_norms
+from btunet.train.pretrain import PretrainedEncoder, as_encoder
 
 
 def batches(n: int = 3, seed: int = 0) -> list[torch.Tensor]:
@@ -83,7 +83,7 @@ def test_rescale_brings_grown_weights_back_without_changing_the_training_mode_ou
 def test_finetune_rescales_a_pretrained_encoder_only_when_asked(fast_finetune_config):
     import dataclasses
 
-    from btunet.finetune import build_from_encoder
+    from btunet.train.finetune import build_from_encoder
     shipped = as_encoder("builtin")
     deep = "blocks.4.body.1.0.1.weight"
     grown = {k: v * 1.6 if k == deep else v for k, v in shipped.encoder_state.items()}  # as a long run grows it

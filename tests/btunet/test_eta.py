@@ -2,7 +2,7 @@
 import numpy as np
 
 import btunet
-from btunet.eta import StepClock
+from btunet.base.eta import StepClock
 
 
 class FakeClock:

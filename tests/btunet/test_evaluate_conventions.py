@@ -10,8 +10,8 @@ import pytest
 import tifffile
 
 from btunet import evaluate
-from btunet.errors import BTUnetError
-from btunet.metrics import class_dice, mean_scores
+from btunet.base.errors import BTUnetError
+from btunet.labels.metrics import class_dice, mean_scores
 
 from .test_hostile_cli import assert_error, run, warnings_in, write_huge_tiff
 

@@ -14,9 +14,9 @@ import tifffile
 import torch
 
 from btunet import MODELS, BTUnetError, create_model, load_model, predict, read_metadata, save_model
-from btunet.bioimageio_package import CHECKPOINT, sample_tensor, scale_range
-from btunet.cli import main
-from btunet.export import export, inference_network, receptive_radius, tiling
+from btunet.cli.commands import main
+from btunet.exporting.bioimageio_package import CHECKPOINT, sample_tensor, scale_range
+from btunet.exporting.export import export, inference_network, receptive_radius, tiling
 
 CASES = [(name, channels) for name in MODELS for channels in (1, 3)]
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
@@ -316,7 +316,7 @@ def test_missing_packages_are_named_in_one_line(trained, tmp_path, monkeypatch, 
 
 
 def test_a_failed_export_leaves_nothing_behind(trained, tmp_path, monkeypatch):
-    from btunet import bioimageio_package
+    from btunet.exporting import bioimageio_package
 
     def broken(path):
         raise RuntimeError("the bioimage.io package does not validate: test")
@@ -329,7 +329,7 @@ def test_a_failed_export_leaves_nothing_behind(trained, tmp_path, monkeypatch):
 
 def _headed(classes: list[str] | None, boundary: bool):
     """A small model with named classes and / or a boundary channel, as fine-tuning makes them."""
-    from btunet.heads import HeadSpec, default_classes
+    from btunet.labels.heads import HeadSpec, default_classes
     head = HeadSpec(len(classes) if classes else 1, boundary)
     torch.manual_seed(0)
     model = create_model("unet", out_channels=head.channels, base_filters=4).eval()
@@ -346,7 +346,7 @@ def _headed(classes: list[str] | None, boundary: bool):
 def test_class_and_boundary_models_export_as_networks_not_packages(classes, boundary, channels, tmp_path, capsys):
     import onnxruntime
 
-    from btunet.heads import head_of, split_logits
+    from btunet.labels.heads import head_of, split_logits
     model = _headed(classes, boundary)
     with pytest.raises(BTUnetError, match=rf"holds one output channel .*this model has {re.escape(channels)}; "
                                           "export it as onnx or torchscript"):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from btunet.axes import file_z_spacing
+from btunet.io.axes import file_z_spacing
 
 
 def stack() -> np.ndarray:
@@ -37,13 +37,13 @@ def test_files_that_do_not_say(tmp_path):
 def test_predict_cli_takes_the_files_spacing_unless_given(tmp_path, monkeypatch):
     import sys
 
-    from btunet.checkpoint import save_model
-    from btunet.cli import main
+    from btunet.cli.commands import main
+    from btunet.core.checkpoint import save_model
     from btunet.models import create_model
     save_model(create_model("unet").eval(), tmp_path / "m.safetensors")
     tifffile.imwrite(tmp_path / "s.tif", stack(), imagej=True, resolution=(5.0, 5.0),
                      metadata={"spacing": 1.0, "axes": "ZYX"})
-    predict_module = sys.modules["btunet.predict"]
+    predict_module = sys.modules["btunet.infer.predict"]
     seen = []
     real = predict_module.predict_to_tiff
     monkeypatch.setattr(predict_module, "predict_to_tiff",

@@ -17,9 +17,9 @@ from safetensors.torch import save as save_bytes
 
 import btunet
 from btunet import CheckpointError, create_model, load_model, read_metadata, save_model
-from btunet.checkpoint import MAX_HEADER_BYTES
-from btunet.cli import main
-from btunet.pretrain import PretrainedEncoder, Projector
+from btunet.cli.commands import main
+from btunet.core.checkpoint import MAX_HEADER_BYTES
+from btunet.train.pretrain import PretrainedEncoder, Projector
 
 MISSING = object()  # remove the field
 
@@ -254,7 +254,7 @@ def test_cli_prints_one_line_and_exits_2(good, tmp_path, capsys):
 
 
 def test_chunked_prediction_refuses_a_tampered_file(good, tmp_path):
-    from btunet.chunked import ModelRef
+    from btunet.infer.chunked import ModelRef
     path = write_case(tmp_path, "tampered", set_field("threshold", 7), good)
     with pytest.raises(CheckpointError, match="tampered.safetensors: threshold"):
         ModelRef(path)
@@ -266,7 +266,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import btunet
-from btunet.pretrain import PretrainedEncoder
+from btunet.train.pretrain import PretrainedEncoder
 torch.set_num_threads(1)
 folder = Path(sys.argv[1])
 loaders = json.loads(sys.argv[2])

@@ -22,7 +22,7 @@ import pytest
 import tifffile
 from skimage.io import imsave
 
-from btunet.cli import main
+from btunet.cli.commands import main
 
 COMMON = ["--epochs", "1", "--patch-size", "32", "--device", "cpu", "--threads", "1"]
 FAST_TRAIN = COMMON + ["--steps-per-epoch", "1", "--batch-size", "2"]
@@ -443,7 +443,7 @@ def test_a_disk_that_fills_up_while_predicting(model_file, tmp_path, small_disk,
         fill(small_disk, leave=45_000)  # room for one image's outputs (14-37 KB), not four
         out = small_disk / "out"
     else:
-        import btunet.atomic
+        import btunet.base.atomic
         calls = []
 
         def replace(src, dst):
@@ -451,7 +451,7 @@ def test_a_disk_that_fills_up_while_predicting(model_file, tmp_path, small_disk,
             if len(calls) > 2:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             return os.rename(src, dst)
-        monkeypatch.setattr(btunet.atomic.os, "replace", replace)
+        monkeypatch.setattr(btunet.base.atomic.os, "replace", replace)
         out = tmp_path / "out"
     status, _, err = run(capsys, "predict", model_file, folder, "--out", out, "--probabilities", "--device", "cpu")
     assert status == 2 and "Traceback" not in err
@@ -467,10 +467,10 @@ def test_a_read_only_out(model_file, images, pairs, read_only_dir, capsys, monke
     message = assert_error(status, err, "cannot write to")
     assert "Read-only file system" in message or "Permission denied" in message
     # a model whose --out cannot be written is refused before training, not after it
-    import btunet.finetune  # noqa: F401  (btunet.finetune is also the function: patch the module)
-    import btunet.pretrain  # noqa: F401
+    import btunet.train.finetune  # noqa: F401  (btunet.finetune is also the function: patch the module)
+    import btunet.train.pretrain  # noqa: F401
     for name in ("finetune", "pretrain"):
-        monkeypatch.setattr(sys.modules[f"btunet.{name}"], name,
+        monkeypatch.setattr(sys.modules[f"btunet.train.{name}"], name,
                             lambda *a, **k: pytest.fail("training started"))
     imgs, masks = pairs
     for args in (["pretrain", imgs, *FAST_PRETRAIN], ["finetune", "--images", imgs, "--masks", masks, *FAST_TRAIN]):
@@ -505,14 +505,14 @@ def test_evaluate_without_pairs_and_with_an_unreadable_prediction(tmp_path, caps
 
 
 def test_ctrl_c_is_130_and_leaves_no_temporary_file(model_file, images, tmp_path, capsys, monkeypatch):
-    import btunet.imageio
-    original = btunet.imageio.TiffPages.__getitem__
+    import btunet.io.imageio
+    original = btunet.io.imageio.TiffPages.__getitem__
 
     def interrupted(self, index):
         if self.path.name == "b.tif":
             raise KeyboardInterrupt
         return original(self, index)
-    monkeypatch.setattr(btunet.imageio.TiffPages, "__getitem__", interrupted)
+    monkeypatch.setattr(btunet.io.imageio.TiffPages, "__getitem__", interrupted)
     out = tmp_path / "out"
     status, _, err = run(capsys, "predict", model_file, images, "--out", out, "--device", "cpu")
     assert status == 130 and "Traceback" not in err and "btunet: interrupted" in lines(err)
@@ -520,11 +520,11 @@ def test_ctrl_c_is_130_and_leaves_no_temporary_file(model_file, images, tmp_path
 
 
 def test_a_bug_keeps_its_traceback(model_file, images, tmp_path, monkeypatch):
-    import btunet.outputs
+    import btunet.cli.outputs
 
     def broken(*args, **kwargs):
         raise TypeError("a bug, not the user's fault")
-    monkeypatch.setattr(btunet.outputs, "plan_predictions", broken)
+    monkeypatch.setattr(btunet.cli.outputs, "plan_predictions", broken)
     with pytest.raises(TypeError, match="a bug"):
         main(["predict", str(model_file), str(images), "--out", str(tmp_path / "out")])
 
@@ -533,9 +533,9 @@ def test_a_bug_keeps_its_traceback(model_file, images, tmp_path, monkeypatch):
 
 MEASURE = textwrap.dedent("""
     import json, resource, sys
-    import btunet.cli, btunet.predict, btunet.finetune, btunet.pretrain, torch
+    import btunet.cli.commands, btunet.infer.predict, btunet.train.finetune, btunet.train.pretrain, torch
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    status = btunet.cli.main(sys.argv[1:])
+    status = btunet.cli.commands.main(sys.argv[1:])
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"status": status, "grew_kb": after - before}))
 """)
@@ -573,8 +573,8 @@ def test_a_tiny_file_declaring_a_huge_image_is_refused_without_the_memory(kind, 
 
 DRIVER = textwrap.dedent("""
     import sys, time
-    import btunet.finetune, btunet.predict
-    finetune, predict = sys.modules["btunet.finetune"], sys.modules["btunet.predict"]
+    import btunet.train.finetune, btunet.infer.predict
+    finetune, predict = sys.modules["btunet.train.finetune"], sys.modules["btunet.infer.predict"]
     slow = float(sys.argv[1])
     augment = finetune.finetune_augment
     def slow_augment(*args, **kwargs):  # a slow training step
@@ -587,7 +587,7 @@ DRIVER = textwrap.dedent("""
             time.sleep(slow)
             yield item
     predict.iter_predict = slow_planes
-    from btunet.cli import main
+    from btunet.cli.commands import main
     sys.exit(main(sys.argv[2:]))
 """)
 

@@ -12,9 +12,9 @@ import pytest
 import tifffile
 
 import btunet
-from btunet.data import load_sources
-from btunet.errors import BTUnetError
-from btunet.imageio import UnreadableImage, inspect_image, max_plane_pixels, read_image, read_lazy, read_mask
+from btunet.base.errors import BTUnetError
+from btunet.io.imageio import UnreadableImage, inspect_image, max_plane_pixels, read_image, read_lazy, read_mask
+from btunet.pipeline.data import load_sources
 
 from .test_hostile_cli import FAST_TRAIN, assert_error, run, warnings_in
 

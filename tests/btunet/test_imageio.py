@@ -7,11 +7,11 @@ import tifffile
 from skimage.io import imsave
 
 from btunet import BTUnetError
-from btunet.annotations import targets_and_weights
-from btunet.data import image_planes
-from btunet.imageio import is_rgb, list_images, read_images, to_channels
-from btunet.normalize import normalize_plane, percentile_range
-from btunet.pairs import pair_by_name
+from btunet.io.imageio import is_rgb, list_images, read_images, to_channels
+from btunet.io.pairs import pair_by_name
+from btunet.labels.annotations import targets_and_weights
+from btunet.pipeline.data import image_planes
+from btunet.pipeline.normalize import normalize_plane, percentile_range
 
 
 def test_folder_listing_and_unreadable_files(tmp_path):
@@ -98,7 +98,7 @@ def test_pairing_by_name(tmp_path):
 
 
 def test_engine_never_imports_qt_or_napari():
-    code = ("import sys, numpy as np, btunet, btunet.cli, btunet.demo\n"
+    code = ("import sys, numpy as np, btunet, btunet.cli.commands, btunet.cli.demo\n"
             "m = btunet.create_model('unet')\n"
             "btunet.predict(m, np.zeros((32, 32), np.float32), device='cpu')\n"
             "bad = [k for k in sys.modules if k.split('.')[0] in "
@@ -109,7 +109,7 @@ def test_engine_never_imports_qt_or_napari():
 
 
 def test_object_f1_of_a_binary_prediction_uses_connected_components():
-    from btunet.metrics import evaluate
+    from btunet.labels.metrics import evaluate
     truth = np.zeros((40, 40), np.int32)
     truth[5:15, 5:15], truth[25:35, 25:35] = 1, 2
     binary = (truth > 0).astype(np.uint8)

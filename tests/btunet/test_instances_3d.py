@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from btunet import BTUnetError, predict
-from btunet.instances import boundary_instances, distance_instances, link_planes, linked_axis
+from btunet.labels.instances import boundary_instances, distance_instances, link_planes, linked_axis
 from btunet.models import create_model
 
 
@@ -146,7 +146,7 @@ def test_a_large_object_spanning_tiles_keeps_one_id_per_plane():
 def test_stream_and_tiff_paths(tmp_path):
     import tifffile
 
-    from btunet.predict import iter_predict, predict_to_tiff
+    from btunet.infer.predict import iter_predict, predict_to_tiff
     model = constant_model(10.0)
     stack = np.random.default_rng(4).random((3, 32, 32)).astype(np.float32)
     predict_to_tiff(model, stack, tmp_path / "l.tif", tmp_path / "p.tif", instances=True,
@@ -163,8 +163,8 @@ def test_stream_and_tiff_paths(tmp_path):
 def test_cli_instances_3d_by_default_per_plane_on_request(tmp_path, capsys):
     import tifffile
 
-    from btunet.checkpoint import save_model
-    from btunet.cli import main
+    from btunet.cli.commands import main
+    from btunet.core.checkpoint import save_model
     save_model(constant_model(10.0), tmp_path / "m.safetensors")
     stack = np.random.default_rng(5).random((4, 32, 32)).astype(np.float32)
     tifffile.imwrite(tmp_path / "stack.tif", stack)
@@ -175,4 +175,4 @@ def test_cli_instances_3d_by_default_per_plane_on_request(tmp_path, capsys):
     assert main(common + ["--out", str(tmp_path / "planes"), "--per-plane"]) == 0
     assert [int(p.max()) for p in tifffile.imread(tmp_path / "planes" / "stack.tif")] == [1, 2, 3, 4]
     assert main(common + ["--out", str(tmp_path / "bad"), "--z-spacing", "0"]) == 2
-    assert "z_spacing" in capsys.readouterr().err
+    assert "--z-spacing" in capsys.readouterr().err

@@ -3,7 +3,7 @@ import itertools
 import pytest
 import torch
 
-from btunet.losses import barlow_twins_loss, masked_bce_dice_loss
+from btunet.train.losses import barlow_twins_loss, masked_bce_dice_loss
 
 
 def naive_barlow_twins(z_a, z_b, lambd):

@@ -12,12 +12,13 @@ import pytest
 import tifffile
 
 import btunet
-from btunet import BTUnetError, normalize
-from btunet.cli import main
-from btunet.imageio import MAX_PLANE_PIXELS, max_plane_pixels
-from btunet.metadata import Normalization
-from btunet.planes import plane_layout, stack_range
-from btunet.reference import CHECKED_UP_TO, QUANTILES, intensity_quantiles
+from btunet import BTUnetError
+from btunet.cli.commands import main
+from btunet.core.metadata import Normalization
+from btunet.io.imageio import MAX_PLANE_PIXELS, max_plane_pixels
+from btunet.pipeline import normalize
+from btunet.pipeline.planes import plane_layout, stack_range
+from btunet.pipeline.reference import CHECKED_UP_TO, QUANTILES, intensity_quantiles
 
 LINUX = sys.platform.startswith("linux")
 
@@ -32,7 +33,7 @@ def _run(script: str, *args: str) -> dict:
 
 def _mosaic(seed: int = 1, tiles: int = 5) -> np.ndarray:
     """A 2000 x 2000 uint16 field of real nuclei: BBBC007 crops in a random order."""
-    from btunet.demo import sample_paths
+    from btunet.io.sample import sample_paths
     crops = [tifffile.imread(p)[:400, :400] for p in sample_paths()[0]]
     rng = np.random.default_rng(seed)
     rows = [np.concatenate([crops[k] for k in rng.integers(0, len(crops), tiles)], axis=1) for _ in range(tiles)]
@@ -47,7 +48,7 @@ def test_a_huge_zarr_is_predicted_block_wise_in_bounded_memory(tmp_path):
         import json, resource, sys
         import zarr
         import btunet
-        from btunet.chunked import predict_chunked
+        from btunet.infer.chunked import predict_chunked
 
         def peak():
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -76,8 +77,8 @@ def test_the_reference_check_of_a_huge_zarr_reads_blocks_not_the_plane(tmp_path)
         import json, resource, sys
         import zarr
         import btunet
-        from btunet.chunked import ModelRef
-        from btunet.predict_cli import _reference_check
+        from btunet.infer.chunked import ModelRef
+        from btunet.cli.predict_cli import _reference_check
 
         def peak():
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -160,7 +161,7 @@ def test_outputs_too_large_to_allocate_are_one_error():
 ])
 def test_running_out_of_memory_in_a_plane_names_its_size_and_the_way_out(error, monkeypatch):
     import importlib
-    predict_module = importlib.import_module("btunet.predict")
+    predict_module = importlib.import_module("btunet.infer.predict")
 
     def allocate(*args, **kwargs):
         raise error
@@ -198,7 +199,7 @@ def test_a_real_allocation_failure_is_one_error():
 
 def test_pretrain_refuses_images_it_cannot_hold_before_reading_them(tmp_path, monkeypatch, capsys):
     import importlib
-    pretrain_module = importlib.import_module("btunet.pretrain")
+    pretrain_module = importlib.import_module("btunet.train.pretrain")
     tifffile.imwrite(tmp_path / "stack.tif", np.zeros((8, 256, 256), np.uint16))
     monkeypatch.setattr(pretrain_module, "available_memory", lambda: 2**20)  # 1 MiB free
 

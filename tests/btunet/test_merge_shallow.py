@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from btunet.instances import distance_instances, merge_shallow, volume_floor
+from btunet.labels.instances import distance_instances, merge_shallow, volume_floor
 
 
 def lobes(neck: float, gap: int = 24, radius: float = 10.0, shape=(30, 40, 70)) -> np.ndarray:
@@ -66,7 +66,7 @@ def test_a_model_with_borders_labels_volumes_by_distance_unless_asked(monkeypatc
     with torch.no_grad():
         model.head.weight.zero_()
         model.head.bias.copy_(torch.tensor([10.0, -10.0]))
-    module = sys.modules["btunet.predict"]
+    module = sys.modules["btunet.infer.predict"]
     calls = []
     real = module.boundary_instances
     monkeypatch.setattr(module, "boundary_instances", lambda *a, **k: calls.append(a[0].ndim) or real(*a, **k))

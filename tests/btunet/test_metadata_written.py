@@ -9,9 +9,9 @@ import pytest
 import tifffile
 
 import btunet
-from btunet.checkpoint import model_metadata, read_metadata, save_model
-from btunet.errors import BTUnetError
-from btunet.metadata import CheckpointMetadata, ModelSpec, Normalization
+from btunet.base.errors import BTUnetError
+from btunet.core.checkpoint import model_metadata, read_metadata, save_model
+from btunet.core.metadata import CheckpointMetadata, ModelSpec, Normalization
 
 HEADER = ("format", "format_version", "kind", "model", "channels", "date", "versions")
 

@@ -7,9 +7,9 @@ import pytest
 from skimage.draw import disk
 
 from btunet import BTUnetError, FinetuneConfig, finetune, predict
-from btunet.checkpoint import model_metadata
-from btunet.metrics import pixel_scores
-from btunet.normalize import background_range, percentile_range
+from btunet.core.checkpoint import model_metadata
+from btunet.labels.metrics import pixel_scores
+from btunet.pipeline.normalize import background_range, percentile_range
 
 BACKGROUND, CELL, NOISE = 9000.0, 5800.0, 300.0
 

@@ -8,11 +8,18 @@ import pytest
 from scipy.optimize import linear_sum_assignment
 
 from btunet import FinetuneConfig, finetune, predict
-from btunet.annotations import boundary_target
-from btunet.checkpoint import load_model, read_metadata, save_model
-from btunet.heads import head_of
-from btunet.instances import MIN_SIZE, boundary_instances, distance_instances, drop_small, object_sizes, size_floor
-from btunet.metrics import AP_THRESHOLDS, evaluate, object_f1, object_scores
+from btunet.core.checkpoint import load_model, read_metadata, save_model
+from btunet.labels.annotations import boundary_target
+from btunet.labels.heads import head_of
+from btunet.labels.instances import (
+    MIN_SIZE,
+    boundary_instances,
+    distance_instances,
+    drop_small,
+    object_sizes,
+    size_floor,
+)
+from btunet.labels.metrics import AP_THRESHOLDS, evaluate, object_f1, object_scores
 
 
 def naive_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -188,7 +195,7 @@ def test_without_the_boundary_option_one_channel(small_sample, fast_finetune_con
 
 
 def test_cli_instances_and_object_metrics(boundary_model, small_sample, tmp_path, capsys):
-    from btunet.cli import main
+    from btunet.cli.commands import main
     net, _ = boundary_model
     model = save_model(net, tmp_path / "m.safetensors")
     out = tmp_path / "out"
@@ -205,7 +212,7 @@ def test_cli_instances_and_object_metrics(boundary_model, small_sample, tmp_path
 def test_cli_min_size(boundary_model, small_sample, tmp_path, capsys):
     import tifffile
 
-    from btunet.cli import main
+    from btunet.cli.commands import main
     net, _ = boundary_model
     model = save_model(net, tmp_path / "m.safetensors")
     image = sorted((small_sample / "images").glob("*.tif"))[0]
@@ -235,7 +242,7 @@ def touching_cells_with_strokes():
 
 
 def test_background_stroke_between_two_objects_is_a_border():
-    from btunet.annotations import has_stroke_boundary, stroke_boundary
+    from btunet.labels.annotations import has_stroke_boundary, stroke_boundary
     _, strokes = touching_cells_with_strokes()
     border = stroke_boundary(strokes)
     assert border[30:66, 64].all()                        # the seam stroke, 20 px from both strokes

@@ -14,8 +14,8 @@ import pytest
 import tifffile
 
 from btunet import BTUnetError, save_model
+from btunet.cli.outputs import check_not_input
 from btunet.models import create_model
-from btunet.outputs import check_not_input
 
 from .test_hostile_cli import FAST_PRETRAIN, FAST_TRAIN, assert_error, digest, run
 

@@ -19,7 +19,7 @@ import tifffile
 import torch
 
 from btunet import BTUnetError, create_model, inspect_checkpoint, load_model, read_metadata, save_model
-from btunet.package_reader import CHECKPOINT, MAX_CHECKPOINT_BYTES, MAX_RATIO, RATIO_FREE_BYTES
+from btunet.io.package_reader import CHECKPOINT, MAX_CHECKPOINT_BYTES, MAX_RATIO, RATIO_FREE_BYTES
 
 from .test_export import offline, settled  # noqa: F401  (offline: no network while exporting)
 from .test_hostile_cli import assert_error, run
@@ -118,7 +118,7 @@ def peak_bytes(fn) -> int:
 # --------------------------------------------------------------------------- the bound
 
 def test_the_size_bound_holds_the_largest_model_btunet_builds():
-    from btunet.checkpoint import MAX_HEADER_BYTES
+    from btunet.core.checkpoint import MAX_HEADER_BYTES
     from btunet.models import MODELS
     from btunet.models.registry import MAX_BASE_FILTERS, MAX_OUT_CHANNELS
     largest = 0
@@ -223,7 +223,7 @@ def test_a_package_loads_without_any_temporary_folder(tmp_path, monkeypatch, che
 @pytest.fixture(scope="module")
 def exported(image, tmp_path_factory):
     """A model, its checkpoint, and the same model exported as a zip and as a folder package."""
-    from btunet.export import export
+    from btunet.exporting.export import export
     folder = tmp_path_factory.mktemp("exported")
     model = settled("unet", 1, image)
     checkpoint = save_model(model, folder / "model.safetensors")
@@ -258,7 +258,7 @@ def test_an_exported_package_predicts_block_wise_like_its_checkpoint(exported, i
 
 
 def test_an_exported_package_works_in_the_block_wise_python_api(exported, image):
-    from btunet.chunked import predict_chunked
+    from btunet.infer.chunked import predict_chunked
     checkpoint, zipped, _ = exported
     crop = image[:160, :160]
     from_package = predict_chunked(zipped, crop, chunks=64, depth=16, output="probabilities").compute()

@@ -8,10 +8,10 @@ import torch
 from scipy.special import expit
 
 from btunet import FinetuneConfig, create_model, finetune, predict
-from btunet.finetune import AnnotatedPlane, focus_on_errors, model_probabilities
-from btunet.losses import masked_bce_dice_loss
-from btunet.predict import predict_logits, uncertainty_map
-from btunet.teacher import forest_probabilities, pseudo_targets
+from btunet.infer.predict import predict_logits, uncertainty_map
+from btunet.train.finetune import AnnotatedPlane, focus_on_errors, model_probabilities
+from btunet.train.losses import masked_bce_dice_loss
+from btunet.train.teacher import forest_probabilities, pseudo_targets
 
 
 def strokes(mask: np.ndarray) -> np.ndarray:
@@ -38,7 +38,7 @@ def test_pseudo_targets_keep_only_confident_pixels():
 
 
 def test_edge_emphasis_weighs_up_both_sides_of_every_label_edge():
-    from btunet.pseudo import EDGE_SIGMA, edge_emphasis
+    from btunet.train.pseudo import EDGE_SIGMA, edge_emphasis
     target = np.zeros((40, 40), np.float32)
     target[10:20, 10:20] = 1
     target[25:30, 5:35] = 2  # an edge between two classes counts as one too
@@ -51,7 +51,7 @@ def test_edge_emphasis_weighs_up_both_sides_of_every_label_edge():
 
 
 def test_pseudo_labels_move_weight_to_the_teachers_edge_and_strokes_keep_theirs(rng):
-    from btunet.finetune import add_pseudo_labels, annotated_planes
+    from btunet.train.finetune import add_pseudo_labels, annotated_planes
     image = np.zeros((128, 128), np.float32)
     image[40:90, 40:90] = 1.0
     image += rng.normal(0, 0.05, image.shape).astype(np.float32)
@@ -79,7 +79,7 @@ def disk(shape, centre, radius) -> np.ndarray:
 
 
 def test_a_correction_reaches_as_deep_as_the_models_mistake():
-    from btunet.pseudo import CORRECTION_MARGIN, CORRECTION_RADIUS, overruled_by
+    from btunet.train.pseudo import CORRECTION_MARGIN, CORRECTION_RADIUS, overruled_by
     truth = disk((64, 64), (32, 32), 10)
     fat = disk((64, 64), (32, 32), 11).astype(np.float32)  # the model draws the nucleus a pixel too fat
     rim = np.zeros((64, 64), bool)
@@ -100,7 +100,7 @@ def test_a_correction_reaches_as_deep_as_the_models_mistake():
 
 
 def test_rim_corrections_leave_the_continuation_its_pseudo_labels_inside_the_object():
-    from btunet.finetune import add_pseudo_labels, annotated_planes
+    from btunet.train.finetune import add_pseudo_labels, annotated_planes
     truth = disk((128, 128), (64, 64), 20)
     image = truth.astype(np.float32)
     labels = np.zeros((128, 128), np.uint8)
@@ -122,9 +122,9 @@ def test_rim_corrections_leave_the_continuation_its_pseudo_labels_inside_the_obj
 
 
 def test_after_the_first_continuation_the_model_alone_teaches_near_its_edges(monkeypatch):
-    import btunet.teacher as teacher
-    from btunet.finetune import add_pseudo_labels, annotated_planes
-    from btunet.pseudo import MODEL_EDGE_BAND, near_edges
+    import btunet.train.teacher as teacher
+    from btunet.train.finetune import add_pseudo_labels, annotated_planes
+    from btunet.train.pseudo import MODEL_EDGE_BAND, near_edges
     nucleus = disk((96, 96), (48, 48), 16)
     labels = np.zeros((96, 96), np.uint8)
     labels[46:50, 46:50] = 2
@@ -149,7 +149,7 @@ def test_after_the_first_continuation_the_model_alone_teaches_near_its_edges(mon
 
 def test_only_a_model_continued_before_keeps_its_edges(crop, fast_finetune_config, monkeypatch):
     import sys
-    ft = sys.modules["btunet.finetune"]  # the module; btunet.finetune is the function
+    ft = sys.modules["btunet.train.finetune"]  # the module; btunet.finetune is the function
     image, mask = crop
     cfg = replace(fast_finetune_config, mask_mode="sparse")
     seen, real = [], ft.add_pseudo_labels
@@ -272,7 +272,7 @@ def test_predict_uncertainty_leaves_labels_unchanged_and_flags_the_boundary(crop
 
 
 def test_forest_recomputes_features_instead_of_keeping_large_ones(monkeypatch, rng):
-    import btunet.teacher as teacher
+    import btunet.train.teacher as teacher
     pixels = [rng.random((1, 48, 48)).astype(np.float32) for _ in range(2)]
     targets = [(p[0] > 0.5).astype(np.float32) for p in pixels]
     masks = [(rng.random((48, 48)) < 0.2).astype(np.float32) for _ in pixels]
@@ -300,7 +300,7 @@ def test_bad_settings_are_refused_before_any_work(field, value, match):
 
 
 def test_pseudo_labels_stay_off_padding_and_held_out_blocks(rng):
-    from btunet.finetune import add_pseudo_labels, annotated_planes, hold_out_validation
+    from btunet.train.finetune import add_pseudo_labels, annotated_planes, hold_out_validation
     image = rng.random((200, 100)).astype(np.float32)
     labels = np.zeros((200, 100), np.uint8)
     labels[::2, ::2] = np.where(image[::2, ::2] > 0.5, 2, 1)
@@ -315,7 +315,7 @@ def test_pseudo_labels_stay_off_padding_and_held_out_blocks(rng):
 
 
 def test_continuation_trains_every_plane_and_holds_nothing_out(crop, fast_finetune_config, monkeypatch):
-    from btunet.finetune import PatchSampler
+    from btunet.train.finetune import PatchSampler
     image, mask = crop
     cfg = replace(fast_finetune_config, mask_mode="dense")
     first = finetune([image, image[::-1]], [mask, mask[::-1]], cfg)

@@ -11,13 +11,13 @@ from scipy.special import expit
 
 import btunet
 from btunet import BTUnetError, Previewer, create_model, predict
-from btunet.chunked import predict_chunked
-from btunet.data import image_planes
-from btunet.finetune import annotated_planes
-from btunet.imageio import read_lazy
-from btunet.planes import PlaneLayout, as_model, model_planes, plane_layout, predict_logits, predict_plane
-from btunet.predict import iter_predict, predict_to_tiff
-from btunet.tiff_reader import LazyTiff
+from btunet.infer.chunked import predict_chunked
+from btunet.infer.predict import iter_predict, predict_to_tiff
+from btunet.io.imageio import read_lazy
+from btunet.io.tiff_reader import LazyTiff
+from btunet.pipeline.data import image_planes
+from btunet.pipeline.planes import PlaneLayout, as_model, model_planes, plane_layout, predict_logits, predict_plane
+from btunet.train.finetune import annotated_planes
 from tests.btunet.nets import with_batchnorm_statistics
 
 RNG = np.random.default_rng(0)

@@ -4,7 +4,7 @@ import tifffile
 import torch
 
 from btunet import Cancelled, create_model, predict
-from btunet.predict import instance_labels, predict_logits
+from btunet.infer.predict import instance_labels, predict_logits
 
 LOCAL_VARIANTS = ["unet", "attention_unet"]        # only local operations: tiling is exact
 SPECTRAL_VARIANTS = ["inception_unet", "rca_iunet"]  # spectral pooling sees the whole tile
@@ -137,7 +137,7 @@ def test_fast_path_agrees_with_fp32():
 
 @pytest.mark.parametrize("size", [64, 256, 400, 1024, 1040, 1104, 2048, 2064, 4096])
 def test_tiles_cover_the_axis_with_full_overlap_and_little_waste(size):
-    from btunet.planes import OVERLAP, TILE, _origins, _tile_length
+    from btunet.pipeline.planes import OVERLAP, TILE, _origins, _tile_length
     length = _tile_length(size, TILE, OVERLAP)
     origins = _origins(size, length, length - OVERLAP)
     assert length <= TILE and (length % 16 == 0 or length == size)

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 import btunet
-from btunet.demo import sample_paths
-from btunet.imageio import read_image
-from btunet.quick_preview import painted_planes
-from btunet.simulate import first_strokes
+from btunet.infer.quick_preview import painted_planes
+from btunet.io.imageio import read_image
+from btunet.io.sample import sample_paths
+from btunet.train.simulate import first_strokes
 
 #: measured 0.885 on the first sample image with these strokes
 MIN_DICE = 0.85

@@ -12,10 +12,10 @@ import tifffile
 
 import btunet
 from btunet import CheckpointError, OutsideReferenceWarning, load_model, read_metadata, save_model
-from btunet.cli import main
-from btunet.planes import plane_layout
-from btunet.predict import iter_predict, predict_to_tiff
-from btunet.reference import QUANTILES, TOLERANCE, intensity_quantiles, outside_reference
+from btunet.cli.commands import main
+from btunet.infer.predict import iter_predict, predict_to_tiff
+from btunet.pipeline.planes import plane_layout
+from btunet.pipeline.reference import QUANTILES, TOLERANCE, intensity_quantiles, outside_reference
 
 UNLIKE = "intensities unlike the training images"
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from btunet import BTUnetError
-from btunet.thresholds import resolve_threshold
+from btunet.pipeline.thresholds import resolve_threshold
 
 
 def test_the_stored_threshold_is_used_when_none_is_given():

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from btunet import BTUnetError, PredictConfig, create_model, predict, runtime
-from btunet.heads import default_classes
-from btunet.planes import as_model, predict_logits
-from btunet.runtime import FusedModel, fused_model, fused_tile, weights_key
+from btunet import BTUnetError, PredictConfig, create_model, predict
+from btunet.labels.heads import default_classes
+from btunet.models import runtime
+from btunet.models.runtime import FusedModel, fused_model, fused_tile, weights_key
+from btunet.pipeline.planes import as_model, predict_logits
 from tests.btunet.nets import with_batchnorm_statistics
 
 CPU = torch.device("cpu")

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from btunet import BTUnetError, finetune, predict
-from btunet.checkpoint import load_model, model_metadata, read_metadata, save_model
-from btunet.instances import boundary_instances, distance_instances, object_sizes
-from btunet.planes import plane_layout, plane_outputs
-from btunet.separation import (
+from btunet.core.checkpoint import load_model, model_metadata, read_metadata, save_model
+from btunet.labels.instances import boundary_instances, distance_instances, object_sizes
+from btunet.pipeline.planes import plane_layout, plane_outputs
+from btunet.pipeline.separation import (
     LARGE_OBJECT_PX,
     MIN_VALIDATION_OBJECTS,
     choose_separation,
@@ -93,7 +93,7 @@ def test_predict_follows_the_model_and_can_be_told_otherwise(border_model):
 def test_borders_cannot_be_asked_of_a_model_without_them(small_sample, fast_finetune_config, tmp_path, capsys):
     import tifffile
 
-    from btunet.cli import main
+    from btunet.cli.commands import main
     image = tifffile.imread(sorted((small_sample / "images").glob("*.tif"))[0])
     mask = tifffile.imread(sorted((small_sample / "masks").glob("*.tif"))[0])
     net = finetune(image, mask, dataclasses.replace(fast_finetune_config, epochs=1, steps_per_epoch=1))
@@ -117,7 +117,7 @@ def test_validation_f1_needs_held_out_instance_masks(border_model):
 
 
 def test_cli_fine_tune_with_borders_reports_the_choice(small_sample, tmp_path, capsys):
-    from btunet.cli import main
+    from btunet.cli.commands import main
     model = tmp_path / "m.safetensors"
     assert main(["finetune", "--images", str(small_sample / "images"), "--masks", str(small_sample / "masks"),
                  "--out", str(model), "--mask-mode", "dense", "--boundary", "--epochs", "2",
@@ -142,9 +142,9 @@ def test_cli_fine_tune_with_borders_reports_the_choice(small_sample, tmp_path, c
 def test_validation_scores_at_most_max_planes(border_model, small_sample, monkeypatch):
     import tifffile
 
-    from btunet import planes as planes_module
-    from btunet import separation
-    from btunet.data import AnnotatedPlane
+    from btunet.pipeline import planes as planes_module
+    from btunet.pipeline import separation
+    from btunet.pipeline.data import AnnotatedPlane
     net = border_model[0]
     planes = []
     for path in sorted((small_sample / "images").glob("*.tif"))[:3]:

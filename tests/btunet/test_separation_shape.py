@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from btunet.separation import (
+from btunet.pipeline.separation import (
     ELONGATED,
     LARGE_OBJECT_PX,
     MIN_VALIDATION_OBJECTS,

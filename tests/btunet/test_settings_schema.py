@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from btunet import BTUnetError, FinetuneConfig, PredictConfig, PretrainConfig
-from btunet.cli import main
-from btunet.cli_args import AT_LEAST, OPTIONS, OWN_DEFAULTS, build_parser, check_numbers, option_limits, parse
-from btunet.metadata import check_threshold
-from btunet.settings_schema import Limits, limits, names
+from btunet.base.settings_schema import Limits, limits, names
+from btunet.cli.cli_args import AT_LEAST, OPTIONS, OWN_DEFAULTS, build_parser, check_numbers, option_limits, parse
+from btunet.cli.commands import main
+from btunet.core.metadata import check_threshold
 
 CONFIGS = {"pretrain": PretrainConfig, "finetune": FinetuneConfig, "predict": PredictConfig}
 BASE = {"pretrain": ["pretrain", "imgs", "--out", "e.safetensors"],

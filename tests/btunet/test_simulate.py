@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from btunet.simulate import STYLES, first_strokes, scribbles
+from btunet.train.simulate import STYLES, first_strokes, scribbles
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Object counts, splits and merges (``btunet.metrics.split_merge_counts``) on hand-made label images,
+"""Object counts, splits and merges (``btunet.labels.metrics.split_merge_counts``) on hand-made label images,
 and their place in ``evaluate`` and ``btunet evaluate``."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from btunet.cli import main
-from btunet.metrics import evaluate, mean_scores, object_scores, split_merge_counts
+from btunet.cli.commands import main
+from btunet.labels.metrics import evaluate, mean_scores, object_scores, split_merge_counts
 
 
 def rods() -> np.ndarray:

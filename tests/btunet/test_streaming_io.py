@@ -4,9 +4,9 @@ import pytest
 import tifffile
 
 from btunet import BTUnetError, create_model, predict
-from btunet.imageio import read_lazy, stack_writer
-from btunet.predict import predict_to_tiff
-from btunet.tiff_reader import LazyTiff
+from btunet.infer.predict import predict_to_tiff
+from btunet.io.imageio import read_lazy, stack_writer
+from btunet.io.tiff_reader import LazyTiff
 
 
 def test_pages_are_read_one_at_a_time(tmp_path):
@@ -63,7 +63,7 @@ def test_predict_to_tiff_equals_in_memory_prediction(tmp_path):
 
 def test_cli_predicts_a_compressed_stack_like_the_api(tmp_path, capsys):
     from btunet import save_model
-    from btunet.cli import main
+    from btunet.cli.commands import main
     model = create_model("unet").eval()
     model.metadata = {}
     save_model(model, tmp_path / "model.safetensors")

@@ -1,12 +1,12 @@
-"""The thread policy for shared CPUs (btunet.threads)."""
+"""The thread policy for shared CPUs (btunet.base.threads)."""
 import os
 import time
 
 import pytest
 import torch
 
-from btunet import threads
-from btunet.threads import CpuLoad, choose_threads, configure_threads
+from btunet.base import threads
+from btunet.base.threads import CpuLoad, choose_threads, configure_threads
 
 
 @pytest.mark.parametrize("cores, busy, expected", [

@@ -7,8 +7,8 @@ import pytest
 import tifffile
 
 from btunet import FinetuneConfig, finetune, load_model, save_model
-from btunet.cli import main
-from btunet.thresholds import CANDIDATES, MIN_GAIN, choose_threshold, describe_threshold, dice_at
+from btunet.cli.commands import main
+from btunet.pipeline.thresholds import CANDIDATES, MIN_GAIN, choose_threshold, describe_threshold, dice_at
 
 
 def disk_probability(fat: float, softness: float = 2.0):

@@ -8,8 +8,8 @@ import pytest
 import tifffile
 
 from btunet import BTUnetError
-from btunet.imageio import UnreadableImage, read_lazy
-from btunet.tiff_reader import LazyTiff
+from btunet.io.imageio import UnreadableImage, read_lazy
+from btunet.io.tiff_reader import LazyTiff
 
 RNG = np.random.default_rng(0)
 STACK = RNG.integers(0, 2**16, (3, 2, 40, 52), dtype=np.uint16)

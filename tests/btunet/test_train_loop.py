@@ -10,8 +10,8 @@ import tifffile
 import torch
 
 import btunet
-from btunet.encoder_start import encoder_lr_factor
-from btunet.train_loop import (
+from btunet.train.encoder_start import encoder_lr_factor
+from btunet.train.train_loop import (
     CANCELLED,
     EARLY_STOPPING,
     TIME_BUDGET,

@@ -3,7 +3,7 @@ import numpy as np
 import torch
 
 from btunet.models import create_model
-from btunet.planes import as_model, predict_logits
+from btunet.pipeline.planes import as_model, predict_logits
 
 
 def test_a_training_model_is_previewed_through_one_kept_copy_with_its_current_weights():

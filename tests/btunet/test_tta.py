@@ -5,9 +5,9 @@ import tifffile
 import torch
 
 from btunet import create_model, predict, save_model
-from btunet.cli import main
-from btunet.heads import HeadSpec, default_classes
-from btunet.planes import flipped_outputs, mean_output
+from btunet.cli.commands import main
+from btunet.labels.heads import HeadSpec, default_classes
+from btunet.pipeline.planes import flipped_outputs, mean_output
 
 
 def test_flip_mean_averages_each_orientation_flipped_back():
@@ -72,7 +72,7 @@ def test_cli_tta(model, tmp_path, capsys):
 
 def test_one_set_of_flips_serves_tta_and_uncertainty(model, monkeypatch):
     import importlib
-    predict_module = importlib.import_module("btunet.predict")
+    predict_module = importlib.import_module("btunet.infer.predict")
     calls = []
     real = predict_module.plane_outputs
     monkeypatch.setattr(predict_module, "plane_outputs", lambda *a, **k: calls.append(1) or real(*a, **k))

@@ -1,4 +1,4 @@
-"""The uncertainty map from the model and the forest on the same strokes (btunet.uncertainty)."""
+"""The uncertainty map from the model and the forest on the same strokes (btunet.pipeline.uncertainty)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +8,7 @@ import torch
 
 import btunet
 from btunet import BTUnetError, create_model
-from btunet.uncertainty import binary_entropy, forest_disagreement, stroke_uncertainty
+from btunet.pipeline.uncertainty import binary_entropy, forest_disagreement, stroke_uncertainty
 
 
 def disk(shape, cy, cx, r):
@@ -46,7 +46,7 @@ def test_the_map_ranks_simulated_errors_on_the_sample(sample):
     from scipy import ndimage as ndi
     from sklearn.metrics import roc_auc_score
 
-    from btunet.simulate import first_strokes
+    from btunet.train.simulate import first_strokes
     images, masks = sample
     image, mask = tifffile.imread(images[2]), tifffile.imread(masks[2])
     truth = mask > 0

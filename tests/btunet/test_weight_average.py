@@ -4,8 +4,8 @@ import tifffile
 import torch
 
 from btunet import FinetuneConfig, create_model, finetune
-from btunet.simulate import scribbles
-from btunet.weight_average import WeightAverage
+from btunet.train.simulate import scribbles
+from btunet.train.weight_average import WeightAverage
 
 
 def test_average_follows_the_formula_against_a_naive_reference():

@@ -1,7 +1,7 @@
 """The Fine-tune widget offers the encoder shipped with btunet and says what it was trained on."""
 import pytest
 
-from btunet.builtin_encoder import builtin_metadata
+from btunet.train.builtin_encoder import builtin_metadata
 from napari_btunet._session import session
 
 from .plugin_helpers import dock, small_training, wait_job

@@ -54,7 +54,7 @@ def choose_in_save_dialog(monkeypatch, path, kind):
 def test_export_runs_in_a_worker_and_the_status_says_so(viewer, qtbot, messages, tmp_path, monkeypatch):
     """The export's imports (bioimageio.spec, onnx: seconds the first time) and the export itself
     run off the GUI thread; the status line says what runs, then where the file went."""
-    from btunet import network_export
+    from btunet.exporting import network_export
     finetune = dock(viewer, "Fine-tune")
     session.set_model(small_model())
     threads, release = {}, threading.Event()
@@ -87,7 +87,7 @@ def test_export_runs_in_a_worker_and_the_status_says_so(viewer, qtbot, messages,
 def test_a_missing_export_package_is_named_first(viewer, qtbot, messages, tmp_path, monkeypatch):
     """Without the export extra, the notification starts with the missing package (a folded
     notification shows about 45 characters), and no overwrite question comes first."""
-    from btunet import network_export
+    from btunet.exporting import network_export
     finetune = dock(viewer, "Fine-tune")
     session.set_model(small_model())
     monkeypatch.setitem(network_export.NEEDS, "onnx", ("onnxz",))  # a package that is not installed

@@ -24,7 +24,8 @@ def test_sentence_keeps_file_names_as_they_are():
 def test_engine_messages_in_the_widgets_words(monkeypatch):
     """What is missing comes first (a folded notification shows about 45 characters), and the
     engine's "mask mode" is the Fine-tune control's label, "annotation"."""
-    from btunet import BTUnetError, network_export
+    from btunet import BTUnetError
+    from btunet.exporting import network_export
     monkeypatch.setitem(network_export.NEEDS, "bioimageio", ("bioimageioz.spec", "onnxz"))
     with pytest.raises(BTUnetError) as caught:
         network_export.require("bioimageio")

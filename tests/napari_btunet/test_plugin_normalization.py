@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from btunet import FinetuneConfig
-from btunet.checkpoint import model_metadata
+from btunet.core.checkpoint import model_metadata
 from napari_btunet._session import session
 
 from .plugin_helpers import dock, errors_of, small_training, wait_job
@@ -27,7 +27,7 @@ def test_background_switch_reaches_the_model_and_predict_uses_it(sample_viewer, 
     image = np.asarray(viewer.layers["BBBC007 nuclei"].data)
     from btunet import predict
     direct = predict(session.model, image, device="cpu").labels
-    from btunet.normalize import background_range
+    from btunet.pipeline.normalize import background_range
     lo, hi = background_range(image)
     assert 0 <= lo < np.percentile(image, 50)  # the background of a nuclei image: dark, most pixels
     assert direct.shape == image.shape and not errors_of(messages)

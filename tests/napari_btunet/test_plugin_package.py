@@ -60,12 +60,12 @@ def test_sample_data_layers():
 
 
 def test_launch_without_display_runs_the_demo(monkeypatch, capsys):
-    import btunet.demo
+    import btunet.cli.demo
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.setattr(sys, "platform", "linux")
     calls = []
-    monkeypatch.setattr(btunet.demo, "main", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(btunet.cli.demo, "main", lambda *a, **k: calls.append(a))
     assert not launch.has_display()
     launch.main()
     assert calls == [()]

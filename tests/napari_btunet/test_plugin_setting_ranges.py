@@ -1,10 +1,10 @@
 """The widgets offer what the engine accepts: each number field's range and each choice list is
-the one its setting declares (btunet.settings_schema), as on the command line and in the API."""
+the one its setting declares (btunet.base.settings_schema), as on the command line and in the API."""
 import pytest
 from qtpy.QtWidgets import QComboBox, QSpinBox
 
 from btunet import FinetuneConfig, PredictConfig, PretrainConfig
-from btunet.settings_schema import limits
+from btunet.base.settings_schema import limits
 
 from .plugin_helpers import dock
 

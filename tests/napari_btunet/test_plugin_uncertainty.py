@@ -6,8 +6,8 @@ import pytest
 
 import btunet
 from btunet import FinetuneConfig
-from btunet.simulate import correct_by_uncertainty
-from btunet.uncertainty import stroke_uncertainty
+from btunet.pipeline.uncertainty import stroke_uncertainty
+from btunet.train.simulate import correct_by_uncertainty
 from napari_btunet import _layers
 from napari_btunet._live_preview import CERTAIN_BELOW, FOREST_PREVIEW_KIND, MOST_OPAQUE
 from napari_btunet._session import session

@@ -6,8 +6,8 @@ from functools import partial
 
 from torch import nn
 
-from .. import fields
-from ..errors import BTUnetError
+from ..base import fields
+from ..base.errors import BTUnetError
 from .base import SegmentationModel, level_widths
 
 Builder = Callable[..., SegmentationModel]

@@ -1,0 +1,1 @@
+"""Models that leave napari: TorchScript, ONNX and bioimage.io packages (``btunet export``)."""
