@@ -243,7 +243,7 @@ def rf_features(image: np.ndarray, fine: bool = False) -> np.ndarray:
     ilastik's finest smoothing scales (the engine's ``teacher_features="fine"``)."""
     from skimage.feature import multiscale_basic_features
 
-    from btunet.teacher import fine_features
+    from btunet.train.teacher import fine_features
     x = norm(image)
     f = multiscale_basic_features(x, intensity=True, edges=True, texture=True, sigma_min=1, sigma_max=16)
     return np.concatenate([f, fine_features(x[None])], axis=-1) if fine else f
