@@ -253,7 +253,8 @@ def cli_overhead(model_path: Path, data: Path, planes: int, repeat: int) -> dict
             assert rc == 0
     # pure network: the same (BatchNorm-folded) model, tiles, batches and fast path that
     # predict_logits uses, with the inputs ready
-    from btunet.pipeline.planes import as_model, tile_boxes
+    from btunet.pipeline.planes import as_model
+    from btunet.pipeline.tiling import tile_boxes
     model = as_model(model, torch.device("cpu")).to(memory_format=torch.channels_last)
     x, _, _ = pad_to_multiple(torch.zeros(1, 1, 700, 1100))
     hp, wp = x.shape[-2:]

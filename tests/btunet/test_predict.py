@@ -137,7 +137,7 @@ def test_fast_path_agrees_with_fp32():
 
 @pytest.mark.parametrize("size", [64, 256, 400, 1024, 1040, 1104, 2048, 2064, 4096])
 def test_tiles_cover_the_axis_with_full_overlap_and_little_waste(size):
-    from btunet.pipeline.planes import OVERLAP, TILE, _origins, _tile_length
+    from btunet.pipeline.tiling import OVERLAP, TILE, _origins, _tile_length
     length = _tile_length(size, TILE, OVERLAP)
     origins = _origins(size, length, length - OVERLAP)
     assert length <= TILE and (length % 16 == 0 or length == size)
