@@ -72,17 +72,23 @@ def test_the_time_budget_ends_the_run_before_a_step_would_overrun_it():
     assert 0.0 <= loop.eta() <= 0.25
 
 
-@pytest.mark.parametrize(("final", "why"), [(True, TIME_BUDGET), (False, CANCELLED)])
-def test_a_schedule_that_ends_at_the_budget_stops_right_after_the_step_that_crosses_it(final, why):
-    """A cosine decay is at 0 once over the budget: the model is final, whatever comes next; other
-    schedules end before the next step (a stop request asked then is the reason)."""
-    clock = FakeClock()
+def slow_fourth_step(clock: FakeClock):
+    """A real training step that takes 0.1 s on ``clock``, except the fourth, which takes 5 s."""
     _, _, real_step = tiny_training()
     durations = iter([0.1] * 3 + [5.0] + [0.1] * 100)
 
     def step() -> torch.Tensor:
         clock.now += next(durations)
         return real_step()
+    return step
+
+
+@pytest.mark.parametrize(("final", "why"), [(True, TIME_BUDGET), (False, CANCELLED)])
+def test_a_schedule_that_ends_at_the_budget_stops_right_after_the_step_that_crosses_it(final, why):
+    """A cosine decay is at 0 once over the budget: the model is final, whatever comes next; other
+    schedules end before the next step (a stop request asked then is the reason)."""
+    clock = FakeClock()
+    step = slow_fourth_step(clock)
     epochs = []
     loop = TrainLoop(100, 10, time_budget_s=2.0, final_at_budget=final, clock=clock)
     loop.should_stop = lambda: loop.step >= 4
@@ -92,12 +98,7 @@ def test_a_schedule_that_ends_at_the_budget_stops_right_after_the_step_that_cros
 
 def test_without_final_at_budget_the_run_ends_at_the_end_of_the_epoch_over_budget():
     clock = FakeClock()
-    _, _, real_step = tiny_training()
-    durations = iter([0.1] * 3 + [5.0] + [0.1] * 100)
-
-    def step() -> torch.Tensor:
-        clock.now += next(durations)
-        return real_step()
+    step = slow_fourth_step(clock)
     ends = []
     loop = TrainLoop(10, 4, time_budget_s=2.0, clock=clock)
     assert loop.run(step, end_epoch=lambda: ends.append(loop.step)) == TIME_BUDGET
