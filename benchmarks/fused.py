@@ -142,7 +142,7 @@ import btunet.base.threads
 from btunet.train.augment import finetune_augment
 from btunet.pipeline.data import load_sources
 from btunet.base.device import autocast
-from btunet.train.finetune import PatchSampler, annotated_planes, head_for
+from btunet.train.training_set import annotated_planes, head_for, PatchSampler
 from btunet.io.imageio import read_image
 from btunet.train.losses import segmentation_loss
 from btunet.models.dropout import Dropout

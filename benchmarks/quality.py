@@ -288,8 +288,8 @@ def run_monai(ds: dict, level: str, seed: int, budget_s: float, args) -> dict:
     from btunet.core.config import seed_everything
     from btunet.pipeline.data import load_sources
     from btunet.train.augment import finetune_augment
-    from btunet.train.finetune import PatchSampler, annotated_planes
     from btunet.train.losses import masked_bce_dice_loss
+    from btunet.train.training_set import PatchSampler, annotated_planes
     images, labels, mode = annotations(ds, level)
     generator = seed_everything(seed)
     rng = np.random.default_rng(seed)

@@ -7,8 +7,8 @@ import torch
 
 from btunet import FinetuneConfig, finetune, predict
 from btunet.pipeline.planes import plane_layout
-from btunet.train.finetune import annotated_planes
 from btunet.train.pseudo import CONTEXT_PLANES, CONTEXT_WEIGHT, add_pseudo_labels, context_planes
+from btunet.train.training_set import annotated_planes
 
 
 def hazy_stack(seed: int = 0):

@@ -11,7 +11,7 @@ import torch
 from btunet import FinetuneConfig, finetune
 from btunet.train import encoder_features as ef
 from btunet.train.encoder_features import teacher_features
-from btunet.train.finetune import build_from_encoder
+from btunet.train.model_start import build_from_encoder
 from btunet.train.pretrain import as_encoder
 from btunet.train.teacher import forest_probabilities
 

@@ -83,7 +83,7 @@ def test_rescale_brings_grown_weights_back_without_changing_the_training_mode_ou
 def test_finetune_rescales_a_pretrained_encoder_only_when_asked(fast_finetune_config):
     import dataclasses
 
-    from btunet.train.finetune import build_from_encoder
+    from btunet.train.model_start import build_from_encoder
     shipped = as_encoder("builtin")
     deep = "blocks.4.body.1.0.1.weight"
     grown = {k: v * 1.6 if k == deep else v for k, v in shipped.encoder_state.items()}  # as a long run grows it

@@ -9,8 +9,9 @@ from scipy.special import expit
 
 from btunet import FinetuneConfig, create_model, finetune, predict
 from btunet.infer.predict import predict_logits, uncertainty_map
-from btunet.train.finetune import AnnotatedPlane, focus_on_errors, model_probabilities
+from btunet.pipeline.data import AnnotatedPlane
 from btunet.train.losses import masked_bce_dice_loss
+from btunet.train.pseudo import focus_on_errors, model_probabilities
 from btunet.train.teacher import forest_probabilities, pseudo_targets
 
 
@@ -51,7 +52,8 @@ def test_edge_emphasis_weighs_up_both_sides_of_every_label_edge():
 
 
 def test_pseudo_labels_move_weight_to_the_teachers_edge_and_strokes_keep_theirs(rng):
-    from btunet.train.finetune import add_pseudo_labels, annotated_planes
+    from btunet.train.pseudo import add_pseudo_labels
+    from btunet.train.training_set import annotated_planes
     image = np.zeros((128, 128), np.float32)
     image[40:90, 40:90] = 1.0
     image += rng.normal(0, 0.05, image.shape).astype(np.float32)
@@ -100,7 +102,8 @@ def test_a_correction_reaches_as_deep_as_the_models_mistake():
 
 
 def test_rim_corrections_leave_the_continuation_its_pseudo_labels_inside_the_object():
-    from btunet.train.finetune import add_pseudo_labels, annotated_planes
+    from btunet.train.pseudo import add_pseudo_labels
+    from btunet.train.training_set import annotated_planes
     truth = disk((128, 128), (64, 64), 20)
     image = truth.astype(np.float32)
     labels = np.zeros((128, 128), np.uint8)
@@ -123,8 +126,8 @@ def test_rim_corrections_leave_the_continuation_its_pseudo_labels_inside_the_obj
 
 def test_after_the_first_continuation_the_model_alone_teaches_near_its_edges(monkeypatch):
     import btunet.train.teacher as teacher
-    from btunet.train.finetune import add_pseudo_labels, annotated_planes
-    from btunet.train.pseudo import MODEL_EDGE_BAND, near_edges
+    from btunet.train.pseudo import MODEL_EDGE_BAND, add_pseudo_labels, near_edges
+    from btunet.train.training_set import annotated_planes
     nucleus = disk((96, 96), (48, 48), 16)
     labels = np.zeros((96, 96), np.uint8)
     labels[46:50, 46:50] = 2
@@ -300,7 +303,8 @@ def test_bad_settings_are_refused_before_any_work(field, value, match):
 
 
 def test_pseudo_labels_stay_off_padding_and_held_out_blocks(rng):
-    from btunet.train.finetune import add_pseudo_labels, annotated_planes, hold_out_validation
+    from btunet.train.pseudo import add_pseudo_labels
+    from btunet.train.training_set import annotated_planes, hold_out_validation
     image = rng.random((200, 100)).astype(np.float32)
     labels = np.zeros((200, 100), np.uint8)
     labels[::2, ::2] = np.where(image[::2, ::2] > 0.5, 2, 1)
@@ -315,7 +319,7 @@ def test_pseudo_labels_stay_off_padding_and_held_out_blocks(rng):
 
 
 def test_continuation_trains_every_plane_and_holds_nothing_out(crop, fast_finetune_config, monkeypatch):
-    from btunet.train.finetune import PatchSampler
+    from btunet.train.training_set import PatchSampler
     image, mask = crop
     cfg = replace(fast_finetune_config, mask_mode="dense")
     first = finetune([image, image[::-1]], [mask, mask[::-1]], cfg)

@@ -17,7 +17,7 @@ from btunet.io.imageio import read_lazy
 from btunet.io.tiff_reader import LazyTiff
 from btunet.pipeline.data import image_planes
 from btunet.pipeline.planes import PlaneLayout, as_model, model_planes, plane_layout, predict_logits, predict_plane
-from btunet.train.finetune import annotated_planes
+from btunet.train.training_set import annotated_planes
 from tests.btunet.nets import with_batchnorm_statistics
 
 RNG = np.random.default_rng(0)

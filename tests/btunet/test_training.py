@@ -7,8 +7,8 @@ import tifffile
 import torch
 
 from btunet import BTUnetError, FinetuneConfig, PretrainConfig, create_model, finetune, pretrain
-from btunet.train.finetune import annotated_planes, hold_out_validation
 from btunet.train.pretrain import PretrainedEncoder
+from btunet.train.training_set import annotated_planes, hold_out_validation
 
 
 def test_pretrain_changes_the_encoder_and_reports_progress(small_sample, fast_pretrain_config):

@@ -29,16 +29,9 @@ from .encoder_start import refit_batchnorm
 from .losses import segmentation_loss
 from .model_start import build_from_encoder
 from .pretrain import PretrainedEncoder, as_encoder
-from .pseudo import add_pseudo_labels, context_planes, focus_on_errors, model_probabilities  # noqa: F401
+from .pseudo import add_pseudo_labels, context_planes, focus_on_errors, model_probabilities
 from .train_loop import EARLY_STOPPING, BestState, FinetuneSchedule, TrainLoop
-from .training_set import (  # noqa: F401 - the training set's pieces, where callers have found them
-    VAL_BLOCK,
-    PatchSampler,
-    annotated_planes,
-    head_for,
-    hold_out_validation,
-    min_size_of,
-)
+from .training_set import PatchSampler, annotated_planes, head_for, hold_out_validation, min_size_of
 from .weight_average import WeightAverage
 
 
