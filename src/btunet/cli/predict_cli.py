@@ -234,10 +234,7 @@ def _reference_check(ref, image, axes: str | None) -> tuple[str | None, tuple[fl
 def _depth(path: Path, yx: Sequence[int], chunk: int, depth: int) -> int:
     """``chunked.block_halo`` for one input; an input thinner than the halo is skipped (UnreadableImage)."""
     from ..infer.chunked import block_halo
-    try:
-        return block_halo(tuple(yx), chunk, depth, path.name, "--depth")
-    except BTUnetError as exc:
-        raise UnreadableImage(str(exc).replace("predict it whole", "predict it without --zarr")) from None
+    return block_halo(tuple(yx), chunk, depth, path.name, "--depth", "predict it without --zarr", UnreadableImage)
 
 
 def _gather(lazy, scheduler) -> np.ndarray:

@@ -161,17 +161,18 @@ def x_y_of(array, rgb: bool) -> tuple[int, int]:
     return shape[-2], shape[-1]
 
 
-def block_halo(yx: tuple[int, ...], chunks: int, depth: int, name: str = "the image",
-               option: str = "depth") -> int:
+def block_halo(yx: tuple[int, ...], chunks: int, depth: int, name: str = "the image", option: str = "depth",
+               instead: str = "predict it whole", error: type[BTUnetError] = BTUnetError) -> int:
     """The halo blocks are read with: none when every plane is one block (it would change
-    nothing); an image thinner than the halo cannot be cut into blocks with it (BTUnetError)."""
+    nothing); an image thinner than the halo cannot be cut into blocks with it (``error``, naming
+    ``option`` and what to do ``instead``)."""
     chunks = max(_MULTIPLE, -(-int(chunks) // _MULTIPLE) * _MULTIPLE)
     if all(side <= chunks for side in yx):
         return 0
     if min(yx) < depth:
         thinnest = min(yx) // _MULTIPLE * _MULTIPLE
-        raise BTUnetError(f"{name} is {yx[0]} x {yx[1]} pixels, thinner than the block overlap "
-                          f"({option} {depth}); give {option} {thinnest} or predict it whole")
+        raise error(f"{name} is {yx[0]} x {yx[1]} pixels, thinner than the block overlap "
+                    f"({option} {depth}); give {option} {thinnest} or {instead}")
     return depth
 
 
