@@ -505,14 +505,14 @@ def test_evaluate_without_pairs_and_with_an_unreadable_prediction(tmp_path, caps
 
 
 def test_ctrl_c_is_130_and_leaves_no_temporary_file(model_file, images, tmp_path, capsys, monkeypatch):
-    import btunet.io.imageio
-    original = btunet.io.imageio.TiffPages.__getitem__
+    from btunet.io.tiff_reader import LazyTiff
+    original = LazyTiff.__getitem__
 
     def interrupted(self, index):
         if self.path.name == "b.tif":
             raise KeyboardInterrupt
         return original(self, index)
-    monkeypatch.setattr(btunet.io.imageio.TiffPages, "__getitem__", interrupted)
+    monkeypatch.setattr(LazyTiff, "__getitem__", interrupted)
     out = tmp_path / "out"
     status, _, err = run(capsys, "predict", model_file, images, "--out", out, "--device", "cpu")
     assert status == 130 and "Traceback" not in err and "btunet: interrupted" in lines(err)

@@ -21,9 +21,6 @@ from ..base.atomic import atomic_path
 from ..base.errors import BTUnetError, Cancelled
 from .tiff_reader import LazyTiff, UnreadableImage, no_bool
 
-#: The lazy TIFF reader (``tiff_reader.LazyTiff``) under its older name here.
-TiffPages = LazyTiff
-
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 # Planes are read whole into memory (and several float copies are made of them): refuse larger
 # ones before reading any pixel data. BTUNET_MAX_PLANE_PIXELS raises the limit; --zarr streams.
