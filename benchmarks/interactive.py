@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import logging
 import sys
 import time
 from pathlib import Path
@@ -41,7 +40,7 @@ METHODS = ("scratch", "scratch_mean", "scratch_flat", "scratch_radius12", "scrat
            "scratch_edges", "bt", "builtin", "builtin_edges", "builtin_lr3", "scratch_encoder_teacher",
            "builtin_encoder_teacher", "rf", "scratch_uncertainty", "strokes_only", "teacher_forest",
            "teacher_model", "scratch_background", "scratch_intensity", "scratch_epochs6",
-           "scratch_average", "scratch_fine", "rf_fine", "scratch_ask")
+           "scratch_average", "scratch_fine", "rf_fine")
 #: records of runs made under earlier engine defaults, reported but not run again under that name
 EARLIER = {"bt_flat_radius12": "`unet` Barlow Twins, flat weights, corrections overrule within 12 px "
                                "(an earlier run)",
@@ -49,8 +48,7 @@ EARLIER = {"bt_flat_radius12": "`unet` Barlow Twins, flat weights, corrections o
                                                 "flat weights, corrections overrule within 12 px (an earlier run)"}
 REPORTED = METHODS + tuple(EARLIER)
 #: the alternatives that were tried for learning from strokes (engine settings of the `unet` run)
-VARIANTS = {"scratch_mean": {"continue_teacher": "mean"}, "scratch_ask": {"continue_teacher": "ask"},
-            "scratch_flat": {"pseudo_edge_weight": 0.0},
+VARIANTS = {"scratch_mean": {"continue_teacher": "mean"}, "scratch_flat": {"pseudo_edge_weight": 0.0},
             "scratch_radius12": {"correction_radius": 12.0},
             "scratch_flat_radius12": {"pseudo_edge_weight": 0.0, "correction_radius": 12.0},
             "scratch_edges": {"pseudo_edge_weight": 10.0}, "strokes_only": {"pseudo_labels": "none"},
@@ -68,8 +66,6 @@ LABELS = {"strokes_only": "`unet` from scratch, strokes only (no pseudo-labels)"
 "scratch": "`unet` from scratch",
           "scratch_edges": "`unet` from scratch, the forest's edges weighed up (`pseudo_edge_weight=10`)",
           "scratch_mean": "`unet` from scratch, the forest votes at the model's edges in every continuation",
-          "scratch_ask": "`unet` from scratch, the forest votes at the model's edges when a forest on the "
-                         "other strokes gets most corrections right (`continue_teacher='ask'`)",
           "scratch_flat": "`unet` from scratch, flat pseudo-label weights (`pseudo_edge_weight=0`)",
           "scratch_radius12": "`unet` from scratch, corrections overrule the model's pseudo-labels within 12 px",
           "scratch_flat_radius12": "`unet` from scratch, flat weights, corrections overrule within 12 px",
@@ -115,15 +111,20 @@ def error_auroc(model, ds: dict) -> float:
     return float(roc_auc_score(w, s)) if 0 < w.mean() < 1 else float("nan")
 
 
-class Heard(logging.Handler):
-    """Keeps the share of corrections that ``continue_teacher="ask"`` read (``pseudo.forest_knew``)."""
-
-    def __init__(self):
-        super().__init__()
-        self.share: float | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.share = float(record.args[0])
+def said(ann: np.ndarray, before: np.ndarray, labels: np.ndarray, band: float = 3.0) -> dict:
+    """What a round's corrections say about the model they correct (``labels``: its preview on the
+    painted image): of the painted pixels it gets wrong, the share of background painted on its
+    objects (too fat), and of those within ``band`` px of its edges, too fat or too thin."""
+    from btunet.train.pseudo import edge_distance
+    objects = labels > 0
+    wrong = (ann > 0) & ((ann == 2) != objects)
+    distance = edge_distance(objects.astype(np.int64))
+    near = np.zeros_like(wrong) if distance is None else distance <= band
+    n = max(int(wrong.sum()), 1)
+    return {"wrong": int(wrong.sum()), "new": int(((ann > 0) & (before == 0)).sum()),
+            "fat": round(float((wrong & objects).sum() / n), 3),
+            "fat_near": round(float((wrong & objects & near).sum() / n), 3),
+            "thin_near": round(float((wrong & ~objects & near).sum() / n), 3)}
 
 
 class UNetUser:
@@ -132,24 +133,20 @@ class UNetUser:
     def __init__(self, encoder, seed: int, args, settings: dict | None = None):
         self.encoder, self.seed, self.args, self.model = encoder, seed, args, None
         self.settings = settings or {}
-        self.forest_knew: float | None = None  # continue_teacher="ask": the share of corrections it read
+        self.corrections: dict | None = None  # what the last continuation's corrections said (``said``)
+        self.last: tuple[np.ndarray, np.ndarray] | None = None  # (strokes, preview labels) of the last round
 
     def train(self, image: np.ndarray, ann: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         import btunet
         cfg = btunet.FinetuneConfig(model="unet", seed=self.seed, **self.settings)
+        self.corrections = said(ann, *self.last) if self.last is not None else None
         t = time.perf_counter()
-        heard = Heard()
-        logging.getLogger("btunet.train.pseudo").addHandler(heard)
-        logging.getLogger("btunet.train.pseudo").setLevel(logging.INFO)
-        try:
-            if self.model is None:
-                self.model = btunet.finetune(image, ann, cfg, encoder=self.encoder)
-            else:
-                self.model = btunet.finetune(image, ann, cfg.continuation(), model=copy.deepcopy(self.model))
-        finally:
-            logging.getLogger("btunet.train.pseudo").removeHandler(heard)
-        self.forest_knew = heard.share
+        if self.model is None:
+            self.model = btunet.finetune(image, ann, cfg, encoder=self.encoder)
+        else:
+            self.model = btunet.finetune(image, ann, cfg.continuation(), model=copy.deepcopy(self.model))
         preview = btunet.predict(self.model, image, probabilities=False, uncertainty=True)
+        self.last = (ann, preview.labels)
         return time.perf_counter() - t, preview.labels, preview.uncertainty
 
     def test(self, ds: dict) -> list[np.ndarray]:
@@ -213,8 +210,8 @@ def run_loop(ds_name: str, ds: dict, method: str, seed: int, args, encoder, styl
         rec = {"dataset": ds_name, "method": method, "seed": seed, "round": rnd, "style": style,
                "painted": int((ann > 0).sum()), "dice_images": image_dice(user.test(ds), ds),
                "round_s": round(round_s, 2), "total_s": round(total_s, 2), "load": load_average()}
-        if getattr(user, "forest_knew", None) is not None:
-            rec["forest_knew"] = round(user.forest_knew, 3)
+        if getattr(user, "corrections", None) is not None:
+            rec["corrections"] = user.corrections
         if not method.startswith("rf") and args.auroc:
             rec["error_auroc"] = error_auroc(user.model, ds)
         rec["dice"] = float(np.mean(rec["dice_images"]))

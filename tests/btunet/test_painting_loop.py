@@ -11,7 +11,7 @@ from btunet import FinetuneConfig, create_model, finetune, predict
 from btunet.infer.predict import predict_logits, uncertainty_map
 from btunet.pipeline.data import AnnotatedPlane
 from btunet.train.losses import masked_bce_dice_loss
-from btunet.train.pseudo import FOREST_KNEW, focus_on_errors, model_probabilities
+from btunet.train.pseudo import focus_on_errors, model_probabilities
 from btunet.train.teacher import forest_probabilities, pseudo_targets
 
 
@@ -134,9 +134,8 @@ def test_after_the_first_continuation_the_model_alone_teaches_near_its_edges(mon
     labels[2:5, 2:90] = 1
     model = np.where(nucleus, 0.9, 0.1).astype(np.float32)
     # a forest that has just seen background painted on rims: it calls the nucleus's rim background
-    # a forest that has just seen background painted on rims: it calls the nucleus's rim background
-    thin = [np.where(disk((96, 96), (48, 48), 13), 0.9, 0.1).astype(np.float32)]
-    monkeypatch.setattr(teacher, "forest_teacher", lambda *a, **k: (thin, None))
+    monkeypatch.setattr(teacher, "forest_probabilities", lambda *a, **k: [np.where(
+        disk((96, 96), (48, 48), 13), 0.9, 0.1).astype(np.float32)])
     band = near_edges(nucleus.astype(np.float32))
     assert band[48, 48 + 16] and band[48, 48 + 16 + MODEL_EDGE_BAND] and not band[48, 48]
     targets = {}
@@ -149,52 +148,6 @@ def test_after_the_first_continuation_the_model_alone_teaches_near_its_edges(mon
     assert np.all(targets[True][0][rim] == 1) and np.all(targets[True][1][rim] > 0)  # the model's own
     inner = disk((96, 96), (48, 48), 10) & (labels == 0)
     assert np.array_equal(targets[False][0][inner], targets[True][0][inner])  # away from edges: the same
-
-
-@pytest.mark.parametrize("share, forest_votes", [(0.8, True), (FOREST_KNEW, True), (0.2, False), (None, False)])
-def test_asked_corrections_decide_who_teaches_at_the_models_edges(monkeypatch, share, forest_votes):
-    import btunet.train.teacher as teacher
-    from btunet.train.pseudo import add_pseudo_labels
-    from btunet.train.training_set import annotated_planes
-    nucleus = disk((96, 96), (48, 48), 16)
-    labels = np.zeros((96, 96), np.uint8)
-    labels[46:50, 46:50] = 2
-    labels[2:5, 2:90] = 1
-    labels[48, 61:64] = 1  # a correction: background on the model's rim
-    model = np.where(nucleus, 0.9, 0.1).astype(np.float32)
-    asked = []
-
-    def forest(*a, **k):
-        asked.append(k.get("asked"))
-        return [np.where(disk((96, 96), (48, 48), 13), 0.9, 0.1).astype(np.float32)], share
-    monkeypatch.setattr(teacher, "forest_teacher", forest)
-    planes = annotated_planes([("a", model)], [("a", labels)], 1, "sparse", 96)
-    add_pseudo_labels(planes, FinetuneConfig(device="cpu", continue_teacher="ask"), [model], model_edges=True)
-    wrong = asked[0][0]
-    assert wrong.sum() == 3 and wrong[48, 61:64].all()  # the pixels the model gets wrong were asked
-    rim = disk((96, 96), (48, 48), 15) & ~disk((96, 96), (48, 48), 14) & ~disk((96, 96), (48, 62), 9)
-    labelled = planes[0].weight[rim] > 0
-    assert (not labelled.any()) if forest_votes else labelled.all()
-    # before the second continuation nothing is asked: the forest votes everywhere, as with "both"
-    planes = annotated_planes([("a", model)], [("a", labels)], 1, "sparse", 96)
-    add_pseudo_labels(planes, FinetuneConfig(device="cpu", continue_teacher="ask"), [model], model_edges=False)
-    assert asked[1] is None
-
-
-def test_share_right_is_what_a_forest_on_the_other_strokes_says_about_the_asked_ones():
-    from btunet.train.teacher import share_right
-    rng = np.random.default_rng(0)
-    x = np.concatenate([rng.normal(0, 0.1, (60, 2)), rng.normal(1, 0.1, (60, 2))]).astype(np.float32)
-    y = np.repeat([1.0, 2.0], 60).astype(np.float32)
-    mask = np.ones(120, bool)
-    asked = np.zeros(120, bool)
-    asked[[0, 1, 60, 61]] = True
-    assert share_right([x], [y], [mask], [asked], 0) == 1.0  # painted as their neighbours are
-    flipped = y.copy()
-    flipped[asked] = 3 - flipped[asked]  # painted against everything else the user painted
-    assert share_right([x], [flipped], [mask], [asked], 0) == 0.0
-    assert share_right([x], [y], [mask], [np.zeros(120, bool)], 0) is None  # nothing asked
-    assert share_right([x], [y], [mask], [np.arange(120) < 62], 0) is None  # one class left to fit
 
 
 def test_only_a_model_continued_before_keeps_its_edges(crop, fast_finetune_config, monkeypatch):

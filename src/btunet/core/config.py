@@ -130,10 +130,9 @@ class FinetuneConfig:
     #                                  pixel to get a pseudo-label
     pseudo_edge_weight: AtLeast0 = 10.0  # a fresh run's pseudo-labels weigh up to 1 + this more at the forest's
     #                                  edges, which no stroke marks (0: flat; benchmarks/interactive_notes.md)
-    continue_teacher: Literal["both", "ask", "mean", "model", "forest"] = "both"  # pseudo-labels when
-    #                                  continuing: mean of current model and new forest ("mean"), except near
-    #                                  the model's edges once it was continued before ("both"; "ask": unless a
-    #                                  forest on the other strokes gets most corrections right)
+    continue_teacher: Literal["both", "mean", "model", "forest"] = "both"  # pseudo-labels when continuing: mean
+    #                                  of current model and new forest ("mean"), except near the model's edges
+    #                                  once it was continued before
     correction_radius: Annotated[Number | None, Field(ge=0.0)] = None  # px around a correction where the
     #                                  model's pseudo-labels are dropped; None: as deep as the model's mistake
     #                                  + 2, at most 12 (pseudo.py)

@@ -11,7 +11,6 @@ stack; they learn only from the teacher's confident pseudo-labels, at a lower we
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 import numpy as np
@@ -23,8 +22,6 @@ from ..labels.heads import head_of
 from ..models import SegmentationModel
 from ..pipeline.data import AnnotatedPlane
 from ..pipeline.planes import plane_outputs, predict_logits
-
-log = logging.getLogger(__name__)
 
 #: unpainted planes of each stack added to a sparse run, spread evenly over the stack
 CONTEXT_PLANES = 4
@@ -70,40 +67,36 @@ def add_pseudo_labels(planes: list[AnnotatedPlane], cfg: FinetuneConfig,
     (``model_probs``: the current model's probabilities) takes them from ``cfg.continue_teacher``:
     the current model ("model": it keeps what it learnt, and the new strokes change it only
     where they were painted), the new forest, or their mean ("mean"; "both": the mean, except
-    that with ``model_edges`` the model alone teaches near its own edges, ``MODEL_EDGE_BAND``;
-    "ask": as "both" unless the corrections show the forest knew better, ``forest_knew``).
+    that with ``model_edges`` the model alone teaches near its own edges, ``MODEL_EDGE_BAND``).
     Around painted pixels the current model gets wrong (corrections), the model's pseudo-labels
     are dropped (``overruled_by``) so they cannot outvote the correction. Painted pixels keep their
     own label, held-out pixels stay out. ``extra_features``: the forest's features beside its
     filters (``encoder_features``). Returns the number of pseudo-labelled pixels.
     """
-    from .teacher import forest_teacher, pseudo_targets
+    from .teacher import forest_probabilities, pseudo_targets
     teacher = cfg.continue_teacher if model_probs is not None else "forest"
     top = max(1, int(max(p.target.max() for p in planes)))
     n_classes = model_probs[0].shape[0] - 1 if model_probs is not None and model_probs[0].ndim == 3 else top
-    painted = [(p.weight > 0) | (p.val_weight > 0) for p in planes]
-    predicted = wrong = None
-    if model_probs is not None:
-        predicted = [predicted_class(prob, cfg.threshold) for prob in model_probs]
-        wrong = [m & (c != p.target) for m, c, p in zip(painted, predicted, planes, strict=True)]
-    asks = teacher == "ask" and model_edges
-    forest, right = (forest_teacher([p.pixels for p in planes], [p.target for p in planes],
-                                    [p.weight for p in planes], cfg.seed, n_classes, extra_features,
-                                    asked=wrong if asks else None)
-                     if teacher != "model" else (None, None))
-    own_edges = model_edges and (teacher == "both" or (asks and not forest_knew(right)))
+    own_edges = teacher == "both" and model_edges
+    forest = (forest_probabilities([p.pixels for p in planes], [p.target for p in planes],
+                                   [p.weight for p in planes], cfg.seed, n_classes, extra_features)
+              if teacher != "model" else None)
     count = 0
     for k, p in enumerate(planes):
+        painted = (p.weight > 0) | (p.val_weight > 0)
         if teacher == "forest":
             prob = forest[k]
         else:
+            predicted = predicted_class(model_probs[k], cfg.threshold)
             prob = model_probs[k] if teacher == "model" else 0.5 * (model_probs[k] + forest[k])
             if own_edges:
-                prob = np.where(near_edges(predicted[k]), model_probs[k], prob)
+                prob = np.where(near_edges(predicted), model_probs[k], prob)
         target, weight = pseudo_targets(prob, cfg.pseudo_confidence)
-        if teacher != "forest" and wrong[k].any():
-            weight[overruled_by(wrong[k], predicted[k], p.target, cfg.correction_radius)] = 0
-        weight[painted[k]] = 0
+        if teacher != "forest":
+            wrong = painted & (predicted != p.target)
+            if wrong.any():
+                weight[overruled_by(wrong, predicted, p.target, cfg.correction_radius)] = 0
+        weight[painted] = 0
         if p.val_region is not None:  # no labels next to held-out pixels: they would leak into validation
             weight[p.val_region] = 0
         if p.size is not None:  # nor on the padding added to reach the patch size
@@ -114,26 +107,11 @@ def add_pseudo_labels(planes: list[AnnotatedPlane], cfg: FinetuneConfig,
         p.painted = p.weight > 0
         if p.focus is None:
             p.focus = p.painted
-        p.target = np.where(painted[k], p.target, target).astype(np.float32)
+        p.target = np.where(painted, p.target, target).astype(np.float32)
         weight *= cfg.pseudo_weight * (CONTEXT_WEIGHT if p.context else 1.0)
         p.weight = (p.weight + weight).astype(np.float32)
         count += int((weight > 0).sum())
     return count
-
-
-#: share of the corrections (painted pixels the model gets wrong) that a forest fitted on the other
-#: strokes must get right for ``continue_teacher="ask"`` to let the forest vote at the model's edges
-FOREST_KNEW = 0.5
-
-
-def forest_knew(share_right: float | None) -> bool:
-    """Whether the forest already knew what the user's corrections say (``FOREST_KNEW``): then it
-    is the better teacher where the model went wrong, and it votes at the model's edges too."""
-    knew = share_right is not None and share_right >= FOREST_KNEW
-    if share_right is not None:
-        log.info("the forest on the other strokes gets %.2f of the corrections right: %s", share_right,
-                 "it votes at the model's edges" if knew else "the model teaches its own edges")
-    return knew
 
 
 #: px from the model's own edges where, from the second continuation on, the model alone gives the

@@ -86,17 +86,6 @@ def forest_probabilities(planes_pixels: list[np.ndarray], targets: list[np.ndarr
     """Object probability (H, W) of every pixel of every plane, from a forest fitted on the masked
     pixels; with ``n_classes`` K >= 2 (targets = class indices) the (K+1, H, W) class probabilities.
     ``extra_features``: more (H, W, F) features of a plane beside the filters (``encoder_features``).
-    """
-    return forest_teacher(planes_pixels, targets, masks, seed, n_classes, extra_features)[0]
-
-
-def forest_teacher(planes_pixels: list[np.ndarray], targets: list[np.ndarray], masks: list[np.ndarray],
-                   seed: int = 0, n_classes: int = 1,
-                   extra_features: Callable[[np.ndarray], np.ndarray] | None = None,
-                   asked: list[np.ndarray] | None = None) -> tuple[list[np.ndarray], float | None]:
-    """``forest_probabilities``, and with ``asked`` (masked pixels of each plane) the share of them
-    that a second forest, fitted on the other masked pixels alone, labels as painted (None when it
-    cannot be fitted or nothing is asked).
 
     Features take about 80 bytes a pixel, so for many or large planes only the annotated
     pixels' features are kept while fitting and each plane's are computed again to predict.
@@ -118,26 +107,7 @@ def forest_teacher(planes_pixels: list[np.ndarray], targets: list[np.ndarray], m
     for pixels, f in zip(planes_pixels, cache, strict=True):
         classes = class_probabilities(forest, features_of(pixels) if f is None else f, n_classes)
         probs.append(classes[1] if n_classes == 1 else classes)
-    right = None if asked is None else share_right(picked, targets, masks, asked, seed)
-    return probs, right
-
-
-def share_right(picked: list[np.ndarray], targets: list[np.ndarray], masks: list[np.ndarray],
-                asked: list[np.ndarray], seed: int) -> float | None:
-    """The share of the ``asked`` pixels (a subset of ``masks``) that a forest fitted on the other
-    masked pixels gives their painted class; None with nothing asked or one class left to fit."""
-    held = [a[m] for a, m in zip(asked, masks, strict=True)]  # over each plane's picked rows
-    wanted = [np.rint(t[m]).astype(np.int64) for t, m in zip(targets, masks, strict=True)]
-    if not any(h.any() for h in held):
-        return None
-    y_fit = np.concatenate([w[~h] for w, h in zip(wanted, held, strict=True)])
-    if len(np.unique(y_fit)) < 2:
-        return None
-    x_fit = np.concatenate([f[~h] for f, h in zip(picked, held, strict=True)])
-    forest = fit_forest([x_fit], [y_fit.astype(np.float32)], [np.ones(len(y_fit), bool)], seed)
-    x_ask = np.concatenate([f[h] for f, h in zip(picked, held, strict=True)])
-    y_ask = np.concatenate([w[h] for w, h in zip(wanted, held, strict=True)])
-    return float(np.mean(forest.predict(x_ask) == y_ask))
+    return probs
 
 
 def class_probabilities(forest, features: np.ndarray, n_classes: int) -> np.ndarray:
