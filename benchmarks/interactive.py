@@ -40,7 +40,7 @@ METHODS = ("scratch", "scratch_mean", "scratch_flat", "scratch_radius12", "scrat
            "scratch_edges", "bt", "builtin", "builtin_edges", "builtin_lr3", "scratch_encoder_teacher",
            "builtin_encoder_teacher", "rf", "scratch_uncertainty", "strokes_only", "teacher_forest",
            "teacher_model", "scratch_background", "scratch_intensity", "scratch_epochs6",
-           "scratch_average", "scratch_fine", "rf_fine")
+           "scratch_average", "scratch_fine", "rf_fine", "allmodal")
 #: records of runs made under earlier engine defaults, reported but not run again under that name
 EARLIER = {"bt_flat_radius12": "`unet` Barlow Twins, flat weights, corrections overrule within 12 px "
                                "(an earlier run)",
@@ -71,6 +71,7 @@ LABELS = {"strokes_only": "`unet` from scratch, strokes only (no pseudo-labels)"
           "scratch_flat_radius12": "`unet` from scratch, flat weights, corrections overrule within 12 px",
           "bt": "`unet` Barlow Twins",
           "builtin": "`unet` from the built-in Barlow Twins encoder",
+          "allmodal": "`unet` from the built-in encoder pre-trained further on every modality (`--allmodal`)",
           "builtin_edges": "`unet` from the built-in encoder, the forest's edges weighed up (`pseudo_edge_weight=10`)",
           "builtin_lr3": "`unet` from the built-in encoder, encoder learning rate x3",
           "rf": "random forest (ilastik-style)",
@@ -195,9 +196,9 @@ def forest_on_full_image(ds: dict, seed: int, max_pixels: int = 200_000) -> floa
 
 def run_loop(ds_name: str, ds: dict, method: str, seed: int, args, encoder, style: str = "blobs") -> list[dict]:
     _, image, mask = ds["train"][0]
-    user = (ForestUser(seed, fine=method == "rf_fine") if method in ("rf", "rf_fine") else
-            UNetUser("builtin" if method.startswith("builtin") else encoder if method == "bt" else None, seed, args,
-                     VARIANTS.get(method)))
+    user = (ForestUser(seed, fine=method == "rf_fine") if method in ("rf", "rf_fine", "allmodal") else
+            UNetUser("builtin" if method.startswith("builtin") else args.allmodal if method == "allmodal"
+                     else encoder if method == "bt" else None, seed, args, VARIANTS.get(method)))
     ann = first_strokes(mask, style, seed=seed)
     records, total_s = [], 0.0
     pred = uncertainty = None  # set by each round's training, used by the next round's corrections
@@ -287,7 +288,7 @@ def dataset_section(records: list[dict], recs: list[dict], ds_name: str, style: 
         lines += [f"Random forest trained on the whole mask of the same image: Dice {mean_std(full)}.", ""]
     lines += [f"* {paired(recs, m, rounds)}" for m in ("bt", "builtin", "scratch_uncertainty", *VARIANTS, *EARLIER)
               if any(r["method"] == m for r in recs)]
-    for unet, forest in (("scratch", "rf"), ("scratch_fine", "rf_fine")):
+    for unet, forest in (("scratch", "rf"), ("scratch_fine", "rf_fine", "allmodal")):
         if {unet, forest} <= {r["method"] for r in recs}:
             lines.append(f"* {paired(recs, forest, rounds, against=unet, sign=-1)}")
     lines.append("")
@@ -400,6 +401,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-auroc", dest="auroc", action="store_false", help="skip the uncertainty ranking")
     p.add_argument("--cache", default=str(Path(__file__).resolve().parent.parent / "runs" / "encoders"))
     p.add_argument("--data", default=str(DEFAULT_DATA))
+    p.add_argument("--allmodal", default=str(Path(__file__).resolve().parent.parent / "runs" / "allmodal.safetensors"),
+                   help="the encoder the allmodal method starts from (scripts/pretrain_allmodal.sh)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--fresh", action="store_true", help="start a new records file instead of adding to it")
     p.add_argument("--report-only", action="store_true")
