@@ -196,7 +196,7 @@ def forest_on_full_image(ds: dict, seed: int, max_pixels: int = 200_000) -> floa
 
 def run_loop(ds_name: str, ds: dict, method: str, seed: int, args, encoder, style: str = "blobs") -> list[dict]:
     _, image, mask = ds["train"][0]
-    user = (ForestUser(seed, fine=method == "rf_fine") if method in ("rf", "rf_fine", "allmodal") else
+    user = (ForestUser(seed, fine=method == "rf_fine") if method in ("rf", "rf_fine") else
             UNetUser("builtin" if method.startswith("builtin") else args.allmodal if method == "allmodal"
                      else encoder if method == "bt" else None, seed, args, VARIANTS.get(method)))
     ann = first_strokes(mask, style, seed=seed)
@@ -286,9 +286,12 @@ def dataset_section(records: list[dict], recs: list[dict], ds_name: str, style: 
                     + ["uncertainty ranks errors (ROC AUC, all rounds)"], rows), ""]
     if full:
         lines += [f"Random forest trained on the whole mask of the same image: Dice {mean_std(full)}.", ""]
+    ran = {r["method"] for r in recs}
     lines += [f"* {paired(recs, m, rounds)}" for m in ("bt", "builtin", "scratch_uncertainty", *VARIANTS, *EARLIER)
-              if any(r["method"] == m for r in recs)]
-    for unet, forest in (("scratch", "rf"), ("scratch_fine", "rf_fine", "allmodal")):
+              if m in ran and "scratch" in ran]
+    if {"allmodal", "builtin"} <= ran:
+        lines.append(f"* {paired(recs, 'allmodal', rounds, against='builtin')}")
+    for unet, forest in (("scratch", "rf"), ("scratch_fine", "rf_fine")):
         if {unet, forest} <= {r["method"] for r in recs}:
             lines.append(f"* {paired(recs, forest, rounds, against=unet, sign=-1)}")
     lines.append("")
