@@ -12,7 +12,8 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data"
 SECTIONS = ("results_interactive.md", "results_robustness.md", "results_training_curve.md",
             "results_first_preview.md", "results_uncertainty.md", "results_quality.md",
             "results_tuning.md",
-            "results_pretraining.md", "results_painting_builtin.md", "results_dense_pretraining.md",
+            "results_pretraining.md", "results_painting_builtin.md", "results_encoder_modalities.md",
+            "results_dense_pretraining.md",
             "results_objects.md", "results_speed.md", "results_fused.md",
             "results_export.md")
 
@@ -63,7 +64,9 @@ def write_section(name: str, text: str) -> Path:
               "[the live preview during a run](results_training_curve.md), "
               "[first preview](results_first_preview.md), [uncertainty maps](results_uncertainty.md), "
               "[quality](results_quality.md), [tuning](results_tuning.md), "
-              "[pre-training](results_pretraining.md), [dense pre-training](results_dense_pretraining.md), "
+              "[pre-training](results_pretraining.md), "
+              "[an encoder pre-trained on every modality](results_encoder_modalities.md), "
+              "[dense pre-training](results_dense_pretraining.md), "
               "[objects and classes](results_objects.md), "
               "[speed](results_speed.md), [fused inference and shared cores](results_fused.md), "
               "[export](results_export.md)) and this page concatenates them.\n")]
