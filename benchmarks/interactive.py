@@ -71,7 +71,8 @@ LABELS = {"strokes_only": "`unet` from scratch, strokes only (no pseudo-labels)"
           "scratch_flat_radius12": "`unet` from scratch, flat weights, corrections overrule within 12 px",
           "bt": "`unet` Barlow Twins",
           "builtin": "`unet` from the built-in Barlow Twins encoder",
-          "allmodal": "`unet` from the built-in encoder pre-trained further on every modality (`--allmodal`)",
+          "allmodal": "`unet` from the built-in encoder pre-trained further on every modality "
+                      "(`scripts/pretrain_allmodal.sh`)",
           "builtin_edges": "`unet` from the built-in encoder, the forest's edges weighed up (`pseudo_edge_weight=10`)",
           "builtin_lr3": "`unet` from the built-in encoder, encoder learning rate x3",
           "rf": "random forest (ilastik-style)",
