@@ -131,6 +131,14 @@ class FinetuneSettings:
             "pre-trained encoder (the chosen one, else the built-in one), beside its filters")
         self.teacher_check.setChecked(FinetuneConfig.teacher_features == "encoder")
         adv.addRow(self.teacher_check)
+        self.forest_edges_check = QCheckBox("corrections: the forest votes at the model's edges")
+        self.forest_edges_check.setToolTip(
+            "strokes, when continuing: the random forest on all strokes also votes near the model's own "
+            "edges (otherwise the model alone teaches there from the second continuation on). Tick it "
+            "when objects stay a pixel too fat after you painted background along their rims; it can "
+            "shrink objects the model already drew right")
+        self.forest_edges_check.setChecked(FinetuneConfig.continue_teacher == "mean")
+        adv.addRow(self.forest_edges_check)
         self.background_check = QCheckBox("normalise by the background level")
         self.background_check.setToolTip(
             "map each image's background peak to 0 and its 99.8th percentile to 1 instead of its 1st and "
@@ -271,6 +279,7 @@ class FinetuneSettings:
             time_budget_s=60.0 * self.budget_spin.value() if budget else None,
             instances="auto" if self.borders_check.isChecked() else "none",
             teacher_features="encoder" if self.teacher_check.isChecked() else "filters",
+            continue_teacher="mean" if self.forest_edges_check.isChecked() else "both",
             normalization="background" if self.background_check.isChecked() else "percentile",
             device=self.device_combo.currentText())
         return config.continuation() if self._continuing() and not budget else config

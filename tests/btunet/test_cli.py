@@ -156,6 +156,16 @@ def test_init_continues_a_model_and_refuses_an_encoder(trained, small_sample, tm
     assert meta["model"]["name"] == "unet" and meta["epochs"] == 4  # the continuation schedule
     assert meta["trained_on"]["painted_pixels_wrong_at_start"] is not None
     assert meta["finetune_config"]["pseudo_edge_weight"] == 10.0  # the default
+    assert meta["finetune_config"]["continue_teacher"] == "both"
+    # a second continuation: the model alone teaches near its edges, unless the forest votes there too
+    again = {teacher: tmp_path / f"again_{teacher}.safetensors" for teacher in ("both", "mean")}
+    for teacher, path in again.items():
+        assert main(base + ["--init", str(out), "--continue-teacher", teacher, "--out", str(path)]) == 0
+        assert read_metadata(path)["finetune_config"]["continue_teacher"] == teacher
+    from safetensors.numpy import load_file
+    weights = {teacher: load_file(str(path)) for teacher, path in again.items()}
+    assert weights["both"].keys() == weights["mean"].keys()
+    assert any(not np.array_equal(weights["both"][k], weights["mean"][k]) for k in weights["both"])
     fresh = tmp_path / "flat.safetensors"
     assert main(base + ["--edge-weight", "0", "--epochs", "1", "--out", str(fresh)]) == 0
     assert read_metadata(fresh)["finetune_config"]["pseudo_edge_weight"] == 0.0

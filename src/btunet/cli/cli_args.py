@@ -47,8 +47,8 @@ OPTIONS: dict[str, dict[str, tuple[type, str]]] = {
                  **_options(CommandOptions, "threads")},
     "finetune": {**_options(FinetuneConfig, "model", "mask_mode", "epochs", "steps_per_epoch", "batch_size",
                             "patch_size", "intensity_augment", "normalization", "encoder_lr_scale",
-                            "teacher_features", "weight_average", "threshold", "device", "seed",
-                            time_budget="time_budget_s", edge_weight="pseudo_edge_weight"),
+                            "teacher_features", "continue_teacher", "weight_average", "threshold", "device",
+                            "seed", time_budget="time_budget_s", edge_weight="pseudo_edge_weight"),
                  **_options(CommandOptions, "threads")},
     "predict": {**_options(PredictConfig, "threshold", "z_spacing", "separate_by", "min_size", "device"),
                 **_options(CommandOptions, "threads", "chunk", "depth")},
@@ -237,6 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
                   "the unpainted pixels: multiscale filters; the filters and the maps of the "
                   "encoder the run starts from (--encoder), else of the built-in encoder; or the "
                   "filters and the raw pixel at ilastik's finest scales (fine) (default {default})")
+    _setting(f, "finetune", "continue_teacher",
+             words="--init with strokes: what labels the unpainted pixels when a model is continued: the "
+                  "mean of the model and a forest on all strokes, except near the model's own edges, "
+                  "where the model alone teaches from its second continuation on (both); the mean "
+                  "everywhere (mean: when objects stay a pixel too fat after corrections painted along "
+                  "their rims; it can shrink objects the model drew right); the model alone; the forest "
+                  "alone (default {default})")
     _setting(f, "finetune", "edge_weight", metavar="W",
              words="sparse strokes, a fresh run: the forest's pseudo-labels weigh up to 1 + W times more "
                   "at its object edges, which no stroke marks, so objects do not come out a pixel too "
