@@ -238,12 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
                   "encoder the run starts from (--encoder), else of the built-in encoder; or the "
                   "filters and the raw pixel at ilastik's finest scales (fine) (default {default})")
     _setting(f, "finetune", "continue_teacher",
-             words="--init with strokes: what labels the unpainted pixels when a model is continued: the "
-                  "mean of the model and a forest on all strokes, except near the model's own edges, "
-                  "where the model alone teaches from its second continuation on (both); the mean "
-                  "everywhere (mean: when objects stay a pixel too fat after corrections painted along "
-                  "their rims; it can shrink objects the model drew right); the model alone; the forest "
-                  "alone (default {default})")
+             words="--init with strokes: the unpainted pixels' teacher: model and forest (their mean), "
+                  "the model alone near its edges from its second continuation on (both); the mean "
+                  "everywhere (mean: for objects that stay too fat after corrections along their rims; "
+                  "it can shrink objects drawn right); the model; the forest (default {default})")
     _setting(f, "finetune", "edge_weight", metavar="W",
              words="sparse strokes, a fresh run: the forest's pseudo-labels weigh up to 1 + W times more "
                   "at its object edges, which no stroke marks, so objects do not come out a pixel too "
