@@ -135,8 +135,8 @@ class FinetuneSettings:
         self.forest_edges_check.setToolTip(
             "strokes, when continuing: the random forest on all strokes also votes near the model's own "
             "edges (otherwise the model alone teaches there from the second continuation on). Tick it "
-            "when objects stay a pixel too fat after you painted background along their rims; it can "
-            "shrink objects the model already drew right")
+            "when corrections stop improving the preview, or objects stay a pixel too fat after you "
+            "painted background along their rims; it can shrink objects the model already drew right")
         self.forest_edges_check.setChecked(FinetuneConfig.continue_teacher == "mean")
         adv.addRow(self.forest_edges_check)
         self.background_check = QCheckBox("normalise by the background level")
