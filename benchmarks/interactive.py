@@ -293,7 +293,7 @@ def dataset_section(records: list[dict], recs: list[dict], ds_name: str, style: 
     if {"allmodal", "builtin"} <= ran:
         lines.append(f"* {paired(recs, 'allmodal', rounds, against='builtin')}")
     for unet, forest in (("scratch", "rf"), ("scratch_fine", "rf_fine")):
-        if {unet, forest} <= {r["method"] for r in recs}:
+        if {unet, forest} <= ran:
             lines.append(f"* {paired(recs, forest, rounds, against=unet, sign=-1)}")
     lines.append("")
     if ds_name == "phc_psc_density":
