@@ -3,14 +3,15 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv run demo lint test bench screenshots clean
+.PHONY: venv run demo lint test bench screenshots constraints clean
 
-$(BIN)/btunet: setup.cfg pyproject.toml
+$(BIN)/btunet: setup.cfg pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip wheel setuptools
 	# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[testing]"
+	# every other release as recorded in constraints.txt, so a fresh machine gets what was tested
+	$(BIN)/pip install -q -e ".[testing]" -c constraints.txt
 	# releases that declare each other incompatible stop here, before any test
 	$(BIN)/pip check
 	touch $(BIN)/btunet
@@ -43,6 +44,11 @@ bench: venv
 	$(BIN)/python benchmarks/quality.py
 	$(BIN)/python benchmarks/objects.py --seconds 150
 	$(BIN)/python benchmarks/export_speed.py
+
+## record the releases of the current environment in constraints.txt (after an upgrade that passed make test)
+constraints: venv
+	{ sed -n '1,2p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v -i '^torch=='; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info demo_output
