@@ -58,6 +58,7 @@ BAD = {
         "time_budget_s": [0, -5, NAN, INF, True, "60"], "schedule": ["linear", "", None],
         "pseudo_labels": ["yes", None], "pseudo_weight": [-1, NAN, INF, True, None],
         "pseudo_edge_weight": [-1, NAN, INF, True, None], "correction_radius": [-1, NAN, INF, True, "3"],
+        "correction_weight": [0.5, 0, 101, NAN, INF, True, None, "3"],
         "pseudo_confidence": [0.5, 0.4, 1.1, NAN, True, None], "continue_teacher": ["teacher", None],
         "teacher_features": ["vgg", "", None, 1],
         "normalization": ["zscore", "", None, 1],

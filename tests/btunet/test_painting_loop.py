@@ -333,3 +333,25 @@ def test_continuation_trains_every_plane_and_holds_nothing_out(crop, fast_finetu
     assert np.all(seen[0] > 0.4)  # both planes are drawn, mistakes or not
     assert again.metadata["trained_on"]["validation_pixels"] == 0
     assert again.metadata["continued_from"]["trained_on"]["validation_pixels"] > 0
+
+
+def test_corrections_weigh_as_set_and_the_other_strokes_keep_theirs():
+    from btunet.train.pseudo import add_pseudo_labels
+    from btunet.train.training_set import annotated_planes
+    truth = disk((96, 96), (48, 48), 14)
+    labels = np.zeros((96, 96), np.uint8)
+    labels[46:50, 46:50] = 2  # inside: the model gets it right
+    labels[2:5, 2:90] = 1  # far background: right
+    rim = disk((96, 96), (48, 48), 16) & ~truth
+    labels[rim] = 1  # background on the rim the model draws too fat: corrections
+    model_probs = [np.where(disk((96, 96), (48, 48), 16), 0.95, 0.05).astype(np.float32)]
+    weights = {}
+    for factor in (1.0, 3.0):
+        planes = annotated_planes([("a", truth.astype(np.float32))], [("a", labels)], 1, "sparse", 96)
+        add_pseudo_labels(planes, FinetuneConfig(device="cpu", continue_teacher="model", correction_weight=factor),
+                          model_probs)
+        weights[factor] = planes[0].weight
+    assert np.all(weights[3.0][rim] == 3.0) and np.all(weights[1.0][rim] == 1.0)
+    right = (labels > 0) & ~rim
+    assert np.all(weights[3.0][right] == 1.0)  # strokes the model already follows keep weight 1
+    assert np.array_equal(weights[3.0][labels == 0], weights[1.0][labels == 0])  # pseudo-labels unchanged

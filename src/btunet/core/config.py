@@ -133,6 +133,8 @@ class FinetuneConfig:
     continue_teacher: Literal["both", "mean", "model", "forest"] = "both"  # pseudo-labels when continuing: mean
     #                                  of current model and new forest ("mean"), except near the model's edges
     #                                  once it was continued before
+    correction_weight: Annotated[Number, Field(ge=1.0, le=100.0)] = 1.0  # loss weight of a painted pixel the
+    #                                  model continued from gets wrong (a correction); other strokes weigh 1
     correction_radius: Annotated[Number | None, Field(ge=0.0)] = None  # px around a correction where the
     #                                  model's pseudo-labels are dropped; None: as deep as the model's mistake
     #                                  + 2, at most 12 (pseudo.py)
