@@ -71,8 +71,8 @@ def add_pseudo_labels(planes: list[AnnotatedPlane], cfg: FinetuneConfig,
     Around painted pixels the current model gets wrong (corrections), the model's pseudo-labels
     are dropped (``overruled_by``) so they cannot outvote the correction, and the correction itself
     weighs ``cfg.correction_weight``. Painted pixels keep their own label, held-out pixels stay out.
-    ``extra_features``: the forest's features beside its
-    filters (``encoder_features``). Returns the number of pseudo-labelled pixels.
+    ``extra_features``: the forest's features beside its filters (``encoder_features``). Returns the
+    number of pseudo-labelled pixels.
     """
     from .teacher import forest_probabilities, pseudo_targets
     teacher = cfg.continue_teacher if model_probs is not None else "forest"
@@ -97,7 +97,7 @@ def add_pseudo_labels(planes: list[AnnotatedPlane], cfg: FinetuneConfig,
             wrong = painted & (predicted != p.target)
             if wrong.any():
                 weight[overruled_by(wrong, predicted, p.target, cfg.correction_radius)] = 0
-                p.weight = np.where(wrong, p.weight * cfg.correction_weight, p.weight).astype(np.float32)
+                p.weight[wrong] *= cfg.correction_weight
         weight[painted] = 0
         if p.val_region is not None:  # no labels next to held-out pixels: they would leak into validation
             weight[p.val_region] = 0
